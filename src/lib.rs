@@ -1,0 +1,14 @@
+//! `systemd-import`: a drop-in replacement for systemd's image downloader.
+//!
+//! Architecture (one module per object, as in the C original):
+//! * [`event`]: an sd-event-style epoll loop (io, time, signal, defer and exit sources);
+//! * [`curl_glue`]: libcurl's multi-socket interface driven by that loop;
+//! * [`import`]: `ImportJob` (one HTTP GET), the unpacker, and the importers;
+//! * [`util`]: validators, escaping, formatting, errors, logging, file-system helpers;
+//! * [`cli`]: the `systemd-import` command line.
+
+pub mod cli;
+pub mod curl_glue;
+pub mod event;
+pub mod import;
+pub mod util;

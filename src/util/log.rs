@@ -1,0 +1,158 @@
+//! Logging the way systemd's command-line tools do it: one plain line per message on
+//! stderr, filtered by syslog priority.
+//!
+//! * `SYSTEMD_LOG_LEVEL` = `emerg` … `debug` or `0` … `7` (default `info`);
+//! * `SYSTEMD_LOG_TARGET` = `console` (default), `console-prefixed` (each line starts with
+//!   `<N>`, the priority, which is how systemd-importd relays worker output), or `null`;
+//!   systemd's journal/syslog/kmsg targets are accepted and write to the console;
+//! * `SYSTEMD_LOG_LOCATION` = true prefixes `(file:line) `.
+//!
+//! The `log` crate has no "notice" level, so notice messages use the target
+//! [`NOTICE_TARGET`]; use [`log_notice!`](crate::log_notice).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// syslog priorities.
+pub const LOG_EMERG: u8 = 0;
+pub const LOG_ERR: u8 = 3;
+pub const LOG_WARNING: u8 = 4;
+pub const LOG_NOTICE: u8 = 5;
+pub const LOG_INFO: u8 = 6;
+pub const LOG_DEBUG: u8 = 7;
+
+/// Target name that turns an `info!` into a notice (priority 5).
+pub const NOTICE_TARGET: &str = "notice";
+
+static MAX_PRIORITY: AtomicU8 = AtomicU8::new(LOG_INFO);
+static PREFIXED: AtomicBool = AtomicBool::new(false);
+static DISCARD: AtomicBool = AtomicBool::new(false);
+static LOCATION: AtomicBool = AtomicBool::new(false);
+
+struct ConsoleLogger;
+
+static LOGGER: ConsoleLogger = ConsoleLogger;
+
+fn priority_of(metadata: &log::Metadata<'_>) -> u8 {
+    match metadata.level() {
+        log::Level::Error => LOG_ERR,
+        log::Level::Warn => LOG_WARNING,
+        log::Level::Info if metadata.target() == NOTICE_TARGET => LOG_NOTICE,
+        log::Level::Info => LOG_INFO,
+        log::Level::Debug | log::Level::Trace => LOG_DEBUG,
+    }
+}
+
+impl log::Log for ConsoleLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        !DISCARD.load(Ordering::Relaxed)
+            && priority_of(metadata) <= MAX_PRIORITY.load(Ordering::Relaxed)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut line = String::new();
+        if PREFIXED.load(Ordering::Relaxed) {
+            line.push_str(&format!("<{}>", priority_of(record.metadata())));
+        }
+        if LOCATION.load(Ordering::Relaxed) {
+            if let (Some(file), Some(l)) = (record.file(), record.line()) {
+                line.push_str(&format!("({file}:{l}) "));
+            }
+        }
+        line.push_str(&record.args().to_string());
+        line.push('\n');
+        // One write per line so lines from worker threads never interleave mid-line.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Parse a `SYSTEMD_LOG_LEVEL` value: a name or a number 0–7.
+pub fn parse_level(s: &str) -> Option<u8> {
+    let names = [
+        "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+    ];
+    if let Some(i) = names.iter().position(|n| *n == s) {
+        return Some(i as u8);
+    }
+    match s.parse::<u8>() {
+        Ok(n) if n <= LOG_DEBUG => Some(n),
+        _ => None,
+    }
+}
+
+/// Install the logger and read the `SYSTEMD_LOG_*` environment. Safe to call twice.
+pub fn init() {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Trace);
+    if let Some(level) = std::env::var("SYSTEMD_LOG_LEVEL")
+        .ok()
+        .and_then(|v| parse_level(&v))
+    {
+        set_max_priority(level);
+    }
+    match std::env::var("SYSTEMD_LOG_TARGET").as_deref() {
+        Ok("console-prefixed") => PREFIXED.store(true, Ordering::Relaxed),
+        Ok("null") => DISCARD.store(true, Ordering::Relaxed),
+        _ => {}
+    }
+    if let Ok(v) = std::env::var("SYSTEMD_LOG_LOCATION") {
+        LOCATION.store(
+            matches!(v.as_str(), "1" | "yes" | "y" | "true" | "t" | "on"),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Change the maximum priority that is printed (`LOG_DEBUG` prints everything).
+pub fn set_max_priority(prio: u8) {
+    MAX_PRIORITY.store(prio.min(LOG_DEBUG), Ordering::Relaxed);
+}
+
+/// Log at notice level (priority 5): `Transfer aborted.` and the like.
+#[macro_export]
+macro_rules! log_notice {
+    ($($arg:tt)+) => {
+        ::log::info!(target: $crate::util::log::NOTICE_TARGET, $($arg)+)
+    };
+}
+
+/// systemd's `log_oom()`: logs `Out of memory.` and evaluates to an ENOMEM error.
+pub fn log_oom() -> crate::util::error::Error {
+    log::error!("Out of memory.");
+    crate::util::error::Error::with_message(libc::ENOMEM, "Out of memory.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_by_name_and_number() {
+        assert_eq!(parse_level("debug"), Some(7));
+        assert_eq!(parse_level("notice"), Some(5));
+        assert_eq!(parse_level("3"), Some(3));
+        assert_eq!(parse_level("8"), None);
+        assert_eq!(parse_level("loud"), None);
+    }
+
+    #[test]
+    fn notice_target_maps_to_priority_5() {
+        let md = log::Metadata::builder()
+            .level(log::Level::Info)
+            .target(NOTICE_TARGET)
+            .build();
+        assert_eq!(priority_of(&md), LOG_NOTICE);
+        let md = log::Metadata::builder()
+            .level(log::Level::Info)
+            .target("x")
+            .build();
+        assert_eq!(priority_of(&md), LOG_INFO);
+    }
+}

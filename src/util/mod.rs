@@ -1,0 +1,12 @@
+//! Small helpers shared by every part of the tool.
+
+pub mod btrfs;
+pub mod error;
+pub mod escape;
+pub mod format;
+pub mod fs;
+pub mod image;
+pub mod log;
+pub mod names;
+pub mod test_seams;
+pub mod validate;
