@@ -1,0 +1,151 @@
+//! Tasks: blocking work (disk, CPU, child processes) on a thread of its own, with the result
+//! delivered to a callback on the loop thread.
+//!
+//! The loop thread must never wait on disk or CPU work: a local copy of a multi-GiB image, a
+//! qcow2 conversion or a gpg run would otherwise delay every transfer and the SIGINT
+//! handler. A task runs the work on a thread and signals an eventfd when done; the loop
+//! picks the result up like any other io event.
+//!
+//! The owner keeps the [`TaskHandle`]. Dropping it asks the work to stop (the work polls the
+//! `&AtomicBool` it is given) and **joins the thread**, so temporary files the work created
+//! are gone by the time the owner's own cleanup runs; the callback is then never called.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::{EventLoop, SourceId, EPOLLIN};
+use crate::util::error::{Error, Result};
+
+struct Shared<T> {
+    /// Set by the owner to ask the work to stop early.
+    cancel: AtomicBool,
+    /// Set when the handle was dropped: the result is no longer wanted.
+    detached: AtomicBool,
+    /// Written once by the worker thread, taken by the loop callback.
+    result: Mutex<Option<T>>,
+    /// Becomes readable when `result` is set.
+    wake: OwnedFd,
+}
+
+/// Owner's handle on a running task. Dropping it cancels and joins.
+pub struct TaskHandle {
+    /// Sets the work's cancel flag; with `true`, also drops interest in the result.
+    cancel: Box<dyn Fn(bool) + Send + Sync>,
+    thread: Option<JoinHandle<()>>,
+    source: SourceId,
+}
+
+impl TaskHandle {
+    /// Ask the work to stop early (it sees the flag it was given turn true).
+    pub fn cancel(&self) {
+        (self.cancel)(false);
+    }
+
+    /// The loop source that delivers the result.
+    pub fn source(&self) -> SourceId {
+        self.source
+    }
+}
+
+impl Drop for TaskHandle {
+    fn drop(&mut self) {
+        (self.cancel)(true);
+        if let Some(t) = self.thread.take() {
+            // The work must return promptly once cancelled; joining makes its cleanup
+            // (RAII guards for temporary files) complete before the owner's own.
+            let _ = t.join();
+        }
+    }
+}
+
+impl<D: 'static> EventLoop<D> {
+    /// Run `work` on a new thread named `name`; when it returns, `done` runs on the loop
+    /// thread with its result (unless the handle was dropped first).
+    pub fn spawn_task<T, W, F>(&mut self, name: &str, work: W, done: F) -> Result<TaskHandle>
+    where
+        T: Send + 'static,
+        W: FnOnce(&AtomicBool) -> T + Send + 'static,
+        F: FnOnce(&mut EventLoop<D>, &mut D, T) + 'static,
+    {
+        // SAFETY: plain syscall; the fd is checked and then owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(Error::last_os_error());
+        }
+        let shared = Arc::new(Shared::<T> {
+            cancel: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
+            result: Mutex::new(None),
+            // SAFETY: fresh eventfd, owned from here on.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+        });
+
+        let mut done = Some(done);
+        let cb_shared = shared.clone();
+        let source = self.add_io(fd, EPOLLIN, move |lp, data, id, _| {
+            let mut counter = [0u8; 8];
+            // SAFETY: 8-byte read from our own non-blocking eventfd.
+            unsafe {
+                libc::read(
+                    cb_shared.wake.as_raw_fd(),
+                    counter.as_mut_ptr() as *mut libc::c_void,
+                    8,
+                )
+            };
+            let result = cb_shared
+                .result
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let Some(result) = result else {
+                return Ok(());
+            };
+            lp.remove(id);
+            if !cb_shared.detached.load(Ordering::Acquire) {
+                if let Some(done) = done.take() {
+                    done(lp, data, result);
+                }
+            }
+            Ok(())
+        })?;
+        self.set_description(source, name);
+
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.chars().take(15).collect())
+            .spawn(move || {
+                let result = work(&thread_shared.cancel);
+                *thread_shared
+                    .result
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(result);
+                let one = 1u64.to_ne_bytes();
+                // SAFETY: 8-byte write to our own eventfd.
+                unsafe {
+                    libc::write(
+                        thread_shared.wake.as_raw_fd(),
+                        one.as_ptr() as *const libc::c_void,
+                        8,
+                    )
+                };
+            })
+            .map_err(|e| {
+                self.remove(source);
+                Error::from(e)
+            })?;
+
+        let cancel_shared = shared;
+        Ok(TaskHandle {
+            cancel: Box::new(move |detach| {
+                if detach {
+                    cancel_shared.detached.store(true, Ordering::Release);
+                }
+                cancel_shared.cancel.store(true, Ordering::Release);
+            }),
+            thread: Some(thread),
+            source,
+        })
+    }
+}
