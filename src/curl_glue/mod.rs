@@ -1,1 +1,413 @@
-//! (to be written)
+//! CurlGlue: libcurl's multi-socket interface driven by our event loop.
+//!
+//! libcurl tells us which sockets to watch (socket callback) and when to call it back
+//! (timer callback); we watch those sockets in the loop and report readiness with
+//! `curl_multi_socket_action`. Completed transfers are reaped and handed to the owner.
+//!
+//! Three rules shape this module (style.md §0, §12):
+//! * **Never call back up from inside libcurl.** curl-rust's socket and timer closures must
+//!   be `Send + 'static`, and libcurl forbids re-entering it from its callbacks, so they only
+//!   *queue* what curl asked for ([`Pending`]). After every call into the multi handle
+//!   (`add`, `remove`, `action`, `timeout`, `unpause`) [`CurlGlue::flush`] applies the queue
+//!   to the loop.
+//! * **Watch fds we own.** Older libcurl closes a socket before it tells us to forget it,
+//!   and the number may be reused at once; like systemd's 2015 glue we watch a `dup()` of
+//!   each socket, closed only when curl says `CURL_POLL_REMOVE`.
+//! * **Completions are processed outside libcurl**, after `action()` returned, until the
+//!   message queue is empty (decision Q1), and not at all once the loop is exiting.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use curl::easy::{Easy2, Handler};
+use curl::multi::{Easy2Handle, Events, Multi, Socket};
+
+use crate::event::{self, Clock, Enabled, EventLoop, SourceId, EPOLLIN, EPOLLOUT};
+use crate::util::error::{Error, Result};
+
+/// The version we report in the User-Agent and `--version`, as systemd's PACKAGE_VERSION.
+pub const PACKAGE_VERSION: &str = "219";
+
+/// What `program_invocation_short_name` is for the C tool: the basename of argv[0].
+static PROGRAM_NAME: OnceLock<String> = OnceLock::new();
+
+/// Record the program's short name (basename of argv[0]) for the User-Agent.
+pub fn set_program_name(argv0: &str) {
+    let name = argv0.rsplit('/').next().unwrap_or(argv0);
+    let _ = PROGRAM_NAME.set(if name.is_empty() {
+        "systemd-import".to_string()
+    } else {
+        name.to_string()
+    });
+}
+
+/// `<program>/<version>`, e.g. `systemd-import/219`.
+pub fn user_agent() -> String {
+    let name = PROGRAM_NAME
+        .get()
+        .map(String::as_str)
+        .unwrap_or("systemd-import");
+    format!("{name}/{PACKAGE_VERSION}")
+}
+
+/// The owner of a [`CurlGlue`]: the loop's data. Replaces the C glue's `on_finished` hook
+/// and `userdata` pointer.
+pub trait CurlHost: Sized + 'static {
+    /// The glue this host owns.
+    fn glue(&mut self) -> &mut CurlGlue;
+    /// A transfer finished (the handle is still attached to the multi handle; the owner
+    /// detaches it with [`CurlGlue::remove`]). `token` is the one [`CurlGlue::add`] returned.
+    fn on_transfer_done(
+        &mut self,
+        lp: &mut EventLoop<Self>,
+        token: usize,
+        result: std::result::Result<(), curl::Error>,
+    );
+}
+
+/// What curl's callbacks asked for since the last flush. Written only by the socket and
+/// timer closures (on the loop thread, from inside libcurl), drained by `flush`.
+#[derive(Default)]
+struct Pending {
+    /// In order: a socket may be removed and its number reused within one call.
+    sockets: Vec<(Socket, SocketWant)>,
+    /// `Some(None)`: delete the timer; `Some(Some(d))`: call `timeout()` after `d`.
+    timer: Option<Option<Duration>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SocketWant {
+    Remove,
+    Events(u32),
+}
+
+/// One watched curl socket.
+struct WatchedSocket {
+    /// Our duplicate of curl's socket: what epoll watches.
+    dup: OwnedFd,
+    source: SourceId,
+}
+
+/// Low-speed limit: a transfer slower than `LOW_SPEED_LIMIT` bytes/s for
+/// `LOW_SPEED_TIME` fails (decision Q15), so a stalled server cannot hang us.
+const LOW_SPEED_LIMIT: u32 = 30;
+const LOW_SPEED_TIME: Duration = Duration::from_secs(60);
+
+/// The glue. Owners must drop every easy handle they added **before** dropping the glue
+/// (curl-rust frees the multi's callbacks with it; see curl-rust PR #645).
+pub struct CurlGlue {
+    multi: Multi,
+    pending: Arc<Mutex<Pending>>,
+    /// curl socket → our duplicate and its io source.
+    sockets: HashMap<Socket, WatchedSocket>,
+    /// The oneshot "curl-timer" source, once created.
+    timer: Option<SourceId>,
+    /// Never reused, so a late message can never be taken for a newer transfer.
+    next_token: usize,
+    /// CA bundle (file) and directory from the environment, as curl's own tool reads them.
+    ca_file: Option<PathBuf>,
+    ca_dir: Option<PathBuf>,
+    low_speed_time: Duration,
+}
+
+impl CurlGlue {
+    /// A glue with a fresh multi handle.
+    pub fn new() -> Result<Self> {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let mut multi = Multi::new();
+
+        let p = pending.clone();
+        multi
+            .socket_function(move |socket, events, _token| {
+                let want = if events.remove() {
+                    SocketWant::Remove
+                } else {
+                    let mut bits = 0;
+                    if events.input() || events.input_and_output() {
+                        bits |= EPOLLIN;
+                    }
+                    if events.output() || events.input_and_output() {
+                        bits |= EPOLLOUT;
+                    }
+                    SocketWant::Events(bits)
+                };
+                // Never panic inside a curl callback (curl-rust would swallow it and
+                // silently disable all later callbacks): recover a poisoned lock.
+                p.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .sockets
+                    .push((socket, want));
+            })
+            .map_err(|e| Error::with_message(libc::EIO, e.to_string()))?;
+
+        let p = pending.clone();
+        multi
+            .timer_function(move |timeout| {
+                p.lock().unwrap_or_else(|e| e.into_inner()).timer = Some(timeout);
+                true
+            })
+            .map_err(|e| Error::with_message(libc::EIO, e.to_string()))?;
+
+        let env_path = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        // curl(1): CURL_CA_BUNDLE, else SSL_CERT_DIR / SSL_CERT_FILE.
+        let ca_file = env_path("CURL_CA_BUNDLE").or_else(|| env_path("SSL_CERT_FILE"));
+        let ca_dir = env_path("SSL_CERT_DIR");
+
+        Ok(CurlGlue {
+            multi,
+            pending,
+            sockets: HashMap::new(),
+            timer: None,
+            next_token: 1,
+            ca_file,
+            ca_dir,
+            low_speed_time: crate::util::test_seams::low_speed_time().unwrap_or(LOW_SPEED_TIME),
+        })
+    }
+
+    /// `curl_glue_make()`: an easy handle for `url` with our default options: URL,
+    /// User-Agent, redirects followed, NOSIGNAL (curl-rust sets it), the low-speed limit,
+    /// HTTP(S) only (also for redirects), and the CA bundle from the environment.
+    pub fn make<H: Handler>(&self, url: &str, handler: H) -> Result<Easy2<H>> {
+        let mut easy = Easy2::new(handler);
+        let eio = |e: curl::Error| Error::with_message(libc::EIO, e.to_string());
+        easy.url(url).map_err(eio)?;
+        easy.useragent(&user_agent()).map_err(eio)?;
+        easy.follow_location(true).map_err(eio)?;
+        easy.signal(false).map_err(eio)?;
+        easy.low_speed_limit(LOW_SPEED_LIMIT).map_err(eio)?;
+        easy.low_speed_time(self.low_speed_time).map_err(eio)?;
+        if let Some(f) = &self.ca_file {
+            easy.cainfo(f).map_err(eio)?;
+        }
+        if let Some(d) = &self.ca_dir {
+            easy.capath(d).map_err(eio)?;
+        }
+        restrict_protocols(&mut easy)?;
+        Ok(easy)
+    }
+
+    /// Attach `easy` to the multi handle; returns the handle and its token (never reused).
+    pub fn add<D: CurlHost, H: Handler>(
+        &mut self,
+        lp: &mut EventLoop<D>,
+        easy: Easy2<H>,
+    ) -> Result<(Easy2Handle<H>, usize)> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let r = self.multi.add2(easy);
+        self.flush(lp);
+        let mut handle = r.map_err(|e| Error::with_message(libc::EIO, e.to_string()))?;
+        handle
+            .set_token(token)
+            .map_err(|e| Error::with_message(libc::EIO, e.to_string()))?;
+        Ok((handle, token))
+    }
+
+    /// Detach a transfer (finished or not) and get the easy handle back.
+    pub fn remove<D: CurlHost, H: Handler>(
+        &mut self,
+        lp: &mut EventLoop<D>,
+        handle: Easy2Handle<H>,
+    ) -> Result<Easy2<H>> {
+        let r = self.multi.remove2(handle);
+        self.flush(lp);
+        r.map_err(|e| Error::with_message(libc::EIO, e.to_string()))
+    }
+
+    /// Resume a transfer whose write callback returned `WriteError::Pause`.
+    pub fn unpause_write<D: CurlHost, H: Handler>(
+        &mut self,
+        lp: &mut EventLoop<D>,
+        handle: &Easy2Handle<H>,
+    ) -> Result<()> {
+        let r = handle.unpause_write();
+        self.flush(lp);
+        r.map_err(|e| Error::with_message(libc::EIO, e.to_string()))
+    }
+
+    /// Number of sockets currently watched (for tests and debugging).
+    pub fn watched_sockets(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Apply what curl's callbacks queued: add, change or drop io sources, arm or disarm
+    /// the timer. Called after every call into the multi handle.
+    fn flush<D: CurlHost>(&mut self, lp: &mut EventLoop<D>) {
+        let (sockets, timer) = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut p.sockets), p.timer.take())
+        };
+        for (socket, want) in sockets {
+            if let Err(e) = self.apply_socket(lp, socket, want) {
+                // There is nobody to return this to: curl's callback has long returned.
+                // The transfer will then fail by its low-speed limit.
+                log::error!("Failed to watch curl socket {socket}: {e}");
+            }
+        }
+        if let Some(timeout) = timer {
+            if let Err(e) = self.apply_timer(lp, timeout) {
+                log::error!("Failed to arm curl timer: {e}");
+            }
+        }
+    }
+
+    fn apply_socket<D: CurlHost>(
+        &mut self,
+        lp: &mut EventLoop<D>,
+        socket: Socket,
+        want: SocketWant,
+    ) -> Result<()> {
+        match want {
+            SocketWant::Remove => {
+                if let Some(w) = self.sockets.remove(&socket) {
+                    lp.remove(w.source);
+                    drop(w.dup);
+                }
+            }
+            SocketWant::Events(events) => {
+                if let Some(w) = self.sockets.get(&socket) {
+                    lp.set_io_events(w.source, events)?;
+                    lp.set_enabled(w.source, Enabled::On)?;
+                    return Ok(());
+                }
+                // SAFETY: duplicating a descriptor number curl just told us about; a
+                // closed one gives EBADF, which we report.
+                let fd = unsafe { libc::fcntl(socket, libc::F_DUPFD_CLOEXEC, 3) };
+                if fd < 0 {
+                    return Err(Error::last_os_error());
+                }
+                // SAFETY: `fd` is the fresh duplicate, owned from here on.
+                let dup = unsafe { OwnedFd::from_raw_fd(fd) };
+                let source =
+                    lp.add_io(dup.as_raw_fd(), events, move |lp, d: &mut D, _, revents| {
+                        on_io(lp, d, socket, revents)
+                    })?;
+                lp.set_description(source, "curl-io");
+                self.sockets.insert(socket, WatchedSocket { dup, source });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_timer<D: CurlHost>(
+        &mut self,
+        lp: &mut EventLoop<D>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let Some(timeout) = timeout else {
+            if let Some(t) = self.timer {
+                lp.set_enabled(t, Enabled::Off)?;
+            }
+            return Ok(());
+        };
+        // Round up to the next millisecond, as the C glue does (+999 µs).
+        let deadline = event::now(Clock::Boottime) + timeout.as_micros() as u64 + 999;
+        if let Some(t) = self.timer.filter(|t| lp.exists(*t)) {
+            lp.set_time(t, deadline)?;
+            lp.set_enabled(t, Enabled::Oneshot)?;
+        } else {
+            let t = lp.add_time(Clock::Boottime, deadline, |lp, d: &mut D, _, _| {
+                on_timer(lp, d)
+            })?;
+            lp.set_description(t, "curl-timer");
+            self.timer = Some(t);
+        }
+        Ok(())
+    }
+}
+
+/// An io event on a curl socket: tell curl, then reap.
+fn on_io<D: CurlHost>(
+    lp: &mut EventLoop<D>,
+    d: &mut D,
+    socket: Socket,
+    revents: u32,
+) -> Result<()> {
+    let glue = d.glue();
+    let mut events = Events::new();
+    // ERR/HUP alone map to no bits: curl then finds out by itself, as in the C glue.
+    events.input(revents & EPOLLIN != 0);
+    events.output(revents & EPOLLOUT != 0);
+    let r = glue.multi.action(socket, &events);
+    glue.flush(lp);
+    if r.is_err() {
+        log::debug!("Failed to propagate IO event.");
+        return Err(Error::new(libc::EINVAL));
+    }
+    check_finished(lp, d);
+    Ok(())
+}
+
+/// curl's timer expired.
+fn on_timer<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D) -> Result<()> {
+    let glue = d.glue();
+    let r = glue.multi.timeout();
+    glue.flush(lp);
+    if r.is_err() {
+        log::debug!("Failed to propagate timeout.");
+        return Err(Error::new(libc::EINVAL));
+    }
+    check_finished(lp, d);
+    Ok(())
+}
+
+/// Hand every finished transfer to the host, until curl's queue is empty (Q1). Messages
+/// are collected first, so no host code runs inside `curl_multi_info_read`. Once the loop
+/// is exiting nothing more is processed (as current systemd does).
+fn check_finished<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D) {
+    loop {
+        if lp.exit_requested() {
+            return;
+        }
+        let mut done = Vec::new();
+        d.glue().multi.messages(|m| {
+            if let (Some(result), Ok(token)) = (m.result(), m.token()) {
+                done.push((token, result));
+            }
+        });
+        if done.is_empty() {
+            return;
+        }
+        for (token, result) in done {
+            if lp.exit_requested() {
+                return;
+            }
+            d.on_transfer_done(lp, token, result);
+        }
+    }
+}
+
+/// Allow only HTTP and HTTPS, also for redirects: a server must not be able to redirect
+/// us to `file://` or anything else libcurl happens to support.
+fn restrict_protocols<H>(easy: &mut Easy2<H>) -> Result<()> {
+    let protos = (curl_sys::CURLPROTO_HTTP | curl_sys::CURLPROTO_HTTPS) as libc::c_long;
+    for opt in [
+        curl_sys::CURLOPT_PROTOCOLS,
+        curl_sys::CURLOPT_REDIR_PROTOCOLS,
+    ] {
+        // SAFETY: both options take a long bitmask; the handle is valid for `easy`'s life.
+        let rc = unsafe { curl_sys::curl_easy_setopt(easy.raw(), opt, protos) };
+        if rc != curl_sys::CURLE_OK {
+            return Err(Error::with_message(
+                libc::EIO,
+                curl::Error::new(rc).to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Drop for CurlGlue {
+    fn drop(&mut self) {
+        // The io sources stay in the loop with closed fds; the loop is being torn down too.
+        self.sockets.clear();
+    }
+}

@@ -1,2 +1,15 @@
 //! Every test-only setting in one place. None of them changes behaviour unless its
 //! environment variable is set, and none is meant for production use.
+
+use std::time::Duration;
+
+/// `SYSTEMD_IMPORT_TEST_LOW_SPEED_TIME=<seconds>`: shortens the 60 s low-speed window
+/// after which a stalled transfer fails, so the stall test does not take a minute.
+pub fn low_speed_time() -> Option<Duration> {
+    std::env::var("SYSTEMD_IMPORT_TEST_LOW_SPEED_TIME")
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}

@@ -1,0 +1,552 @@
+//! The job's worker thread: everything heavy that happens to a download's bytes.
+//!
+//! The loop thread only queues the body chunks curl hands it ([`Channel`]); the worker
+//! detects the compression, hashes the bytes as served (SHA-256 for SHA256SUMS and
+//! digests), decompresses, enforces the uncompressed limit, and feeds the [`Sink`]: a
+//! memory buffer, a (sparse) file, or a stream consumer such as the unpacker. So many
+//! downloads progress at once and a slow disk or codec never stalls the loop.
+//!
+//! Back-pressure: when more than [`HIGH_WATER`] bytes are queued the write callback pauses
+//! the transfer; the worker wakes the loop (eventfd) once it has drained the queue below
+//! [`LOW_WATER`], and the loop unpauses. Memory per job is therefore bounded.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use sha2::{Digest, Sha256};
+
+use super::compress::{Compression, MAGIC_MAX};
+use super::{ResponseMeta, Sink, StreamContext};
+use crate::log_error_errno;
+use crate::util::error::{Error, Result};
+
+/// Pause the transfer when this many bytes wait for the worker.
+pub(crate) const HIGH_WATER: usize = 4 << 20;
+/// Resume it once the worker has drained the queue to this.
+pub(crate) const LOW_WATER: usize = 1 << 20;
+/// Block size for reading the decompressed stream into files and memory.
+const BLOCK: usize = 256 << 10;
+/// Runs of NUL bytes longer than this are written as holes (the C job's value).
+const SPARSE_RUN: usize = 64;
+
+/// How the body ended, as the loop saw it.
+#[derive(Debug)]
+pub(crate) enum InputEnd {
+    /// curl delivered the whole body.
+    Complete,
+    /// The transfer failed or was abandoned; the worker must stop with this error.
+    Aborted(Error),
+}
+
+/// What the worker hands back when it has consumed the whole body.
+#[derive(Default, Debug)]
+pub(crate) struct WorkerOutput {
+    /// Lowercase hex SHA-256 of the bytes as served, if asked for.
+    pub checksum: Option<String>,
+    /// Lowercase hex SHA-256 of the decompressed stream, if asked for.
+    pub uncompressed_checksum: Option<String>,
+    pub written_uncompressed: u64,
+    /// The body, for [`Sink::Memory`].
+    pub payload: Vec<u8>,
+    pub compression: Option<Compression>,
+}
+
+/// State shared by the loop thread (producer) and the worker (consumer).
+pub(crate) struct ChannelState {
+    pub meta: Option<ResponseMeta>,
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes in `chunks`.
+    queued: usize,
+    pub input_end: Option<InputEnd>,
+    /// The loop paused the transfer and wants a wake-up below LOW_WATER.
+    pub paused: bool,
+    /// The worker is blocked waiting for input (so the producer must notify).
+    worker_waiting: bool,
+    /// Set once by the worker when it is done, either way.
+    pub outcome: Option<Result<WorkerOutput>>,
+}
+
+/// The queue between the loop and the worker, plus the wake-up eventfd.
+pub(crate) struct Channel {
+    state: Mutex<ChannelState>,
+    cond: Condvar,
+    /// Set to stop the worker early; shared with stream sinks (the unpacker polls it).
+    pub cancel: Arc<AtomicBool>,
+    /// Readable when the loop should look at the job (queue drained, or worker finished).
+    pub wake: OwnedFd,
+    /// The worker thread, once spawned; joined by the job.
+    pub thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Channel {
+    pub fn new() -> Result<Arc<Channel>> {
+        // SAFETY: plain syscall; the result is checked and then owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(Error::last_os_error());
+        }
+        Ok(Arc::new(Channel {
+            state: Mutex::new(ChannelState {
+                meta: None,
+                chunks: VecDeque::new(),
+                queued: 0,
+                input_end: None,
+                paused: false,
+                worker_waiting: false,
+                outcome: None,
+            }),
+            cond: Condvar::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            // SAFETY: fresh eventfd, owned from here on.
+            wake: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+            thread: Mutex::new(None),
+        }))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ChannelState> {
+        // A worker that panicked poisons the lock; its state is still consistent enough to
+        // report failure, and we must never panic on the loop thread because of it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Producer side: queue a chunk unless the queue is full. Returns false (and marks the
+    /// channel paused) when the caller must pause the transfer.
+    pub fn push(&self, chunk: &[u8]) -> bool {
+        let mut st = self.lock();
+        if st.queued >= HIGH_WATER {
+            st.paused = true;
+            return false;
+        }
+        st.queued += chunk.len();
+        st.chunks.push_back(chunk.to_vec());
+        if st.worker_waiting {
+            self.cond.notify_one();
+        }
+        true
+    }
+
+    /// Producer side: no more input.
+    pub fn end(&self, end: InputEnd) {
+        let mut st = self.lock();
+        if st.input_end.is_none() {
+            st.input_end = Some(end);
+        }
+        self.cond.notify_all();
+    }
+
+    /// Stop the worker as soon as possible.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Release);
+        self.end(InputEnd::Aborted(Error::new(libc::ECANCELED)));
+    }
+
+    /// Ask the loop to look at this job.
+    fn wake_loop(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: 8-byte write to our own eventfd; a full counter (EAGAIN) still wakes.
+        unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                one.as_ptr() as *const libc::c_void,
+                8,
+            )
+        };
+    }
+
+    /// Loop side: consume the wake-up.
+    pub fn clear_wake(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: 8-byte read from our own non-blocking eventfd.
+        unsafe {
+            libc::read(
+                self.wake.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                8,
+            )
+        };
+    }
+
+    /// Join the worker thread if one was spawned.
+    pub fn join(&self) {
+        let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads the queued body chunks, blocking until more arrive.
+struct ChannelReader {
+    channel: Arc<Channel>,
+    /// The chunk being read and the offset into it.
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos >= self.current.len() {
+            let mut st = self.channel.lock();
+            loop {
+                if self.channel.cancel.load(Ordering::Acquire) {
+                    return Err(Error::new(libc::ECANCELED).into());
+                }
+                if let Some(chunk) = st.chunks.pop_front() {
+                    st.queued -= chunk.len();
+                    if st.paused && st.queued <= LOW_WATER {
+                        st.paused = false;
+                        self.channel.wake_loop();
+                    }
+                    self.current = chunk;
+                    self.pos = 0;
+                    break;
+                }
+                match &st.input_end {
+                    Some(InputEnd::Complete) => return Ok(0),
+                    Some(InputEnd::Aborted(e)) => return Err(e.clone().into()),
+                    None => {}
+                }
+                st.worker_waiting = true;
+                st = self
+                    .channel
+                    .cond
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner());
+                st.worker_waiting = false;
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Counts and (optionally) hashes what passes through.
+struct Hashing<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+    count: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// The decompressed stream: turns codec failures into the C job's "Decompression error."
+/// and enforces the uncompressed limit, logging each once at the failure site.
+struct Decompressed<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    hasher: Option<Sha256>,
+    count: u64,
+    max: u64,
+}
+
+impl Read for Decompressed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                // Errors of our own (cancel, a failed transfer) pass through unchanged;
+                // anything else comes from the codec.
+                if e.get_ref().is_some_and(|i| i.is::<Error>()) || e.raw_os_error().is_some() {
+                    return Err(e);
+                }
+                log::debug!("Decoder failed: {e}");
+                let err = log_error_errno!(Error::new(libc::EIO), "Decompression error.");
+                return Err(err.into());
+            }
+        };
+        let total = self.count.checked_add(n as u64).ok_or_else(|| {
+            io::Error::from(log_error_errno!(
+                Error::new(libc::EOVERFLOW),
+                "File too large, overflow"
+            ))
+        })?;
+        if total > self.max {
+            let err = log_error_errno!(Error::new(libc::EFBIG), "File overly large, refusing");
+            return Err(err.into());
+        }
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.count = total;
+        Ok(n)
+    }
+}
+
+/// Everything the worker needs, moved into its thread.
+pub(crate) struct WorkerSpec {
+    pub url: String,
+    pub sink: Sink,
+    /// Sniff the compression (the C behaviour) or take the bytes as they are.
+    pub detect_compression: bool,
+    pub calc_checksum: bool,
+    /// Seed for the checksum when resuming a partial download.
+    pub checksum_seed: Option<Sha256>,
+    pub hash_uncompressed: bool,
+    pub uncompressed_max: u64,
+    /// Offset the transfer was asked to resume from (Range request), if any.
+    pub resume_from: Option<u64>,
+}
+
+/// Spawn the worker thread for `channel`.
+pub(crate) fn spawn(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<()> {
+    let ch = channel.clone();
+    let thread = std::thread::Builder::new()
+        .name("import-job".into())
+        .spawn(move || {
+            let outcome = run(&ch, spec);
+            ch.lock().outcome = Some(outcome);
+            ch.wake_loop();
+        })
+        .map_err(Error::from)?;
+    *channel.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+    Ok(())
+}
+
+fn hex(digest: impl AsRef<[u8]>) -> String {
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The pipeline. Errors are logged where they are detected.
+fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
+    let meta = channel
+        .lock()
+        .meta
+        .clone()
+        .ok_or_else(|| Error::new(libc::EPROTO))?;
+
+    let mut resume_from = spec.resume_from;
+    let mut seed = spec.checksum_seed;
+    if let Some(offset) = resume_from {
+        // A 206 must continue exactly where we asked; a 200 means the server ignored the
+        // Range header and sends everything again, so start over.
+        if meta.status == 206 {
+            let start = meta
+                .header("Content-Range")
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if start != Some(offset) {
+                return Err(log_error_errno!(
+                    Error::new(libc::EPROTO),
+                    "Server resumed {} at the wrong offset (asked for {}).",
+                    spec.url,
+                    offset
+                ));
+            }
+        } else {
+            log::debug!(
+                "Server ignored the range request for {}, starting over.",
+                spec.url
+            );
+            resume_from = None;
+            seed = None;
+        }
+    }
+
+    let reader = ChannelReader {
+        channel: channel.clone(),
+        current: Vec::new(),
+        pos: 0,
+    };
+    let mut hashing = Hashing {
+        inner: reader,
+        hasher: (spec.calc_checksum || seed.is_some()).then(|| seed.unwrap_or_default()),
+        count: 0,
+    };
+
+    let (compression, mut stream): (Option<Compression>, Decompressed<'_>) = {
+        let (compression, input): (Option<Compression>, Box<dyn Read + Send + '_>) =
+            if spec.detect_compression {
+                let mut head = [0u8; MAGIC_MAX];
+                let n = read_up_to(&mut hashing, &mut head)?;
+                let c = Compression::detect(&head[..n]);
+                c.log_detection();
+                let chained = io::Cursor::new(head[..n].to_vec()).chain(&mut hashing);
+                let dec = c.decoder(Box::new(chained)).map_err(|e| {
+                    let what = match c {
+                        Compression::Xz => "XZ",
+                        Compression::Gzip => "gzip",
+                        Compression::Bzip2 => "bzip2",
+                        Compression::Zstd => "zstd",
+                        Compression::Uncompressed => "plain",
+                    };
+                    log::debug!("{e}");
+                    log_error_errno!(
+                        Error::new(libc::EIO),
+                        "Failed to initialize {what} decoder."
+                    )
+                })?;
+                (Some(c), dec)
+            } else {
+                (None, Box::new(&mut hashing))
+            };
+        (
+            compression,
+            Decompressed {
+                inner: input,
+                hasher: spec.hash_uncompressed.then(Sha256::new),
+                count: 0,
+                max: spec.uncompressed_max,
+            },
+        )
+    };
+
+    let mut out = WorkerOutput {
+        compression,
+        ..Default::default()
+    };
+    match spec.sink {
+        Sink::Memory => {
+            stream.read_to_end(&mut out.payload).map_err(Error::from)?;
+        }
+        Sink::File(fd) => write_file(fd, &mut stream, &meta, resume_from)?,
+        Sink::Stream(consume) => {
+            let ctx = StreamContext {
+                meta: meta.clone(),
+                cancel: channel.cancel.clone(),
+            };
+            consume(&ctx, &mut stream)?;
+            // Whatever the consumer left (a tar archive's trailing blocks) still counts
+            // for the limits and the checksums.
+            io::copy(&mut stream, &mut io::sink()).map_err(Error::from)?;
+        }
+    }
+    out.written_uncompressed = stream.count;
+    out.uncompressed_checksum = stream.hasher.take().map(|h| hex(h.finalize()));
+    drop(stream);
+    out.checksum = hashing.hasher.take().map(|h| hex(h.finalize()));
+    if let Some(sum) = &out.checksum {
+        log::debug!("SHA256 of {} is {}.", spec.url, sum);
+    }
+    Ok(out)
+}
+
+/// Read until `buf` is full or EOF.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(n)
+}
+
+/// Disk mode: write the decompressed stream to `fd`, sparse when it is a regular file, and
+/// finish it like the C job does: truncate to the size written, record the source in
+/// xattrs and the server's Last-Modified as mtime.
+fn write_file(
+    fd: OwnedFd,
+    stream: &mut Decompressed<'_>,
+    meta: &ResponseMeta,
+    resume_from: Option<u64>,
+) -> Result<()> {
+    let start = resume_from.unwrap_or(0);
+    // Seekable means a regular file: write sparse. A pipe gives ESPIPE: plain writes.
+    // SAFETY: lseek on an fd we own.
+    let allow_sparse =
+        match unsafe { libc::lseek(fd.as_raw_fd(), start as libc::off_t, libc::SEEK_SET) } {
+            r if r >= 0 => true,
+            _ => {
+                let e = Error::last_os_error();
+                if e.errno() != libc::ESPIPE {
+                    return Err(log_error_errno!(
+                        e,
+                        "Failed to seek on file descriptor: {}",
+                        e
+                    ));
+                }
+                false
+            }
+        };
+    if allow_sparse && resume_from.is_none() {
+        // A restart after a resume attempt: drop what the earlier attempt wrote.
+        // SAFETY: ftruncate on an fd we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), 0) } < 0 {
+            let e = Error::last_os_error();
+            return Err(log_error_errno!(e, "Failed to truncate file: {}", e));
+        }
+    }
+    let mut buf = vec![0u8; BLOCK];
+    let mut file = std::fs::File::from(fd);
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let data = &buf[..n];
+        let r = if allow_sparse {
+            crate::util::fs::sparse_write(file.as_fd(), data, SPARSE_RUN).map(|_| ())
+        } else {
+            file.write_all(data).map_err(Error::from)
+        };
+        if let Err(e) = r {
+            return Err(log_error_errno!(e.clone(), "Failed to write file: {}", e));
+        }
+    }
+    if allow_sparse {
+        let size = start + stream.count;
+        // SAFETY: ftruncate on an fd we own.
+        if unsafe { libc::ftruncate(file.as_raw_fd(), size as libc::off_t) } < 0 {
+            let e = Error::last_os_error();
+            return Err(log_error_errno!(e, "Failed to truncate file: {}", e));
+        }
+        let fd = file.as_fd();
+        // Errors here are ignored, as in the C job: the metadata is a courtesy.
+        if let Some(etag) = &meta.etag {
+            let _ = set_xattr(fd, "user.source_etag", etag.as_bytes());
+        }
+        let _ = set_xattr(fd, "user.source_url", meta.url.as_bytes());
+        if let Some(mtime) = meta.last_modified {
+            let ts = libc::timespec {
+                tv_sec: (mtime / 1_000_000) as libc::time_t,
+                tv_nsec: ((mtime % 1_000_000) * 1000) as libc::c_long,
+            };
+            let times = [ts, ts];
+            // SAFETY: futimens with two valid timespecs on an fd we own.
+            unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) };
+            let _ = set_xattr(fd, "user.crtime_usec", &mtime.to_le_bytes());
+        }
+    }
+    Ok(())
+}
+
+fn set_xattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> Result<()> {
+    let name = std::ffi::CString::new(name).map_err(|_| Error::new(libc::EINVAL))?;
+    // SAFETY: valid NUL-terminated name and a value buffer of the given length.
+    let r = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(Error::last_os_error());
+    }
+    Ok(())
+}
