@@ -19,7 +19,7 @@ pub fn xescape_bytes(s: &[u8], bad: &str) -> String {
     let bad = bad.as_bytes();
     let mut out = String::with_capacity(s.len());
     for &b in s {
-        if b < 0x20 || b >= 0x7f || b == b'\\' || bad.contains(&b) {
+        if !(0x20..0x7f).contains(&b) || b == b'\\' || bad.contains(&b) {
             out.push('\\');
             out.push('x');
             out.push(HEX_DIGITS[usize::from(b >> 4)] as char);
