@@ -23,6 +23,7 @@
 
 pub mod compress;
 mod handler;
+mod set;
 mod worker;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -40,6 +41,7 @@ use handler::JobHandler;
 use worker::{Channel, InputEnd, WorkerSpec};
 
 pub use compress::Compression;
+pub use set::JobSet;
 
 /// The C job's default limit on compressed and uncompressed sizes: 8 GiB.
 pub const DEFAULT_SIZE_MAX: u64 = 8 << 30;

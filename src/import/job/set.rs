@@ -1,0 +1,113 @@
+//! `JobSet`: an importer's jobs, keyed by what they are for.
+//!
+//! Every importer routes the same two events (curl completion, worker wake-up) from a glue
+//! token to "its" job and then reacts to the job that completed. The C code compares job
+//! pointers (`if (j == i->images_job)`); here the set maps tokens to keys the importer
+//! chooses (an enum such as `JobKind::Tags`, or a layer index).
+
+use super::{ImportJob, JobHost};
+use crate::curl_glue::CurlGlue;
+use crate::event::EventLoop;
+use crate::util::error::Result;
+
+/// Jobs by key. Keys are unique; inserting a key again replaces (and drops) the old job.
+pub struct JobSet<K> {
+    jobs: Vec<(K, ImportJob)>,
+}
+
+impl<K> Default for JobSet<K> {
+    fn default() -> Self {
+        JobSet { jobs: Vec::new() }
+    }
+}
+
+impl<K: Copy + Eq> JobSet<K> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add `job` under `key` and begin it.
+    pub fn begin<D: JobHost>(
+        &mut self,
+        lp: &mut EventLoop<D>,
+        glue: &mut CurlGlue,
+        key: K,
+        mut job: ImportJob,
+    ) -> Result<()> {
+        self.remove(key);
+        job.begin(lp, glue)?;
+        self.jobs.push((key, job));
+        Ok(())
+    }
+
+    pub fn get(&self, key: K) -> Option<&ImportJob> {
+        self.jobs.iter().find(|(k, _)| *k == key).map(|(_, j)| j)
+    }
+
+    pub fn get_mut(&mut self, key: K) -> Option<&mut ImportJob> {
+        self.jobs.iter_mut().find(|(k, _)| *k == key).map(|(_, j)| j)
+    }
+
+    /// Remove and return the job under `key` (dropping it stops and joins its worker).
+    pub fn remove(&mut self, key: K) -> Option<ImportJob> {
+        let i = self.jobs.iter().position(|(k, _)| *k == key)?;
+        Some(self.jobs.remove(i).1)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.jobs.iter().map(|(k, _)| *k)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (K, &ImportJob)> + '_ {
+        self.jobs.iter().map(|(k, j)| (*k, j))
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    fn key_of(&self, token: usize) -> Option<K> {
+        self.jobs
+            .iter()
+            .find(|(_, j)| j.token() == Some(token))
+            .map(|(k, _)| *k)
+    }
+
+    /// Route a curl completion. Returns the key of the job if it just became complete.
+    pub fn on_curl_done<D: JobHost>(
+        &mut self,
+        lp: &mut EventLoop<D>,
+        glue: &mut CurlGlue,
+        token: usize,
+        result: std::result::Result<(), curl::Error>,
+    ) -> Option<K> {
+        let key = self.key_of(token)?;
+        let job = self.get_mut(key)?;
+        job.on_curl_done(lp, glue, result).then_some(key)
+    }
+
+    /// Route a worker wake-up. Returns the key of the job if it just became complete.
+    pub fn on_wake<D: JobHost>(
+        &mut self,
+        lp: &mut EventLoop<D>,
+        glue: &mut CurlGlue,
+        token: usize,
+    ) -> Option<K> {
+        let key = self.key_of(token)?;
+        let job = self.get_mut(key)?;
+        job.on_wake(lp, glue).then_some(key)
+    }
+
+    /// Cancel every job that is still running (e.g. one job failed and the pull is over).
+    pub fn cancel_all<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
+        for (_, job) in self.jobs.iter_mut() {
+            if !job.is_complete() {
+                job.cancel(lp, glue);
+            }
+        }
+    }
+}
