@@ -233,6 +233,17 @@ impl CurlGlue {
         r.map_err(|e| Error::with_message(libc::EIO, e.to_string()))
     }
 
+    /// Use this CA bundle instead of the one from the environment (for in-process tests,
+    /// which must not change the process environment).
+    pub fn set_ca_file(&mut self, path: impl Into<PathBuf>) {
+        self.ca_file = Some(path.into());
+    }
+
+    /// Change the low-speed window (default 60 s) for handles made from now on.
+    pub fn set_low_speed_time(&mut self, time: Duration) {
+        self.low_speed_time = time;
+    }
+
     /// Number of sockets currently watched (for tests and debugging).
     pub fn watched_sockets(&self) -> usize {
         self.sockets.len()

@@ -255,7 +255,9 @@ impl ImportJob {
         // Larger reads mean fewer callbacks and queue operations per byte.
         easy.buffer_size(256 << 10).map_err(eio)?;
         if let Some(offset) = options.resume_from {
-            easy.resume_from(offset).map_err(eio)?;
+            // A plain Range header, not CURLOPT_RESUME_FROM: with the latter libcurl fails
+            // a 200 answer itself, and we want to start over in that case.
+            easy.range(&format!("{offset}-")).map_err(eio)?;
         }
         let (handle, token) = glue.add(lp, easy)?;
         let wake = lp.add_io(

@@ -45,7 +45,10 @@ impl<K: Copy + Eq> JobSet<K> {
     }
 
     pub fn get_mut(&mut self, key: K) -> Option<&mut ImportJob> {
-        self.jobs.iter_mut().find(|(k, _)| *k == key).map(|(_, j)| j)
+        self.jobs
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+            .map(|(_, j)| j)
     }
 
     /// Remove and return the job under `key` (dropping it stops and joins its worker).
