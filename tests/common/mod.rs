@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod gpg;
 pub mod http;
 pub mod registry;
 pub mod tls;
