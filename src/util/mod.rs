@@ -8,5 +8,6 @@ pub mod fs;
 pub mod image;
 pub mod log;
 pub mod names;
+pub mod notify;
 pub mod test_seams;
 pub mod validate;
