@@ -12,9 +12,14 @@ use crate::util::error::{Error, Result};
 /// Send `state` (newline-separated `KEY=VALUE` lines) to `$NOTIFY_SOCKET`, if set.
 /// Returns whether something was sent. Errors are for the caller to ignore or log.
 pub fn notify(state: &str) -> Result<bool> {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET").filter(|p| !p.is_empty()) else {
-        return Ok(false);
-    };
+    match std::env::var_os("NOTIFY_SOCKET").filter(|p| !p.is_empty()) {
+        Some(path) => notify_to(&path, state).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// Send `state` to the notification socket at `path` (`@name` for an abstract socket).
+pub fn notify_to(path: &std::ffi::OsStr, state: &str) -> Result<()> {
     let bytes = path.as_bytes();
     let addr = match bytes.first() {
         // Linux abstract namespace, written with a leading '@'.
@@ -22,25 +27,32 @@ pub fn notify(state: &str) -> Result<bool> {
             use std::os::linux::net::SocketAddrExt;
             SocketAddr::from_abstract_name(&bytes[1..]).map_err(Error::from)?
         }
-        Some(b'/') => SocketAddr::from_pathname(&path).map_err(Error::from)?,
+        Some(b'/') => SocketAddr::from_pathname(path).map_err(Error::from)?,
         _ => return Err(Error::new(libc::EAFNOSUPPORT)),
     };
     let sock = UnixDatagram::unbound().map_err(Error::from)?;
     sock.send_to_addr(state.as_bytes(), &addr).map_err(Error::from)?;
-    Ok(true)
+    Ok(())
 }
 
 /// Report overall progress (0–100) the way systemd-importd expects it. Sends only when
 /// the value changed since the last call made through `last`.
 pub fn progress(last: &mut Option<u32>, percent: u32) {
+    if let Some(msg) = progress_message(last, percent) {
+        if let Err(e) = notify(&msg) {
+            log::debug!("Failed to send progress notification: {e}");
+        }
+    }
+}
+
+/// The message [`progress`] sends, or `None` when the value did not change.
+fn progress_message(last: &mut Option<u32>, percent: u32) -> Option<String> {
     let percent = percent.min(100);
     if *last == Some(percent) {
-        return;
+        return None;
     }
     *last = Some(percent);
-    if let Err(e) = notify(&format!("X_IMPORT_PROGRESS={percent}")) {
-        log::debug!("Failed to send progress notification: {e}");
-    }
+    Some(format!("X_IMPORT_PROGRESS={percent}"))
 }
 
 #[cfg(test)]
@@ -48,24 +60,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn progress_reaches_the_notify_socket_once_per_value() {
+    fn progress_messages_are_sent_once_per_value_and_capped() {
+        let mut last = None;
+        assert_eq!(progress_message(&mut last, 5).as_deref(), Some("X_IMPORT_PROGRESS=5"));
+        assert_eq!(progress_message(&mut last, 5), None);
+        assert_eq!(progress_message(&mut last, 150).as_deref(), Some("X_IMPORT_PROGRESS=100"));
+    }
+
+    #[test]
+    fn messages_reach_path_and_abstract_sockets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
-        server.set_nonblocking(true).unwrap();
-        // The only test in this binary that touches NOTIFY_SOCKET.
-        std::env::set_var("NOTIFY_SOCKET", &path);
-        let mut last = None;
-        progress(&mut last, 5);
-        progress(&mut last, 5);
-        progress(&mut last, 150);
-        std::env::remove_var("NOTIFY_SOCKET");
+        notify_to(path.as_os_str(), "X_IMPORT_PROGRESS=7").unwrap();
         let mut buf = [0u8; 64];
         let n = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"X_IMPORT_PROGRESS=5");
+        assert_eq!(&buf[..n], b"X_IMPORT_PROGRESS=7");
+
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("systemd-import-test-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let server = UnixDatagram::bind_addr(&addr).unwrap();
+        notify_to(std::ffi::OsStr::new(&format!("@{name}")), "READY=1").unwrap();
         let n = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"X_IMPORT_PROGRESS=100");
-        assert!(server.recv(&mut buf).is_err(), "the repeated 5 was not sent again");
-        assert!(!notify("X=1").unwrap(), "nothing is sent without NOTIFY_SOCKET");
+        assert_eq!(&buf[..n], b"READY=1");
+        assert!(notify_to(std::ffi::OsStr::new("relative"), "X=1").is_err());
     }
 }
