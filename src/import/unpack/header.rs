@@ -436,7 +436,9 @@ mod tests {
         assert_eq!(Header(&full).dialect(), Dialect::V7);
     }
 
-    fn records(body: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn records(body: &[u8]) -> Result<Records, String> {
         let mut out = Vec::new();
         parse_pax_records(body, |k, v| {
             out.push((k.to_vec(), v.to_vec()));

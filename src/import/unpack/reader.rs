@@ -433,19 +433,26 @@ impl<'r> Reader<'r> {
             if !h.checksum_ok() {
                 return Err(refuse(libc::EBADMSG, &here, "header checksum mismatch"));
             }
-            let size = number(h.size(), "size", &here)?;
+            let size = h.size();
+            let meta_size = || number(size, "size", &here);
             match h.typeflag() {
-                b'L' => long_name = Some(cut_nul(self.read_meta(size, "GNU long name", &here)?)),
+                b'L' => {
+                    long_name = Some(cut_nul(self.read_meta(
+                        meta_size()?,
+                        "GNU long name",
+                        &here,
+                    )?))
+                }
                 b'K' => {
                     long_link = Some(cut_nul(self.read_meta(
-                        size,
+                        meta_size()?,
                         "GNU long link name",
                         &here,
                     )?))
                 }
-                b'x' | b'X' => local = Some(self.read_meta(size, "PAX header", &here)?),
+                b'x' | b'X' => local = Some(self.read_meta(meta_size()?, "PAX header", &here)?),
                 b'g' => {
-                    let body = self.read_meta(size, "global PAX header", &here)?;
+                    let body = self.read_meta(meta_size()?, "global PAX header", &here)?;
                     let mut records = Vec::new();
                     header::parse_pax_records(&body, |k, v| {
                         records.push((k.to_vec(), v.to_vec()));
@@ -463,6 +470,7 @@ impl<'r> Reader<'r> {
                 }
                 b'V' | b'N' => {
                     // Volume label / old GNU long-name script: nothing to extract.
+                    let size = meta_size()?;
                     self.skip(size + padding_of(size), &here)?;
                     long_name = None;
                     long_link = None;
@@ -487,7 +495,7 @@ impl<'r> Reader<'r> {
     fn finish_entry(
         &mut self,
         h: &Header<'_>,
-        header_size: u64,
+        header_size: Result<u64, NumberError>,
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
         local: Option<Vec<u8>>,
@@ -620,7 +628,7 @@ impl<'r> Reader<'r> {
         let size = match pax.size {
             Some(s) => s,
             None if kind == Kind::HardLink => 0,
-            None => header_size,
+            None => number(header_size, "size", &name)?,
         };
         // An entry that cannot fit into what the total limit still allows fails now,
         // before anything is created for it.
