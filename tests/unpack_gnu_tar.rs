@@ -483,6 +483,18 @@ fn hand_crafted_archives_agree() {
     t.entry(&Header::hardlink("dir/hard", "wrong"), b"");
     cases.push(("pax-overrides", t.finish()));
 
+    // TARmageddon shape: the ustar size covers what the PAX size says is the next
+    // header. PAX wins, so the "hidden" member is extracted, as GNU tar does.
+    let mut hidden = Tarball::new();
+    hidden.file("hidden", b"seen by both");
+    let mut t = Tarball::new();
+    t.entry(&root, b"");
+    t.pax(&[("size", b"0")]);
+    t.entry(&Header::file("outer").size(hidden.data.len() as i64), b"");
+    t.raw(&hidden.data);
+    t.file("after", b"a");
+    cases.push(("pax-size-wins", t.finish()));
+
     // Base-256 numbers in GNU headers: size, ids, negative and huge mtimes.
     let mut t = Tarball::new();
     t.entry(&root, b"");

@@ -341,6 +341,22 @@ fn whiteouts_through_symlinks_stay_inside() {
 }
 
 #[test]
+fn whiteouts_of_dot_and_dotdot_are_refused() {
+    // `.wh...` at the top would name the root's parent.
+    for name in [".wh..", ".wh...", "sub/.wh...", "sub/.wh.."] {
+        for mode in [Mode::Aufs, Mode::Oci] {
+            let sb = Sandbox::new();
+            fs::create_dir(sb.root.join("sub")).unwrap();
+            fs::write(sb.root.join("sub/lower"), b"l").unwrap();
+            let mut t = Tarball::new();
+            t.file(name, b"");
+            sb.expect_err(&t.finish(), mode, libc::EINVAL, "whiteout of '.' or '..'");
+            assert!(sb.root.join("sub/lower").exists());
+        }
+    }
+}
+
+#[test]
 fn directory_entry_over_a_symlink_to_outside() {
     let sb = Sandbox::new();
     symlink(&sb.outside, sb.root.join("lowerdir")).unwrap();

@@ -81,6 +81,10 @@ pub fn classify(mode: Mode, path: &[u8]) -> std::result::Result<Class<'_>, &'sta
             if *c == WHITEOUT {
                 return Err("whiteout with an empty name ('.wh.')");
             }
+            // `.wh..` and `.wh...` would name the directory itself or its parent.
+            if *c == b".wh.." || *c == b".wh..." {
+                return Err("whiteout of '.' or '..'");
+            }
             return Ok(Class::Whiteout {
                 victim: &c[WHITEOUT.len()..],
             });
@@ -348,6 +352,8 @@ mod tests {
         assert!(classify(Mode::Oci, b"a/.wh.").is_err());
         assert!(classify(Mode::Aufs, b".wh.").is_err());
         assert!(classify(Mode::Oci, b"a/.wh.b/c").is_err());
+        assert!(classify(Mode::Oci, b".wh..").is_err());
+        assert!(classify(Mode::Aufs, b"a/.wh...").is_err());
     }
 
     #[test]

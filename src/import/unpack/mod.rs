@@ -26,6 +26,25 @@
 //! failed or was cancelled) are passed through unchanged. On error the tree is left as it
 //! is; the caller removes it.
 //!
+//! # Where the result differs from GNU tar (on purpose)
+//! On benign archives the tree is the one `tar --numeric-owner -px --xattrs
+//! --xattrs-include='*'` makes (`tests/unpack_gnu_tar.rs` proves it). The differences:
+//! * a member name or hard-link target with a `..` component fails the unpack (GNU
+//!   tar strips leading `../` and skips members with `..` inside);
+//! * a non-directory member over a non-empty directory replaces it recursively (GNU
+//!   tar removes only empty directories and reports an error otherwise);
+//! * symlinks are created where they appear (GNU tar defers those with absolute or
+//!   `..` targets to the end of the run, so with duplicate members its earlier symlink
+//!   can win over a later member);
+//! * which directories a member is inside is decided on the normalized path (GNU tar
+//!   compares the names as spelled, so `a/x` after `./a/` restores `a`'s times early);
+//! * device nodes without privilege, and chown without privilege, are skipped with one
+//!   warning each for the whole run (GNU tar reports every member).
+//!
+//! PAX global headers (`g`) apply to every later member unless a local record
+//! overrides them, as in GNU tar. Old GNU sparse (`S`) and PAX sparse 0.0, 0.1 and 1.0
+//! are supported; holes are left as holes.
+//!
 //! # Memory
 //! Constant apart from: the 1 MiB input buffer; one meta header at a time (≤
 //! [`Limits::max_header_bytes`]); sparse maps (16 bytes per segment, ≤

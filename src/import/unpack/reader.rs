@@ -569,9 +569,9 @@ impl<'r> Reader<'r> {
         let typeflag = h.typeflag();
         let mut unknown_type = None;
         let kind = match typeflag {
-            b'0' | 0 | b'7' | b'S' if name.last() == Some(&b'/') && typeflag != b'S' => {
-                Kind::Directory
-            }
+            // A regular file whose name ends in '/' is a directory (old archivers;
+            // GNU tar reads it so).
+            b'0' | 0 | b'7' if name.last() == Some(&b'/') => Kind::Directory,
             b'0' | 0 | b'7' | b'S' => Kind::Regular,
             b'1' => Kind::HardLink,
             b'2' => Kind::Symlink,

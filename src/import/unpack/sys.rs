@@ -2,7 +2,7 @@
 //! `UTIME_OMIT`, `fchmodat2` and `openat2` with the EAGAIN retry.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -61,10 +61,12 @@ pub fn set_mtime_at(dirfd: BorrowedFd<'_>, name: &CStr, mtime: (i64, u32)) -> Re
 }
 
 /// `fchmodat2(dirfd, name, mode, AT_SYMLINK_NOFOLLOW)` (Linux 6.6+), for nodes that have
-/// no fd we could open for writing (devices, FIFOs).
+/// no fd we could open for writing (devices, FIFOs). On older kernels: an `O_PATH`
+/// fd of the node (not following it), checked not to be a symlink, and chmod through
+/// its `/proc/thread-self/fd` link.
 pub fn chmod_at_nofollow(dirfd: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<(), Errno> {
     // SAFETY: plain syscall with a valid fd and a NUL-terminated name.
-    Errno::result(unsafe {
+    let r = Errno::result(unsafe {
         libc::syscall(
             libc::SYS_fchmodat2,
             dirfd.as_raw_fd(),
@@ -72,8 +74,22 @@ pub fn chmod_at_nofollow(dirfd: BorrowedFd<'_>, name: &CStr, mode: u32) -> Resul
             mode as libc::c_uint,
             libc::AT_SYMLINK_NOFOLLOW,
         )
-    })
-    .map(drop)
+    });
+    if r != Err(Errno::ENOSYS) {
+        return r.map(drop);
+    }
+    let node = open_at(dirfd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)?;
+    if file_type(&fstat(node.as_fd())?) == libc::S_IFLNK {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let path = CString::new(format!("/proc/thread-self/fd/{}", node.as_raw_fd()))
+        .map_err(|_| Errno::EINVAL)?;
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        path.as_c_str(),
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
 }
 
 /// Set an extended attribute on an open file.
