@@ -288,6 +288,33 @@ fn hardlink_escapes_are_refused() {
 }
 
 #[test]
+fn hardlink_to_a_symlink_links_the_symlink_itself() {
+    let sb = Sandbox::new();
+    let data = archive(|t, out| {
+        t.symlink("s", &format!("{out}/sentinel"))
+            .hardlink("h", "s");
+        // Writing a member over the hard link replaces it; the target is not opened.
+        t.file("h", b"evil");
+    })(&sb);
+    sb.run(&data, Mode::Plain).unwrap();
+    assert!(fs::symlink_metadata(sb.root.join("s"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(sb.root.join("h")).unwrap(), b"evil");
+    sb.check();
+    // A lower file hard-linked to the outside cannot exist, but a lower hard link group
+    // inside the root keeps its other names unchanged when one name is replaced.
+    fs::write(sb.root.join("lower"), b"lower").unwrap();
+    fs::hard_link(sb.root.join("lower"), sb.root.join("other-name")).unwrap();
+    let mut t = Tarball::new();
+    t.file("lower", b"replaced");
+    sb.run(&t.finish(), Mode::Oci).unwrap();
+    assert_eq!(fs::read(sb.root.join("other-name")).unwrap(), b"lower");
+    sb.check();
+}
+
+#[test]
 fn root_as_a_symlink_is_refused() {
     // CVE-2021-29136: a `/.` symlink.
     for name in [".", "/.", "./", "/"] {
@@ -848,5 +875,53 @@ fn trailing_data_is_consumed() {
     let mut input = Counting(Cursor::new(&data), 0);
     sb.run_with(&mut input, &Options::new(Mode::Plain)).unwrap();
     assert_eq!(input.1, data.len() as u64);
+    sb.check();
+}
+
+#[test]
+fn deep_nesting_does_not_exhaust_file_descriptors() {
+    use std::os::unix::fs::MetadataExt;
+    // Run under a low fd limit: in a child process (this test binary again), so the
+    // limit does not touch the tests running in parallel here.
+    const CHILD: &str = "UNPACK_TEST_LOW_NOFILE";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "deep_nesting_does_not_exhaust_file_descriptors",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "child failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let limit = libc::rlimit {
+        rlim_cur: 512,
+        rlim_max: 512,
+    };
+    // SAFETY: plain setrlimit with a valid struct, in the child process only.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    let sb = Sandbox::new();
+    let mut t = Tarball::new();
+    let mut path = String::new();
+    for _ in 0..1500 {
+        path.push_str("d/");
+        t.long_entry(&Header::dir(&path).mode(0o750).mtime(1_000_000), b"");
+    }
+    t.long_entry(&Header::file(format!("{path}bottom")), b"b");
+    sb.run(&t.finish(), Mode::Plain).unwrap();
+    let deep = sb.root.join(&path);
+    assert_eq!(fs::read(deep.join("bottom")).unwrap(), b"b");
+    let md = fs::metadata(&deep).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.mtime()), (0o750, 1_000_000));
+    let top = fs::metadata(sb.root.join("d")).unwrap();
+    assert_eq!((top.mode() & 0o7777, top.mtime()), (0o750, 1_000_000));
     sb.check();
 }

@@ -199,6 +199,14 @@ impl Tarball {
         self
     }
 
+    /// Like [`Self::entry`], with the full name in a PAX `path` record (for names
+    /// longer than the 100-byte header field).
+    pub fn long_entry(&mut self, header: &Header, content: &[u8]) -> &mut Self {
+        let name = header.name.clone();
+        self.pax(&[("path", &name)]);
+        self.entry(header, content)
+    }
+
     pub fn file(&mut self, name: &str, content: &[u8]) -> &mut Self {
         self.entry(&Header::file(name), content)
     }

@@ -28,6 +28,9 @@ use super::reader::{Entry, Kind, Reader, SparseMap, BUFFER_SIZE};
 use super::{failed, refuse, show, sys, tree, Mode, Stats};
 use crate::util::error::{Error, Result};
 
+/// How many directories of the delayed stack keep their fd open.
+const MAX_OPEN_DIRS: usize = 256;
+
 /// Owner, mode and mtime of a directory, applied when the stream leaves it.
 pub(super) struct DirAttrs {
     pub mode: u32,
@@ -427,21 +430,25 @@ impl<'a> Unpacker<'a> {
             gid: entry.gid,
             mtime: entry.mtime,
         };
-        let fd = Rc::new(fd);
+        // Deep trees: keep fds for the outer levels only, so a hostile nesting depth
+        // cannot exhaust the fd table; deeper ones are reopened by path when needed.
+        let fd = (self.delayed.len() < MAX_OPEN_DIRS).then(|| Rc::new(fd));
         // A duplicate of the directory the stream is in: the later member wins.
         if let Some(top) = self.delayed.last_mut() {
             if top.path == path {
                 top.attrs = attrs;
-                top.fd = Some(fd);
+                top.fd = fd;
                 top.dev = st.st_dev;
                 top.ino = st.st_ino;
                 return Ok(());
             }
         }
-        self.cache = Some((path.to_vec(), fd.clone()));
+        if let Some(fd) = &fd {
+            self.cache = Some((path.to_vec(), fd.clone()));
+        }
         self.delayed.push(DelayedDir {
             path: path.to_vec(),
-            fd: Some(fd),
+            fd,
             dev: st.st_dev,
             ino: st.st_ino,
             attrs,

@@ -69,8 +69,6 @@ use std::sync::Arc;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 
-pub use header::{parse_pax_records, parse_signed, parse_unsigned, NumberError};
-
 /// How the archive is applied to the tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
