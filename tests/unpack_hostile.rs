@@ -15,6 +15,42 @@ use common::tarball::{self, base256, Header, Snapshot, Tarball};
 use systemd_import::import::unpack::{Limits, Mode, Options};
 use systemd_import::util::error::Result;
 
+/// Log lines per thread (tests run in parallel threads of this binary).
+static LINES: std::sync::Mutex<Vec<(std::thread::ThreadId, log::Level, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = (
+            std::thread::current().id(),
+            record.level(),
+            record.args().to_string(),
+        );
+        LINES.lock().unwrap().push(line);
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture;
+
+/// This thread's log lines at `level` since the last call.
+fn take_lines(level: log::Level) -> Vec<String> {
+    let me = std::thread::current().id();
+    let mut lines = LINES.lock().unwrap();
+    let mine: Vec<String> = lines
+        .iter()
+        .filter(|(t, l, _)| *t == me && *l == level)
+        .map(|(_, _, m)| m.clone())
+        .collect();
+    lines.retain(|(t, l, _)| *t != me || *l != level);
+    mine
+}
+
 struct Sandbox {
     tmp: tempfile::TempDir,
     root: PathBuf,
@@ -40,6 +76,13 @@ fn outside_state(tmp: &Path) -> Snapshot {
 
 impl Sandbox {
     fn new() -> Self {
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            log::set_logger(&CAPTURE).unwrap();
+            log::set_max_level(log::LevelFilter::Warn);
+        });
+        take_lines(log::Level::Error);
+        take_lines(log::Level::Warn);
         let tmp = tarball::scratch();
         let root = tmp.path().join("root");
         let outside = tmp.path().join("outside");
@@ -97,10 +140,16 @@ impl Sandbox {
     }
 }
 
+/// The errno, a fragment of the message, and that exactly that one line was logged.
 fn check_err(err: &systemd_import::util::error::Error, errno: i32, fragment: &str) {
     let msg = err.msg().unwrap_or_default();
     assert_eq!(err.errno(), errno, "wrong errno for {msg:?}");
     assert!(msg.contains(fragment), "message {msg:?} lacks {fragment:?}");
+    assert_eq!(
+        take_lines(log::Level::Error),
+        [msg],
+        "the failure must be logged once"
+    );
 }
 
 fn archive(build: impl FnOnce(&mut Tarball, &str)) -> impl FnOnce(&Sandbox) -> Vec<u8> {
@@ -119,6 +168,10 @@ fn absolute_names_are_contained() {
         t.file("/abs-file", b"a");
     })(&sb);
     sb.run(&data, Mode::Plain).unwrap();
+    assert_eq!(
+        take_lines(log::Level::Warn),
+        ["Removing leading '/' from member names."]
+    );
     let inside = sb
         .root
         .join(sb.outside.strip_prefix("/").unwrap())
