@@ -240,6 +240,10 @@ fn stage(root: &Path, full: bool) {
         g.set_len(1 << 20).unwrap();
     }
 
+    // Over 100 bytes but splittable at a '/': ustar stores it with the name prefix.
+    let prefixed = d(&format!("prefix/{}", "p".repeat(70)));
+    write(&prefixed.join("q".repeat(60)), b"prefixed name", 0o644);
+
     if full {
         let long = "a".repeat(150);
         let l = d("long");
@@ -356,6 +360,8 @@ fn check_staged_facts(label: &str, tree: &tarball::Snapshot, with_xattrs: bool) 
     assert_eq!(node("./dev/fifo").kind, "fifo", "{label}");
     assert_eq!(node("./sparse/holes").size, 8 << 20, "{label}");
     assert_eq!(node("./times/future").mtime.0, 4_102_444_800, "{label}");
+    let prefixed = format!("./prefix/{}/{}", "p".repeat(70), "q".repeat(60));
+    assert_eq!(node(&prefixed).size, 13, "{label}");
     if with_xattrs {
         let x = &node("./xattr/f").xattrs;
         assert!(
