@@ -4,7 +4,7 @@
 //! Whiteouts and opaque markers act on the *lower* layers only, whatever their position
 //! in the archive. To know what is lower, the unpacker remembers every path this archive
 //! created (and, implicitly, all their ancestors) in [`Layer::keep`], as 128-bit keyed
-//! hashes of the normalized member path: 16 bytes per path, about 24 with the hash
+//! hashes of the normalized member path: 16 bytes per path, 20–40 with the hash
 //! set's overhead. The rule is then one function, [`Unpacker::remove_lower`]: a
 //! whiteout removes everything at and below its path that this archive did not
 //! create. An opaque marker applies that to every child of its directory.
