@@ -6,4 +6,5 @@ pub mod cli;
 pub mod gpg;
 pub mod http;
 pub mod registry;
+pub mod tarball;
 pub mod tls;

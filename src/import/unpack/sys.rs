@@ -1,0 +1,169 @@
+//! The few system calls nix does not wrap the way we need: xattrs, timestamps with
+//! `UTIME_OMIT`, `fchmodat2` and `openat2` with the EAGAIN retry.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+
+/// How often `openat2` is retried when the kernel reports a concurrent rename or mount
+/// (EAGAIN), before giving up.
+const OPENAT2_RETRIES: usize = 16;
+
+/// `openat2(dirfd, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`.
+pub fn open_in_root(dirfd: BorrowedFd<'_>, path: &CStr, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let mut tries = 0;
+    loop {
+        match nix::fcntl::openat2(dirfd, path, how) {
+            Err(Errno::EAGAIN) if tries < OPENAT2_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn timespec(t: (i64, u32)) -> libc::timespec {
+    libc::timespec {
+        tv_sec: t.0 as libc::time_t,
+        tv_nsec: t.1 as libc::c_long,
+    }
+}
+
+const OMIT: libc::timespec = libc::timespec {
+    tv_sec: 0,
+    tv_nsec: libc::UTIME_OMIT,
+};
+
+/// Set the modification time of an open file; the access time is left alone (GNU tar
+/// does the same).
+pub fn set_mtime_fd(fd: BorrowedFd<'_>, mtime: (i64, u32)) -> Result<(), Errno> {
+    let times = [OMIT, timespec(mtime)];
+    // SAFETY: `times` is a valid array of two timespecs and `fd` is an open descriptor.
+    Errno::result(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
+/// Set the modification time of `dirfd/name` without following `name`.
+pub fn set_mtime_at(dirfd: BorrowedFd<'_>, name: &CStr, mtime: (i64, u32)) -> Result<(), Errno> {
+    let times = [OMIT, timespec(mtime)];
+    // SAFETY: valid fd, NUL-terminated name, valid timespec array.
+    Errno::result(unsafe {
+        libc::utimensat(
+            dirfd.as_raw_fd(),
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `fchmodat2(dirfd, name, mode, AT_SYMLINK_NOFOLLOW)` (Linux 6.6+), for nodes that have
+/// no fd we could open for writing (devices, FIFOs). On older kernels: an `O_PATH`
+/// fd of the node (not following it), checked not to be a symlink, and chmod through
+/// its `/proc/thread-self/fd` link.
+pub fn chmod_at_nofollow(dirfd: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<(), Errno> {
+    // SAFETY: plain syscall with a valid fd and a NUL-terminated name.
+    let r = Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dirfd.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    });
+    if r != Err(Errno::ENOSYS) {
+        return r.map(drop);
+    }
+    let node = open_at(dirfd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)?;
+    if file_type(&fstat(node.as_fd())?) == libc::S_IFLNK {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let path = CString::new(format!("/proc/thread-self/fd/{}", node.as_raw_fd()))
+        .map_err(|_| Errno::EINVAL)?;
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        path.as_c_str(),
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+}
+
+/// Set an extended attribute on an open file.
+pub fn set_xattr_fd(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> Result<(), Errno> {
+    // SAFETY: valid fd, NUL-terminated name, value pointer/length from a slice.
+    Errno::result(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Set an extended attribute on `dirfd/name` without following `name` (symlinks,
+/// devices, FIFOs: nodes we hold no writable fd for). The directory is reached through
+/// its `/proc/thread-self/fd` link, which names exactly that open directory.
+pub fn set_xattr_at(dirfd: RawFd, name: &CStr, key: &CStr, value: &[u8]) -> Result<(), Errno> {
+    let mut path = format!("/proc/thread-self/fd/{dirfd}/").into_bytes();
+    path.extend_from_slice(name.to_bytes());
+    let path = CString::new(path).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: NUL-terminated path and key, value pointer/length from a slice.
+    Errno::result(unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            key.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// `fstat` of an open fd.
+pub fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, Errno> {
+    nix::sys::stat::fstat(fd)
+}
+
+/// `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)`.
+pub fn lstat_at(dirfd: BorrowedFd<'_>, name: &CStr) -> Result<libc::stat, Errno> {
+    nix::sys::stat::fstatat(dirfd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+}
+
+/// `openat(dirfd, name, flags | O_CLOEXEC, mode)`.
+pub fn open_at(
+    dirfd: BorrowedFd<'_>,
+    name: &CStr,
+    flags: OFlag,
+    mode: u32,
+) -> Result<OwnedFd, Errno> {
+    // SAFETY: valid fd and NUL-terminated name; on success the kernel returns a new fd
+    // that nobody else owns.
+    let fd = unsafe {
+        libc::openat(
+            dirfd.as_raw_fd(),
+            name.as_ptr(),
+            (flags | OFlag::O_CLOEXEC).bits(),
+            mode as libc::c_uint,
+        )
+    };
+    Errno::result(fd)?;
+    // SAFETY: `fd` is a fresh descriptor returned by openat above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The file type bits of a stat mode.
+pub fn file_type(st: &libc::stat) -> libc::mode_t {
+    st.st_mode & libc::S_IFMT
+}
+
+pub fn is_dir(st: &libc::stat) -> bool {
+    file_type(st) == libc::S_IFDIR
+}
