@@ -2,6 +2,7 @@
 //! so not every helper is used by every binary.
 #![allow(dead_code)]
 
+pub mod btrfs;
 pub mod cli;
 pub mod gpg;
 pub mod http;
