@@ -24,13 +24,14 @@
 //!   raw output behaves the same; this matters for large clusters holding little data);
 //! * runs of clusters that are contiguous in both files are cloned or copied in one go.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use flate2::{Decompress, FlushDecompress, Status};
 use nix::errno::Errno;
 
 use crate::log_debug_errno;
+use crate::util::btrfs;
 use crate::util::error::{Error, Result};
 
 /// "QFI\xfb", big-endian.
@@ -153,16 +154,9 @@ impl Header {
                 format!("Invalid qcow2 cluster_bits {}.", self.cluster_bits),
             );
         }
-        if self.size % self.cluster_size() != 0 {
-            return fail(
-                Errno::EBADMSG,
-                format!(
-                    "qcow2 virtual size {} is not a multiple of the cluster size {}.",
-                    self.size,
-                    self.cluster_size()
-                ),
-            );
-        }
+        // The C tool also refused a virtual size that is not a whole number of clusters,
+        // but `qemu-img create` makes such images (it rounds to 512 bytes only); we convert
+        // them, the last cluster cut at the virtual size.
         if self.l1_size > MAX_L1_SIZE {
             return fail(
                 Errno::EBADMSG,
@@ -410,7 +404,12 @@ impl<'a> Converter<'a> {
             }
             index += count as u64;
         }
-        self.flush_pending()
+        self.flush_pending()?;
+        // A compressed last cluster inflates to a whole cluster: cut it at the virtual size.
+        nix::unistd::ftruncate(self.dst, size).map_err(|e| {
+            let e = Error::from(e);
+            log_debug_errno!(e.clone(), "Failed to resize output to {size} bytes: {}", e)
+        })
     }
 
     /// Convert the clusters of the L1 entry `l1_index`, whose L2 table is at `l2_offset`.
@@ -450,14 +449,18 @@ impl<'a> Converter<'a> {
     /// Queue a stored cluster, merging it into the pending run when it continues it in
     /// both files.
     fn add_plain_cluster(&mut self, guest_offset: u64, host_offset: u64) -> Result<()> {
-        let cluster_size = self.header.cluster_size();
-        self.check_in_file(host_offset, cluster_size, "data cluster")?;
+        // Only the last cluster can be partial: the one the virtual size ends in.
+        let length = self
+            .header
+            .cluster_size()
+            .min(self.header.size - guest_offset);
+        self.check_in_file(host_offset, length, "data cluster")?;
         if let Some(run) = &mut self.pending {
             if run.guest_offset + run.length == guest_offset
                 && run.host_offset + run.length == host_offset
-                && run.length + cluster_size <= MAX_RUN
+                && run.length + length <= MAX_RUN
             {
-                run.length += cluster_size;
+                run.length += length;
                 return Ok(());
             }
         }
@@ -465,7 +468,7 @@ impl<'a> Converter<'a> {
         self.pending = Some(PlainRun {
             guest_offset,
             host_offset,
-            length: cluster_size,
+            length,
         });
         Ok(())
     }
@@ -482,8 +485,7 @@ impl<'a> Converter<'a> {
             .all(|v| v % block == 0);
         // Small clusters rarely line up with file-system blocks; don't ask in vain.
         if aligned && self.clone_support == CloneSupport::Untried {
-            // TODO(merge): use util::btrfs::clone_range
-            match clone_range(
+            match btrfs::clone_range(
                 self.src,
                 run.host_offset,
                 self.dst,
@@ -492,9 +494,18 @@ impl<'a> Converter<'a> {
             ) {
                 Ok(()) => return Ok(()),
                 // The file system cannot share extents at all: stop asking.
-                Err(
-                    Errno::EOPNOTSUPP | Errno::ENOTTY | Errno::EXDEV | Errno::ENOSYS | Errno::EBADF,
-                ) => self.clone_support = CloneSupport::Unsupported,
+                Err(e)
+                    if [
+                        libc::EOPNOTSUPP,
+                        libc::ENOTTY,
+                        libc::EXDEV,
+                        libc::ENOSYS,
+                        libc::EBADF,
+                    ]
+                    .contains(&e.errno()) =>
+                {
+                    self.clone_support = CloneSupport::Unsupported
+                }
                 // Anything else (EINVAL for ranges not aligned to the block size, …)
                 // only concerns this run.
                 Err(_) => {}
@@ -685,28 +696,6 @@ fn is_zero(bytes: &[u8]) -> bool {
         acc | u64::from_ne_bytes(w.try_into().unwrap())
     });
     body == 0 && tail == 0
-}
-
-/// Share `length` bytes of `src` at `src_offset` into `dst` at `dst_offset`
-/// (FICLONERANGE: btrfs, XFS with reflink, …).
-fn clone_range(
-    src: BorrowedFd<'_>,
-    src_offset: u64,
-    dst: BorrowedFd<'_>,
-    dst_offset: u64,
-    length: u64,
-) -> std::result::Result<(), Errno> {
-    let range = libc::file_clone_range {
-        src_fd: i64::from(src.as_raw_fd()),
-        src_offset,
-        src_length: length,
-        dest_offset: dst_offset,
-    };
-    // SAFETY: both fds are valid for the duration of the call (borrowed), and the
-    // pointer refers to a properly initialised file_clone_range that outlives it; the
-    // kernel only reads the struct.
-    let r = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONERANGE, &range) };
-    Errno::result(r).map(drop)
 }
 
 #[cfg(test)]

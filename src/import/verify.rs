@@ -35,7 +35,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::signal::Signal;
 
 use crate::util::error::{Error, Result};
-use crate::util::test_seams;
+use crate::util::{names, test_seams, validate};
 use crate::{log_debug_errno, log_error_errno, log_warning_errno};
 
 /// The administrator's keyring; replaces the vendor one when it exists (v219).
@@ -58,14 +58,16 @@ pub fn verify_checksum(sums: &[u8], url: &str, sha256: &str) -> Result<()> {
             "Checksum is empty, cannot verify."
         ));
     }
-    // TODO(merge): use util::names (last URL component) and util::validate (filename).
-    let Some(name) = url_last_component(url).filter(|n| filename_is_valid(n)) else {
+    let Some(name) = names::url_last_component(url)
+        .ok()
+        .filter(|n| validate::filename_is_valid(n))
+    else {
         return Err(log_error_errno!(
             Errno::EBADMSG,
             "Cannot verify checksum, could not determine valid server-side file name."
         ));
     };
-    if !sums_have_line(sums, sha256, name) {
+    if !sums_have_line(sums, sha256, &name) {
         return Err(log_error_errno!(
             Errno::EBADMSG,
             "Checksum did not check out, payload has been tempered with."
@@ -94,21 +96,6 @@ fn sums_have_line(sums: &[u8], sha256: &str, name: &str) -> bool {
                 .is_some_and(|after| after.is_empty() || after[0] == b'\n')
         })
     })
-}
-
-/// Last component of a URL: cut at the first `?`, drop trailing `/`s, take what follows
-/// the last `/`; `None` if that is empty (spec §1.7).
-fn url_last_component(url: &str) -> Option<&str> {
-    let path = url.split('?').next().unwrap_or_default();
-    let path = path.trim_end_matches('/');
-    let name = path.rsplit('/').next().unwrap_or(path);
-    (!name.is_empty()).then_some(name)
-}
-
-/// `filename_is_valid()` (spec §1.6): non-empty, no `/`, not `.` or `..`, at most
-/// FILENAME_MAX (4096) bytes.
-fn filename_is_valid(name: &str) -> bool {
-    !name.is_empty() && !name.contains('/') && name != "." && name != ".." && name.len() <= 4096
 }
 
 /// The keyring gpg is given: the test seam's if set, else the v219 rule (§5.2):
@@ -462,31 +449,6 @@ mod tests {
     use super::*;
 
     const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-    #[test]
-    fn last_component_follows_the_spec_vectors() {
-        assert_eq!(url_last_component("http://a/b/c.tar.gz"), Some("c.tar.gz"));
-        assert_eq!(url_last_component("http://a/b/c/"), Some("c"));
-        assert_eq!(url_last_component("http://a/b?x/y"), Some("b"));
-        assert_eq!(
-            url_last_component("https://h/a/b.tar.xz?x=1"),
-            Some("b.tar.xz")
-        );
-        assert_eq!(url_last_component("http://"), Some("http:"));
-        assert_eq!(url_last_component("?x"), None);
-        assert_eq!(url_last_component("/"), None);
-    }
-
-    #[test]
-    fn file_names_are_validated_like_systemd() {
-        assert!(filename_is_valid("image.raw"));
-        assert!(!filename_is_valid(""));
-        assert!(!filename_is_valid("."));
-        assert!(!filename_is_valid(".."));
-        assert!(!filename_is_valid("a/b"));
-        assert!(filename_is_valid(&"x".repeat(4096)));
-        assert!(!filename_is_valid(&"x".repeat(4097)));
-    }
 
     #[test]
     fn a_sums_line_must_be_a_whole_line() {

@@ -31,7 +31,8 @@ pub fn notify_to(path: &std::ffi::OsStr, state: &str) -> Result<()> {
         _ => return Err(Error::new(libc::EAFNOSUPPORT)),
     };
     let sock = UnixDatagram::unbound().map_err(Error::from)?;
-    sock.send_to_addr(state.as_bytes(), &addr).map_err(Error::from)?;
+    sock.send_to_addr(state.as_bytes(), &addr)
+        .map_err(Error::from)?;
     Ok(())
 }
 
@@ -62,9 +63,15 @@ mod tests {
     #[test]
     fn progress_messages_are_sent_once_per_value_and_capped() {
         let mut last = None;
-        assert_eq!(progress_message(&mut last, 5).as_deref(), Some("X_IMPORT_PROGRESS=5"));
+        assert_eq!(
+            progress_message(&mut last, 5).as_deref(),
+            Some("X_IMPORT_PROGRESS=5")
+        );
         assert_eq!(progress_message(&mut last, 5), None);
-        assert_eq!(progress_message(&mut last, 150).as_deref(), Some("X_IMPORT_PROGRESS=100"));
+        assert_eq!(
+            progress_message(&mut last, 150).as_deref(),
+            Some("X_IMPORT_PROGRESS=100")
+        );
     }
 
     #[test]
