@@ -228,5 +228,5 @@ fn verb_pull_dkr(_: &str, settings: &Settings, args: &[String]) -> i32 {
 }
 
 fn verb_pull_oci(_: &str, settings: &Settings, args: &[String]) -> i32 {
-    crate::import::pull_oci(settings, args)
+    crate::import::pull_oci(settings, &args[1..])
 }

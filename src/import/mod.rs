@@ -2,8 +2,12 @@
 //! and the importers built on them.
 
 pub mod common;
+pub mod dkr;
 pub mod job;
+pub mod oci;
 pub mod qcow2;
+pub mod raw;
+pub mod tar;
 pub mod unpack;
 pub mod verify;
 
@@ -32,27 +36,28 @@ pub fn operation_finished<D: 'static>(lp: &mut EventLoop<D>, result: &Result<()>
     }
 }
 
-fn not_implemented(verb: &str) -> i32 {
+/// Stand-in for verbs whose importer has not landed yet.
+pub(crate) fn not_implemented(verb: &str) -> i32 {
     log::error!("{verb} is not implemented yet.");
     1
 }
 
 /// `pull-tar`, after the command line was validated. Returns the exit status.
-pub fn pull_tar(_settings: &Settings, _req: UrlRequest) -> i32 {
-    not_implemented("pull-tar")
+pub fn pull_tar(settings: &Settings, req: UrlRequest) -> i32 {
+    tar::pull(settings, req)
 }
 
 /// `pull-raw`, after the command line was validated. Returns the exit status.
-pub fn pull_raw(_settings: &Settings, _req: UrlRequest) -> i32 {
-    not_implemented("pull-raw")
+pub fn pull_raw(settings: &Settings, req: UrlRequest) -> i32 {
+    raw::pull(settings, req)
 }
 
 /// `pull-dkr`, after the command line was validated. Returns the exit status.
-pub fn pull_dkr(_settings: &Settings, _req: DkrRequest) -> i32 {
-    not_implemented("pull-dkr")
+pub fn pull_dkr(settings: &Settings, req: DkrRequest) -> i32 {
+    dkr::pull(settings, req)
 }
 
-/// `pull-oci REF [LOCAL]`. Returns the exit status.
-pub fn pull_oci(_settings: &Settings, _args: &[String]) -> i32 {
-    not_implemented("pull-oci")
+/// `pull-oci REF [LOCAL]` (the words after the verb). Returns the exit status.
+pub fn pull_oci(settings: &Settings, args: &[String]) -> i32 {
+    oci::pull(settings, args)
 }
