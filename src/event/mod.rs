@@ -227,6 +227,16 @@ impl<D: 'static> EventLoop<D> {
         }
     }
 
+    /// Insert an fd-backed source enabled ON and add it to the epoll set.
+    fn insert_registered(&mut self, kind: Kind, callback: Callback<D>) -> Result<SourceId> {
+        let id = self.insert(kind, callback, Enabled::On);
+        if let Err(e) = self.sync_registration(id) {
+            self.remove(id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
     fn source(&self, id: SourceId) -> Option<&Source<D>> {
         let slot = self.slots.get(id.idx as usize)?;
         if slot.generation != id.generation {
@@ -314,12 +324,7 @@ impl<D: 'static> EventLoop<D> {
             registered: false,
             revents: 0,
         };
-        let id = self.insert(kind, Callback::Io(Box::new(callback)), Enabled::On);
-        if let Err(e) = self.sync_registration(id) {
-            self.remove(id);
-            return Err(e);
-        }
-        Ok(id)
+        self.insert_registered(kind, Callback::Io(Box::new(callback)))
     }
 
     /// A timer firing at `usec` (absolute, µs on `clock`). Enabled ONESHOT, like sd-event;
@@ -355,12 +360,7 @@ impl<D: 'static> EventLoop<D> {
             registered: false,
             info: None,
         };
-        let id = self.insert(kind, Callback::Signal(Box::new(callback)), Enabled::On);
-        if let Err(e) = self.sync_registration(id) {
-            self.remove(id);
-            return Err(e);
-        }
-        Ok(id)
+        self.insert_registered(kind, Callback::Signal(Box::new(callback)))
     }
 
     /// A source that is pending whenever it is enabled: runs on the next iteration.

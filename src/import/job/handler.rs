@@ -94,11 +94,7 @@ impl JobHandler {
     /// Look a header of the current response up, case-insensitively (Q2: HTTP/2 sends
     /// lowercase names).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        super::find_header(&self.headers, name)
     }
 
     pub fn meta(&self) -> ResponseMeta {
