@@ -129,9 +129,19 @@ impl From<nix::errno::Errno> for Error {
 /// The first argument is anything that converts into [`Error`]; it is converted
 /// *after* the message is formatted, so the message may display it (`{}` prints `%m`).
 ///
-/// ```ignore
-/// let e = Error::from(io_err);
-/// return Err(log_error_errno!(e, "Failed to create directory {}: {}", path.display(), e));
+/// ```
+/// use systemd_import::log_error_errno;
+/// use systemd_import::util::error::{Error, Result};
+///
+/// fn make(path: &std::path::Path) -> Result<()> {
+///     std::fs::create_dir(path).map_err(|io_err| {
+///         let e = Error::from(io_err);
+///         log_error_errno!(e.clone(), "Failed to create directory {}: {}", path.display(), e)
+///     })
+/// }
+/// let e = make(std::path::Path::new("/nonexistent/x")).unwrap_err();
+/// assert_eq!(e.errno(), libc::ENOENT);
+/// assert_eq!(e.msg(), Some("Failed to create directory /nonexistent/x: No such file or directory"));
 /// ```
 #[macro_export]
 macro_rules! log_error_errno {
