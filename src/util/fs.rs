@@ -368,10 +368,12 @@ fn remove_entry(
     }
     if meta.ino == 256 {
         // On btrfs every subvolume root is inode 256; elsewhere this fails with
-        // ENOTTY (not btrfs) or EINVAL (not a subvolume) and we go on as for a directory.
+        // ENOTTY (not btrfs) or EINVAL (not a subvolume) and we go on as for a
+        // directory. So we do after EPERM (no privilege to destroy subvolumes): an
+        // emptied subvolume can still be removed with rmdir.
         match btrfs::subvol_remove(dir, OsStr::from_bytes(name.to_bytes())) {
             Ok(()) => return Ok(()),
-            Err(e) if matches!(e.errno(), libc::ENOTTY | libc::EINVAL) => {}
+            Err(e) if matches!(e.errno(), libc::ENOTTY | libc::EINVAL | libc::EPERM) => {}
             Err(e) if e.errno() == libc::ENOENT => return Ok(()),
             Err(e) => return Err(e),
         }
