@@ -368,6 +368,14 @@ fn snapshot_or_copy_on_ext4() {
         0o600,
         "and nothing below it"
     );
+    let err = snapshot_or_copy(&src, &ro, false, None).unwrap_err();
+    assert_eq!(err.errno(), libc::EEXIST);
+    assert_eq!(mode(&ro), 0o555, "an existing destination is left alone");
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let cancelled = ext4.path().join("cancelled");
+    let err = snapshot_or_copy(&src, &cancelled, false, Some(&cancel)).unwrap_err();
+    assert_eq!(err.errno(), libc::ECANCELED);
+    assert!(!cancelled.exists());
 
     // A btrfs subvolume copied onto ext4: no snapshot possible, a plain copy.
     let btrfs = BtrfsMount::new();

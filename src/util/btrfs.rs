@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use nix::sys::stat::{fstat, SFlag};
+use nix::sys::stat::{fstat, Mode, SFlag};
 
 use crate::log_debug_errno;
 use crate::util::error::{Error, Result};
@@ -436,9 +436,9 @@ fn open_parent(path: &Path) -> Result<(OwnedFd, &OsStr)> {
 /// Make `dst` a copy of the directory tree `src`, as cheaply as the file systems allow:
 ///
 /// * `src` is a subvolume and `dst` is on the same btrfs: a snapshot (instant);
-/// * otherwise, `dst` on btrfs: a new subvolume with [`fs::copy_tree_into`] into it
+/// * otherwise, `dst` on btrfs: a new subvolume filled like [`fs::copy_tree_into`]
 ///   (data reflinked where possible), so that `dst` can be snapshotted later;
-/// * otherwise a plain directory made by [`fs::copy_tree`].
+/// * otherwise a plain directory filled the same way ([`fs::copy_tree`]'s copy).
 ///
 /// `read_only` makes the result a read-only subvolume, or drops the write bits of a
 /// plain directory's top (as [`fs::make_read_only`] does). `dst` must not exist; on
@@ -477,44 +477,39 @@ pub fn snapshot_or_copy(
         }
     }
 
-    if is_fs_btrfs(dst_dir.as_fd())? {
-        subvol_make(dst_dir.as_fd(), dst_name).map_err(|e| {
+    // No snapshot possible: a container (a subvolume on btrfs, so it can be
+    // snapshotted later; else a directory), filled by a copy.
+    let on_btrfs = is_fs_btrfs(dst_dir.as_fd())?;
+    let created = if on_btrfs {
+        subvol_make(dst_dir.as_fd(), dst_name)
+    } else {
+        nix::sys::stat::mkdirat(dst_dir.as_fd(), dst_name, Mode::S_IRWXU).map_err(Error::from)
+    };
+    created
+        .map_err(|e| log_debug_errno!(e.clone(), "Failed to create {}: {}", dst.display(), e))?;
+    let filled = fs::open_dir_at(dst_dir.as_fd(), dst_name).and_then(|dst_fd| {
+        fs::copy_dir_into(src_fd.as_fd(), dst_fd.as_fd(), cancel).map_err(|e| {
             log_debug_errno!(
                 e.clone(),
-                "Failed to create subvolume {}: {}",
+                "Failed to copy {} into {}: {}",
+                src.display(),
                 dst.display(),
                 e
             )
         })?;
-        let filled = fs::open_dir_at(dst_dir.as_fd(), dst_name).and_then(|dst_fd| {
-            fs::copy_dir_into(src_fd.as_fd(), dst_fd.as_fd(), cancel).map_err(|e| {
-                log_debug_errno!(
-                    e.clone(),
-                    "Failed to copy {} into {}: {}",
-                    src.display(),
-                    dst.display(),
-                    e
-                )
-            })?;
-            if read_only {
-                subvol_set_read_only(dst_fd.as_fd(), true)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = filled {
-            let _ = subvol_remove(dst_dir.as_fd(), dst_name);
-            return Err(e);
+        match (read_only, on_btrfs) {
+            (false, _) => Ok(()),
+            (true, true) => subvol_set_read_only(dst_fd.as_fd(), true),
+            (true, false) => fs::drop_write_bits(dst_fd.as_fd()),
         }
-        return Ok(());
-    }
-
-    fs::copy_tree(src, dst, cancel)?;
-    if read_only {
-        let dst_fd = fs::open_dir_at(dst_dir.as_fd(), dst_name)?;
-        if let Err(e) = fs::drop_write_bits(dst_fd.as_fd()) {
-            let _ = fs::rm_rf_at(dst_dir.as_fd(), dst_name);
-            return Err(e);
-        }
+    });
+    if let Err(e) = filled {
+        let _ = if on_btrfs {
+            subvol_remove(dst_dir.as_fd(), dst_name)
+        } else {
+            fs::rm_rf_at(dst_dir.as_fd(), dst_name)
+        };
+        return Err(e);
     }
     Ok(())
 }

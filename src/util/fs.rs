@@ -368,10 +368,12 @@ fn remove_entry(
     }
     if meta.ino == 256 {
         // On btrfs every subvolume root is inode 256; elsewhere this fails with
-        // ENOTTY (not btrfs) or EINVAL (not a subvolume) and we go on as for a directory.
+        // ENOTTY (not btrfs) or EINVAL (not a subvolume) and we go on as for a
+        // directory. So we do after EPERM (no privilege to destroy subvolumes): an
+        // emptied subvolume can still be removed with rmdir.
         match btrfs::subvol_remove(dir, OsStr::from_bytes(name.to_bytes())) {
             Ok(()) => return Ok(()),
-            Err(e) if matches!(e.errno(), libc::ENOTTY | libc::EINVAL) => {}
+            Err(e) if matches!(e.errno(), libc::ENOTTY | libc::EINVAL | libc::EPERM) => {}
             Err(e) if e.errno() == libc::ENOENT => return Ok(()),
             Err(e) => return Err(e),
         }
@@ -661,10 +663,11 @@ fn copy_data_extents(
             copy_range(src, dst, data as u64, (hole - data) as u64, buffer)?;
             pos = hole;
         }
+        // A trailing hole is not written: the size must be set.
+        nix::unistd::ftruncate(dst, size)?;
     } else {
         copy_range(src, dst, 0, meta.size, buffer)?;
     }
-    nix::unistd::ftruncate(dst, size)?;
     Ok(())
 }
 
@@ -1027,7 +1030,7 @@ impl<'a> TreeCopier<'a> {
                     dst_dir,
                     dst_name,
                     kind,
-                    Mode::S_IRUSR | Mode::S_IWUSR,
+                    Mode::from_bits_truncate(meta.mode & 0o777),
                     meta.rdev,
                 )?;
                 self.created_top |= is_top;
@@ -1118,7 +1121,8 @@ impl<'a> TreeCopier<'a> {
             dst_dir,
             dst_name,
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::S_IRUSR | Mode::S_IWUSR,
+            // The final permission bits (less the umask): usually no chmod needed later.
+            Mode::from_bits_truncate(meta.mode & 0o777),
         )?;
         self.created_top |= self.dst_root.is_none();
         if meta.size > 0 {
@@ -1147,12 +1151,21 @@ impl<'a> TreeCopier<'a> {
         dst: BorrowedFd<'_>,
         meta: &Meta,
     ) -> Result<()> {
-        nix::unistd::fchown(
-            dst,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-        )?;
-        nix::sys::stat::fchmod(dst, meta.permissions())?;
+        // Each change is a journal transaction, so only what differs is changed (a
+        // fresh inode often has the right owner and mode already).
+        let created = stat_fd(dst)?;
+        if (created.uid, created.gid) != (meta.uid, meta.gid) {
+            nix::unistd::fchown(
+                dst,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )?;
+        }
+        // Entries are created without setuid/setgid bits, so `chown` did not change
+        // the mode.
+        if created.permissions() != meta.permissions() {
+            nix::sys::stat::fchmod(dst, meta.permissions())?;
+        }
         copy_xattrs(src, dst)?;
         set_times_fd(dst, meta)
     }
@@ -1167,14 +1180,17 @@ impl<'a> TreeCopier<'a> {
         dst_name: &CStr,
         has_mode: bool,
     ) -> Result<()> {
-        nix::unistd::fchownat(
-            dst_dir,
-            dst_name,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
-        if has_mode {
+        let created = stat_at(dst_dir, dst_name)?;
+        if (created.uid, created.gid) != (meta.uid, meta.gid) {
+            nix::unistd::fchownat(
+                dst_dir,
+                dst_name,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if has_mode && created.permissions() != meta.permissions() {
             // Not a symlink, so following is harmless (symlinks have no mode).
             nix::sys::stat::fchmodat(
                 dst_dir,
