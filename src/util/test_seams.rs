@@ -24,3 +24,16 @@ pub fn import_pubring() -> Option<PathBuf> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
 }
+
+/// `SYSTEMD_IMPORT_TEST_DKR_REGISTRY_PORT=<port>`: pull-dkr appends `:<port>` to the
+/// registry host named by the index's `X-Docker-Endpoints` header, so the tests' registry
+/// can listen on an unprivileged port. Test-only: the C tool builds
+/// `https://<endpoint>/v1/…` and requires each endpoint to be a valid host name (no
+/// port), so without this variable every registry request goes to port 443, as there.
+pub fn dkr_registry_port() -> Option<u16> {
+    std::env::var("SYSTEMD_IMPORT_TEST_DKR_REGISTRY_PORT")
+        .ok()?
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+}

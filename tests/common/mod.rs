@@ -4,6 +4,7 @@
 
 pub mod btrfs;
 pub mod cli;
+pub mod dkr_registry;
 pub mod gpg;
 pub mod http;
 pub mod registry;

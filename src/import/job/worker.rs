@@ -196,7 +196,7 @@ impl Read for ChannelReader {
             let mut st = self.channel.lock();
             loop {
                 if self.channel.cancel.load(Ordering::Acquire) {
-                    return Err(Error::new(libc::ECANCELED).into());
+                    return Err(handled(Error::new(libc::ECANCELED)));
                 }
                 if let Some(chunk) = st.chunks.pop_front() {
                     st.queued -= chunk.len();
@@ -210,7 +210,7 @@ impl Read for ChannelReader {
                 }
                 match &st.input_end {
                     Some(InputEnd::Complete) => return Ok(0),
-                    Some(InputEnd::Aborted(e)) => return Err(e.clone().into()),
+                    Some(InputEnd::Aborted(e)) => return Err(handled(e.clone())),
                     None => {}
                 }
                 st.worker_waiting = true;
@@ -227,6 +227,14 @@ impl Read for ChannelReader {
         self.pos += n;
         Ok(n)
     }
+}
+
+/// An error the job has already dealt with (a cancellation, a failed transfer), carried
+/// inside the `io::Error` so that stream consumers see our `Error` and pass it on without
+/// logging it again (the unpacker's contract); a bare errno would look like a new failure.
+fn handled(e: Error) -> io::Error {
+    let kind = io::Error::from_raw_os_error(e.errno()).kind();
+    io::Error::new(kind, e)
 }
 
 /// Counts and (optionally) hashes what passes through.
@@ -549,4 +557,31 @@ fn set_xattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> Result<()> {
         return Err(Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancelled_or_failed_body_reads_as_an_error_consumers_pass_on() {
+        let cancelled = Channel::new().unwrap();
+        cancelled.cancel();
+        let failed = Channel::new().unwrap();
+        failed.end(InputEnd::Aborted(Error::with_message(
+            libc::EIO,
+            "Download truncated.",
+        )));
+        for (channel, errno) in [(cancelled, libc::ECANCELED), (failed, libc::EIO)] {
+            let mut reader = ChannelReader {
+                channel,
+                current: Vec::new(),
+                pos: 0,
+            };
+            let e = reader.read(&mut [0u8; 8]).unwrap_err();
+            // The unpacker checks exactly this before it logs a read error.
+            assert!(e.get_ref().is_some_and(|inner| inner.is::<Error>()));
+            assert_eq!(Error::from(e).errno(), errno);
+        }
+    }
 }
