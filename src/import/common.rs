@@ -338,4 +338,19 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "only the image and the copy: {names:?}");
     }
+
+    #[test]
+    fn a_local_copy_of_a_read_only_directory_is_writable() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let image = r.join(".tar-image");
+        std::fs::create_dir(&image).unwrap();
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fs::make_read_only(&image).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&image), 0o555);
+        make_local_copy(&image, r, "box", false, None).unwrap();
+        assert_eq!(mode(&r.join("box")), 0o755);
+    }
 }

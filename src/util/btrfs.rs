@@ -441,7 +441,8 @@ fn open_parent(path: &Path) -> Result<(OwnedFd, &OsStr)> {
 /// * otherwise a plain directory filled the same way ([`fs::copy_tree`]'s copy).
 ///
 /// `read_only` makes the result a read-only subvolume, or drops the write bits of a
-/// plain directory's top (as [`fs::make_read_only`] does). `dst` must not exist; on
+/// plain directory's top (as [`fs::make_read_only`] does); otherwise the top is writable
+/// for its owner even if the source's was not. `dst` must not exist; on
 /// failure nothing is left at `dst`. `cancel` aborts a copy with ECANCELED.
 pub fn snapshot_or_copy(
     src: &Path,
@@ -498,7 +499,9 @@ pub fn snapshot_or_copy(
             )
         })?;
         match (read_only, on_btrfs) {
-            (false, _) => Ok(()),
+            // The copy carries the source's mode; a read-only plain directory (whose
+            // write bits were dropped) must come out writable when asked for writable.
+            (false, _) => fs::add_owner_write(dst_fd.as_fd()),
             (true, true) => subvol_set_read_only(dst_fd.as_fd(), true),
             (true, false) => fs::drop_write_bits(dst_fd.as_fd()),
         }

@@ -797,6 +797,16 @@ pub(crate) fn drop_write_bits(fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Give the owner back the write bit [`drop_write_bits`] took: a writable copy of a
+/// read-only plain directory must be an ordinary writable tree.
+pub(crate) fn add_owner_write(fd: BorrowedFd<'_>) -> Result<()> {
+    let meta = stat_fd(fd)?;
+    if meta.mode & 0o200 == 0 {
+        nix::sys::stat::fchmod(fd, Mode::from_bits_truncate((meta.mode & 0o7777) | 0o200))?;
+    }
+    Ok(())
+}
+
 /// Make a finished image read-only (spec §5.3): a btrfs subvolume gets its read-only
 /// flag; anything else (a plain directory, a raw file) loses its write bits, on that
 /// inode only. Errors are logged with the C tool's messages.

@@ -38,7 +38,12 @@ const OUTPUT_EOF_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Environment variables that would change what the program under test logs or how it connects;
 /// removed by [`systemd_import`] so every test starts from the defaults.
-const SCRUBBED_ENV: [&str; 8] = [
+const SCRUBBED_ENV: [&str; 11] = [
+    // CA settings of the machine: curl's CURL_CA_BUNDLE wins over SSL_CERT_FILE, so a test
+    // that trusts its own CA through SSL_CERT_FILE must not inherit them.
+    "CURL_CA_BUNDLE",
+    "SSL_CERT_DIR",
+    "SSL_CERT_FILE",
     "http_proxy",
     "https_proxy",
     "HTTP_PROXY",
@@ -50,7 +55,8 @@ const SCRUBBED_ENV: [&str; 8] = [
 ];
 
 /// A `Command` for the `systemd-import` binary of this crate, with every `SYSTEMD_LOG_*`
-/// variable (so logging has its defaults) and the proxy variables removed from its environment.
+/// variable (so logging has its defaults), the CA and the proxy variables removed from its
+/// environment.
 pub fn systemd_import() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_systemd-import"));
     for (key, _) in std::env::vars_os() {

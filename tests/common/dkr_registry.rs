@@ -236,10 +236,7 @@ impl DkrRegistry {
     /// trailing slash, which the binary must remove.
     pub fn command(&self, root: &Path, args: &[&str]) -> Command {
         let mut cmd = systemd_import();
-        // CURL_CA_BUNDLE would win over SSL_CERT_FILE (as in curl(1)).
-        cmd.env_remove("CURL_CA_BUNDLE")
-            .env_remove("SSL_CERT_DIR")
-            .env("SSL_CERT_FILE", self.ca.ca_pem_path())
+        cmd.env("SSL_CERT_FILE", self.ca.ca_pem_path())
             .env(
                 "SYSTEMD_IMPORT_TEST_DKR_REGISTRY_PORT",
                 self.registry.port().to_string(),

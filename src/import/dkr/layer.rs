@@ -50,8 +50,7 @@ fn make_tree(temp: &Path, base: Option<&Path>, cancel: &AtomicBool) -> Result<()
     // and a failure shows up in the next step.
     let _ = fs::mkdir_parents(temp, 0o700);
     let made = match base {
-        Some(base) => btrfs::snapshot_or_copy(base, temp, false, Some(cancel))
-            .and_then(|()| restore_owner_write(temp)),
+        Some(base) => btrfs::snapshot_or_copy(base, temp, false, Some(cancel)),
         None => make_empty(temp),
     };
     made.map_err(|e| {
@@ -80,22 +79,6 @@ fn make_empty(temp: &Path) -> Result<()> {
     // Independent of the umask.
     let made = fs::open_dir(temp)?;
     nix::sys::stat::fchmod(made.as_fd(), Mode::from_bits_truncate(0o755))?;
-    Ok(())
-}
-
-/// A copy of a sealed plain-directory layer inherits the top directory's dropped write
-/// bits; the owner gets its write bit back so the copy is an ordinary writable tree.
-/// Snapshots keep their mode and need nothing.
-fn restore_owner_write(path: &Path) -> Result<()> {
-    let fd = fs::open_dir(path)?;
-    if btrfs::is_subvolume(fd.as_fd())? {
-        return Ok(());
-    }
-    let mode = fs::stat_fd(fd.as_fd())?.mode;
-    nix::sys::stat::fchmod(
-        fd.as_fd(),
-        Mode::from_bits_truncate((mode & 0o7777) | 0o200),
-    )?;
     Ok(())
 }
 
@@ -129,17 +112,7 @@ pub fn make_local_copy(
     force: bool,
     cancel: &AtomicBool,
 ) -> Result<()> {
-    common::make_local_copy(top_layer, image_root, local, force, Some(cancel))?;
-    // Off btrfs the copy carries the sealed layer's dropped write bits.
-    let target = image_root.join(local);
-    restore_owner_write(&target).map_err(|e| {
-        log_error_errno!(
-            e.clone(),
-            "Failed to make {} writable: {}",
-            target.display(),
-            e
-        )
-    })
+    common::make_local_copy(top_layer, image_root, local, force, Some(cancel))
 }
 
 /// `<root>/.dkr-<id>`.
