@@ -24,7 +24,7 @@ struct Shared<T> {
     /// Set when the handle was dropped: the result is no longer wanted.
     detached: AtomicBool,
     /// Written once by the worker thread, taken by the loop callback.
-    result: Mutex<Option<T>>,
+    result: Mutex<Option<std::thread::Result<T>>>,
     /// Becomes readable when `result` is set.
     wake: OwnedFd,
 }
@@ -103,6 +103,10 @@ impl<D: 'static> EventLoop<D> {
                 return Ok(());
             };
             lp.remove(id);
+            let result = match result {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
             if !cb_shared.detached.load(Ordering::Acquire) {
                 if let Some(done) = done.take() {
                     done(lp, data, result);
@@ -116,7 +120,11 @@ impl<D: 'static> EventLoop<D> {
         let thread = std::thread::Builder::new()
             .name(name.chars().take(15).collect())
             .spawn(move || {
-                let result = work(&thread_shared.cancel);
+                // Tasks return their errors as values; a panic is a bug. Re-raise it on the
+                // loop thread rather than leaving the loop waiting for a result forever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    work(&thread_shared.cancel)
+                }));
                 *thread_shared
                     .result
                     .lock()

@@ -318,7 +318,16 @@ pub(crate) fn spawn(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<()> {
     let thread = std::thread::Builder::new()
         .name("import-job".into())
         .spawn(move || {
-            let outcome = run(&ch, spec);
+            // A panic (a bug, never an expected outcome) must still end the job: without an
+            // outcome the loop would wait for this worker forever.
+            let url = spec.url.clone();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&ch, spec)))
+                .unwrap_or_else(|_| {
+                    Err(log_error_errno!(
+                        Error::new(libc::EIO),
+                        "Internal error while processing {url}."
+                    ))
+                });
             ch.lock().outcome = Some(outcome);
             ch.wake_loop();
         })
