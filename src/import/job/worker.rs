@@ -196,7 +196,7 @@ impl Read for ChannelReader {
             let mut st = self.channel.lock();
             loop {
                 if self.channel.cancel.load(Ordering::Acquire) {
-                    return Err(Error::new(libc::ECANCELED).into());
+                    return Err(own_error(Error::new(libc::ECANCELED)));
                 }
                 if let Some(chunk) = st.chunks.pop_front() {
                     st.queued -= chunk.len();
@@ -210,7 +210,7 @@ impl Read for ChannelReader {
                 }
                 match &st.input_end {
                     Some(InputEnd::Complete) => return Ok(0),
-                    Some(InputEnd::Aborted(e)) => return Err(e.clone().into()),
+                    Some(InputEnd::Aborted(e)) => return Err(own_error(e.clone())),
                     None => {}
                 }
                 st.worker_waiting = true;
@@ -227,6 +227,13 @@ impl Read for ChannelReader {
         self.pos += n;
         Ok(n)
     }
+}
+
+/// Our own error (a cancellation, a failed transfer: logged already, or not worth a line)
+/// wrapped so that consumers of the stream recognise it and pass it through unchanged
+/// instead of reporting it as a read error of theirs.
+fn own_error(e: Error) -> io::Error {
+    io::Error::other(e)
 }
 
 /// Counts and (optionally) hashes what passes through.
