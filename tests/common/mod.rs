@@ -6,6 +6,7 @@ pub mod btrfs;
 pub mod cli;
 pub mod gpg;
 pub mod http;
+pub mod pull;
 pub mod registry;
 pub mod tarball;
 pub mod tls;
