@@ -18,8 +18,9 @@ use common::btrfs::BtrfsMount;
 use common::cli::{run, spawn_watch, CliOutput, TempRoot};
 use common::gpg::TestKey;
 use common::pull::{
-    assert_aborted, assert_log, compress, download_lines, pull_cmd, temporaries, DirWatch,
-    ImageServer, NotifyListener,
+    assert_aborted, assert_checksum_pull_log, assert_failed_cleanly, assert_log, compress,
+    download_lines, names, pull, pull_cmd, sorted, temporaries, DirWatch, ImageServer,
+    NotifyListener,
 };
 use common::tarball::{self, diff, scratch, snapshot, Header, Snapshot, Tarball};
 use systemd_import::import::common::{cache_path, CacheKind};
@@ -76,36 +77,12 @@ fn os_release(image: &Path) -> String {
     fs::read_to_string(image.join("etc/os-release")).unwrap()
 }
 
-/// Top-level names in the root (dot files included), sorted.
-fn names(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn cache_name(url: &str, etag: Option<&str>) -> String {
     cache_path(Path::new("/"), CacheKind::Tar, url, etag)
         .file_name()
         .unwrap()
         .to_string_lossy()
         .into_owned()
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
-
-fn pull(server: &ImageServer, root: &Path, key: Option<&TestKey>, args: &[&str]) -> CliOutput {
-    run(&mut pull_cmd(server, root, key, args))
-}
-
-fn assert_failed_cleanly(out: &CliOutput, root: &Path, before: &[String]) {
-    assert_eq!(out.status, 1, "{}", out.stderr);
-    assert_eq!(names(root), before, "{}", out.stderr);
 }
 
 #[test]
@@ -171,7 +148,6 @@ fn verify_modes_fetch_only_what_they_check() {
     let name = "sdimport-tartest-modes.tar";
     let (sums_len, _) = server.put_verified(DIR, name, &tar, None);
     let url = server.url(&format!("{DIR}/{name}"));
-    let sums = server.url(&format!("{DIR}/SHA256SUMS"));
 
     let root = TempRoot::new();
     let out = pull(
@@ -199,19 +175,16 @@ fn verify_modes_fetch_only_what_they_check() {
         &["--verify=checksum", "pull-tar", &url, "-"],
     );
     assert_eq!(out.status, 0, "{}", out.stderr);
-    assert_log(
+    assert_checksum_pull_log(
         &out,
-        &[&format!("Pulling '{url}'.")],
-        &[
-            download_lines(&url, tar.len()),
-            download_lines(&sums, sums_len),
-        ],
+        &url,
+        None,
+        (tar.len(), sums_len),
         &[
             &format!("SHA256 checksum of {url} is valid."),
             "Operation completed successfully.",
             "Exiting.",
         ],
-        false,
     );
     assert_eq!(server.requests_for("/images/SHA256SUMS").len(), 1);
     assert!(server.requests_for("/images/SHA256SUMS.gpg").is_empty());
@@ -252,22 +225,17 @@ fn every_compression_unpacks_and_the_suffix_names_the_image() {
         }
         let out = pull(&server, root.path(), None, &args);
         assert_eq!(out.status, 0, "{suffix}: {}", out.stderr);
-        assert_log(
+        assert_checksum_pull_log(
             &out,
-            &[&format!(
-                "Pulling '{url}', saving as 'sdimport-tartest-fmt'."
-            )],
-            &[
-                download_lines(&url, body.len()),
-                download_lines(&server.url("/images/SHA256SUMS"), sums_len),
-            ],
+            &url,
+            Some("sdimport-tartest-fmt"),
+            (body.len(), sums_len),
             &[
                 &format!("SHA256 checksum of {url} is valid."),
                 "Created new local image 'sdimport-tartest-fmt'.",
                 "Operation completed successfully.",
                 "Exiting.",
             ],
-            false,
         );
         assert_tree(&root.path().join("sdimport-tartest-fmt"), &expected);
     }
@@ -599,18 +567,15 @@ fn a_bad_checksum_fails_and_keeps_nothing_of_the_download() {
             earlier.local,
         ],
     );
-    assert_log(
+    assert_checksum_pull_log(
         &out,
-        &[&format!("Pulling '{url}', saving as '{}'.", earlier.local)],
-        &[
-            download_lines(&url, tar.len()),
-            download_lines(&server.url("/images/SHA256SUMS"), 64 + 2 + name.len() + 1),
-        ],
+        &url,
+        Some(earlier.local),
+        (tar.len(), 64 + 2 + name.len() + 1),
         &[
             "Checksum did not check out, payload has been tempered with.",
             "Exiting.",
         ],
-        false,
     );
     earlier.assert_intact(&out);
 }

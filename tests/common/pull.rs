@@ -497,3 +497,56 @@ pub fn qemu_img(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// [`assert_log`] for a `--verify=checksum` pull of `url` (a body of `body_len` bytes,
+/// a `SHA256SUMS` of `sums_len` beside it) saved as `local` (`None`: cache only), ending
+/// with `tail`.
+pub fn assert_checksum_pull_log(
+    out: &CliOutput,
+    url: &str,
+    local: Option<&str>,
+    (body_len, sums_len): (usize, usize),
+    tail: &[&str],
+) {
+    let pulling = match local {
+        Some(local) => format!("Pulling '{url}', saving as '{local}'."),
+        None => format!("Pulling '{url}'."),
+    };
+    let sums = systemd_import::util::names::url_change_last_component(url, "SHA256SUMS").unwrap();
+    assert_log(
+        out,
+        &[&pulling],
+        &[
+            download_lines(url, body_len),
+            download_lines(&sums, sums_len),
+        ],
+        tail,
+        false,
+    );
+}
+
+/// Run `systemd-import` against `server` (see [`pull_cmd`]) to completion.
+pub fn pull(server: &ImageServer, root: &Path, key: Option<&TestKey>, args: &[&str]) -> CliOutput {
+    super::cli::run(&mut pull_cmd(server, root, key, args))
+}
+
+/// Top-level names in `root` (dot files included), sorted.
+pub fn names(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Exit status 1, and `root` holds exactly what it held `before`.
+pub fn assert_failed_cleanly(out: &CliOutput, root: &Path, before: &[String]) {
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    assert_eq!(names(root), before, "{}", out.stderr);
+}
