@@ -927,3 +927,27 @@ fn on_btrfs_sigint_removes_the_temporary_subvolume() {
     assert_aborted(&out);
     assert!(names(&root).is_empty(), "{:?}", names(&root));
 }
+
+#[test]
+fn a_missing_signature_fails_the_pull() {
+    let server = ImageServer::new();
+    let key = TestKey::generate("nosig");
+    let name = "sdimport-tartest-nosig.tar";
+    server.put_verified(DIR, name, &sample_tar("nosig"), None);
+    let url = server.url(&format!("{DIR}/{name}"));
+    let sums = server.url("/images/SHA256SUMS");
+    let sig = server.url("/images/SHA256SUMS.gpg");
+    let root = TempRoot::new();
+    let out = pull(&server, root.path(), Some(&key), &["pull-tar", &url, "-"]);
+    assert_eq!(
+        lines_without(&out, &[url, sums]),
+        [
+            format!("HTTP request to {sig} failed with code 404."),
+            "Failed to retrieve signature file, cannot verify. (Try --verify=no?)".into(),
+            "Exiting.".into(),
+        ],
+        "{}",
+        out.stderr
+    );
+    assert_failed_cleanly(&out, root.path(), &[]);
+}
