@@ -9,6 +9,7 @@ pub mod qcow2;
 pub mod raw;
 pub mod tar;
 pub mod unpack;
+pub mod url_pull;
 pub mod verify;
 
 use crate::cli::{DkrRequest, Settings, UrlRequest};

@@ -66,7 +66,19 @@ impl Error {
 
 /// `strerror(errno)` as glibc words it, without Rust's " (os error N)" suffix.
 pub fn strerror(errno: i32) -> String {
-    nix::errno::Errno::from_raw(errno).desc().to_string()
+    // glibc's own table: nix's descriptions differ for some errnos (EOPNOTSUPP reads
+    // "Operation not supported on transport endpoint" there).
+    let mut buf = [0 as libc::c_char; 256];
+    // SAFETY: the buffer is valid for its length; libc's `strerror_r` is the XSI variant,
+    // which writes a NUL-terminated message into it and returns 0 on success.
+    let r = unsafe { libc::strerror_r(errno, buf.as_mut_ptr(), buf.len()) };
+    if r != 0 {
+        return format!("Unknown error {errno}");
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 impl fmt::Display for Error {
@@ -186,6 +198,8 @@ mod tests {
         let e = Error::from(io::Error::from_raw_os_error(libc::ENOENT));
         assert_eq!(e.errno(), libc::ENOENT);
         assert_eq!(e.to_string(), "No such file or directory");
+        // glibc's wording, which nix's table does not have for every errno.
+        assert_eq!(strerror(libc::EOPNOTSUPP), "Operation not supported");
     }
 
     #[test]

@@ -37,3 +37,22 @@ pub fn dkr_registry_port() -> Option<u16> {
         .ok()
         .filter(|p| *p > 0)
 }
+
+/// `SYSTEMD_IMPORT_TEST_HOLD=<phase>`: a task of pull-raw that reaches `phase` logs a line
+/// and then waits there until it is cancelled (SIGINT/SIGTERM), so a test can signal the
+/// tool in the middle of a step that would otherwise often be over before the signal
+/// arrives. Phases: `qcow2` (after the conversion wrote the converted file) and
+/// `local-copy` (after the local copy was written, before it is moved into place).
+/// Returns whether the task was held (and so is now cancelled).
+pub fn hold(phase: &str, cancel: &std::sync::atomic::AtomicBool) -> bool {
+    if std::env::var("SYSTEMD_IMPORT_TEST_HOLD").ok().as_deref() != Some(phase) {
+        return false;
+    }
+    log::info!("Holding in phase '{phase}' until cancelled (SYSTEMD_IMPORT_TEST_HOLD).");
+    // The task's cancel flag has no wake-up of its own; polling it is what every
+    // cancellable task does.
+    while !cancel.load(std::sync::atomic::Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}

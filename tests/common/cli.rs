@@ -55,15 +55,18 @@ const SCRUBBED_ENV: [&str; 11] = [
 ];
 
 /// A `Command` for the `systemd-import` binary of this crate, with every `SYSTEMD_LOG_*`
-/// variable (so logging has its defaults), the CA and the proxy variables removed from its
-/// environment.
+/// variable (so logging has its defaults), every `SYSTEMD_IMPORT_TEST_*` setting,
+/// `NOTIFY_SOCKET`, and the CA and proxy variables removed from its environment: a test
+/// sets what it needs, nothing leaks in from the machine or the test runner.
 pub fn systemd_import() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_systemd-import"));
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SYSTEMD_LOG_") {
+        let k = key.to_string_lossy();
+        if k.starts_with("SYSTEMD_LOG_") || k.starts_with("SYSTEMD_IMPORT_TEST_") {
             cmd.env_remove(&key);
         }
     }
+    cmd.env_remove("NOTIFY_SOCKET");
     for key in SCRUBBED_ENV {
         cmd.env_remove(key);
     }

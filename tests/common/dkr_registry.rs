@@ -241,7 +241,6 @@ impl DkrRegistry {
                 "SYSTEMD_IMPORT_TEST_DKR_REGISTRY_PORT",
                 self.registry.port().to_string(),
             )
-            .env_remove("NOTIFY_SOCKET")
             .arg(format!("--image-root={}", root.display()))
             .arg("--verify=no")
             .arg(format!("--dkr-index-url={}/", self.index_url()))
