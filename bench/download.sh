@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Download benchmark: pull-raw and pull-tar of the same gzip-compressed inputs from a local
+# HTTP server, ours against Debian 12's systemd-pull (systemd 252, the C tool's descendant).
+# Prints wall time, CPU time (user+sys) and peak RSS of each, median of $RUNS runs.
+#
+#   sudo bench/download.sh            # RUNS=3 SIZE_MIB=1024 by default
+#
+# Needs: cargo, python3, gzip, /usr/bin/time (package time), systemd-container (for
+# /usr/lib/systemd/systemd-pull). Works in a temporary directory under $BENCH_DIR
+# (default /var/tmp), removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+SIZE_MIB=${SIZE_MIB:-1024}
+BENCH_DIR=${BENCH_DIR:-/var/tmp}
+C_PULL=/usr/lib/systemd/systemd-pull
+
+for tool in python3 gzip /usr/bin/time "$C_PULL"; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool (install python3 gzip time systemd-container)" >&2; exit 1; }
+done
+cargo build --release --quiet
+OURS=$PWD/target/release/systemd-import
+
+work=$(mktemp -d "$BENCH_DIR/download-bench.XXXXXX")
+server_pid=
+# systemd-pull 252 marks finished images immutable (chattr +i) off btrfs.
+rm_tree() { chattr -R -i "$1" 2>/dev/null || true; rm -rf "$1"; }
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+    rm_tree "$work"
+}
+trap cleanup EXIT
+
+# Inputs: a disk image of $SIZE_MIB MiB (a quarter random data, the rest zeros in runs, like
+# a fresh file system) and a tarball of /usr/share (tens of thousands of small files).
+mkdir -p "$work/srv"
+python3 - "$work/srv/disk.raw" "$SIZE_MIB" <<'EOF'
+import os, sys
+path, mib = sys.argv[1], int(sys.argv[2])
+with open(path, "wb") as f:
+    for i in range(mib):
+        f.write(os.urandom(1 << 20) if i % 4 == 0 else bytes(1 << 20))
+EOF
+gzip -1 -k "$work/srv/disk.raw" && rm "$work/srv/disk.raw"
+tar -C /usr -cf - share | gzip -1 > "$work/srv/usr-share.tar.gz"
+ls -l "$work/srv"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+(cd "$work/srv" && exec python3 -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1) &
+server_pid=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
+base="http://127.0.0.1:$port"
+
+# run LABEL CMD... → prints "wall cpu rss_kib" of one run, in a fresh image root.
+measure() {
+    local root=$work/root
+    rm_tree "$root"; mkdir -p "$root"
+    sync
+    /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" --image-root="$root" >/dev/null 2>"$work/log" \
+        || { echo "FAILED: $*" >&2; cat "$work/log" >&2; exit 1; }
+    awk '{ printf "%.2f %.2f %d\n", $1, $2 + $3, $4 }' "$work/time"
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+report() {
+    local label=$1; shift
+    local walls=() cpus=() rsss=()
+    for _ in $(seq "$RUNS"); do
+        read -r w c r < <(measure "$@")
+        walls+=("$w"); cpus+=("$c"); rsss+=("$r")
+    done
+    printf '%-34s wall %6.2f s   cpu %6.2f s   peak RSS %7.1f MiB\n' "$label" \
+        "$(printf '%s\n' "${walls[@]}" | median)" "$(printf '%s\n' "${cpus[@]}" | median)" \
+        "$(printf '%s\n' "${rsss[@]}" | median | awk '{ print $1 / 1024 }')"
+}
+
+echo "runs: $RUNS, machine: $(nproc) cores, image root on $(df --output=fstype "$BENCH_DIR" | tail -1)"
+report "ours pull-raw disk.raw.gz" "$OURS" pull-raw --verify=no "$base/disk.raw.gz" bench-disk
+report "systemd-pull 252 raw" "$C_PULL" raw --verify=no --sync=no "$base/disk.raw.gz" bench-disk
+report "ours pull-tar usr-share.tar.gz" "$OURS" pull-tar --verify=no "$base/usr-share.tar.gz" bench-tree
+report "systemd-pull 252 tar" "$C_PULL" tar --verify=no --sync=no "$base/usr-share.tar.gz" bench-tree
