@@ -955,9 +955,15 @@ fn deep_nesting_does_not_exhaust_file_descriptors() {
         );
         return;
     }
+    let mut saved = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut saved) }, 0);
     let limit = libc::rlimit {
         rlim_cur: 512,
-        rlim_max: 512,
+        rlim_max: saved.rlim_max,
     };
     // SAFETY: plain setrlimit with a valid struct, in the child process only.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
@@ -977,4 +983,11 @@ fn deep_nesting_does_not_exhaust_file_descriptors() {
     let top = fs::metadata(sb.root.join("d")).unwrap();
     assert_eq!((top.mode() & 0o7777, top.mtime()), (0o750, 1_000_000));
     sb.check();
+    // Removing a tree 1500 levels deep takes an fd per level: lift the limit again first,
+    // or the scratch directory outlives the test.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) }, 0);
+    let scratch = sb.tmp.path().to_path_buf();
+    drop(sb);
+    assert!(!scratch.exists(), "{} was not removed", scratch.display());
 }
