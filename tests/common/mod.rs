@@ -4,8 +4,10 @@
 
 pub mod btrfs;
 pub mod cli;
+pub mod fault_proxy;
 pub mod gpg;
 pub mod http;
+pub mod oci;
 pub mod registry;
 pub mod tarball;
 pub mod tls;

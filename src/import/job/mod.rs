@@ -183,6 +183,8 @@ pub struct ImportJob {
     curl_done: bool,
     response_code: u32,
     error: Option<Error>,
+    /// curl's own error, when the transfer itself failed (for owners that retry).
+    transfer_error: Option<curl::Error>,
     quiet_http_errors: bool,
     // Results of the worker.
     payload: Vec<u8>,
@@ -208,6 +210,7 @@ impl ImportJob {
             curl_done: false,
             response_code: 0,
             error: None,
+            transfer_error: None,
             payload: Vec::new(),
             checksum: None,
             uncompressed_checksum: None,
@@ -319,6 +322,7 @@ impl ImportJob {
             return self.finish(lp, Ok(()));
         }
         if let Err(e) = result {
+            self.transfer_error = Some(e.clone());
             if e.is_partial_file() && content_length.is_some() {
                 return self.finish(
                     lp,
@@ -524,6 +528,11 @@ impl ImportJob {
     /// Why the job failed.
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
+    }
+    /// curl's error if the transfer itself failed (connection, TLS, timeout, truncation),
+    /// so an owner can tell transient failures from permanent ones.
+    pub fn transfer_error(&self) -> Option<&curl::Error> {
+        self.transfer_error.as_ref()
     }
     /// The final response's ETag.
     pub fn etag(&self) -> Option<&str> {
