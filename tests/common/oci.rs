@@ -552,3 +552,45 @@ pub fn big_file_layer(name: &str, len: usize) -> Vec<u8> {
     data.truncate(len);
     Tarball::new().file(name, &data).finish()
 }
+
+/// Push a two-layer image (small base, 1 MiB noise on top) as `repo:latest`, pull it
+/// through a proxy that stalls the top layer after 100 kB, and send SIGINT once the base
+/// layer is applied. `while_stalled` looks at the image root before the signal. Returns the
+/// image and the pull's output.
+pub fn pull_interrupted_mid_layer(
+    reg: &std::sync::Arc<Registry>,
+    env: &PullEnv,
+    repo: &str,
+    while_stalled: impl FnOnce(),
+) -> (Image, CliOutput) {
+    let image = ImageBuilder::oci()
+        .layer(base_layer(), Codec::Gzip)
+        .layer(big_file_layer("data/noise", 1 << 20), Codec::Gzip)
+        .build();
+    image.push(reg, repo, Some("latest"));
+    let path = format!("/blobs/{}", image.layers[1].digest);
+    let proxy = super::fault_proxy::FaultProxy::start(reg, move |req, upstream| {
+        if req.path.ends_with(&path) {
+            return upstream().stall_after(100_000, std::time::Duration::from_secs(120));
+        }
+        upstream()
+    });
+    let mut cmd = env.cmd(reg, &[&format!("{}/{repo}", proxy.host())]);
+    let watched = super::cli::spawn_watch(&mut cmd);
+    watched.wait_for_stderr_line(
+        |l| l.starts_with("Applied layer 1/2 "),
+        std::time::Duration::from_secs(60),
+    );
+    while_stalled();
+    watched.signal(nix::sys::signal::Signal::SIGINT);
+    let out = watched.wait();
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    let n = out.stderr_lines.len();
+    assert_eq!(
+        &out.stderr_lines[n - 2..],
+        ["Transfer aborted.", "Exiting."],
+        "{}",
+        out.stderr
+    );
+    (image, out)
+}
