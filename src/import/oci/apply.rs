@@ -1,6 +1,7 @@
 //! Applying one downloaded layer: the work of one task, on two threads.
 //!
-//! The layer's blob waits in its spool file, its size and sha256 already verified. The
+//! The layer's blob arrives in its spool file, possibly still downloading (the reader
+//! reaches its end only once its size and sha256 were verified). The
 //! *decompress* thread reads it, undoes gzip or zstd (detected from the first bytes) and
 //! hands fixed-size buffers over a bounded queue to the calling thread, which hashes the
 //! plain tar stream (the DiffID) while the unpacker applies it. Decompression and
@@ -13,10 +14,8 @@
 //! here is visible under a final name: the caller renames after success, and removes the
 //! temporary target on failure.
 
-use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -25,6 +24,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
+use super::spool::SpoolReader;
 use crate::import::common::TempPath;
 use crate::import::job::compress::{Compression, MAGIC_MAX};
 use crate::import::unpack::{self, Mode};
@@ -58,7 +58,8 @@ pub struct ApplyWork {
     pub layer: Digest,
     /// The DiffID the config promises.
     pub diff_id: Digest,
-    pub spool: PathBuf,
+    /// The blob, possibly still downloading.
+    pub input: SpoolReader,
     /// The spool's owner when this is its last use: removed when the work ends.
     pub spool_owned: Option<TempPath>,
     pub target: Target,
@@ -67,20 +68,28 @@ pub struct ApplyWork {
 
 /// Apply the layer; errors are logged where they are detected.
 pub fn apply(work: ApplyWork) -> Result<()> {
-    let root = prepare_target(&work.target)?;
-    let result = unpack_spool(&work, &root);
-    drop(work.spool_owned);
+    let ApplyWork {
+        layer,
+        diff_id: expected,
+        input,
+        spool_owned,
+        target,
+        cancel,
+    } = work;
+    let root = prepare_target(&target)?;
+    let result = unpack_stream(input, &layer, &root, &cancel);
+    drop(spool_owned);
     let diff_id = result?;
-    if diff_id != work.diff_id {
+    if diff_id != expected {
         return Err(log_error_errno!(
             Error::new(libc::EBADMSG),
             "Layer {} DiffID mismatch: the image config says {}, the layer is {}.",
-            work.layer,
-            work.diff_id,
+            layer,
+            expected,
             diff_id
         ));
     }
-    if let Target::Subvolume { path, .. } = &work.target {
+    if let Target::Subvolume { path, .. } = &target {
         btrfs::subvol_set_read_only(root.as_fd(), true).map_err(|e| {
             log_error_errno!(
                 e.clone(),
@@ -147,26 +156,20 @@ fn prepare_target(target: &Target) -> Result<std::os::fd::OwnedFd> {
         .map_err(|e| log_error_errno!(e.clone(), "Failed to open {}: {}", created.display(), e))
 }
 
-/// Decompress the spool on a second thread and unpack it here; returns the DiffID.
-fn unpack_spool(work: &ApplyWork, root: &std::os::fd::OwnedFd) -> Result<Digest> {
-    let file = File::open(&work.spool).map_err(|e| {
-        let e = Error::from(e);
-        log_error_errno!(e.clone(), "Failed to open {}: {}", work.spool.display(), e)
-    })?;
-    let mut head = [0u8; MAGIC_MAX];
-    let n = file.read_at(&mut head, 0).map_err(|e| {
-        let e = Error::from(e);
-        log_error_errno!(e.clone(), "Failed to read {}: {}", work.spool.display(), e)
-    })?;
-    let compression = Compression::detect(&head[..n]);
-
+/// Decompress the blob on a second thread and unpack it here; returns the DiffID.
+fn unpack_stream(
+    input: SpoolReader,
+    layer: &Digest,
+    root: &std::os::fd::OwnedFd,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Digest> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Result<Filled>>(QUEUE);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-    let layer = work.layer.clone();
-    let cancel = work.cancel.clone();
+    let thread_layer = layer.clone();
+    let thread_cancel = cancel.clone();
     let decompressor = std::thread::Builder::new()
         .name("oci-decompress".into())
-        .spawn(move || decompress(file, compression, &layer, &cancel, &full_tx, &empty_rx))
+        .spawn(move || decompress(input, &thread_layer, &thread_cancel, &full_tx, &empty_rx))
         .map_err(|e| {
             let e = Error::from(e);
             log_error_errno!(e.clone(), "Failed to start decompression thread: {}", e)
@@ -181,7 +184,7 @@ fn unpack_spool(work: &ApplyWork, root: &std::os::fd::OwnedFd) -> Result<Digest>
         hasher: Sha256::new(),
     };
     let options = unpack::Options {
-        cancel: Some(work.cancel.clone()),
+        cancel: Some(cancel.clone()),
         ..unpack::Options::new(Mode::Oci)
     };
     let result = unpack::unpack(root.as_fd(), &mut reader, &options);
@@ -193,17 +196,29 @@ fn unpack_spool(work: &ApplyWork, root: &std::os::fd::OwnedFd) -> Result<Digest>
     Ok(Digest::from_hasher(hasher))
 }
 
-/// The decompress thread: fill buffers from the decoder and queue them; an error is
-/// logged here and queued in place of data.
+/// Whether an input error is one of ours (the blob was refused or the pull cancelled;
+/// already reported) rather than the decoder's.
+fn is_ours(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Error>()) || e.raw_os_error().is_some()
+}
+
+/// The decompress thread: detect the compression, fill buffers from the decoder and queue
+/// them; a decoder error is logged here and queued in place of data.
 fn decompress(
-    file: File,
-    compression: Compression,
+    input: SpoolReader,
     layer: &Digest,
     cancel: &AtomicBool,
     full: &SyncSender<Result<Filled>>,
     empty: &Receiver<Vec<u8>>,
 ) {
-    let input = BufReader::with_capacity(READ_BUFFER, file);
+    let mut input = BufReader::with_capacity(READ_BUFFER, input);
+    let compression = match input.fill_buf() {
+        Ok(head) => Compression::detect(&head[..head.len().min(MAGIC_MAX)]),
+        Err(e) => {
+            let _ = full.send(Err(Error::from(e)));
+            return;
+        }
+    };
     let mut decoder = match compression.decoder(Box::new(input)) {
         Ok(d) => d,
         Err(e) => {
@@ -230,6 +245,10 @@ fn decompress(
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_ours(&e) => {
+                    let _ = full.send(Err(Error::from(e)));
+                    return;
+                }
                 Err(e) => {
                     let what = e.to_string();
                     let _ = full.send(Err(log_error_errno!(

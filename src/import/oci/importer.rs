@@ -42,6 +42,8 @@ use super::manifest::{self, Descriptor, Document, ImageManifest};
 use super::platform::Platform;
 use super::reference::Reference;
 use super::registry_error;
+use super::spool::{self, Spool, SpoolReader};
+
 use crate::curl_glue::{CurlGlue, CurlHost};
 use crate::event::{Clock, Enabled, EventLoop, SourceId, TaskHandle};
 use crate::import::common::{self, TempPath};
@@ -121,8 +123,13 @@ enum BlobState {
 struct Blob {
     /// Hashes the spool's prefix before a resumed attempt; dropped (joined) before `spool`.
     prefix_task: Option<TaskHandle>,
-    /// `.#oci-…` under the image root; removed after the last layer using it is applied.
+    /// `.#oci-…` under the image root, once the download started.
+    spool_path: Option<PathBuf>,
+    /// Its owner: removes it after the last layer using it is applied (moved into that
+    /// layer's apply task).
     spool: Option<TempPath>,
+    /// Shared with the download's writer and the apply task's reader.
+    spool_state: Arc<Spool>,
     descriptor: Descriptor,
     state: BlobState,
     /// Bytes already in the spool and their hash, for the next attempt's Range request.
@@ -343,32 +350,31 @@ impl OciImport {
             blob.descriptor.urls[blob.source].clone()
         };
         let resume = blob.resume.take();
-        let file = match &blob.spool {
-            Some(spool) => std::fs::OpenOptions::new().write(true).open(spool.path()),
-            None => {
-                let spool = TempPath::new(fs::tempfn_random(
-                    &root.join(format!("oci-{}", &blob.descriptor.digest.hex()[..12])),
-                ));
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(spool.path());
-                blob.spool = Some(spool);
-                file
-            }
+        if blob.spool_path.is_none() {
+            let spool = TempPath::new(fs::tempfn_random(
+                &root.join(format!("oci-{}", &blob.descriptor.digest.hex()[..12])),
+            ));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(spool.path())
+                .map_err(|e| {
+                    let e = Error::from(e);
+                    log_error_errno!(
+                        e.clone(),
+                        "Failed to create temporary file in {}: {}",
+                        root.display(),
+                        e
+                    )
+                })?;
+            blob.spool_path = Some(spool.path().to_path_buf());
+            blob.spool = Some(spool);
         }
-        .map_err(|e| {
-            let e = Error::from(e);
-            log_error_errno!(
-                e.clone(),
-                "Failed to create temporary file in {}: {}",
-                root.display(),
-                e
-            )
-        })?;
-        let mut options = JobOptions::new(Sink::File(file.into()));
+        let path = blob.spool_path.clone().unwrap_or_default();
+        let consumer =
+            spool::consumer(path, blob.spool_state.clone(), resume.as_ref().map(|r| r.0));
+        let mut options = JobOptions::new(Sink::Stream(consumer));
         // Credentials go to the registry only, never to a descriptor's URLs.
         if from_registry {
             options.headers.extend(registry_auth);
@@ -575,7 +581,7 @@ impl OciImport {
         let Key::Blob(b) = key else {
             return self.begin(lp, key);
         };
-        let Some(spool) = self.blobs[b].spool.as_ref().map(|s| s.path().to_path_buf()) else {
+        let Some(spool) = self.blobs[b].spool_path.clone() else {
             return self.begin(lp, key);
         };
         // Hash the bytes we have on a task (the loop never waits on disk); then resume
@@ -987,7 +993,9 @@ impl OciImport {
                 descriptor.urls.retain(|u| validate::http_url_is_valid(u));
                 self.blobs.push(Blob {
                     prefix_task: None,
+                    spool_path: None,
                     spool: None,
+                    spool_state: Spool::new(),
                     descriptor,
                     state: BlobState::Queued,
                     resume: None,
@@ -1048,20 +1056,13 @@ impl OciImport {
         let blob = &mut self.blobs[b];
         let digest = &blob.descriptor.digest;
         let spool = blob
-            .spool
+            .spool_path
             .as_ref()
             .ok_or_else(|| Error::new(libc::EINVAL))?;
-        let size = std::fs::metadata(spool.path())
-            .map(|m| m.len())
-            .map_err(|e| {
-                let e = Error::from(e);
-                log_error_errno!(
-                    e.clone(),
-                    "Failed to stat {}: {}",
-                    spool.path().display(),
-                    e
-                )
-            })?;
+        let size = std::fs::metadata(spool).map(|m| m.len()).map_err(|e| {
+            let e = Error::from(e);
+            log_error_errno!(e.clone(), "Failed to stat {}: {}", spool.display(), e)
+        })?;
         if size != blob.descriptor.size {
             return Err(log_error_errno!(
                 Error::new(libc::EBADMSG),
@@ -1080,6 +1081,8 @@ impl OciImport {
             ));
         }
         blob.state = BlobState::Verified;
+        // Only now may the apply task reach the end of the layer.
+        blob.spool_state.complete();
         self.start_downloads(lp)?;
         self.advance(lp)
     }
@@ -1096,7 +1099,8 @@ impl OciImport {
         let b = self.layers[i]
             .blob
             .ok_or_else(|| Error::new(libc::EINVAL))?;
-        if self.blobs[b].state != BlobState::Verified {
+        // The layer is applied while it downloads, as soon as its spool exists.
+        if self.blobs[b].spool_path.is_none() {
             return Ok(());
         }
         let target = match self.storage {
@@ -1127,15 +1131,15 @@ impl OciImport {
         };
         let blob = &mut self.blobs[b];
         blob.uses_left -= 1;
-        let spool = blob
-            .spool
-            .as_ref()
-            .map(|s| s.path().to_path_buf())
+        let path = blob
+            .spool_path
+            .clone()
             .ok_or_else(|| Error::new(libc::EINVAL))?;
+        let input = SpoolReader::open(&path, blob.spool_state.clone())?;
         let work = ApplyWork {
             layer: self.layers[i].digest.clone(),
             diff_id: self.layers[i].diff_id.clone(),
-            spool,
+            input,
             spool_owned: if blob.uses_left == 0 {
                 blob.spool.take()
             } else {
@@ -1290,7 +1294,7 @@ impl OciImport {
         }
         self.finished = true;
         if result.is_err() {
-            self.cancel.store(true, Ordering::Release);
+            self.abandon();
         }
         let OciImport { jobs, glue, .. } = self;
         jobs.cancel_all(lp, glue);
@@ -1301,11 +1305,22 @@ impl OciImport {
     }
 }
 
+impl OciImport {
+    /// Make running tasks stop at once: the unpack sees the cancel flag, readers of
+    /// spools still being written get an error.
+    fn abandon(&self) {
+        self.cancel.store(true, Ordering::Release);
+        for blob in &self.blobs {
+            blob.spool_state
+                .abort(Error::with_message(libc::ECANCELED, "Pull abandoned."));
+        }
+    }
+}
+
 impl Drop for OciImport {
     fn drop(&mut self) {
-        // Before the fields go: makes a running unpack stop at once, so joining its task
-        // (when `apply_task` drops) is quick.
-        self.cancel.store(true, Ordering::Release);
+        // Before the fields go, so joining the tasks (when `apply_task` drops) is quick.
+        self.abandon();
     }
 }
 

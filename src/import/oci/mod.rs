@@ -30,6 +30,7 @@ pub mod manifest;
 pub mod platform;
 pub mod reference;
 pub mod registry_error;
+pub mod spool;
 
 use crate::cli::Settings;
 use importer::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
