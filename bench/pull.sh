@@ -28,6 +28,8 @@ die() { echo "bench: $*" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 REPO_ROOT=$PWD
 BIN=$REPO_ROOT/target/release/systemd-import
+# shellcheck source=scripts/local-registry.sh
+. "$REPO_ROOT/scripts/local-registry.sh"
 [ -x "$BIN" ] || die "build first: cargo build --release"
 for tool in docker-registry skopeo umoci openssl curl tar gzip perl sha256sum mkfs.ext4; do
     command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install docker-registry skopeo umoci openssl curl tar gzip perl coreutils)"
@@ -36,7 +38,6 @@ done
 
 RUNS=${BENCH_RUNS:-3}
 FS=${BENCH_FS:-ext4}
-REGISTRY_PID=
 MOUNT=
 IMAGE_FILE=
 if [ -n "${BENCH_DIR:-}" ]; then
@@ -62,10 +63,7 @@ remove_tree() {
     rm -rf "$1"
 }
 cleanup() {
-    if [ -n "$REGISTRY_PID" ]; then
-        kill "$REGISTRY_PID" 2>/dev/null || true
-        wait "$REGISTRY_PID" 2>/dev/null || true
-    fi
+    lr_stop_registry
     remove_tree "$WORK"
     if [ -n "$MOUNT" ]; then
         umount "$MOUNT" && rmdir "$MOUNT"
@@ -76,56 +74,12 @@ trap cleanup EXIT
 echo "bench: working in $WORK"
 
 # --- TLS and registry ------------------------------------------------------------------
-mkdir -p "$WORK/tls" "$WORK/certs.d"
-(
-    cd "$WORK/tls"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj /CN=bench-ca -keyout ca.key -out ca.pem 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >ext.cnf
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile ext.cnf -out server.pem 2>/dev/null
-)
-cp "$WORK/tls/ca.pem" "$WORK/certs.d/ca.crt"   # skopeo's --src-cert-dir layout
-
-start_registry() {
-    local port
-    for _ in 1 2 3 4 5; do
-        port=$((20000 + RANDOM % 40000))
-        cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: 127.0.0.1:$port
-  tls:
-    certificate: $WORK/tls/server.pem
-    key: $WORK/tls/server.key
-EOF
-        docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-        REGISTRY_PID=$!
-        for _ in $(seq 50); do
-            if curl -sf --cacert "$WORK/tls/ca.pem" "https://127.0.0.1:$port/v2/" >/dev/null; then
-                PORT=$port
-                return 0
-            fi
-            kill -0 "$REGISTRY_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill "$REGISTRY_PID" 2>/dev/null || true
-        wait "$REGISTRY_PID" 2>/dev/null || true
-        REGISTRY_PID=
-    done
-    cat "$WORK/registry.log" >&2
-    die "docker-registry did not start"
-}
-start_registry
-REGISTRY=127.0.0.1:$PORT
-CURL=(curl -sSf --cacert "$WORK/tls/ca.pem")
+LR_DIR=$WORK
+lr_make_tls
+mkdir -p "$WORK/certs.d"
+cp "$LR_CA" "$WORK/certs.d/ca.crt"   # skopeo's --src-cert-dir layout
+lr_start_registry || die "docker-registry did not start"
+REGISTRY=$LR_REGISTRY
 
 # --- The image -------------------------------------------------------------------------
 echo "bench: generating layers"
@@ -158,7 +112,7 @@ gen() { # gen KIND DIR: fill DIR with the content of one layer
     ' "$1" "$2"
 }
 LAYER_KINDS=(small mixed noise text top)
-declare -a DIFF_IDS LAYER_DIGESTS LAYER_SIZES
+declare -a DIFF_IDS LAYER_FILES
 for i in "${!LAYER_KINDS[@]}"; do
     kind=${LAYER_KINDS[$i]}
     dir=$WORK/layers/$kind
@@ -168,37 +122,18 @@ for i in "${!LAYER_KINDS[@]}"; do
         -C "$dir" -cf "$WORK/layers/$kind.tar" .
     rm -rf "$dir"
     gzip -6 -n -c "$WORK/layers/$kind.tar" >"$WORK/layers/$kind.tar.gz"
-    DIFF_IDS[$i]=sha256:$(sha256sum <"$WORK/layers/$kind.tar" | cut -d' ' -f1)
-    LAYER_DIGESTS[$i]=sha256:$(sha256sum <"$WORK/layers/$kind.tar.gz" | cut -d' ' -f1)
-    LAYER_SIZES[$i]=$(stat -c %s "$WORK/layers/$kind.tar.gz")
+    DIFF_IDS[$i]=$(lr_diff_id "$WORK/layers/$kind.tar")
+    LAYER_FILES[$i]=$WORK/layers/$kind.tar.gz
     printf 'bench: layer %s: %s MiB tar, %s MiB gzip\n' "$kind" \
-        $(($(stat -c %s "$WORK/layers/$kind.tar") >> 20)) $((LAYER_SIZES[i] >> 20))
+        $(($(stat -c %s "$WORK/layers/$kind.tar") >> 20)) $(($(stat -c %s "${LAYER_FILES[$i]}") >> 20))
     rm "$WORK/layers/$kind.tar"
 done
 
-push_blob() { # push_blob FILE DIGEST
-    local location
-    location=$("${CURL[@]}" -X POST -D - -o /dev/null "https://$REGISTRY/v2/bench/image/blobs/uploads/" |
-        tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-    case $location in http*) ;; *) location=https://$REGISTRY$location ;; esac
-    case $location in *\?*) location="$location&digest=$2" ;; *) location="$location?digest=$2" ;; esac
-    "${CURL[@]}" -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$1" "$location" -o /dev/null
-}
 echo "bench: pushing to $REGISTRY"
-layers_json=
-for i in "${!LAYER_KINDS[@]}"; do
-    push_blob "$WORK/layers/${LAYER_KINDS[$i]}.tar.gz" "${LAYER_DIGESTS[$i]}"
-    layers_json+="${layers_json:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"${LAYER_DIGESTS[$i]}\",\"size\":${LAYER_SIZES[$i]}}"
-done
 diff_ids_json=$(printf '"%s",' "${DIFF_IDS[@]}")
 printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[%s]}}' \
     "${diff_ids_json%,}" >"$WORK/config.json"
-config_digest=sha256:$(sha256sum <"$WORK/config.json" | cut -d' ' -f1)
-push_blob "$WORK/config.json" "$config_digest"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[%s]}' \
-    "$config_digest" "$(stat -c %s "$WORK/config.json")" "$layers_json" >"$WORK/manifest.json"
-"${CURL[@]}" -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
-    --data-binary "@$WORK/manifest.json" "https://$REGISTRY/v2/bench/image/manifests/latest" -o /dev/null
+lr_push_image bench/image latest "$WORK/config.json" "${LAYER_FILES[@]}"
 rm -rf "$WORK/layers"
 
 # --- Timed runs ----------------------------------------------------------------------------
@@ -219,10 +154,11 @@ time_run() {
         END { printf "%.2f %.2f %d\n", wall, user + sys, rss >> out }' "$WORK/time.out"
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for run in $(seq "$RUNS"); do
     echo "bench: run $run/$RUNS: pull-oci"
     mkdir "$WORK/ours"
-    time_run ours "$WORK/ours.log" env -u CURL_CA_BUNDLE SSL_CERT_FILE="$WORK/tls/ca.pem" \
+    time_run ours "$WORK/ours.log" env -u CURL_CA_BUNDLE SSL_CERT_FILE="$LR_CA" \
         "$BIN" pull-oci --image-root="$WORK/ours" "$REGISTRY/bench/image:latest" image
     [ -f "$WORK/ours/image/etc/hostname" ] || die "pull-oci produced no image"
     remove_tree "$WORK/ours"
@@ -242,11 +178,15 @@ paste -d' ' "$WORK/result.skopeo" "$WORK/result.umoci" |
     awk '{ printf "%.2f %.2f %d\n", $1 + $4, $2 + $5, ($3 > $6 ? $3 : $6) }' >"$WORK/result.peers"
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 col() { awk -v c="$2" '{ print $c }' "$WORK/result.$1" | median; }
+echo
+echo "Per run (wall s, CPU s, peak RSS KiB):"
+paste -d' ' "$WORK/result.ours" "$WORK/result.skopeo" "$WORK/result.umoci" |
+    awk '{ printf "  run %d: pull-oci %s %s %s | skopeo %s %s %s | umoci %s %s %s\n", NR, $1, $2, $3, $4, $5, $6, $7, $8, $9 }'
 read -r ow oc orss <<<"$(col ours 1) $(col ours 2) $(col ours 3)"
 read -r pw pc prss <<<"$(col peers 1) $(col peers 2) $(col peers 3)"
 read -r sw uw <<<"$(col skopeo 1) $(col umoci 1)"
 echo
-echo "Median of $RUNS runs; $(du -sh "$WORK/registry" | cut -f1) in the registry; work files on $(stat -f -c %T "$WORK")"
+echo "Median of $RUNS runs; $(du -sh "$WORK/registry" | cut -f1) in the registry; file system $(findmnt -n -o FSTYPE -T "$WORK"); load average before: $LOAD_BEFORE"
 awk -v ow="$ow" -v oc="$oc" -v orss="$orss" -v pw="$pw" -v pc="$pc" -v prss="$prss" \
     -v sw="$sw" -v uw="$uw" 'BEGIN {
     printf "%-28s %10s %10s %16s\n", "", "wall (s)", "CPU (s)", "peak RSS (MiB)"

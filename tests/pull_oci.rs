@@ -544,3 +544,28 @@ fn progress_goes_to_the_notify_socket() {
         "layers are reported: {values:?}"
     );
 }
+
+#[test]
+fn an_inline_config_is_used_without_a_request() {
+    let reg = Arc::new(Registry::start(RegistryOptions::plain()));
+    let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
+    image.push_blobs(&reg, "inline/app");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["config"]["data"] = json!(openssl::base64::encode_block(&image.config));
+    let body = serde_json::to_vec(&manifest).unwrap();
+    reg.push_manifest(
+        "inline/app",
+        "latest",
+        common::registry::OCI_MANIFEST,
+        &body,
+    );
+    let proxy = FaultProxy::start(&reg, |_, upstream| upstream());
+    let env = PullEnv::new();
+    let out = env.pull(&reg, &[&format!("{}/inline/app", proxy.host())]);
+    assert_success(&out);
+    assert!(proxy
+        .requests_for(&format!("/blobs/{}", image.config_digest))
+        .is_empty());
+    assert_eq!(read(&env.path("app.oci-config")), image.config);
+    assert!(env.path("app/etc/hostname").exists());
+}

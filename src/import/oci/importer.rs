@@ -7,11 +7,13 @@
 //! ```
 //!
 //! Every request is an [`ImportJob`] on the one loop. After the config, all missing layer
-//! blobs download in parallel (up to `--max-concurrent-downloads`), each into a spool file
-//! under the image root, its size and sha256 checked by the job. Layers are applied in
-//! order, each as soon as its blob is verified and the layer below it is applied, by a
-//! task ([`apply`]) that decompresses and unpacks on two threads and checks the DiffID;
-//! downloads of the layers above carry on meanwhile.
+//! blobs download in parallel (up to `--max-concurrent-downloads`, base layers first),
+//! each into a spool file under the image root ([`spool`]), its size and sha256 checked
+//! when the job completes. Layers are applied in order by a task ([`apply`]) that
+//! decompresses and unpacks on two threads and checks the DiffID: layer i starts as soon
+//! as layer i-1 is applied and its own download has begun, reading the spool as it grows
+//! (it reaches the end only once the blob was verified). Downloads of the layers above
+//! carry on meanwhile; the loop thread only moves bytes and reacts to completions.
 //!
 //! Storage: on btrfs every applied layer is kept as a read-only subvolume
 //! `.oci-chain-<ChainID hex>` (shared by every image with the same base; layers whose chain
@@ -197,7 +199,8 @@ pub struct OciImport {
     manifest_target: String,
     /// The index entry being fetched, to verify the manifest against.
     manifest_expected: Option<Descriptor>,
-    /// The platform the index was resolved for (for the config check).
+    /// The manifest was chosen from an index for our platform (else the config's
+    /// platform is compared with ours, and a mismatch warned about).
     from_index: bool,
     manifest: Option<ImageManifest>,
     config_body: BodySlot,
@@ -868,7 +871,10 @@ impl OciImport {
                 }
                 match config.data {
                     // Inline config (OCI 1.1 `data`): no request needed.
-                    Some(data) => self.use_config(lp, data),
+                    Some(data) => {
+                        let digest = Digest::of(&data);
+                        self.use_config(lp, data, digest)
+                    }
                     None => self.begin(lp, Key::Config),
                 }
             }
@@ -877,14 +883,21 @@ impl OciImport {
 
     fn on_config_done(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
         let body = std::mem::take(&mut *self.config_body.lock().unwrap_or_else(|e| e.into_inner()));
-        self.use_config(lp, body)
+        // The job hashed the body on its worker thread.
+        let digest = self
+            .jobs
+            .get(Key::Config)
+            .and_then(|j| j.checksum())
+            .and_then(Digest::from_hex)
+            .ok_or_else(|| Error::new(libc::EIO))?;
+        self.use_config(lp, body, digest)
     }
 
-    /// Verify and parse the config, then decide which layers to fetch and start.
-    fn use_config(&mut self, lp: &mut EventLoop<Self>, bytes: Vec<u8>) -> Result<()> {
+    /// Verify and parse the config (`got` is its digest), then decide which layers to
+    /// fetch and start.
+    fn use_config(&mut self, lp: &mut EventLoop<Self>, bytes: Vec<u8>, got: Digest) -> Result<()> {
         let manifest = self.manifest_ref()?;
         let want = &manifest.config;
-        let got = Digest::of(&bytes);
         if bytes.len() as u64 != want.size || got != want.digest {
             return Err(log_error_errno!(
                 Error::new(libc::EBADMSG),
