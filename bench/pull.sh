@@ -186,7 +186,7 @@ read -r ow oc orss <<<"$(col ours 1) $(col ours 2) $(col ours 3)"
 read -r pw pc prss <<<"$(col peers 1) $(col peers 2) $(col peers 3)"
 read -r sw uw <<<"$(col skopeo 1) $(col umoci 1)"
 echo
-echo "Median of $RUNS runs; $(du -sh "$WORK/registry" | cut -f1) in the registry; file system $(findmnt -n -o FSTYPE -T "$WORK"); load average before: $LOAD_BEFORE"
+echo "Median of $RUNS runs; $(du -sh "$WORK/registry" | cut -f1) in the registry; file system $(findmnt -n -o FSTYPE -T "$WORK" | head -n 1); load average before: $LOAD_BEFORE"
 awk -v ow="$ow" -v oc="$oc" -v orss="$orss" -v pw="$pw" -v pc="$pc" -v prss="$prss" \
     -v sw="$sw" -v uw="$uw" 'BEGIN {
     printf "%-28s %10s %10s %16s\n", "", "wall (s)", "CPU (s)", "peak RSS (MiB)"
