@@ -16,8 +16,8 @@ use common::fault_proxy::FaultProxy;
 use common::http::Request;
 use common::oci::{
     assert_failed_with, assert_layered_tree, assert_line, assert_success, base_layer, foreign_arch,
-    index, layered_image, native_arch, read, write_docker_config, Codec, Flavor, ImageBuilder,
-    PullEnv, LAYERED_NSPAWN,
+    index, layered_image, native_arch, read, run_pull, write_docker_config, Codec, Flavor,
+    ImageBuilder, PullEnv, LAYERED_NSPAWN,
 };
 use common::registry::{
     Access, Credentials, Registry, RegistryOptions, TokenOptions, TokenValidity,
@@ -222,6 +222,7 @@ fn basic_auth_with_credentials_from_every_auth_file() {
     let env = PullEnv::new();
     let out = env.pull(&reg, &[&reference]);
     assert_eq!(out.status, 1, "{}", out.stderr);
+    assert_eq!(out.errors.len(), 1, "{}", out.stderr);
     assert!(
         out.stderr_lines.iter().any(|l| l.starts_with(&format!(
             "Registry {} requires a login, but no credentials for it were found in ",
@@ -251,10 +252,12 @@ fn basic_auth_with_credentials_from_every_auth_file() {
         json!({"auths": {reg.host(): {"auth": auth}}}).to_string(),
     )
     .unwrap();
-    let out = run(env
-        .cmd(&reg, &[&reference, "bad"])
-        .env("REGISTRY_AUTH_FILE", &bad));
+    let out = run_pull(
+        env.cmd(&reg, &[&reference, "bad"])
+            .env("REGISTRY_AUTH_FILE", &bad),
+    );
     assert_eq!(out.status, 1, "{}", out.stderr);
+    assert_eq!(out.errors.len(), 1, "{}", out.stderr);
     assert!(
         out.stderr_lines.iter().any(|l| l.starts_with(&format!(
             "Registry {} refused the credentials of 'alice' from {}: UNAUTHORIZED",

@@ -8,9 +8,9 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::cli::run;
 use common::fault_proxy::FaultProxy;
 use common::http::{forward, HttpServer, Request, Response, Router};
+use common::oci::run_pull;
 use common::oci::{
     assert_failed_with, assert_line, assert_success, base_layer, big_file_layer,
     pull_interrupted_mid_layer, read, Codec, ImageBuilder, PullEnv, OCI_CONFIG,
@@ -492,7 +492,7 @@ fn tls_verification_failures_are_not_retried() {
         env.home.path(),
         &[&format!("{}/any/app", reg.host())],
     );
-    let out = run(&mut cmd);
+    let out = run_pull(&mut cmd);
     assert_failed_with(
         &out,
         "Transfer failed: SSL peer certificate or SSH remote key was not OK",
@@ -511,7 +511,7 @@ fn a_server_without_the_v2_api_is_recognized() {
         env.home.path(),
         &[&format!("{}/some/app", server.host())],
     );
-    let out = run(&mut cmd);
+    let out = run_pull(&mut cmd);
     assert_failed_with(
         &out,
         &format!(

@@ -395,8 +395,8 @@ impl PullEnv {
         pull_oci(&reg.ca().ca_pem_path(), &self.root, self.home.path(), args)
     }
 
-    pub fn pull(&self, reg: &Registry, args: &[&str]) -> CliOutput {
-        run(&mut self.cmd(reg, args))
+    pub fn pull(&self, reg: &Registry, args: &[&str]) -> PullOutput {
+        run_pull(&mut self.cmd(reg, args))
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -430,6 +430,47 @@ impl Default for PullEnv {
     }
 }
 
+/// A pull's output, with the lines it logged at error level picked out.
+pub struct PullOutput {
+    /// The output with the priority prefixes removed (what a user sees).
+    pub out: CliOutput,
+    /// The lines logged at priority error or worse, in order.
+    pub errors: Vec<String>,
+}
+
+impl std::ops::Deref for PullOutput {
+    type Target = CliOutput;
+    fn deref(&self) -> &CliOutput {
+        &self.out
+    }
+}
+
+/// Run a pull command with `SYSTEMD_LOG_TARGET=console-prefixed`, so that every line says
+/// its priority, and split the output into what users see and the error lines.
+pub fn run_pull(cmd: &mut Command) -> PullOutput {
+    let mut out = run(cmd.env("SYSTEMD_LOG_TARGET", "console-prefixed"));
+    let mut errors = Vec::new();
+    let mut lines = Vec::new();
+    for line in &out.stderr_lines {
+        let parsed = line
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .and_then(|(prio, text)| Some((prio.parse::<u8>().ok()?, text)));
+        match parsed {
+            Some((prio, text)) => {
+                if prio <= 3 {
+                    errors.push(text.to_string());
+                }
+                lines.push(text.to_string());
+            }
+            None => lines.push(line.clone()),
+        }
+    }
+    out.stderr = lines.iter().map(|l| format!("{l}\n")).collect();
+    out.stderr_lines = lines;
+    PullOutput { out, errors }
+}
+
 /// The pull succeeded, with the usual last lines.
 pub fn assert_success(out: &CliOutput) {
     assert_eq!(out.status, 0, "pull failed:\n{}", out.stderr);
@@ -443,11 +484,15 @@ pub fn assert_success(out: &CliOutput) {
     );
 }
 
-/// The pull failed (exit status 1) after logging exactly `line` once.
-pub fn assert_failed_with(out: &CliOutput, line: &str) {
+/// The pull failed (exit status 1), and `line` is the one error it logged.
+pub fn assert_failed_with(out: &PullOutput, line: &str) {
     assert_eq!(out.status, 1, "expected a failure:\n{}", out.stderr);
-    let count = out.stderr_lines.iter().filter(|l| *l == line).count();
-    assert_eq!(count, 1, "expected {line:?} once in:\n{}", out.stderr);
+    assert_eq!(
+        out.errors,
+        [line],
+        "expected exactly this error in:\n{}",
+        out.stderr
+    );
     assert!(
         !out.stderr.contains("Operation completed successfully."),
         "{}",
