@@ -29,14 +29,14 @@ use serde_json::json;
 fn oci_image_with_gzip_layers_by_tag() {
     let reg = Registry::start(RegistryOptions::plain());
     let image = layered_image(ImageBuilder::oci(), [Codec::Gzip; 3]);
-    image.push(&reg, "tests/layered", Some("v1"));
+    image.push(&reg, "tests/ocit-layered", Some("v1"));
     let env = PullEnv::new();
-    let reference = format!("{}/tests/layered:v1", reg.host());
+    let reference = format!("{}/tests/ocit-layered:v1", reg.host());
     let out = env.pull(&reg, &[&reference]);
     assert_success(&out);
     assert_line(
         &out,
-        &format!("Pulling '{reference}', saving as 'layered'."),
+        &format!("Pulling '{reference}', saving as 'ocit-layered'."),
     );
     assert_line(
         &out,
@@ -45,20 +45,23 @@ fn oci_image_with_gzip_layers_by_tag() {
     for (i, l) in image.layers.iter().enumerate() {
         assert_line(&out, &format!("Applied layer {}/3 {}.", i + 1, l.digest));
     }
-    assert_layered_tree(&env.path("layered"));
-    assert_eq!(read(&env.path("layered.nspawn")), LAYERED_NSPAWN.as_bytes());
-    assert_eq!(read(&env.path("layered.oci-config")), image.config);
+    assert_layered_tree(&env.path("ocit-layered"));
+    assert_eq!(
+        read(&env.path("ocit-layered.nspawn")),
+        LAYERED_NSPAWN.as_bytes()
+    );
+    assert_eq!(read(&env.path("ocit-layered.oci-config")), image.config);
     let nspawn_line = format!(
         "systemd-nspawn settings file written to '{}'.",
-        env.path("layered.nspawn").display()
+        env.path("ocit-layered.nspawn").display()
     );
     let config_line = format!(
         "OCI config written to '{}'.",
-        env.path("layered.oci-config").display()
+        env.path("ocit-layered.oci-config").display()
     );
     let pos = |l: &str| out.stderr_lines.iter().position(|x| x == l);
     assert!(
-        pos("Created new local image 'layered'.") < pos(&nspawn_line)
+        pos("Created new local image 'ocit-layered'.") < pos(&nspawn_line)
             && pos(&nspawn_line) < pos(&config_line)
             && pos(&config_line) < pos("Operation completed successfully."),
         "{}",
@@ -67,9 +70,18 @@ fn oci_image_with_gzip_layers_by_tag() {
     // Without subvolumes there is no layer cache, and nothing temporary is left.
     assert_eq!(
         env.top_level(),
-        ["layered", "layered.nspawn", "layered.oci-config"]
+        [
+            "ocit-layered",
+            "ocit-layered.nspawn",
+            "ocit-layered.oci-config"
+        ]
     );
-    let mode = env.path("layered").metadata().unwrap().permissions().mode();
+    let mode = env
+        .path("ocit-layered")
+        .metadata()
+        .unwrap()
+        .permissions()
+        .mode();
     assert_ne!(mode & 0o200, 0, "the local image is writable");
 }
 
@@ -83,19 +95,25 @@ fn docker_schema2_with_uncompressed_zstd_and_gzip_layers() {
     image.push(&reg, "docker/style", Some("latest"));
     let env = PullEnv::new();
     // No tag means latest; LOCAL given explicitly.
-    let out = env.pull(&reg, &[&format!("{}/docker/style", reg.host()), "mybox"]);
+    let out = env.pull(
+        &reg,
+        &[&format!("{}/docker/style", reg.host()), "ocit-mybox"],
+    );
     assert_success(&out);
-    assert_layered_tree(&env.path("mybox"));
-    assert_eq!(read(&env.path("mybox.nspawn")), LAYERED_NSPAWN.as_bytes());
-    assert_eq!(read(&env.path("mybox.oci-config")), image.config);
+    assert_layered_tree(&env.path("ocit-mybox"));
+    assert_eq!(
+        read(&env.path("ocit-mybox.nspawn")),
+        LAYERED_NSPAWN.as_bytes()
+    );
+    assert_eq!(read(&env.path("ocit-mybox.oci-config")), image.config);
     env.assert_no_temporaries();
 
     // The same layers in OCI media types with zstd for all.
     let image = layered_image(ImageBuilder::oci(), [Codec::Zstd; 3]);
-    image.push(&reg, "oci/zstd", Some("z"));
-    let out = env.pull(&reg, &[&format!("{}/oci/zstd:z", reg.host())]);
+    image.push(&reg, "oci/ocit-zstd", Some("z"));
+    let out = env.pull(&reg, &[&format!("{}/oci/ocit-zstd:z", reg.host())]);
     assert_success(&out);
-    assert_layered_tree(&env.path("zstd"));
+    assert_layered_tree(&env.path("ocit-zstd"));
 }
 
 /// Two single-layer images whose `/arch` file names their architecture, behind an index.
@@ -156,14 +174,14 @@ fn an_index_picks_this_machine_and_platform_picks_another() {
     }
 
     let reference = format!("{}/multi/oci:multi", reg.host());
-    let out = env.pull(&reg, &["--platform=linux/s390x", &reference, "none"]);
+    let out = env.pull(&reg, &["--platform=linux/s390x", &reference, "ocit-none"]);
     assert_failed_with(
         &out,
         &format!(
             "No image for linux/s390x in the index of '{reference}': it has unknown/unknown, linux/arm64/v8, linux/amd64."
         ),
     );
-    assert!(!env.path("none").exists());
+    assert!(!env.path("ocit-none").exists());
     env.assert_no_temporaries();
 
     let out = run(&mut env.cmd(&reg, &["--platform=linux", &reference]));
@@ -179,35 +197,38 @@ fn pull_by_digest_verifies_the_manifest() {
     let reg = Registry::start(RegistryOptions::plain());
     let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
     // Pushed by digest only: no tag names it.
-    let digest = image.push(&reg, "by/digest", None);
+    let digest = image.push(&reg, "by/ocit-digest", None);
     let other = ImageBuilder::oci()
         .layer(Tarball::new().file("other", b"x").finish(), Codec::Gzip)
         .build();
-    other.push(&reg, "by/digest", Some("v2"));
+    other.push(&reg, "by/ocit-digest", Some("v2"));
 
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/by/digest@{digest}", reg.host())]);
+    let out = env.pull(&reg, &[&format!("{}/by/ocit-digest@{digest}", reg.host())]);
     assert_success(&out);
-    assert_eq!(read(&env.path("digest/etc/hostname")), b"base\n");
+    assert_eq!(read(&env.path("ocit-digest/etc/hostname")), b"base\n");
 
     // Tag and digest: the digest wins.
     let out = env.pull(
         &reg,
-        &[&format!("{}/by/digest:v2@{digest}", reg.host()), "both"],
+        &[
+            &format!("{}/by/ocit-digest:v2@{digest}", reg.host()),
+            "ocit-both",
+        ],
     );
     assert_success(&out);
-    assert!(env.path("both/etc/hostname").exists());
-    assert!(!env.path("both/other").exists());
+    assert!(env.path("ocit-both/etc/hostname").exists());
+    assert!(!env.path("ocit-both/other").exists());
 
     // A digest the registry does not have.
     let missing = common::registry::sha256_digest(b"no such manifest");
-    let reference = format!("{}/by/digest@{missing}", reg.host());
-    let out = env.pull(&reg, &[&reference, "missing"]);
+    let reference = format!("{}/by/ocit-digest@{missing}", reg.host());
+    let out = env.pull(&reg, &[&reference, "ocit-missing"]);
     assert_failed_with(
         &out,
         &format!("Failed to fetch manifest of '{reference}': MANIFEST_UNKNOWN: manifest unknown (HTTP 404)."),
     );
-    assert!(!env.path("missing").exists());
+    assert!(!env.path("ocit-missing").exists());
     env.assert_no_temporaries();
 }
 
@@ -215,8 +236,8 @@ fn pull_by_digest_verifies_the_manifest() {
 fn basic_auth_with_credentials_from_every_auth_file() {
     let reg = Registry::start(RegistryOptions::basic("alice", "s3cret"));
     let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
-    image.push(&reg, "private/app", Some("latest"));
-    let reference = format!("{}/private/app", reg.host());
+    image.push(&reg, "private/ocit-app", Some("latest"));
+    let reference = format!("{}/private/ocit-app", reg.host());
 
     // No credentials anywhere.
     let env = PullEnv::new();
@@ -240,9 +261,9 @@ fn basic_auth_with_credentials_from_every_auth_file() {
         "alice",
         "s3cret",
     );
-    let out = env.pull(&reg, &[&reference, "from-docker"]);
+    let out = env.pull(&reg, &[&reference, "ocit-from-docker"]);
     assert_success(&out);
-    assert!(env.path("from-docker/etc/hostname").exists());
+    assert!(env.path("ocit-from-docker/etc/hostname").exists());
 
     // $REGISTRY_AUTH_FILE wins over ~/.docker/config.json, and wrong credentials fail.
     let bad = env.home.path().join("bad-auth.json");
@@ -253,7 +274,7 @@ fn basic_auth_with_credentials_from_every_auth_file() {
     )
     .unwrap();
     let out = run_pull(
-        env.cmd(&reg, &[&reference, "bad"])
+        env.cmd(&reg, &[&reference, "ocit-bad"])
             .env("REGISTRY_AUTH_FILE", &bad),
     );
     assert_eq!(out.status, 1, "{}", out.stderr);
@@ -267,7 +288,7 @@ fn basic_auth_with_credentials_from_every_auth_file() {
         "{}",
         out.stderr
     );
-    assert!(!env.path("bad").exists());
+    assert!(!env.path("ocit-bad").exists());
 
     // $XDG_RUNTIME_DIR/containers/auth.json (podman's place).
     let runtime = tempfile::tempdir().unwrap();
@@ -280,10 +301,10 @@ fn basic_auth_with_credentials_from_every_auth_file() {
     .unwrap();
     std::fs::remove_dir_all(env.home.path().join(".docker")).unwrap();
     let out = run(env
-        .cmd(&reg, &[&reference, "from-podman"])
+        .cmd(&reg, &[&reference, "ocit-from-podman"])
         .env("XDG_RUNTIME_DIR", runtime.path()));
     assert_success(&out);
-    assert!(env.path("from-podman/etc/hostname").exists());
+    assert!(env.path("ocit-from-podman/etc/hostname").exists());
     env.assert_no_temporaries();
 }
 
@@ -291,16 +312,16 @@ fn basic_auth_with_credentials_from_every_auth_file() {
 fn bearer_token_flow_anonymous_and_with_credentials() {
     let reg = Registry::start(RegistryOptions::token(TokenOptions::default()));
     let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
-    image.push(&reg, "public/app", Some("1.0"));
+    image.push(&reg, "public/ocit-app", Some("1.0"));
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/public/app:1.0", reg.host())]);
+    let out = env.pull(&reg, &[&format!("{}/public/ocit-app:1.0", reg.host())]);
     assert_success(&out);
-    assert!(env.path("app/etc/hostname").exists());
+    assert!(env.path("ocit-app/etc/hostname").exists());
     let tokens = reg.token_server().requests();
     assert_eq!(tokens.len(), 1, "one token for the whole pull");
     assert_eq!(
         tokens[0].query_param("scope").as_deref(),
-        Some("repository:public/app:pull")
+        Some("repository:public/ocit-app:pull")
     );
     assert_eq!(
         tokens[0].query_param("service").as_deref(),
@@ -315,8 +336,8 @@ fn bearer_token_flow_anonymous_and_with_credentials() {
         ..TokenOptions::default()
     };
     let reg = Registry::start(RegistryOptions::token(options));
-    image.push(&reg, "team/app", Some("1.0"));
-    let reference = format!("{}/team/app:1.0", reg.host());
+    image.push(&reg, "team/ocit-app", Some("1.0"));
+    let reference = format!("{}/team/ocit-app:1.0", reg.host());
     let env = PullEnv::new();
     let out = env.pull(&reg, &[&reference]);
     assert_failed_with(&out, "Token server refused anonymous access: HTTP 401.");
@@ -331,7 +352,7 @@ fn bearer_token_flow_anonymous_and_with_credentials() {
         last.basic_auth(),
         Some(("bob".to_string(), "hunter2".to_string()))
     );
-    assert!(env.path("app/etc/hostname").exists());
+    assert!(env.path("ocit-app/etc/hostname").exists());
 }
 
 #[test]
@@ -343,7 +364,7 @@ fn a_token_that_expires_mid_pull_is_renewed() {
         .layer(base_layer(), Codec::Gzip)
         .layer(Tarball::new().file("second", b"2").finish(), Codec::Gzip)
         .build();
-    image.push(&reg, "expiring/app", Some("latest"));
+    image.push(&reg, "expiring/ocit-app", Some("latest"));
     let first_layer = image.layers[0].digest.clone();
     let replaced = Arc::new(AtomicUsize::new(0));
     let proxy_reg = Arc::clone(&reg);
@@ -356,7 +377,7 @@ fn a_token_that_expires_mid_pull_is_renewed() {
         {
             let expired = proxy_reg.token_server().mint(
                 "",
-                &[Access::repository("expiring/app", &["pull"])],
+                &[Access::repository("expiring/ocit-app", &["pull"])],
                 TokenValidity::Expired,
             );
             let mut tampered: Request = req.clone();
@@ -371,7 +392,7 @@ fn a_token_that_expires_mid_pull_is_renewed() {
         upstream()
     });
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/expiring/app", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/expiring/ocit-app", proxy.host())]);
     assert_success(&out);
     assert_line(
         &out,
@@ -387,15 +408,15 @@ fn a_token_that_expires_mid_pull_is_renewed() {
             .len(),
         2
     );
-    assert!(env.path("app/second").exists());
+    assert!(env.path("ocit-app/second").exists());
 }
 
 #[test]
 fn local_names_existing_images_and_force() {
     let reg = Registry::start(RegistryOptions::plain());
     let image = layered_image(ImageBuilder::oci(), [Codec::Gzip; 3]);
-    image.push(&reg, "names/app", Some("latest"));
-    let reference = format!("{}/names/app", reg.host());
+    image.push(&reg, "names/ocit-app", Some("latest"));
+    let reference = format!("{}/names/ocit-app", reg.host());
     let env = PullEnv::new();
 
     let out = run(&mut env.cmd(&reg, &[&reference, "foo..bar"]));
@@ -412,21 +433,27 @@ fn local_names_existing_images_and_force() {
     assert!(env.top_level().is_empty(), "{:?}", env.top_level());
 
     // An existing image is kept without --force…
-    std::fs::create_dir(env.path("app")).unwrap();
-    std::fs::write(env.path("app/mine"), b"keep").unwrap();
-    std::fs::write(env.path("app.nspawn"), b"old").unwrap();
+    std::fs::create_dir(env.path("ocit-app")).unwrap();
+    std::fs::write(env.path("ocit-app/mine"), b"keep").unwrap();
+    std::fs::write(env.path("ocit-app.nspawn"), b"old").unwrap();
     let out = run(&mut env.cmd(&reg, &[&reference]));
     assert_eq!(out.status, 1);
-    assert_eq!(out.stderr_lines, ["Image 'app' already exists."]);
-    assert!(env.path("app/mine").exists());
+    assert_eq!(out.stderr_lines, ["Image 'ocit-app' already exists."]);
+    assert!(env.path("ocit-app/mine").exists());
 
     // …and replaced, settings files included, with it.
     let out = env.pull(&reg, &["--force", &reference]);
     assert_success(&out);
-    assert!(!env.path("app/mine").exists());
-    assert_layered_tree(&env.path("app"));
-    assert_eq!(read(&env.path("app.nspawn")), LAYERED_NSPAWN.as_bytes());
-    assert_eq!(env.top_level(), ["app", "app.nspawn", "app.oci-config"]);
+    assert!(!env.path("ocit-app/mine").exists());
+    assert_layered_tree(&env.path("ocit-app"));
+    assert_eq!(
+        read(&env.path("ocit-app.nspawn")),
+        LAYERED_NSPAWN.as_bytes()
+    );
+    assert_eq!(
+        env.top_level(),
+        ["ocit-app", "ocit-app.nspawn", "ocit-app.oci-config"]
+    );
 }
 
 #[test]
@@ -463,7 +490,7 @@ fn layers_download_in_parallel_up_to_the_limit() {
         );
     }
     let image = builder.build();
-    image.push(&reg, "parallel/app", Some("latest"));
+    image.push(&reg, "parallel/ocit-app", Some("latest"));
     let layer_paths: Vec<String> = image
         .layers
         .iter()
@@ -480,10 +507,10 @@ fn layers_download_in_parallel_up_to_the_limit() {
         upstream()
     });
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/parallel/app", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/parallel/ocit-app", proxy.host())]);
     assert_success(&out);
     for i in 0..3 {
-        assert!(env.path(&format!("app/f{i}")).exists());
+        assert!(env.path(&format!("ocit-app/f{i}")).exists());
     }
 
     // With one download at a time, requests never overlap.
@@ -508,7 +535,7 @@ fn layers_download_in_parallel_up_to_the_limit() {
         &reg,
         &[
             "--max-concurrent-downloads=1",
-            &format!("{}/parallel/app", proxy.host()),
+            &format!("{}/parallel/ocit-app", proxy.host()),
         ],
     );
     assert_success(&out);
@@ -519,13 +546,13 @@ fn layers_download_in_parallel_up_to_the_limit() {
 fn progress_goes_to_the_notify_socket() {
     let reg = Registry::start(RegistryOptions::plain());
     let image = layered_image(ImageBuilder::oci(), [Codec::Gzip; 3]);
-    image.push(&reg, "progress/app", Some("latest"));
+    image.push(&reg, "progress/ocit-app", Some("latest"));
     let env = PullEnv::new();
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     let out = run(env
-        .cmd(&reg, &[&format!("{}/progress/app", reg.host())])
+        .cmd(&reg, &[&format!("{}/progress/ocit-app", reg.host())])
         .env("NOTIFY_SOCKET", &socket_path));
     assert_success(&out);
     socket.set_nonblocking(true).unwrap();
@@ -552,23 +579,23 @@ fn progress_goes_to_the_notify_socket() {
 fn an_inline_config_is_used_without_a_request() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
-    image.push_blobs(&reg, "inline/app");
+    image.push_blobs(&reg, "inline/ocit-app");
     let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
     manifest["config"]["data"] = json!(openssl::base64::encode_block(&image.config));
     let body = serde_json::to_vec(&manifest).unwrap();
     reg.push_manifest(
-        "inline/app",
+        "inline/ocit-app",
         "latest",
         common::registry::OCI_MANIFEST,
         &body,
     );
     let proxy = FaultProxy::start(&reg, |_, upstream| upstream());
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/inline/app", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/inline/ocit-app", proxy.host())]);
     assert_success(&out);
     assert!(proxy
         .requests_for(&format!("/blobs/{}", image.config_digest))
         .is_empty());
-    assert_eq!(read(&env.path("app.oci-config")), image.config);
-    assert!(env.path("app/etc/hostname").exists());
+    assert_eq!(read(&env.path("ocit-app.oci-config")), image.config);
+    assert!(env.path("ocit-app/etc/hostname").exists());
 }

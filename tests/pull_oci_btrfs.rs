@@ -58,7 +58,7 @@ fn btrfs_env() -> (BtrfsMount, PullEnv) {
 fn layers_are_read_only_chain_subvolumes_shared_between_images() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let a = layered_image(ImageBuilder::oci(), [Codec::Gzip, Codec::Zstd, Codec::Gzip]);
-    a.push(&reg, "shared/a", Some("latest"));
+    a.push(&reg, "shared/ocit-a", Some("latest"));
     let b = ImageBuilder::oci()
         .same_layer(&a.layers[0])
         .same_layer(&a.layers[1])
@@ -67,20 +67,20 @@ fn layers_are_read_only_chain_subvolumes_shared_between_images() {
             Codec::Gzip,
         )
         .build();
-    b.push(&reg, "shared/b", Some("latest"));
+    b.push(&reg, "shared/ocit-b", Some("latest"));
     let proxy = FaultProxy::start(&reg, |_, upstream| upstream());
     let (_mount, env) = btrfs_env();
 
-    let out = env.pull(&reg, &[&format!("{}/shared/a", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/shared/ocit-a", proxy.host())]);
     assert_success(&out);
-    assert_layered_tree(&env.path("a"));
-    assert_eq!(read(&env.path("a.nspawn")), LAYERED_NSPAWN.as_bytes());
+    assert_layered_tree(&env.path("ocit-a"));
+    assert_eq!(read(&env.path("ocit-a.nspawn")), LAYERED_NSPAWN.as_bytes());
     assert_eq!(
-        subvolume_state(&env.path("a")),
+        subvolume_state(&env.path("ocit-a")),
         (true, false),
         "LOCAL is a writable subvolume"
     );
-    std::fs::write(env.path("a/scratch"), b"writable").unwrap();
+    std::fs::write(env.path("ocit-a/scratch"), b"writable").unwrap();
     let a_chains = chain_ids(&a);
     for chain in &a_chains {
         assert_eq!(
@@ -97,7 +97,7 @@ fn layers_are_read_only_chain_subvolumes_shared_between_images() {
 
     // B shares two layers with A: only its own top layer is downloaded.
     let before = proxy.requests().len();
-    let reference = format!("{}/shared/b:latest", proxy.host());
+    let reference = format!("{}/shared/ocit-b:latest", proxy.host());
     let out = env.pull(&reg, &[&reference]);
     assert_success(&out);
     assert_line(
@@ -118,25 +118,28 @@ fn layers_are_read_only_chain_subvolumes_shared_between_images() {
         .map(|r| r.path.rsplit('/').next().unwrap().to_string())
         .collect();
     assert_eq!(blobs, [b.config_digest.clone(), b.layers[2].digest.clone()]);
-    assert_eq!(read(&env.path("b/only-in-b")), b"b\n");
-    assert_eq!(read(&env.path("b/etc/hostname")), b"upper\n");
+    assert_eq!(read(&env.path("ocit-b/only-in-b")), b"b\n");
+    assert_eq!(read(&env.path("ocit-b/etc/hostname")), b"upper\n");
     assert!(
-        !env.path("b/scratch").exists(),
+        !env.path("ocit-b/scratch").exists(),
         "A's local changes stay in A"
     );
 
     // Pulling A again downloads no layer at all.
     let before = proxy.requests().len();
-    let out = env.pull(&reg, &[&format!("{}/shared/a", proxy.host()), "a-again"]);
+    let out = env.pull(
+        &reg,
+        &[&format!("{}/shared/ocit-a", proxy.host()), "ocit-a-again"],
+    );
     assert_success(&out);
     assert!(proxy.requests()[before..]
         .iter()
         .all(|r| !r.path.contains(&a.layers[2].digest)));
-    assert_layered_tree(&env.path("a-again"));
+    assert_layered_tree(&env.path("ocit-a-again"));
 
     let mut expected: Vec<String> = a_chains.iter().map(|c| chain_dir(c)).collect();
     expected.push(chain_dir(&chain_ids(&b)[2]));
-    for name in ["a", "a-again", "b"] {
+    for name in ["ocit-a", "ocit-a-again", "ocit-b"] {
         expected.push(name.to_string());
         expected.push(format!("{name}.nspawn"));
         expected.push(format!("{name}.oci-config"));
@@ -149,29 +152,29 @@ fn layers_are_read_only_chain_subvolumes_shared_between_images() {
 fn force_replaces_a_local_subvolume_atomically() {
     let reg = Registry::start(RegistryOptions::plain());
     let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
-    image.push(&reg, "force/box", Some("latest"));
+    image.push(&reg, "force/ocit-box", Some("latest"));
     let (_mount, env) = btrfs_env();
-    let reference = format!("{}/force/box", reg.host());
+    let reference = format!("{}/force/ocit-box", reg.host());
     assert_success(&env.pull(&reg, &[&reference]));
-    std::fs::write(env.path("box/marker"), b"old").unwrap();
+    std::fs::write(env.path("ocit-box/marker"), b"old").unwrap();
     let out = env.pull(&reg, &[&reference]);
     assert_eq!(out.status, 1);
-    assert_eq!(out.stderr_lines, ["Image 'box' already exists."]);
-    assert!(env.path("box/marker").exists());
+    assert_eq!(out.stderr_lines, ["Image 'ocit-box' already exists."]);
+    assert!(env.path("ocit-box/marker").exists());
 
     let out = env.pull(&reg, &["--force", &reference]);
     assert_success(&out);
-    assert!(!env.path("box/marker").exists());
-    assert_eq!(subvolume_state(&env.path("box")), (true, false));
+    assert!(!env.path("ocit-box/marker").exists());
+    assert_eq!(subvolume_state(&env.path("ocit-box")), (true, false));
     // "-": the layers are cached, no image is made.
     let out = env.pull(&reg, &[&reference, "-"]);
     assert_success(&out);
     env.assert_no_temporaries();
     let mut expected = vec![
         chain_dir(&chain_ids(&image)[0]),
-        "box".to_string(),
-        "box.nspawn".to_string(),
-        "box.oci-config".to_string(),
+        "ocit-box".to_string(),
+        "ocit-box.nspawn".to_string(),
+        "ocit-box.oci-config".to_string(),
     ];
     expected.sort();
     assert_eq!(env.top_level(), expected);
@@ -181,7 +184,7 @@ fn force_replaces_a_local_subvolume_atomically() {
 fn sigint_keeps_completed_layers_and_nothing_else() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let (_mount, env) = btrfs_env();
-    let (image, _) = pull_interrupted_mid_layer(&reg, &env, "stall/btrfs", || {});
+    let (image, _) = pull_interrupted_mid_layer(&reg, &env, "stall/ocit-btrfs", || {});
     // The verified base layer stays (it is useful); no spool, no partial layer, no image.
     assert_eq!(env.top_level(), [chain_dir(&chain_ids(&image)[0])]);
 }

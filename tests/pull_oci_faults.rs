@@ -35,7 +35,7 @@ fn counter() -> Arc<AtomicUsize> {
 fn a_wrong_layer_digest_fails_the_pull_and_names_the_layer() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let image = two_layer_image();
-    image.push(&reg, "bad/digest", Some("latest"));
+    image.push(&reg, "ocit-bad/ocit-digest", Some("latest"));
     let victim = image.layers[1].digest.clone();
     let mut tampered = image.layers[1].blob.clone();
     let last = tampered.len() - 1;
@@ -49,7 +49,7 @@ fn a_wrong_layer_digest_fails_the_pull_and_names_the_layer() {
         upstream()
     });
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/bad/digest", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/ocit-bad/ocit-digest", proxy.host())]);
     assert_failed_with(
         &out,
         &format!("Layer {victim} digest mismatch: the content is {tampered_digest}."),
@@ -65,14 +65,14 @@ fn a_wrong_diff_id_fails_the_pull_and_names_the_layer() {
         .layer(Tarball::new().file("second", b"2").finish(), Codec::Zstd)
         .wrong_diff_id(1)
         .build();
-    image.push(&reg, "bad/diffid", Some("latest"));
+    image.push(&reg, "ocit-bad/ocit-diffid", Some("latest"));
     let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
     let claimed = config["rootfs"]["diff_ids"][1]
         .as_str()
         .unwrap()
         .to_string();
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/bad/diffid", reg.host())]);
+    let out = env.pull(&reg, &[&format!("{}/ocit-bad/ocit-diffid", reg.host())]);
     assert_failed_with(
         &out,
         &format!(
@@ -92,7 +92,7 @@ fn range_start(req: &Request) -> Option<u64> {
 fn a_connection_dropped_mid_layer_is_resumed_with_a_range_request() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let image = two_layer_image();
-    image.push(&reg, "flaky/app", Some("latest"));
+    image.push(&reg, "flaky/ocit-app", Some("latest"));
     let big = image.layers[1].digest.clone();
     let path = format!("/blobs/{big}");
     let calls = counter();
@@ -106,7 +106,7 @@ fn a_connection_dropped_mid_layer_is_resumed_with_a_range_request() {
         upstream()
     });
     let env = PullEnv::new();
-    let reference = format!("{}/flaky/app", proxy.host());
+    let reference = format!("{}/flaky/ocit-app", proxy.host());
     let out = env.pull(&reg, &[&reference]);
     assert_success(&out);
     let requests = proxy.requests_for(&format!("/blobs/{big}"));
@@ -126,7 +126,7 @@ fn a_connection_dropped_mid_layer_is_resumed_with_a_range_request() {
         &out,
         &format!("Resuming download of layer {big} at byte {start}."),
     );
-    assert_eq!(read(&env.path("app/data/noise")).len(), 1 << 20);
+    assert_eq!(read(&env.path("ocit-app/data/noise")).len(), 1 << 20);
     env.assert_no_temporaries();
 }
 
@@ -134,7 +134,7 @@ fn a_connection_dropped_mid_layer_is_resumed_with_a_range_request() {
 fn a_server_ignoring_the_range_makes_the_layer_start_over() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let image = two_layer_image();
-    image.push(&reg, "norange/app", Some("latest"));
+    image.push(&reg, "norange/ocit-app", Some("latest"));
     let big = image.layers[1].digest.clone();
     let path = format!("/blobs/{big}");
     let calls = counter();
@@ -155,12 +155,12 @@ fn a_server_ignoring_the_range_makes_the_layer_start_over() {
         forward(&plain, &reg2.url(), Some(reg2.ca()))
     });
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/norange/app", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/norange/ocit-app", proxy.host())]);
     assert_success(&out);
     let requests = proxy.requests_for(&format!("/blobs/{big}"));
     assert_eq!(requests.len(), 2);
     assert!(range_start(&requests[1]).is_some());
-    assert_eq!(read(&env.path("app/data/noise")).len(), 1 << 20);
+    assert_eq!(read(&env.path("ocit-app/data/noise")).len(), 1 << 20);
     env.assert_no_temporaries();
 }
 
@@ -168,7 +168,7 @@ fn a_server_ignoring_the_range_makes_the_layer_start_over() {
 fn server_errors_are_retried_then_succeed() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let image = two_layer_image();
-    image.push(&reg, "retry/app", Some("latest"));
+    image.push(&reg, "retry/ocit-app", Some("latest"));
     let base = image.layers[0].digest.clone();
     let config = image.config_digest.clone();
     let (manifests, blobs, configs) = (counter(), counter(), counter());
@@ -189,7 +189,7 @@ fn server_errors_are_retried_then_succeed() {
         upstream()
     });
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/retry/app", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/retry/ocit-app", proxy.host())]);
     assert_success(&out);
     let url = |p: &str| format!("https://{}/v2/retry/app/{p}", proxy.host());
     assert_line(
@@ -214,7 +214,7 @@ fn server_errors_are_retried_then_succeed() {
         ),
     );
     assert_eq!(blobs.load(Ordering::SeqCst), 3);
-    assert!(env.path("app/etc/hostname").exists());
+    assert!(env.path("ocit-app/etc/hostname").exists());
 }
 
 #[test]
@@ -227,7 +227,7 @@ fn persistent_server_errors_fail_after_four_attempts() {
         upstream()
     });
     let env = PullEnv::new();
-    let reference = format!("{}/down/app:1", proxy.host());
+    let reference = format!("{}/down/ocit-app:1", proxy.host());
     let out = env.pull(&reg, &[&reference]);
     assert_failed_with(
         &out,
@@ -240,15 +240,15 @@ fn persistent_server_errors_fail_after_four_attempts() {
 #[test]
 fn a_missing_manifest_is_reported_with_the_registry_error() {
     let reg = Registry::start(RegistryOptions::plain());
-    two_layer_image().push(&reg, "there/app", Some("latest"));
+    two_layer_image().push(&reg, "ocit-there/ocit-app", Some("latest"));
     let env = PullEnv::new();
-    let reference = format!("{}/there/app:nope", reg.host());
+    let reference = format!("{}/ocit-there/ocit-app:nope", reg.host());
     let out = env.pull(&reg, &[&reference]);
     assert_failed_with(
         &out,
         &format!("Failed to fetch manifest of '{reference}': MANIFEST_UNKNOWN: manifest unknown (HTTP 404)."),
     );
-    let reference = format!("{}/not/there", reg.host());
+    let reference = format!("{}/not/ocit-there", reg.host());
     let out = env.pull(&reg, &[&reference]);
     assert_eq!(out.status, 1);
     // distribution 2.8 says "manifest unknown" for unknown repositories too.
@@ -262,7 +262,7 @@ fn a_missing_manifest_is_reported_with_the_registry_error() {
 #[test]
 fn a_manifest_whose_content_type_and_media_type_disagree_is_refused() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
-    two_layer_image().push(&reg, "confused/app", Some("latest"));
+    two_layer_image().push(&reg, "confused/ocit-app", Some("latest"));
     let proxy = FaultProxy::start(&reg, move |req, upstream| {
         let mut resp = upstream();
         if req.path.contains("/manifests/") {
@@ -273,7 +273,7 @@ fn a_manifest_whose_content_type_and_media_type_disagree_is_refused() {
         resp
     });
     let env = PullEnv::new();
-    let reference = format!("{}/confused/app:latest", proxy.host());
+    let reference = format!("{}/confused/ocit-app:latest", proxy.host());
     let out = env.pull(&reg, &[&reference]);
     assert_failed_with(
         &out,
@@ -302,7 +302,7 @@ fn an_oversized_manifest_is_refused() {
     });
     let env = PullEnv::new();
     for tag in ["sized", "chunked"] {
-        let reference = format!("{}/big/app:{tag}", proxy.host());
+        let reference = format!("{}/big/ocit-app:{tag}", proxy.host());
         let out = env.pull(&reg, &[&reference]);
         assert_failed_with(
             &out,
@@ -316,7 +316,7 @@ fn an_oversized_manifest_is_refused() {
 fn a_tampered_config_is_refused() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let image = two_layer_image();
-    image.push(&reg, "cfg/app", Some("latest"));
+    image.push(&reg, "cfg/ocit-app", Some("latest"));
     let config = image.config_digest.clone();
     let mut tampered = image.config.clone();
     tampered[5] ^= 1;
@@ -329,7 +329,7 @@ fn a_tampered_config_is_refused() {
         upstream()
     });
     let env = PullEnv::new();
-    let out = env.pull(&reg, &[&format!("{}/cfg/app", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/cfg/ocit-app", proxy.host())]);
     assert_failed_with(
         &out,
         &format!(
@@ -344,7 +344,7 @@ fn a_tampered_config_is_refused() {
 fn sigint_mid_layer_leaves_nothing_behind() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let env = PullEnv::new();
-    pull_interrupted_mid_layer(&reg, &env, "stall/app", || {
+    pull_interrupted_mid_layer(&reg, &env, "stall/ocit-app", || {
         // The base layer sits in the temporary image while the top one stalls.
         assert!(
             env.top_level().iter().any(|n| n.starts_with(".#")),
@@ -367,7 +367,7 @@ fn blob_server(reg: &Registry, path: &str, content: Vec<u8>) -> HttpServer {
 fn a_blob_redirect_to_another_port_gets_no_credentials() {
     let reg = Arc::new(Registry::start(RegistryOptions::basic("alice", "s3cret")));
     let image = two_layer_image();
-    image.push(&reg, "redirect/app", Some("latest"));
+    image.push(&reg, "redirect/ocit-app", Some("latest"));
     let big = image.layers[1].digest.clone();
     let storage = blob_server(&reg, "/storage/big", image.layers[1].blob.clone());
     let location = storage.url("/storage/big?signature=abc");
@@ -380,7 +380,7 @@ fn a_blob_redirect_to_another_port_gets_no_credentials() {
     });
     let env = PullEnv::new();
     common::oci::write_docker_config(env.home.path(), &proxy.host(), "alice", "s3cret");
-    let out = env.pull(&reg, &[&format!("{}/redirect/app", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/redirect/ocit-app", proxy.host())]);
     assert_success(&out);
     let asked = proxy.requests_for(&format!("/blobs/{big}"));
     assert_eq!(asked.len(), 1);
@@ -396,7 +396,7 @@ fn a_blob_redirect_to_another_port_gets_no_credentials() {
         None,
         "credentials must not follow a redirect to another host or port"
     );
-    assert_eq!(read(&env.path("app/data/noise")).len(), 1 << 20);
+    assert_eq!(read(&env.path("ocit-app/data/noise")).len(), 1 << 20);
 }
 
 /// A proxy serving `image`'s manifest itself (distribution refuses manifests with `urls`
@@ -432,13 +432,13 @@ fn foreign_layer_urls_are_fetched_without_credentials_then_the_registry() {
             ]}),
         )
         .build();
-    image.push_blobs(&reg, "foreign/app");
+    image.push_blobs(&reg, "foreign/ocit-app");
     let proxy = serve_manifest(&reg, &image);
     let env = PullEnv::new();
     common::oci::write_docker_config(env.home.path(), &proxy.host(), "alice", "s3cret");
-    let out = env.pull(&reg, &[&format!("{}/foreign/app", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/foreign/ocit-app", proxy.host())]);
     assert_success(&out);
-    assert_eq!(read(&env.path("app/foreign")), b"from elsewhere");
+    assert_eq!(read(&env.path("ocit-app/foreign")), b"from elsewhere");
     let got = elsewhere.requests();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].header("Authorization"), None);
@@ -458,10 +458,10 @@ fn foreign_layer_urls_are_fetched_without_credentials_then_the_registry() {
             serde_json::json!({"urls": [missing.url("/layers/gone")]}),
         )
         .build();
-    image.push_blobs(&reg, "foreign/fallback");
+    image.push_blobs(&reg, "foreign/ocit-fallback");
     let proxy = serve_manifest(&reg, &image);
     common::oci::write_docker_config(env.home.path(), &proxy.host(), "alice", "s3cret");
-    let out = env.pull(&reg, &[&format!("{}/foreign/fallback", proxy.host())]);
+    let out = env.pull(&reg, &[&format!("{}/foreign/ocit-fallback", proxy.host())]);
     assert_success(&out);
     assert_line(
         &out,
@@ -478,7 +478,7 @@ fn foreign_layer_urls_are_fetched_without_credentials_then_the_registry() {
             .len(),
         1
     );
-    assert_eq!(read(&env.path("fallback/foreign")), b"from elsewhere");
+    assert_eq!(read(&env.path("ocit-fallback/foreign")), b"from elsewhere");
 }
 
 #[test]
@@ -490,7 +490,7 @@ fn tls_verification_failures_are_not_retried() {
         &other_ca.ca_pem_path(),
         env.root(),
         env.home.path(),
-        &[&format!("{}/any/app", reg.host())],
+        &[&format!("{}/any/ocit-app", reg.host())],
     );
     let out = run_pull(&mut cmd);
     assert_failed_with(
@@ -509,7 +509,7 @@ fn a_server_without_the_v2_api_is_recognized() {
         &ca.ca_pem_path(),
         env.root(),
         env.home.path(),
-        &[&format!("{}/some/app", server.host())],
+        &[&format!("{}/some/ocit-app", server.host())],
     );
     let out = run_pull(&mut cmd);
     assert_failed_with(
