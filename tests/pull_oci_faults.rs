@@ -118,7 +118,7 @@ fn a_connection_dropped_mid_layer_is_resumed_with_a_range_request() {
     assert_line(
         &out,
         &format!(
-            "Download of https://{}/v2/flaky/app/blobs/{big} failed, retrying in 20ms (attempt 2 of 4).",
+            "Download of https://{}/v2/flaky/ocit-app/blobs/{big} failed, retrying in 20ms (attempt 2 of 4).",
             proxy.host()
         ),
     );
@@ -191,7 +191,7 @@ fn server_errors_are_retried_then_succeed() {
     let env = PullEnv::new();
     let out = env.pull(&reg, &[&format!("{}/retry/ocit-app", proxy.host())]);
     assert_success(&out);
-    let url = |p: &str| format!("https://{}/v2/retry/app/{p}", proxy.host());
+    let url = |p: &str| format!("https://{}/v2/retry/ocit-app/{p}", proxy.host());
     assert_line(
         &out,
         &format!(
@@ -498,6 +498,7 @@ fn tls_verification_failures_are_not_retried() {
         "Transfer failed: SSL peer certificate or SSH remote key was not OK",
     );
     assert!(!out.stderr.contains("retrying"), "{}", out.stderr);
+    assert!(env.top_level().is_empty());
 }
 
 #[test]
@@ -519,4 +520,5 @@ fn a_server_without_the_v2_api_is_recognized() {
             server.host()
         ),
     );
+    assert!(env.top_level().is_empty());
 }

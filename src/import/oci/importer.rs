@@ -353,30 +353,36 @@ impl OciImport {
             blob.descriptor.urls[blob.source].clone()
         };
         let resume = blob.resume.take();
-        if blob.spool_path.is_none() {
-            let spool = TempPath::new(fs::tempfn_random(
-                &root.join(format!("oci-{}", &blob.descriptor.digest.hex()[..12])),
-            ));
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(spool.path())
-                .map_err(|e| {
-                    let e = Error::from(e);
-                    log_error_errno!(
-                        e.clone(),
-                        "Failed to create temporary file in {}: {}",
-                        root.display(),
-                        e
-                    )
-                })?;
-            blob.spool_path = Some(spool.path().to_path_buf());
-            blob.spool = Some(spool);
-        }
-        let path = blob.spool_path.clone().unwrap_or_default();
-        let consumer =
-            spool::consumer(path, blob.spool_state.clone(), resume.as_ref().map(|r| r.0));
+        // Created on the first attempt and opened here for every attempt, so the worker
+        // writes through an fd that stays valid whatever happens to the name.
+        let first_attempt = blob.spool_path.is_none();
+        let path = match &blob.spool_path {
+            Some(path) => path.clone(),
+            None => {
+                let spool = TempPath::new(fs::tempfn_random(
+                    &root.join(format!("oci-{}", &blob.descriptor.digest.hex()[..12])),
+                ));
+                let path = spool.path().to_path_buf();
+                blob.spool_path = Some(path.clone());
+                blob.spool = Some(spool);
+                path
+            }
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(first_attempt)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| {
+                let e = Error::from(e);
+                log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
+            })?;
+        let consumer = spool::consumer(
+            file,
+            path,
+            blob.spool_state.clone(),
+            resume.as_ref().map(|r| r.0),
+        );
         let mut options = JobOptions::new(Sink::Stream(consumer));
         // Credentials go to the registry only, never to a descriptor's URLs.
         if from_registry {

@@ -77,17 +77,16 @@ impl Spool {
     }
 }
 
-/// The job's stream consumer for one attempt: write the body into `path`, after the
+/// The job's stream consumer for one attempt: write the body into `file` (the spool at
+/// `path`, opened by the caller so that its removal cannot race with the worker), after the
 /// `resume_from` bytes already there if the server answered 206, else from the start.
-pub fn consumer(path: PathBuf, spool: Arc<Spool>, resume_from: Option<u64>) -> StreamConsumer {
+pub fn consumer(
+    file: File,
+    path: PathBuf,
+    spool: Arc<Spool>,
+    resume_from: Option<u64>,
+) -> StreamConsumer {
     Box::new(move |ctx, input| {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| {
-                let e = Error::from(e);
-                log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
-            })?;
         // The job checked that a 206 starts where we asked; anything else starts over.
         let mut offset = match resume_from {
             Some(n) if ctx.meta.status == 206 => n,
