@@ -5,9 +5,11 @@
 //! grammar ([`reference`]); LOCAL defaults to the last path component, and `-` or an
 //! empty LOCAL means "no local image" (on btrfs the verified layers are still cached).
 //!
-//! Modules: [`reference`], [`digest`] and [`platform`] (what is asked for), [`auth`] and
-//! [`credentials`] (who we are), [`manifest`] and [`config`] (what the registry says),
-//! [`apply`] (one layer onto the tree) and [`importer`] (the state machine on the loop).
+//! Modules: [`reference`], [`digest`] and [`platform`] (what is asked for), [`auth`],
+//! [`credentials`] and [`encoding`] (who we are), [`manifest`], [`config`] and
+//! [`registry_error`] (what the registry says), [`spool`] (a blob between the network and
+//! the unpacker), [`apply`] (one layer onto the tree) and [`importer`] (the state machine
+//! on the loop).
 //!
 //! Decisions (see also the README's compatibility section):
 //! * registries are reached over https only, loopback ones too; a custom CA goes in
@@ -16,8 +18,13 @@
 //!   index is refused;
 //! * layer compression is detected from the blob (gzip, zstd, xz, bzip2 or none) after the
 //!   media type was checked to be a tar layer type;
-//! * foreign layers' `urls` are tried first, without credentials, then the registry;
-//! * `--verify=` does not apply: every digest is always verified.
+//! * foreign layers' `urls` (http and https ones) are tried first, without credentials,
+//!   then the registry;
+//! * credential helpers (`credsStore`, `credHelpers`) are not run;
+//! * `--verify=` does not apply: every digest is always verified;
+//! * on btrfs the applied layers are cached as `.oci-chain-<ChainID hex>` read-only
+//!   subvolumes (systemd v260 keeps unflattened `.oci-sha256:<hex>` directories instead);
+//!   elsewhere nothing is cached, and `-` as LOCAL verifies the image and keeps nothing.
 
 pub mod apply;
 pub mod auth;
