@@ -7,6 +7,7 @@
 mod options;
 mod verbs;
 
+pub(crate) use verbs::check_local;
 pub use verbs::{DkrRequest, UrlRequest};
 
 pub use options::{Settings, Verify, DEFAULT_IMAGE_ROOT};

@@ -137,7 +137,7 @@ fn validate_url_request(
 
 /// The local name must be a valid machine name and, unless `--force`, must not exist yet
 /// (Q9: under `--image-root` as well as on the fixed search path).
-fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
+pub(crate) fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
     if !validate::machine_name_is_valid(local) {
         log::error!("Local image name '{local}' is not valid.");
         return Err(());

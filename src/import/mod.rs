@@ -37,12 +37,6 @@ pub fn operation_finished<D: 'static>(lp: &mut EventLoop<D>, result: &Result<()>
     }
 }
 
-/// Stand-in for verbs whose importer has not landed yet.
-pub(crate) fn not_implemented(verb: &str) -> i32 {
-    log::error!("{verb} is not implemented yet.");
-    1
-}
-
 /// `pull-tar`, after the command line was validated. Returns the exit status.
 pub fn pull_tar(settings: &Settings, req: UrlRequest) -> i32 {
     tar::pull(settings, req)

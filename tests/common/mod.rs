@@ -5,8 +5,10 @@
 pub mod btrfs;
 pub mod cli;
 pub mod dkr_registry;
+pub mod fault_proxy;
 pub mod gpg;
 pub mod http;
+pub mod oci;
 pub mod pull;
 pub mod registry;
 pub mod tarball;

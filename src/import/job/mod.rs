@@ -188,6 +188,8 @@ pub struct ImportJob {
     curl_done: bool,
     response_code: u32,
     error: Option<Error>,
+    /// curl's own error, when the transfer itself failed (for owners that retry).
+    transfer_error: Option<curl::Error>,
     quiet_http_errors: bool,
     // Results of the worker.
     payload: Vec<u8>,
@@ -213,6 +215,7 @@ impl ImportJob {
             curl_done: false,
             response_code: 0,
             error: None,
+            transfer_error: None,
             payload: Vec::new(),
             checksum: None,
             uncompressed_checksum: None,
@@ -324,6 +327,7 @@ impl ImportJob {
             return self.finish(lp, Ok(()));
         }
         if let Err(e) = result {
+            self.transfer_error = Some(e.clone());
             if e.is_partial_file() && content_length.is_some() {
                 return self.finish(
                     lp,
@@ -529,6 +533,11 @@ impl ImportJob {
     /// Why the job failed.
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
+    }
+    /// curl's error if the transfer itself failed (connection, TLS, timeout, truncation),
+    /// so an owner can tell transient failures from permanent ones.
+    pub fn transfer_error(&self) -> Option<&curl::Error> {
+        self.transfer_error.as_ref()
     }
     /// The final response's ETag.
     pub fn etag(&self) -> Option<&str> {

@@ -1,0 +1,458 @@
+//! Image references as docker and podman read them: `[host[:port]/]path[:tag][@digest]`.
+//!
+//! The grammar is distribution's (`reference/regexp.go`):
+//! * the first `/`-separated component is a registry host if it contains `.` or `:`, is
+//!   `localhost`, or has an uppercase letter; otherwise the name is on Docker Hub;
+//! * a host is DNS labels (`[A-Za-z0-9]`, inner `-`) joined by `.`, or a bracketed IPv6
+//!   address, with an optional decimal port;
+//! * path components are `[a-z0-9]+` joined by one `.`, one `_`, `__`, or any run of `-`;
+//! * a tag is `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`; a digest is `sha256:` and 64 lowercase
+//!   hex digits (other algorithms are refused by name);
+//! * host, `/` and path together are at most 255 characters.
+//!
+//! `docker.io` and `index.docker.io` (or no host) mean Docker Hub, reached at
+//! `registry-1.docker.io`, where one-component names live under `library/`. With neither
+//! tag nor digest the tag is `latest`; with both, the digest decides what is pulled and the
+//! manifest is verified against it.
+
+use std::fmt;
+
+use super::digest::{Digest, DigestError};
+
+/// Docker Hub as references name it.
+pub const DOCKER_HUB: &str = "docker.io";
+/// Where Docker Hub's registry API lives.
+pub const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
+/// The longest name (host, `/` and path) distribution accepts.
+const NAME_MAX: usize = 255;
+/// The longest tag.
+const TAG_MAX: usize = 128;
+
+/// A parsed, normalized image reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// `host[:port]`, or [`DOCKER_HUB`].
+    domain: String,
+    /// The repository path, `library/` added for one-component Docker Hub names.
+    repository: String,
+    /// The tag; `latest` when neither tag nor digest was given.
+    tag: Option<String>,
+    digest: Option<Digest>,
+}
+
+/// Why a reference was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReferenceError {
+    /// The text does not follow the grammar.
+    Invalid,
+    /// The digest uses this algorithm, which we do not support.
+    UnsupportedDigest(String),
+}
+
+impl Reference {
+    /// Parse and normalize `s`.
+    pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
+        let (name_and_tag, digest) = match s.split_once('@') {
+            Some((n, d)) => {
+                let digest = Digest::parse(d).map_err(|e| match e {
+                    DigestError::Invalid => ReferenceError::Invalid,
+                    DigestError::UnsupportedAlgorithm(a) => ReferenceError::UnsupportedDigest(a),
+                })?;
+                (n, Some(digest))
+            }
+            None => (s, None),
+        };
+        // The tag follows the last ':' unless a '/' comes after it (then it was a port).
+        let (name, tag) = match name_and_tag.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (n, Some(t)),
+            _ => (name_and_tag, None),
+        };
+        if let Some(t) = tag {
+            if !tag_is_valid(t) {
+                return Err(ReferenceError::Invalid);
+            }
+        }
+        if name.is_empty() || name.len() > NAME_MAX {
+            return Err(ReferenceError::Invalid);
+        }
+        let (domain, path) = match name.split_once('/') {
+            Some((first, rest)) if looks_like_domain(first) => (first, rest),
+            _ => (DOCKER_HUB, name),
+        };
+        if !domain_is_valid(domain) || !path_is_valid(path) {
+            return Err(ReferenceError::Invalid);
+        }
+        let mut domain = domain.to_string();
+        let mut repository = path.to_string();
+        if domain == DOCKER_HUB || domain == "index.docker.io" {
+            domain = DOCKER_HUB.to_string();
+            if !repository.contains('/') {
+                repository = format!("library/{repository}");
+            }
+        }
+        let tag = match (tag, &digest) {
+            (Some(t), _) => Some(t.to_string()),
+            (None, None) => Some("latest".to_string()),
+            (None, Some(_)) => None,
+        };
+        Ok(Reference {
+            domain,
+            repository,
+            tag,
+            digest,
+        })
+    }
+
+    /// `host[:port]` as written, or `docker.io`.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The host (and port) the registry API is reached at.
+    pub fn registry_host(&self) -> &str {
+        if self.is_docker_hub() {
+            DOCKER_HUB_REGISTRY
+        } else {
+            &self.domain
+        }
+    }
+
+    pub fn is_docker_hub(&self) -> bool {
+        self.domain == DOCKER_HUB
+    }
+
+    /// The repository path, e.g. `library/debian`.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    pub fn digest(&self) -> Option<&Digest> {
+        self.digest.as_ref()
+    }
+
+    /// What to ask the registry for: the digest if there is one, else the tag.
+    pub fn manifest_reference(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        }
+    }
+
+    /// The default local image name: the last path component.
+    pub fn local_name(&self) -> &str {
+        self.repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.repository)
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.domain, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// distribution's rule for "is the first component a registry host".
+fn looks_like_domain(first: &str) -> bool {
+    first.contains(['.', ':'])
+        || first == "localhost"
+        || first.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+fn tag_is_valid(tag: &str) -> bool {
+    let mut bytes = tag.bytes();
+    match bytes.next() {
+        Some(b) if b.is_ascii_alphanumeric() || b == b'_' => {}
+        _ => return false,
+    }
+    tag.len() <= TAG_MAX
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// `host[:port]`: DNS labels or `[IPv6]`, then an optional port 1–65535.
+fn domain_is_valid(domain: &str) -> bool {
+    let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(p) => ("", Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match domain.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (domain, None),
+        }
+    };
+    if let Some(port) = port {
+        let digits_ok =
+            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+        if !digits_ok || !(1..=65535).contains(&port.parse::<u32>().unwrap_or(0)) {
+            return false;
+        }
+    }
+    if domain.starts_with('[') {
+        return true;
+    }
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        })
+}
+
+/// `component ('/' component)*`, each `[a-z0-9]+ (sep [a-z0-9]+)*` with sep one of `.`,
+/// `_`, `__` or a run of `-`.
+fn path_is_valid(path: &str) -> bool {
+    !path.is_empty() && path.split('/').all(component_is_valid)
+}
+
+fn component_is_valid(c: &str) -> bool {
+    let b = c.as_bytes();
+    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if is_alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        // A separator run between two alphanumerics.
+        let start = i;
+        while i < b.len() && !is_alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|s| s == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// (domain, repository, tag, digest hex)
+    type Parts = (String, String, Option<String>, Option<String>);
+
+    fn ok(input: &str) -> Parts {
+        let r = Reference::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e:?}"));
+        (
+            r.domain().to_string(),
+            r.repository().to_string(),
+            r.tag().map(str::to_string),
+            r.digest().map(|d| d.hex().to_string()),
+        )
+    }
+
+    #[test]
+    fn valid_references_normalize_like_docker() {
+        let s = |x: &str| Some(x.to_string());
+        // (input, domain, repository, tag, digest hex)
+        type Row<'a> = (&'a str, &'a str, &'a str, Option<String>, Option<String>);
+        let table: &[Row] = &[
+            ("debian", "docker.io", "library/debian", s("latest"), None),
+            ("debian:12", "docker.io", "library/debian", s("12"), None),
+            (
+                "docker.io/debian",
+                "docker.io",
+                "library/debian",
+                s("latest"),
+                None,
+            ),
+            (
+                "index.docker.io/debian:sid",
+                "docker.io",
+                "library/debian",
+                s("sid"),
+                None,
+            ),
+            (
+                "docker.io/library/debian",
+                "docker.io",
+                "library/debian",
+                s("latest"),
+                None,
+            ),
+            ("user/app", "docker.io", "user/app", s("latest"), None),
+            (
+                "user/app/sub:v1.2",
+                "docker.io",
+                "user/app/sub",
+                s("v1.2"),
+                None,
+            ),
+            (
+                "quay.io/org/img:tag_1",
+                "quay.io",
+                "org/img",
+                s("tag_1"),
+                None,
+            ),
+            ("localhost/img", "localhost", "img", s("latest"), None),
+            (
+                "localhost:5000/img",
+                "localhost:5000",
+                "img",
+                s("latest"),
+                None,
+            ),
+            (
+                "127.0.0.1:5000/a/b:x",
+                "127.0.0.1:5000",
+                "a/b",
+                s("x"),
+                None,
+            ),
+            ("[::1]:5000/img:t", "[::1]:5000", "img", s("t"), None),
+            ("[fe80::1]/img", "[fe80::1]", "img", s("latest"), None),
+            ("Registry/img", "Registry", "img", s("latest"), None),
+            (
+                "a-b.example/x__y/z--w.v_u:T-1.2",
+                "a-b.example",
+                "x__y/z--w.v_u",
+                s("T-1.2"),
+                None,
+            ),
+            (
+                &format!("img@sha256:{HEX}"),
+                "docker.io",
+                "library/img",
+                None,
+                s(HEX),
+            ),
+            (
+                &format!("host:1/img:t@sha256:{HEX}"),
+                "host:1",
+                "img",
+                s("t"),
+                s(HEX),
+            ),
+            // Without a '/', "localhost:5000" is a name and a tag, as docker reads it.
+            (
+                "localhost:5000",
+                "docker.io",
+                "library/localhost",
+                s("5000"),
+                None,
+            ),
+        ];
+        for (input, domain, repo, tag, digest) in table {
+            assert_eq!(
+                ok(input),
+                (
+                    domain.to_string(),
+                    repo.to_string(),
+                    tag.clone(),
+                    digest.clone()
+                ),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_references_are_refused() {
+        let long_tag = format!("img:{}", "t".repeat(129));
+        let long_name = format!("h.io/{}", "a".repeat(251));
+        for bad in [
+            "",
+            ":tag",
+            "img:",
+            "Img",
+            "host.io/Img",
+            "a//b",
+            "/img",
+            "img/",
+            "a..b",
+            "a___b",
+            "a_-b",
+            "-a",
+            "a-",
+            ".a",
+            "host:port/img",
+            "host:0/img",
+            "host:65536/img",
+            "-host.io/img",
+            "host-.io/img",
+            "host..io/img",
+            "[::1/img",
+            "[nothex]/img",
+            "img:.tag",
+            "img:-tag",
+            "img:t@g",
+            "img@sha256:abc",
+            "img@sha256:",
+            &format!("img@sha256:{}", HEX.to_uppercase()),
+            "img@",
+            "img with space",
+            "img\u{e9}",
+            &long_tag,
+            &long_name,
+        ] {
+            assert_eq!(
+                Reference::parse(bad),
+                Err(ReferenceError::Invalid),
+                "{bad:?} must be refused"
+            );
+        }
+        assert_eq!(
+            Reference::parse(&format!("img@sha512:{HEX}{HEX}")),
+            Err(ReferenceError::UnsupportedDigest("sha512".into()))
+        );
+        // At the limits: a 128-character tag and a 255-character name are fine.
+        assert!(Reference::parse(&format!("img:{}", "t".repeat(128))).is_ok());
+        assert!(Reference::parse(&format!("h.io/{}", "a".repeat(250))).is_ok());
+    }
+
+    #[test]
+    fn hosts_local_names_and_display() {
+        let r = Reference::parse("debian").unwrap();
+        assert_eq!(r.registry_host(), "registry-1.docker.io");
+        assert_eq!(r.local_name(), "debian");
+        assert_eq!(r.manifest_reference(), "latest");
+        assert_eq!(r.to_string(), "docker.io/library/debian:latest");
+
+        let r = Reference::parse(&format!("127.0.0.1:5000/a/b-c:1@sha256:{HEX}")).unwrap();
+        assert_eq!(r.registry_host(), "127.0.0.1:5000");
+        assert_eq!(r.local_name(), "b-c");
+        assert_eq!(r.manifest_reference(), format!("sha256:{HEX}"));
+        assert_eq!(
+            r.to_string(),
+            format!("127.0.0.1:5000/a/b-c:1@sha256:{HEX}")
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! Spool files: a layer blob on its way from the network to the unpacker.
+//!
+//! The download job's worker writes the blob, as served, into a file under the image root
+//! ([`consumer`]); the layer's apply task reads it back *while it grows*
+//! ([`SpoolReader`]), so a layer is decompressed and unpacked during its own download
+//! instead of after it. The reader sees the end of the file only once the loop has
+//! verified the blob's size and digest ([`Spool::complete`]); if the blob is refused or
+//! the pull abandoned, the reader gets an error instead ([`Spool::abort`]). Nothing the
+//! reader produced becomes visible before that, so streaming costs no safety.
+//!
+//! Retries keep the file: a resumed attempt (206) appends at its offset, an attempt that
+//! starts over (200) rewrites it from the start, and a reader that is further along waits
+//! until the rewrite passes its position (if the new bytes differ, the digest and DiffID
+//! checks fail the pull).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::import::job::StreamConsumer;
+use crate::log_error_errno;
+use crate::util::error::{Error, Result};
+
+/// Size of the writes into and the reads from the file.
+const CHUNK: usize = 256 << 10;
+
+struct SpoolState {
+    /// Bytes of the file that hold data of the current attempt.
+    written: u64,
+    /// `Some(Ok)`: complete and verified; `Some(Err)`: abandoned.
+    end: Option<Result<()>>,
+}
+
+/// What the writer, the readers and the loop share about one spool file.
+pub struct Spool {
+    state: Mutex<SpoolState>,
+    cond: Condvar,
+}
+
+impl Spool {
+    pub fn new() -> Arc<Spool> {
+        Arc::new(Spool {
+            state: Mutex::new(SpoolState {
+                written: 0,
+                end: None,
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SpoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_written(&self, written: u64) {
+        self.lock().written = written;
+        self.cond.notify_all();
+    }
+
+    /// The blob is complete and verified: readers may reach its end.
+    pub fn complete(&self) {
+        let mut st = self.lock();
+        st.end.get_or_insert(Ok(()));
+        self.cond.notify_all();
+    }
+
+    /// The blob will not be completed: readers fail with `error` (which should carry a
+    /// message, so that nobody logs it again).
+    pub fn abort(&self, error: Error) {
+        let mut st = self.lock();
+        if !matches!(st.end, Some(Ok(()))) {
+            st.end = Some(Err(error));
+        }
+        self.cond.notify_all();
+    }
+}
+
+/// The job's stream consumer for one attempt: write the body into `file` (the spool at
+/// `path`, opened by the caller so that its removal cannot race with the worker), after the
+/// `resume_from` bytes already there if the server answered 206, else from the start.
+pub fn consumer(
+    file: File,
+    path: PathBuf,
+    spool: Arc<Spool>,
+    resume_from: Option<u64>,
+) -> StreamConsumer {
+    Box::new(move |ctx, input| {
+        // The job checked that a 206 starts where we asked; anything else starts over.
+        let mut offset = match resume_from {
+            Some(n) if ctx.meta.status == 206 => n,
+            _ => {
+                // Readers must not look past the new end before it is cut.
+                spool.set_written(0);
+                file.set_len(0).map_err(|e| {
+                    let e = Error::from(e);
+                    log_error_errno!(e.clone(), "Failed to truncate {}: {}", path.display(), e)
+                })?;
+                0
+            }
+        };
+        spool.set_written(offset);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The download failed or was cancelled; the job reports it.
+                Err(e) => return Err(Error::from(e)),
+            };
+            file.write_all_at(&buf[..n], offset).map_err(|e| {
+                let e = Error::from(e);
+                log_error_errno!(e.clone(), "Failed to write {}: {}", path.display(), e)
+            })?;
+            offset += n as u64;
+            spool.set_written(offset);
+        }
+    })
+}
+
+/// Reads a spool file from the start while it is being written; blocks for more data,
+/// and ends only when the blob was verified.
+pub struct SpoolReader {
+    file: File,
+    spool: Arc<Spool>,
+    pos: u64,
+}
+
+impl SpoolReader {
+    pub fn open(path: &std::path::Path, spool: Arc<Spool>) -> Result<SpoolReader> {
+        let file = File::open(path).map_err(|e| {
+            let e = Error::from(e);
+            log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
+        })?;
+        Ok(SpoolReader {
+            file,
+            spool,
+            pos: 0,
+        })
+    }
+}
+
+impl Read for SpoolReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let available = {
+                let mut st = self.spool.lock();
+                loop {
+                    if st.written > self.pos {
+                        break st.written - self.pos;
+                    }
+                    match &st.end {
+                        Some(Ok(())) => return Ok(0),
+                        Some(Err(e)) => return Err(e.clone().into()),
+                        None => st = self.spool.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                    }
+                }
+            };
+            let want = buf
+                .len()
+                .min(usize::try_from(available).unwrap_or(usize::MAX));
+            let n = self.file.read_at(&mut buf[..want], self.pos)?;
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            // The file was cut for a restarted download just now: wait for the rewrite.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_reader_follows_the_writer_and_ends_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        let mut f = File::create(&path).unwrap();
+        let spool = Spool::new();
+        let mut reader = SpoolReader::open(&path, spool.clone()).unwrap();
+        let writer_spool = spool.clone();
+        let writer = std::thread::spawn(move || {
+            for i in 0..50u8 {
+                f.write_all(&[i; 1000]).unwrap();
+                writer_spool.set_written((u64::from(i) + 1) * 1000);
+            }
+            writer_spool.complete();
+        });
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        writer.join().unwrap();
+        assert_eq!(out.len(), 50_000);
+        assert!(out
+            .chunks(1000)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|b| usize::from(*b) == i)));
+    }
+
+    #[test]
+    fn an_aborted_spool_fails_its_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        std::fs::write(&path, b"abc").unwrap();
+        let spool = Spool::new();
+        spool.set_written(3);
+        let mut reader = SpoolReader::open(&path, spool.clone()).unwrap();
+        let mut buf = [0u8; 10];
+        assert_eq!(reader.read(&mut buf).unwrap(), 3);
+        spool.abort(Error::with_message(libc::ECANCELED, "gone"));
+        let e = reader.read(&mut buf).unwrap_err();
+        assert_eq!(Error::from(e).errno(), libc::ECANCELED);
+        // A completed spool stays complete.
+        let spool = Spool::new();
+        spool.complete();
+        spool.abort(Error::new(libc::EIO));
+        let mut reader = SpoolReader::open(&path, spool).unwrap();
+        assert_eq!(reader.read(&mut buf).unwrap(), 0);
+    }
+}

@@ -1,0 +1,62 @@
+//! A fault-injecting HTTPS reverse proxy in front of a [`Registry`]: every request goes to
+//! a rule, which may forward it (and tamper with the answer) or answer by itself.
+//!
+//! ```ignore
+//! let reg = Arc::new(Registry::start(RegistryOptions::plain()));
+//! let proxy = FaultProxy::start(&reg, |req, upstream| {
+//!     if req.path.ends_with("/manifests/latest") { Response::status(500) } else { upstream() }
+//! });
+//! // pull from proxy.host() with SSL_CERT_FILE=reg.ca().ca_pem_path()
+//! ```
+//!
+//! The proxy presents the registry's certificate (same CA), so the program under test
+//! trusts both alike. Its request log ([`FaultProxy::requests`]) is what the program sent.
+
+use std::sync::Arc;
+
+use super::http::{forward, HttpServer, Request, Response};
+use super::registry::Registry;
+
+/// A running proxy. Dropping it stops it.
+pub struct FaultProxy {
+    server: HttpServer,
+}
+
+impl FaultProxy {
+    /// Start a proxy for `registry`. `rule(req, upstream)` answers each request; calling
+    /// `upstream()` forwards it unchanged and returns the registry's answer.
+    pub fn start(
+        registry: &Arc<Registry>,
+        rule: impl Fn(&Request, &dyn Fn() -> Response) -> Response + Send + Sync + 'static,
+    ) -> FaultProxy {
+        let reg = Arc::clone(registry);
+        let server = HttpServer::start(Some(registry.ca()), move |req| {
+            let upstream = || forward(req, &reg.url(), Some(reg.ca()));
+            rule(req, &upstream)
+        });
+        FaultProxy { server }
+    }
+
+    /// `127.0.0.1:PORT`: the registry part of references through the proxy.
+    pub fn host(&self) -> String {
+        self.server.host()
+    }
+
+    /// Every request the proxy received, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.server.requests()
+    }
+
+    /// The requests whose path contains `needle`.
+    pub fn requests_for(&self, needle: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains(needle))
+            .collect()
+    }
+
+    /// The underlying server.
+    pub fn server(&self) -> &HttpServer {
+        &self.server
+    }
+}

@@ -1,0 +1,190 @@
+//! pull-oci on btrfs: every applied layer is a read-only subvolume named by its ChainID,
+//! shared between images (a second image with the same base downloads only what is new),
+//! and the local image is a writable snapshot of the top.
+
+mod common;
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::btrfs::BtrfsMount;
+use common::fault_proxy::FaultProxy;
+use common::oci::{
+    assert_layered_tree, assert_line, assert_success, base_layer, layered_image,
+    pull_interrupted_mid_layer, read, Codec, Image, ImageBuilder, PullEnv, LAYERED_NSPAWN,
+};
+use common::registry::{sha256_digest, Registry, RegistryOptions};
+use common::tarball::Tarball;
+use systemd_import::util::btrfs::{is_subvolume, subvol_get_read_only};
+
+/// `sha256:…` ChainIDs of `image`'s layers (image-spec: ChainID(n) = sha256(ChainID(n-1) +
+/// " " + DiffID(n))).
+fn chain_ids(image: &Image) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in &image.layers {
+        let next = match out.last() {
+            None => l.diff_id.clone(),
+            Some(parent) => sha256_digest(format!("{parent} {}", l.diff_id).as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+fn chain_dir(chain: &str) -> String {
+    format!(".oci-chain-{}", chain.strip_prefix("sha256:").unwrap())
+}
+
+/// (is a subvolume, is read-only)
+fn subvolume_state(path: &Path) -> (bool, bool) {
+    let f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let sub = is_subvolume(f.as_fd()).unwrap();
+    let ro = sub && subvol_get_read_only(f.as_fd()).unwrap();
+    (sub, ro)
+}
+
+/// A btrfs mount with an image root directory on it.
+fn btrfs_env() -> (BtrfsMount, PullEnv) {
+    let mount = BtrfsMount::new();
+    let root = mount.path().join("machines");
+    std::fs::create_dir(&root).unwrap();
+    let env = PullEnv::at(&root);
+    (mount, env)
+}
+
+#[test]
+fn layers_are_read_only_chain_subvolumes_shared_between_images() {
+    let reg = Arc::new(Registry::start(RegistryOptions::plain()));
+    let a = layered_image(ImageBuilder::oci(), [Codec::Gzip, Codec::Zstd, Codec::Gzip]);
+    a.push(&reg, "shared/ocit-a", Some("latest"));
+    let b = ImageBuilder::oci()
+        .same_layer(&a.layers[0])
+        .same_layer(&a.layers[1])
+        .layer(
+            Tarball::new().file("only-in-b", b"b\n").finish(),
+            Codec::Gzip,
+        )
+        .build();
+    b.push(&reg, "shared/ocit-b", Some("latest"));
+    let proxy = FaultProxy::start(&reg, |_, upstream| upstream());
+    let (_mount, env) = btrfs_env();
+
+    let out = env.pull(&reg, &[&format!("{}/shared/ocit-a", proxy.host())]);
+    assert_success(&out);
+    assert_layered_tree(&env.path("ocit-a"));
+    assert_eq!(read(&env.path("ocit-a.nspawn")), LAYERED_NSPAWN.as_bytes());
+    assert_eq!(
+        subvolume_state(&env.path("ocit-a")),
+        (true, false),
+        "LOCAL is a writable subvolume"
+    );
+    std::fs::write(env.path("ocit-a/scratch"), b"writable").unwrap();
+    let a_chains = chain_ids(&a);
+    for chain in &a_chains {
+        assert_eq!(
+            subvolume_state(&env.path(&chain_dir(chain))),
+            (true, true),
+            "{chain} is a read-only subvolume"
+        );
+    }
+    // The cached base layer holds exactly the base.
+    let base = env.path(&chain_dir(&a_chains[0]));
+    assert_eq!(read(&base.join("etc/hostname")), b"base\n");
+    assert!(base.join("var/cache/a").exists());
+    assert!(std::fs::write(base.join("new"), b"x").is_err(), "read-only");
+
+    // B shares two layers with A: only its own top layer is downloaded.
+    let before = proxy.requests().len();
+    let reference = format!("{}/shared/ocit-b:latest", proxy.host());
+    let out = env.pull(&reg, &[&reference]);
+    assert_success(&out);
+    assert_line(
+        &out,
+        &format!("Layer {} already exists, skipping.", b.layers[0].digest),
+    );
+    assert_line(
+        &out,
+        &format!("Layer {} already exists, skipping.", b.layers[1].digest),
+    );
+    assert_line(
+        &out,
+        &format!("Image {reference} has 3 layers, 2 already present."),
+    );
+    let blobs: Vec<String> = proxy.requests()[before..]
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .map(|r| r.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(blobs, [b.config_digest.clone(), b.layers[2].digest.clone()]);
+    assert_eq!(read(&env.path("ocit-b/only-in-b")), b"b\n");
+    assert_eq!(read(&env.path("ocit-b/etc/hostname")), b"upper\n");
+    assert!(
+        !env.path("ocit-b/scratch").exists(),
+        "A's local changes stay in A"
+    );
+
+    // Pulling A again downloads no layer at all.
+    let before = proxy.requests().len();
+    let out = env.pull(
+        &reg,
+        &[&format!("{}/shared/ocit-a", proxy.host()), "ocit-a-again"],
+    );
+    assert_success(&out);
+    assert!(proxy.requests()[before..]
+        .iter()
+        .all(|r| !r.path.contains(&a.layers[2].digest)));
+    assert_layered_tree(&env.path("ocit-a-again"));
+
+    let mut expected: Vec<String> = a_chains.iter().map(|c| chain_dir(c)).collect();
+    expected.push(chain_dir(&chain_ids(&b)[2]));
+    for name in ["ocit-a", "ocit-a-again", "ocit-b"] {
+        expected.push(name.to_string());
+        expected.push(format!("{name}.nspawn"));
+        expected.push(format!("{name}.oci-config"));
+    }
+    expected.sort();
+    assert_eq!(env.top_level(), expected);
+}
+
+#[test]
+fn force_replaces_a_local_subvolume_atomically() {
+    let reg = Registry::start(RegistryOptions::plain());
+    let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
+    image.push(&reg, "force/ocit-box", Some("latest"));
+    let (_mount, env) = btrfs_env();
+    let reference = format!("{}/force/ocit-box", reg.host());
+    assert_success(&env.pull(&reg, &[&reference]));
+    std::fs::write(env.path("ocit-box/marker"), b"old").unwrap();
+    let out = env.pull(&reg, &[&reference]);
+    assert_eq!(out.status, 1);
+    assert_eq!(out.stderr_lines, ["Image 'ocit-box' already exists."]);
+    assert!(env.path("ocit-box/marker").exists());
+
+    let out = env.pull(&reg, &["--force", &reference]);
+    assert_success(&out);
+    assert!(!env.path("ocit-box/marker").exists());
+    assert_eq!(subvolume_state(&env.path("ocit-box")), (true, false));
+    // "-": the layers are cached, no image is made.
+    let out = env.pull(&reg, &[&reference, "-"]);
+    assert_success(&out);
+    env.assert_no_temporaries();
+    let mut expected = vec![
+        chain_dir(&chain_ids(&image)[0]),
+        "ocit-box".to_string(),
+        "ocit-box.nspawn".to_string(),
+        "ocit-box.oci-config".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(env.top_level(), expected);
+}
+
+#[test]
+fn sigint_keeps_completed_layers_and_nothing_else() {
+    let reg = Arc::new(Registry::start(RegistryOptions::plain()));
+    let (_mount, env) = btrfs_env();
+    let (image, _) = pull_interrupted_mid_layer(&reg, &env, "stall/ocit-btrfs", || {});
+    // The verified base layer stays (it is useful); no spool, no partial layer, no image.
+    assert_eq!(env.top_level(), [chain_dir(&chain_ids(&image)[0])]);
+}
