@@ -960,7 +960,10 @@ fn deep_nesting_does_not_exhaust_file_descriptors() {
         rlim_max: 0,
     };
     // SAFETY: getrlimit fills the struct we pass.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut saved) }, 0);
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut saved) },
+        0
+    );
     let limit = libc::rlimit {
         rlim_cur: 512,
         rlim_max: saved.rlim_max,

@@ -40,6 +40,8 @@ use crate::util::error::{Error, Result};
 use handler::JobHandler;
 use worker::{Channel, InputEnd, WorkerSpec};
 
+pub use worker::DEFAULT_QUEUE_LIMIT;
+
 pub use compress::Compression;
 pub use set::JobSet;
 
@@ -142,6 +144,9 @@ pub struct JobOptions {
     /// Don't log "HTTP request to … failed with code …": the owner reports HTTP errors
     /// itself (registries answer with JSON error bodies worth showing).
     pub quiet_http_errors: bool,
+    /// Bytes that may wait for the worker before the transfer is paused. An owner running
+    /// many jobs at once lowers it so their sum stays bounded.
+    pub queue_limit: usize,
 }
 
 impl JobOptions {
@@ -159,6 +164,7 @@ impl JobOptions {
             resume_from: None,
             checksum_seed: None,
             quiet_http_errors: false,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
         }
     }
 }
@@ -230,7 +236,7 @@ impl ImportJob {
             return Err(Error::new(libc::EBUSY));
         }
         let options = self.options.take().ok_or_else(|| Error::new(libc::EBUSY))?;
-        let channel = Channel::new()?;
+        let channel = Channel::new(options.queue_limit)?;
         let spec = WorkerSpec {
             url: self.url.clone(),
             sink: options.sink,

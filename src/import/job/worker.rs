@@ -6,9 +6,10 @@
 //! memory buffer, a (sparse) file, or a stream consumer such as the unpacker. So many
 //! downloads progress at once and a slow disk or codec never stalls the loop.
 //!
-//! Back-pressure: when more than [`HIGH_WATER`] bytes are queued the write callback pauses
-//! the transfer; the worker wakes the loop (eventfd) once it has drained the queue below
-//! [`LOW_WATER`], and the loop unpauses. Memory per job is therefore bounded.
+//! Back-pressure: when more than the job's queue limit ([`DEFAULT_QUEUE_LIMIT`] unless the
+//! owner chose another) is queued, the write callback pauses the transfer; the worker wakes
+//! the loop (eventfd) once it has drained the queue to a quarter of the limit, and the loop
+//! unpauses. Memory per job is therefore bounded.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -24,10 +25,8 @@ use super::{ResponseMeta, Sink, StreamContext};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 
-/// Pause the transfer when this many bytes wait for the worker.
-pub(crate) const HIGH_WATER: usize = 4 << 20;
-/// Resume it once the worker has drained the queue to this.
-pub(crate) const LOW_WATER: usize = 1 << 20;
+/// Pause the transfer when this many bytes wait for the worker (per job).
+pub const DEFAULT_QUEUE_LIMIT: usize = 4 << 20;
 /// Block size for reading the decompressed stream into files and memory.
 const BLOCK: usize = 256 << 10;
 /// Runs of NUL bytes longer than this are written as holes (the C job's value).
@@ -62,7 +61,7 @@ pub(crate) struct ChannelState {
     /// Bytes in `chunks`.
     queued: usize,
     pub input_end: Option<InputEnd>,
-    /// The loop paused the transfer and wants a wake-up below LOW_WATER.
+    /// The loop paused the transfer and wants a wake-up once the queue drained.
     pub paused: bool,
     /// The worker is blocked waiting for input (so the producer must notify).
     worker_waiting: bool,
@@ -73,6 +72,9 @@ pub(crate) struct ChannelState {
 /// The queue between the loop and the worker, plus the wake-up eventfd.
 pub(crate) struct Channel {
     state: Mutex<ChannelState>,
+    /// Pause at this many queued bytes, resume at a quarter of it.
+    high_water: usize,
+    low_water: usize,
     cond: Condvar,
     /// Set to stop the worker early; shared with stream sinks (the unpacker polls it).
     pub cancel: Arc<AtomicBool>,
@@ -83,7 +85,7 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub fn new() -> Result<Arc<Channel>> {
+    pub fn new(queue_limit: usize) -> Result<Arc<Channel>> {
         // SAFETY: plain syscall; the result is checked and then owned.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -99,6 +101,8 @@ impl Channel {
                 worker_waiting: false,
                 outcome: None,
             }),
+            high_water: queue_limit.max(1),
+            low_water: queue_limit / 4,
             cond: Condvar::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             // SAFETY: fresh eventfd, owned from here on.
@@ -117,7 +121,7 @@ impl Channel {
     /// channel paused) when the caller must pause the transfer.
     pub fn push(&self, chunk: &[u8]) -> bool {
         let mut st = self.lock();
-        if st.queued >= HIGH_WATER {
+        if st.queued >= self.high_water {
             st.paused = true;
             return false;
         }
@@ -200,7 +204,7 @@ impl Read for ChannelReader {
                 }
                 if let Some(chunk) = st.chunks.pop_front() {
                     st.queued -= chunk.len();
-                    if st.paused && st.queued <= LOW_WATER {
+                    if st.paused && st.queued <= self.channel.low_water {
                         st.paused = false;
                         self.channel.wake_loop();
                     }
@@ -574,9 +578,9 @@ mod tests {
 
     #[test]
     fn a_cancelled_or_failed_body_reads_as_an_error_consumers_pass_on() {
-        let cancelled = Channel::new().unwrap();
+        let cancelled = Channel::new(DEFAULT_QUEUE_LIMIT).unwrap();
         cancelled.cancel();
-        let failed = Channel::new().unwrap();
+        let failed = Channel::new(DEFAULT_QUEUE_LIMIT).unwrap();
         failed.end(InputEnd::Aborted(Error::with_message(
             libc::EIO,
             "Download truncated.",
@@ -592,5 +596,40 @@ mod tests {
             assert!(e.get_ref().is_some_and(|inner| inner.is::<Error>()));
             assert_eq!(Error::from(e).errno(), errno);
         }
+    }
+
+    #[test]
+    fn the_queue_pauses_at_its_limit_and_wakes_the_loop_at_a_quarter() {
+        let channel = Channel::new(1000).unwrap();
+        assert!(channel.push(&[1u8; 600]));
+        assert!(
+            channel.push(&[2u8; 600]),
+            "below the limit before this push"
+        );
+        assert!(!channel.push(&[3u8; 1]), "1200 queued: full");
+        assert!(channel.lock().paused);
+        let mut reader = ChannelReader {
+            channel: channel.clone(),
+            current: Vec::new(),
+            pos: 0,
+        };
+        let mut buf = [0u8; 600];
+        reader.read_exact(&mut buf).unwrap();
+        assert!(channel.lock().paused, "600 queued: above a quarter");
+        reader.read_exact(&mut buf).unwrap();
+        assert!(
+            !channel.lock().paused,
+            "drained: the loop is woken to unpause"
+        );
+        let mut counter = [0u8; 8];
+        // SAFETY: 8-byte read from the channel's own non-blocking eventfd.
+        let n = unsafe {
+            libc::read(
+                channel.wake.as_raw_fd(),
+                counter.as_mut_ptr() as *mut libc::c_void,
+                8,
+            )
+        };
+        assert_eq!(n, 8, "the eventfd was signalled");
     }
 }

@@ -64,6 +64,9 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 /// Default number of blobs downloading at once (containers/image's choice).
 pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 6;
+/// Body bytes all layer downloads together may queue for their workers (a share per
+/// download, so the peak stays bounded at any `--max-concurrent-downloads`).
+const BLOB_QUEUE_BUDGET: usize = 24 << 20;
 /// Largest image config we accept (real ones are KiBs; history can make them larger).
 const CONFIG_MAX: u64 = 16 << 20;
 /// Largest ping or token response we read.
@@ -391,6 +394,9 @@ impl OciImport {
         options.calc_checksum = true;
         options.detect_compression = false;
         options.quiet_http_errors = true;
+        // All downloads together queue at most BLOB_QUEUE_BUDGET, however many run at once.
+        options.queue_limit = (BLOB_QUEUE_BUDGET / self.req.max_downloads.max(1))
+            .clamp(256 << 10, crate::import::job::DEFAULT_QUEUE_LIMIT);
         options.compressed_max = blob.descriptor.size;
         options.uncompressed_max = blob.descriptor.size;
         if let Some((offset, hasher)) = resume {
