@@ -27,14 +27,14 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::Mode as FileMode;
 
 use super::common::{self, cache_path, find_old_etags, CacheKind, TempPath};
-use super::job::{JobHost, JobOptions, Sink, StreamContext};
+use super::job::{JobOptions, JobOwner, JobSet, Sink, StreamContext};
 use super::unpack::{self, Mode};
 use super::url_pull::{
-    run_step, verify_signature_task, Phase, ProgressPlan, StepRunner, UrlDownloads, UrlJob,
+    run_step, verify_download, Phase, ProgressPlan, StepRunner, UrlDownloads, UrlJob,
 };
 use super::{operation_finished, Importer};
 use crate::cli::{self, Settings, UrlRequest};
-use crate::curl_glue::{CurlGlue, CurlHost};
+use crate::curl_glue::CurlGlue;
 use crate::event::{EventLoop, TaskHandle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -84,18 +84,7 @@ impl TarImport {
         })
     }
 
-    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: UrlJob) {
-        if self.step != Step::Downloading {
-            return;
-        }
-        match self.downloads.on_job_complete(key) {
-            None => {}
-            Some(Err(e)) => self.finish(lp, Err(e)),
-            Some(Ok(())) => self.downloaded(lp),
-        }
-    }
-
-    /// Every download is done.
+    /// Every download is done: name the cache entry after the response's ETag, then verify.
     fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
         let etag = self.downloads.etag();
         self.final_path = Some(cache_path(
@@ -104,27 +93,16 @@ impl TarImport {
             &self.url,
             etag.as_deref(),
         ));
-        if self.downloads.skipped() {
-            // The cache entry named by the response's ETag is the image. As in the C
-            // tool, the checksum files were fetched but are not checked.
-            self.temp = None;
-            return self.copy(lp);
-        }
         self.step = Step::Verifying;
-        self.downloads.report(lp, Phase::Verifying);
-        if let Err(e) = self.downloads.verify_checksum() {
-            return self.finish(lp, Err(e));
-        }
-        match self.downloads.signature_inputs() {
-            None => self.finalize(lp),
-            Some(inputs) => run_step(
-                self,
-                lp,
-                "import-gpg",
-                move |cancel| verify_signature_task(inputs, cancel),
-                |me, lp, ()| me.finalize(lp),
-            ),
-        }
+        verify_download(self, lp, Self::reuse_cached, Self::finalize);
+    }
+
+    /// The download was skipped: the cache entry named by the response's ETag is the image.
+    /// As in the C tool, the checksum files were fetched but are not checked. The unused
+    /// temporary tree goes.
+    fn reuse_cached(&mut self, lp: &mut EventLoop<Self>) {
+        self.temp = None;
+        self.copy(lp)
     }
 
     /// Make the verified tree read-only and move it into the cache.
@@ -241,35 +219,29 @@ impl StepRunner for TarImport {
     fn task_slot(&mut self) -> &mut Option<TaskHandle> {
         &mut self.task
     }
+    fn downloads(&mut self) -> &mut UrlDownloads {
+        &mut self.downloads
+    }
     fn fail(&mut self, lp: &mut EventLoop<Self>, e: Error) {
         self.finish(lp, Err(e));
     }
 }
 
-impl CurlHost for TarImport {
-    fn glue(&mut self) -> &mut CurlGlue {
-        &mut self.glue
-    }
-    fn on_transfer_done(
-        &mut self,
-        lp: &mut EventLoop<Self>,
-        token: usize,
-        result: std::result::Result<(), curl::Error>,
-    ) {
-        let done = self
-            .downloads
-            .jobs
-            .on_curl_done(lp, &mut self.glue, token, result);
-        if let Some(key) = done {
-            self.on_job_done(lp, key);
-        }
-    }
-}
+impl JobOwner for TarImport {
+    type Key = UrlJob;
 
-impl JobHost for TarImport {
-    fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize) {
-        if let Some(key) = self.downloads.jobs.on_wake(lp, &mut self.glue, token) {
-            self.on_job_done(lp, key);
+    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<UrlJob>) {
+        (&mut self.glue, &mut self.downloads.jobs)
+    }
+
+    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: UrlJob) {
+        if self.step != Step::Downloading {
+            return;
+        }
+        match self.downloads.on_job_complete(key) {
+            None => {}
+            Some(Err(e)) => self.finish(lp, Err(e)),
+            Some(Ok(())) => self.downloaded(lp),
         }
     }
 }

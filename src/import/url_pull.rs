@@ -294,6 +294,38 @@ pub trait StepRunner: Sized + 'static {
     fn task_slot(&mut self) -> &mut Option<TaskHandle>;
     /// End the pull with this (already logged) error.
     fn fail(&mut self, lp: &mut EventLoop<Self>, e: Error);
+    /// The importer's downloads.
+    fn downloads(&mut self) -> &mut UrlDownloads;
+}
+
+/// Every download is done (spec §5.3 step 4, §5.4 step 3): a skipped download (ETag match
+/// or 304) continues with `skipped` unverified, as in the C tool; a fresh one has its
+/// checksum checked here (cheap) and its signature in a task, then continues with
+/// `verified`.
+pub fn verify_download<D: StepRunner>(
+    importer: &mut D,
+    lp: &mut EventLoop<D>,
+    skipped: fn(&mut D, &mut EventLoop<D>),
+    verified: fn(&mut D, &mut EventLoop<D>),
+) {
+    let downloads = importer.downloads();
+    if downloads.skipped() {
+        return skipped(importer, lp);
+    }
+    downloads.report(lp, Phase::Verifying);
+    if let Err(e) = downloads.verify_checksum() {
+        return importer.fail(lp, e);
+    }
+    match downloads.signature_inputs() {
+        None => verified(importer, lp),
+        Some(inputs) => run_step(
+            importer,
+            lp,
+            "import-gpg",
+            move |cancel| verify_signature_task(inputs, cancel),
+            move |me, lp, ()| verified(me, lp),
+        ),
+    }
 }
 
 /// Run `work` as the importer's current task; with its result, `next` continues the pull
@@ -303,7 +335,7 @@ pub fn run_step<D, T, W>(
     lp: &mut EventLoop<D>,
     name: &str,
     work: W,
-    next: fn(&mut D, &mut EventLoop<D>, T),
+    next: impl FnOnce(&mut D, &mut EventLoop<D>, T) + 'static,
 ) where
     D: StepRunner,
     T: Send + 'static,

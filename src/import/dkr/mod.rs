@@ -30,10 +30,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{self, DkrRequest, Settings};
-use crate::curl_glue::{CurlGlue, CurlHost};
+use crate::curl_glue::CurlGlue;
 use crate::event::{Clock, Enabled, EventLoop, SourceId, TaskHandle};
 use crate::import::common::TempPath;
-use crate::import::job::{ImportJob, JobHost, JobOptions, JobSet, JobState, Sink, StreamContext};
+use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink, StreamContext};
 use crate::import::{operation_finished, Importer};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -48,7 +48,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The five jobs, by what they fetch.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum JobKind {
+pub enum JobKind {
     Images,
     Tags,
     Ancestry,
@@ -213,19 +213,6 @@ impl DkrImport {
     /// The body of a completed memory-mode job.
     fn payload(&self, kind: JobKind) -> &[u8] {
         self.jobs.get(kind).map_or(&[][..], ImportJob::payload)
-    }
-
-    /// A job completed (either way): the C `dkr_import_job_on_finished()`.
-    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, kind: JobKind) {
-        if self.finished {
-            return;
-        }
-        let advanced = self.advance(lp, kind);
-        match advanced {
-            Err(e) => self.finish(lp, Err(e)),
-            Ok(()) if self.is_done() => self.make_local_copy(lp),
-            Ok(()) => {}
-        }
     }
 
     /// React to one completed job. Errors were logged where they happened.
@@ -464,27 +451,23 @@ fn lp_now_plus(d: Duration) -> u64 {
     crate::event::now(Clock::Monotonic) + d.as_micros() as u64
 }
 
-impl CurlHost for DkrImport {
-    fn glue(&mut self) -> &mut CurlGlue {
-        &mut self.glue
+impl JobOwner for DkrImport {
+    type Key = JobKind;
+
+    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<JobKind>) {
+        (&mut self.glue, &mut self.jobs)
     }
 
-    fn on_transfer_done(
-        &mut self,
-        lp: &mut EventLoop<Self>,
-        token: usize,
-        result: std::result::Result<(), curl::Error>,
-    ) {
-        if let Some(kind) = self.jobs.on_curl_done(lp, &mut self.glue, token, result) {
-            self.on_job_done(lp, kind);
+    /// A job completed (either way): the C `dkr_import_job_on_finished()`.
+    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, kind: JobKind) {
+        if self.finished {
+            return;
         }
-    }
-}
-
-impl JobHost for DkrImport {
-    fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize) {
-        if let Some(kind) = self.jobs.on_wake(lp, &mut self.glue, token) {
-            self.on_job_done(lp, kind);
+        let advanced = self.advance(lp, kind);
+        match advanced {
+            Err(e) => self.finish(lp, Err(e)),
+            Ok(()) if self.is_done() => self.make_local_copy(lp),
+            Ok(()) => {}
         }
     }
 }

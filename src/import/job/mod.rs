@@ -43,7 +43,7 @@ use worker::{Channel, InputEnd, WorkerSpec};
 pub use worker::DEFAULT_QUEUE_LIMIT;
 
 pub use compress::Compression;
-pub use set::JobSet;
+pub use set::{JobOwner, JobSet};
 
 /// The C job's default limit on compressed and uncompressed sizes: 8 GiB.
 pub const DEFAULT_SIZE_MAX: u64 = 8 << 30;

@@ -6,9 +6,47 @@
 //! chooses (an enum such as `JobKind::Tags`, or a layer index).
 
 use super::{ImportJob, JobHost};
-use crate::curl_glue::CurlGlue;
+use crate::curl_glue::{CurlGlue, CurlHost};
 use crate::event::EventLoop;
 use crate::util::error::Result;
+
+/// An owner of keyed jobs (every importer): implementing this gives it the [`CurlHost`] and
+/// [`JobHost`] plumbing, which only routes both kinds of events to the job set and reports
+/// the job that completed.
+pub trait JobOwner: Sized + 'static {
+    type Key: Copy + Eq;
+    /// The glue and the jobs, borrowed together.
+    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<Self::Key>);
+    /// The job under `key` has just completed (done or failed).
+    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: Self::Key);
+}
+
+impl<T: JobOwner> CurlHost for T {
+    fn glue(&mut self) -> &mut CurlGlue {
+        self.glue_and_jobs().0
+    }
+
+    fn on_transfer_done(
+        &mut self,
+        lp: &mut EventLoop<Self>,
+        token: usize,
+        result: std::result::Result<(), curl::Error>,
+    ) {
+        let (glue, jobs) = self.glue_and_jobs();
+        if let Some(key) = jobs.on_curl_done(lp, glue, token, result) {
+            self.on_job_done(lp, key);
+        }
+    }
+}
+
+impl<T: JobOwner> JobHost for T {
+    fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize) {
+        let (glue, jobs) = self.glue_and_jobs();
+        if let Some(key) = jobs.on_wake(lp, glue, token) {
+            self.on_job_done(lp, key);
+        }
+    }
+}
 
 /// Jobs by key. Keys are unique; inserting a key again replaces (and drops) the old job.
 pub struct JobSet<K> {

@@ -46,10 +46,10 @@ use super::reference::Reference;
 use super::registry_error;
 use super::spool::{self, Spool, SpoolReader};
 
-use crate::curl_glue::{CurlGlue, CurlHost};
+use crate::curl_glue::CurlGlue;
 use crate::event::{Clock, Enabled, EventLoop, SourceId, TaskHandle};
 use crate::import::common::{self, TempPath};
-use crate::import::job::{ImportJob, JobHost, JobOptions, JobSet, JobState, Sink};
+use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
 use crate::import::{operation_finished, Importer};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -92,7 +92,7 @@ pub struct PullRequest {
 
 /// The requests of a pull, as keys of the job set.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum Key {
+pub enum Key {
     Ping,
     Token,
     Manifest,
@@ -415,30 +415,6 @@ impl OciImport {
         self.manifest
             .as_ref()
             .ok_or_else(|| Error::new(libc::EINVAL))
-    }
-
-    /// A request finished, one way or the other.
-    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: Key) {
-        if self.finished {
-            return;
-        }
-        let Some(job) = self.jobs.get(key) else {
-            return;
-        };
-        let r = if job.state() == JobState::Done {
-            match key {
-                Key::Ping => self.on_ping_done(lp),
-                Key::Token => self.on_token_done(lp),
-                Key::Manifest => self.on_manifest_done(lp),
-                Key::Config => self.on_config_done(lp),
-                Key::Blob(b) => self.on_blob_done(lp, b),
-            }
-        } else {
-            self.on_request_failed(lp, key)
-        };
-        if let Err(e) = r {
-            self.finish(lp, Err(e));
-        }
     }
 
     fn on_request_failed(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
@@ -1480,29 +1456,34 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(Duration::from_micros(at.saturating_sub(now)))
 }
 
-impl CurlHost for OciImport {
-    fn glue(&mut self) -> &mut CurlGlue {
-        &mut self.glue
+impl JobOwner for OciImport {
+    type Key = Key;
+
+    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<Key>) {
+        (&mut self.glue, &mut self.jobs)
     }
 
-    fn on_transfer_done(
-        &mut self,
-        lp: &mut EventLoop<Self>,
-        token: usize,
-        result: std::result::Result<(), curl::Error>,
-    ) {
-        let OciImport { jobs, glue, .. } = self;
-        if let Some(key) = jobs.on_curl_done(lp, glue, token, result) {
-            self.on_job_done(lp, key);
+    /// A request finished, one way or the other.
+    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: Key) {
+        if self.finished {
+            return;
         }
-    }
-}
-
-impl JobHost for OciImport {
-    fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize) {
-        let OciImport { jobs, glue, .. } = self;
-        if let Some(key) = jobs.on_wake(lp, glue, token) {
-            self.on_job_done(lp, key);
+        let Some(job) = self.jobs.get(key) else {
+            return;
+        };
+        let r = if job.state() == JobState::Done {
+            match key {
+                Key::Ping => self.on_ping_done(lp),
+                Key::Token => self.on_token_done(lp),
+                Key::Manifest => self.on_manifest_done(lp),
+                Key::Config => self.on_config_done(lp),
+                Key::Blob(b) => self.on_blob_done(lp, b),
+            }
+        } else {
+            self.on_request_failed(lp, key)
+        };
+        if let Err(e) = r {
+            self.finish(lp, Err(e));
         }
     }
 }
