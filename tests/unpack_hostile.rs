@@ -881,6 +881,30 @@ fn sparse_maps_pointing_past_the_size() {
 }
 
 #[test]
+fn sparse_map_longer_than_the_entry() {
+    // PAX 1.0 keeps the map at the start of the content; a content that ends inside
+    // the map (here: empty, then cut after the count) is refused, not read past.
+    for content in [&b""[..], b"1\n", b"1\n4096\n"] {
+        let sb = Sandbox::new();
+        let mut t = Tarball::new();
+        t.pax(&[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"s"),
+            ("GNU.sparse.realsize", b"8192"),
+        ]);
+        t.file("GNUSparseFile.0/s", content);
+        t.file("after", b"the next member");
+        sb.expect_err(
+            &t.finish(),
+            Mode::Plain,
+            libc::EBADMSG,
+            "'s': sparse map is larger than the entry",
+        );
+    }
+}
+
+#[test]
 fn errors_from_the_input_pass_through() {
     struct Failing(u32);
     impl Read for Failing {
