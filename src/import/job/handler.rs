@@ -153,9 +153,12 @@ impl JobHandler {
 /// without trailing whitespace (the CRLF included). Lines with a NUL byte are ignored, as
 /// in the C `curl_header_strdup`.
 fn parse_header_line(line: &[u8]) -> Option<(String, String)> {
+    if line.contains(&0) {
+        return None;
+    }
     let colon = line.iter().position(|&b| b == b':')?;
     let (name, rest) = (&line[..colon], &line[colon + 1..]);
-    if rest.contains(&0) || name.is_empty() {
+    if name.is_empty() {
         return None;
     }
     let value = std::str::from_utf8(rest).ok()?;
@@ -312,6 +315,7 @@ mod tests {
             Some(("X-Empty".into(), "".into()))
         );
         assert_eq!(parse_header_line(b"X-Nul: a\0b\r\n"), None);
+        assert_eq!(parse_header_line(b"X\0Nul: ab\r\n"), None);
         assert_eq!(parse_header_line(b"\r\n"), None);
     }
 
