@@ -7,6 +7,7 @@ pub mod cli;
 pub mod dkr_registry;
 pub mod gpg;
 pub mod http;
+pub mod mutate;
 pub mod pull;
 pub mod registry;
 pub mod tarball;
