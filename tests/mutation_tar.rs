@@ -16,6 +16,8 @@
 //! * a failure is an `Error` with a positive errno whose message was logged, as the only
 //!   error line of the case; a success logged no error.
 //!
+//! A seventh campaign runs with some limits (`unpack::Limits`) tiny, drawn per input.
+//!
 //! CI size: a few hundred cases per campaign. Long runs: `MUTATION_ITERATIONS=200000
 //! cargo test --release --test mutation_tar` (see `tests/common/mutate.rs` for the other
 //! variables; `MUTATION_SANDBOX` moves the sandboxes, so two runs can go side by side,
@@ -510,12 +512,13 @@ fn crafted_corpus(absolute: &str) -> Vec<Vec<u8>> {
 // ---------------------------------------------------------------------------------------
 
 /// Unpack one input into a fresh sandbox and check the oracles.
-fn check_case(campaign: &str, mode: Mode, lower: bool, input: &[u8]) -> Result<(), String> {
+fn check_case(campaign: &str, options: &Options, lower: bool, input: &[u8]) -> Result<(), String> {
+    let mode = options.mode;
     let sandbox = Sandbox::create(campaign, lower);
     let before = sandbox.outside_state();
     take_error_lines();
     let root = fs::File::open(&sandbox.root).unwrap();
-    let result = unpack(root.as_fd(), &mut Cursor::new(input), &Options::new(mode));
+    let result = unpack(root.as_fd(), &mut Cursor::new(input), options);
     drop(root);
     let errors = take_error_lines();
 
@@ -555,7 +558,57 @@ fn check_case(campaign: &str, mode: Mode, lower: bool, input: &[u8]) -> Result<(
     }
 }
 
-fn campaign(name: &str, mode: Mode, lower: bool, iterations: u64) {
+/// The options of a case: the campaign's mode and default limits, or (for the limits
+/// campaign) a mode and tiny limits drawn from a hash of the input, so that a saved
+/// input replays with the same ones.
+#[derive(Clone, Copy)]
+enum Setup {
+    Mode(Mode),
+    TinyLimits,
+}
+
+impl Setup {
+    fn options(self, input: &[u8]) -> Options {
+        let mode = match self {
+            Setup::Mode(mode) => return Options::new(mode),
+            Setup::TinyLimits => Mode::Plain,
+        };
+        let hash = input.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let mut rng = mutate::Rng::new(hash);
+        let mut options = Options::new(*rng.pick(&[mode, Mode::Aufs, Mode::Oci]));
+        // Each limit tiny one time in three (all of them at once stop at the first).
+        let l = &mut options.limits;
+        if rng.chance(1, 6) {
+            l.max_total_bytes = rng.between(0, input.len() + 1024) as u64;
+        }
+        if rng.chance(1, 3) {
+            l.max_entries = rng.between(0, 30) as u64;
+        }
+        if rng.chance(1, 3) {
+            l.max_path_len = rng.between(0, 300);
+        }
+        if rng.chance(1, 3) {
+            l.max_header_bytes = rng.between(0, 2048);
+        }
+        if rng.chance(1, 3) {
+            l.max_xattrs = rng.between(0, 3);
+        }
+        if rng.chance(1, 3) {
+            l.max_xattr_size = rng.between(0, 64);
+        }
+        if rng.chance(1, 3) {
+            l.max_sparse_entries = rng.between(0, 4);
+        }
+        if rng.chance(1, 3) {
+            l.max_depth = rng.between(0, 5);
+        }
+        options
+    }
+}
+
+fn campaign(name: &str, setup: Setup, lower: bool, iterations: u64) {
     install_logger();
     let _lock = lock_sandbox(name);
     let base = Sandbox::base(name);
@@ -566,20 +619,22 @@ fn campaign(name: &str, mode: Mode, lower: bool, iterations: u64) {
     let mut corpus = gnu_tar_corpus().to_vec();
     // GNU tar's archives are benign: they must unpack (else the harness is broken and
     // the mutations start from nothing useful).
-    for (i, seed) in corpus.iter().enumerate() {
-        let sandbox = Sandbox::create(name, lower);
-        let root = fs::File::open(&sandbox.root).unwrap();
-        if let Err(e) = unpack(root.as_fd(), &mut Cursor::new(seed), &Options::new(mode)) {
-            panic!(
-                "GNU tar seed archive {i} does not unpack: {e} ({:?})",
-                e.msg()
-            );
+    if let Setup::Mode(mode) = setup {
+        for (i, seed) in corpus.iter().enumerate() {
+            let sandbox = Sandbox::create(name, lower);
+            let root = fs::File::open(&sandbox.root).unwrap();
+            if let Err(e) = unpack(root.as_fd(), &mut Cursor::new(seed), &Options::new(mode)) {
+                panic!(
+                    "GNU tar seed archive {i} does not unpack: {e} ({:?})",
+                    e.msg()
+                );
+            }
         }
     }
     corpus.extend(crafted_corpus(&absolute));
     // Every seed must pass the oracles too, whether it unpacks or is refused.
     for (i, seed) in corpus.iter().enumerate() {
-        if let Err(e) = check_case(name, mode, lower, seed) {
+        if let Err(e) = check_case(name, &setup.options(seed), lower, seed) {
             panic!("seed archive {i}: {e}");
         }
     }
@@ -588,37 +643,44 @@ fn campaign(name: &str, mode: Mode, lower: bool, iterations: u64) {
         .memory_limit(MEMORY_LIMIT)
         .run(
             |rng| mutate::tar::mutate(rng, &corpus, &names, MAX_LEN),
-            |input| check_case(name, mode, lower, input),
+            |input| check_case(name, &setup.options(input), lower, input),
         );
     let _ = fs::remove_dir_all(&base);
 }
 
 #[test]
 fn mutated_archives_plain() {
-    campaign("tar-plain", Mode::Plain, false, 300);
+    campaign("tar-plain", Setup::Mode(Mode::Plain), false, 300);
 }
 
 #[test]
 fn mutated_archives_plain_over_hostile_lower_layer() {
-    campaign("tar-plain-lower", Mode::Plain, true, 300);
+    campaign("tar-plain-lower", Setup::Mode(Mode::Plain), true, 300);
 }
 
 #[test]
 fn mutated_archives_aufs() {
-    campaign("tar-aufs", Mode::Aufs, false, 300);
+    campaign("tar-aufs", Setup::Mode(Mode::Aufs), false, 300);
 }
 
 #[test]
 fn mutated_archives_aufs_over_hostile_lower_layer() {
-    campaign("tar-aufs-lower", Mode::Aufs, true, 300);
+    campaign("tar-aufs-lower", Setup::Mode(Mode::Aufs), true, 300);
 }
 
 #[test]
 fn mutated_archives_oci() {
-    campaign("tar-oci", Mode::Oci, false, 300);
+    campaign("tar-oci", Setup::Mode(Mode::Oci), false, 300);
 }
 
 #[test]
 fn mutated_archives_oci_over_hostile_lower_layer() {
-    campaign("tar-oci-lower", Mode::Oci, true, 300);
+    campaign("tar-oci-lower", Setup::Mode(Mode::Oci), true, 300);
+}
+
+/// Limits tiny (drawn per input), in all modes: the refusals at each limit, from
+/// wherever in the stream the mutations make them happen.
+#[test]
+fn mutated_archives_under_tiny_limits() {
+    campaign("tar-limits", Setup::TinyLimits, true, 300);
 }

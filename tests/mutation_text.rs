@@ -621,7 +621,9 @@ fn truncated_streams_are_errors() {
         let (detected, whole) = decode(&full);
         assert_eq!(detected, c);
         assert_eq!(whole.unwrap(), p, "{c:?}");
-        for cut in 1..full.len() {
+        // Every cut in the headers and trailers, every 7th byte in between.
+        let cuts = (1..full.len()).filter(|&c| c < 64 || c + 64 > full.len() || c % 7 == 0);
+        for cut in cuts {
             let (_, r) = decode(&full[..cut]);
             if let Ok(out) = r {
                 // A cut inside the 6 magic bytes is no longer that format: it passes
