@@ -265,6 +265,62 @@ qemu_image_tests! {
     v3_2m_compressed: "1.1", 2 * MIB, true;
 }
 
+/// A compressed cluster that the virtual size ends in is written only up to the virtual
+/// size: nothing ever lands past it, not even for a moment before a final truncate.
+/// Checked with the file size limit (`RLIMIT_FSIZE`), in a child process (this test
+/// binary again) so the limit touches no other test.
+#[test]
+fn compressed_last_cluster_is_not_written_past_the_virtual_size() {
+    const CHILD: &str = "QCOW2_TEST_FSIZE_CHILD";
+    let name = "compressed_last_cluster_is_not_written_past_the_virtual_size";
+    if std::env::var_os(CHILD).is_none() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "child failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    // 64 KiB + 512 bytes of text: the second 64 KiB cluster holds 512 bytes of the disk
+    // and is stored compressed, like the first.
+    let dir = TempDir::new().unwrap();
+    let source = dir.path().join("source.raw");
+    std::fs::write(&source, text_bytes(64 * KIB as usize + 512)).unwrap();
+    let image = dir.path().join("image.qcow2");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-c",
+        "-o",
+        "cluster_size=65536",
+        path_str(&source),
+        path_str(&image),
+    ]);
+    assert!(has_compressed_clusters(&image));
+    let raw = dir.path().join("out.raw");
+    // SAFETY: ignoring SIGXFSZ (writes past the limit then fail with EFBIG) and setting
+    // the limit, in this child process only.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit {
+            rlim_cur: 64 * KIB + 512,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    convert(&image, &raw).unwrap_or_else(|e| panic!("{e}: {:?}", e.msg()));
+    assert_same_content(&raw, &source);
+}
+
 /// `qemu-img create -f qcow2 [-o options] <dir>/<name> <size>`.
 fn create_image(dir: &Path, name: &str, options: &str, size: &str) -> PathBuf {
     let image = dir.join(name);

@@ -881,6 +881,30 @@ fn sparse_maps_pointing_past_the_size() {
 }
 
 #[test]
+fn sparse_map_longer_than_the_entry() {
+    // PAX 1.0 keeps the map at the start of the content; a content that ends inside
+    // the map (here: empty, then cut after the count) is refused, not read past.
+    for content in [&b""[..], b"1\n", b"1\n4096\n"] {
+        let sb = Sandbox::new();
+        let mut t = Tarball::new();
+        t.pax(&[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"s"),
+            ("GNU.sparse.realsize", b"8192"),
+        ]);
+        t.file("GNUSparseFile.0/s", content);
+        t.file("after", b"the next member");
+        sb.expect_err(
+            &t.finish(),
+            Mode::Plain,
+            libc::EBADMSG,
+            "'s': sparse map is larger than the entry",
+        );
+    }
+}
+
+#[test]
 fn errors_from_the_input_pass_through() {
     struct Failing(u32);
     impl Read for Failing {
@@ -928,6 +952,65 @@ fn trailing_data_is_consumed() {
     let mut input = Counting(Cursor::new(&data), 0);
     sb.run_with(&mut input, &Options::new(Mode::Plain)).unwrap();
     assert_eq!(input.1, data.len() as u64);
+    sb.check();
+}
+
+/// `a/a/…/a` (`levels` deep), then symlinks `t1`, `t2`, … each pointing at the bottom of
+/// the previous chunk, each followed by a chunk below it: every chunk adds `levels`
+/// physical levels, although no name has more than `levels` components.
+fn symlink_chained_depth(chunks: usize, levels: usize) -> Vec<u8> {
+    let chunk = vec!["a"; levels].join("/");
+    let mut t = Tarball::new();
+    t.long_entry(&Header::dir(&chunk), b"");
+    let mut bottom = chunk.clone();
+    for k in 1..chunks {
+        let link = format!("t{k}");
+        t.pax(&[("linkpath", bottom.as_bytes())])
+            .entry(&Header::symlink(&link, "x"), b"");
+        bottom = format!("{link}/{chunk}");
+        t.long_entry(&Header::dir(&bottom), b"");
+    }
+    // Replacing the top of that tree walks all of it.
+    t.file("a", b"replaces the deep tree");
+    t.finish()
+}
+
+#[test]
+fn trees_deeper_than_names_can_spell_are_refused() {
+    // Five chunks of 2000 levels made a tree 10,000 deep, and removing it (the last
+    // member) overflowed the unpacking thread's stack: an abort, not an error.
+    let sb = Sandbox::new();
+    sb.expect_err(
+        &symlink_chained_depth(5, 2000),
+        Mode::Plain,
+        libc::ENAMETOOLONG,
+        "'t1/a/a/a/",
+    );
+    assert!(
+        take_lines(log::Level::Warn).is_empty(),
+        "nothing else to report"
+    );
+    // The limit counts physical levels below the root.
+    let sb = Sandbox::new();
+    let mut options = Options::new(Mode::Oci);
+    options.limits.max_depth = 30;
+    let err = sb
+        .run_with(&mut Cursor::new(symlink_chained_depth(3, 20)), &options)
+        .unwrap_err();
+    check_err(
+        &err,
+        libc::ENAMETOOLONG,
+        "its directory would lie more than 30 levels below the root",
+    );
+    assert!(err
+        .msg()
+        .unwrap()
+        .starts_with("Refusing to extract 't1/a/a/"));
+    sb.check();
+    let sb = Sandbox::new();
+    options.limits.max_depth = 60;
+    sb.run_with(&mut Cursor::new(symlink_chained_depth(3, 20)), &options)
+        .unwrap();
     sb.check();
 }
 

@@ -291,6 +291,24 @@ fn aufs_pseudo_links_are_resolved_and_meta_entries_skipped() {
 }
 
 #[test]
+fn aufs_pseudo_link_stash_survives_an_opaque_root_reached_through_a_symlink() {
+    // `up -> ..` resolves to the root inside it, so `up/.wh..wh..opq` empties the root;
+    // the stash of pseudo-link sources must survive that (and be removed at the end).
+    let work = tarball::scratch();
+    let root = work.path();
+    std::os::unix::fs::symlink("..", root.join("up")).unwrap();
+    fs::write(root.join("lower-file"), b"lower").unwrap();
+    apply(root, Mode::Aufs, |t| {
+        t.file(".wh..wh.plnk/1.2", b"stashed")
+            .file("up/.wh..wh..opq", b"")
+            .hardlink("linked", ".wh..wh.plnk/1.2");
+    })
+    .unwrap();
+    assert_eq!(listing(root), ["linked"]);
+    assert_eq!(fs::read(root.join("linked")).unwrap(), b"stashed");
+}
+
+#[test]
 fn oci_refuses_a_bare_whiteout_and_skips_meta_entries() {
     let work = tarball::scratch();
     let root = work.path();

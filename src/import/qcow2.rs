@@ -404,12 +404,7 @@ impl<'a> Converter<'a> {
             }
             index += count as u64;
         }
-        self.flush_pending()?;
-        // A compressed last cluster inflates to a whole cluster: cut it at the virtual size.
-        nix::unistd::ftruncate(self.dst, size).map_err(|e| {
-            let e = Error::from(e);
-            log_debug_errno!(e.clone(), "Failed to resize output to {size} bytes: {}", e)
-        })
+        self.flush_pending()
     }
 
     /// Convert the clusters of the L1 entry `l1_index`, whose L2 table is at `l2_offset`.
@@ -584,7 +579,11 @@ impl<'a> Converter<'a> {
                     )),
                 }
             })
-            .and_then(|()| write_sparse(self.dst, &self.inflated, guest_offset));
+            .and_then(|()| {
+                // The cluster the virtual size ends in is only written up to that end.
+                let length = cluster_size.min((self.header.size - guest_offset) as usize);
+                write_sparse(self.dst, &self.inflated[..length], guest_offset)
+            });
         self.compressed = input;
         result
     }

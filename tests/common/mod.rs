@@ -8,6 +8,7 @@ pub mod dkr_registry;
 pub mod fault_proxy;
 pub mod gpg;
 pub mod http;
+pub mod mutate;
 pub mod oci;
 pub mod pull;
 pub mod registry;

@@ -515,4 +515,117 @@ mod tests {
             libc::EFBIG
         );
     }
+
+    /// Mutation campaign (`tests/common/mutate.rs`; `MUTATION_ITERATIONS` for long runs):
+    /// mutated tag and ancestry bodies never panic, every accepted id is valid, errors
+    /// carry the documented errnos, and wherever serde_json reads the body as the same
+    /// document with valid ids, the tokenizer returns the same ids.
+    #[test]
+    fn mutated_bodies() {
+        use crate::test_mutate::{mutate_bytes, note_outcome, Campaign, Sources};
+        let seeds: Vec<Vec<u8>> = [
+            &br#""3f1dfa6e1c9cd4ba5e3c0e4ba1ab57b0d2f5f70ef6fa7bb3ce8f09b8da0fbd11""#[..],
+            br#" "ab" "#,
+            br#"["c", "b", "a"]"#,
+            br#"["a",]"#,
+            br#"["\u0061\u0062", "cd"]"#,
+            br#"{"k": [true, false, null]}"#,
+            b"-12.5e+3",
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect();
+        let tokens: [&[u8]; 15] = [
+            b"\"",
+            b"[",
+            b"]",
+            b",",
+            b"{",
+            b"}",
+            b":",
+            b"\\u00",
+            b"\\ud83d\\ude00",
+            b"\\",
+            b"true",
+            b"null",
+            b"1e5",
+            b"0",
+            b"\xc3\xa9",
+        ];
+        let src = Sources {
+            corpus: &seeds,
+            dictionary: &tokens,
+            max_len: 4096,
+        };
+        Campaign::new("dkr-json", 20_000).run(
+            |rng| {
+                let mut body = rng.pick(&seeds).clone();
+                mutate_bytes(rng, &mut body, &src, 6);
+                body
+            },
+            |body| {
+                let expected_id = serde_json::from_slice::<String>(body)
+                    .ok()
+                    .filter(|id| dkr_id_is_valid(id) && !body.contains(&0));
+                let id = parse_id(body);
+                let ancestry = parse_ancestry(body);
+                note_outcome(&format!(
+                    "id {:?}, ancestry {:?}",
+                    id.as_ref().map(|_| ()).map_err(Error::errno),
+                    ancestry.as_ref().map(|_| ()).map_err(Error::errno)
+                ));
+                match (id, expected_id) {
+                    (Ok(id), _) if !dkr_id_is_valid(&id) => {
+                        return Err(format!("parse_id accepted {id:?}"))
+                    }
+                    (Ok(id), Some(want)) if id != want => {
+                        return Err(format!("parse_id gave {id:?}, serde_json {want:?}"))
+                    }
+                    (Err(e), Some(want)) => {
+                        return Err(format!("parse_id refused {want:?}: {}", e.errno()))
+                    }
+                    (Err(e), None) if ![libc::EBADMSG, libc::EINVAL].contains(&e.errno()) => {
+                        return Err(format!("parse_id: errno {}", e.errno()))
+                    }
+                    _ => {}
+                }
+                let expected_ids = serde_json::from_slice::<Vec<String>>(body)
+                    .ok()
+                    .filter(|ids| {
+                        let mut seen = HashSet::new();
+                        !ids.is_empty()
+                            && ids.len() <= LAYERS_MAX
+                            && !body.contains(&0)
+                            && ids.iter().all(|i| dkr_id_is_valid(i) && seen.insert(i))
+                    });
+                match (ancestry, expected_ids) {
+                    (Ok(ids), want) => {
+                        let mut seen = HashSet::new();
+                        if ids.is_empty()
+                            || ids.len() > LAYERS_MAX
+                            || !ids.iter().all(|i| dkr_id_is_valid(i) && seen.insert(i))
+                        {
+                            return Err(format!("parse_ancestry accepted {ids:?}"));
+                        }
+                        if let Some(mut want) = want {
+                            want.reverse();
+                            if ids != want {
+                                return Err(format!("parse_ancestry {ids:?}, serde_json {want:?}"));
+                            }
+                        }
+                        Ok(())
+                    }
+                    (Err(e), Some(want)) => {
+                        Err(format!("parse_ancestry refused {want:?}: {}", e.errno()))
+                    }
+                    (Err(e), None)
+                        if ![libc::EBADMSG, libc::EINVAL, libc::EFBIG].contains(&e.errno()) =>
+                    {
+                        Err(format!("parse_ancestry: errno {}", e.errno()))
+                    }
+                    (Err(_), None) => Ok(()),
+                }
+            },
+        );
+    }
 }

@@ -153,9 +153,12 @@ impl JobHandler {
 /// without trailing whitespace (the CRLF included). Lines with a NUL byte are ignored, as
 /// in the C `curl_header_strdup`.
 fn parse_header_line(line: &[u8]) -> Option<(String, String)> {
+    if line.contains(&0) {
+        return None;
+    }
     let colon = line.iter().position(|&b| b == b':')?;
     let (name, rest) = (&line[..colon], &line[colon + 1..]);
-    if rest.contains(&0) || name.is_empty() {
+    if name.is_empty() {
         return None;
     }
     let value = std::str::from_utf8(rest).ok()?;
@@ -312,6 +315,7 @@ mod tests {
             Some(("X-Empty".into(), "".into()))
         );
         assert_eq!(parse_header_line(b"X-Nul: a\0b\r\n"), None);
+        assert_eq!(parse_header_line(b"X\0Nul: ab\r\n"), None);
         assert_eq!(parse_header_line(b"\r\n"), None);
     }
 
@@ -321,5 +325,111 @@ mod tests {
         assert_eq!(parse_status_line(b"HTTP/2 304\r\n"), Some(304));
         assert_eq!(parse_status_line(b"HTTP/1.0 404 Not Found\r\n"), Some(404));
         assert_eq!(parse_status_line(b"ETag: x\r\n"), None);
+    }
+
+    /// Mutation campaign (`tests/common/mutate.rs`; `MUTATION_ITERATIONS` for long runs):
+    /// sequences of mutated status and header lines go through one handler's header
+    /// callback. No panic; a split header has a name without ':' and a value without
+    /// surrounding blanks, and neither holds a NUL; a status code only comes from an
+    /// `HTTP/` line; a stored length never exceeds the limit; a failure carries an errno
+    /// and its message.
+    #[test]
+    fn mutated_header_lines() {
+        use crate::import::job::Sink;
+        use crate::test_mutate::{mutate_bytes, Campaign, Sources};
+        const MAX: u64 = 1 << 30;
+        let seeds: Vec<Vec<u8>> = [
+            &b"HTTP/1.1 200 OK\r\n"[..],
+            b"HTTP/2 304\r\n",
+            b"HTTP/1.0 404 Not Found\r\n",
+            b"HTTP/1.1 100 Continue\r\n",
+            b"ETag: \"abc\"\r\n",
+            b"etag: W/\"old\"\r\n",
+            b"Content-Length: 42\r\n",
+            b"content-length:\t18446744073709551616 \r\n",
+            b"Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+            b"Location: http://x/\r\n",
+            b"X-Empty:\r\n",
+            b"\r\n",
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect();
+        let tokens: [&[u8]; 10] = [
+            b":",
+            b"HTTP/",
+            b" 200 ",
+            b"\r\n",
+            b"\0",
+            b"\t",
+            b"ETag",
+            b"Content-Length",
+            b"99999999999",
+            b"\xff",
+        ];
+        let src = Sources {
+            corpus: &seeds,
+            dictionary: &tokens,
+            max_len: 2048,
+        };
+        Campaign::new("http-headers", 20_000).run(
+            |rng| {
+                // Several lines, each a mutated seed, as curl hands them over one by one.
+                let mut input = Vec::new();
+                for _ in 0..rng.between(1, 6) {
+                    let mut line = rng.pick(&seeds).clone();
+                    if rng.chance(2, 3) {
+                        mutate_bytes(rng, &mut line, &src, 3);
+                    }
+                    input.extend_from_slice(&line);
+                    input.push(b'\n');
+                }
+                input
+            },
+            |input| {
+                let spec = WorkerSpec {
+                    url: "http://x/y".into(),
+                    sink: Sink::Memory,
+                    detect_compression: true,
+                    calc_checksum: false,
+                    checksum_seed: None,
+                    hash_uncompressed: false,
+                    uncompressed_max: MAX,
+                    resume_from: None,
+                };
+                let channel =
+                    Channel::new(super::worker::DEFAULT_QUEUE_LIMIT).map_err(|e| e.to_string())?;
+                let mut h =
+                    JobHandler::new("http://x/y", channel, spec, vec!["\"old\"".into()], MAX);
+                for line in input.split_inclusive(|&b| b == b'\n') {
+                    if let Some((name, value)) = parse_header_line(line) {
+                        let blank = |c: char| c == ' ' || c == '\t';
+                        if name.contains([':', '\0'])
+                            || value.contains('\0')
+                            || value.starts_with(blank)
+                            || value.ends_with(char::is_whitespace)
+                        {
+                            return Err(format!("{line:?} split into {name:?} and {value:?}"));
+                        }
+                    }
+                    if parse_status_line(line).is_some() && !line.starts_with(b"HTTP/") {
+                        return Err(format!("{line:?} read as a status line"));
+                    }
+                    let go_on = Handler::header(&mut h, line);
+                    if h.content_length.is_some_and(|l| l > MAX) {
+                        return Err(format!("content length {:?} stored", h.content_length));
+                    }
+                    if let Some(e) = &h.failure {
+                        if e.errno() <= 0 || e.msg().is_none() {
+                            return Err(format!("failure {e:?}"));
+                        }
+                    }
+                    if !go_on {
+                        break;
+                    }
+                }
+                Ok(())
+            },
+        );
     }
 }

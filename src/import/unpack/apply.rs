@@ -48,6 +48,8 @@ pub(super) struct DelayedDir {
     pub fd: Option<Rc<OwnedFd>>,
     pub dev: u64,
     pub ino: u64,
+    /// Levels below the root (physical: symlinks on the way followed).
+    pub depth: usize,
     pub attrs: DirAttrs,
 }
 
@@ -60,12 +62,16 @@ enum XattrTarget<'f> {
 pub(super) struct Unpacker<'a> {
     pub root: BorrowedFd<'a>,
     pub mode: Mode,
-    /// The last parent directory looked up, by normalized path.
-    pub cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    /// The last parent directory looked up, by normalized path, with its depth.
+    pub cache: Option<(Vec<u8>, Rc<OwnedFd>, usize)>,
     /// Directories the stream is inside, outermost first (each an ancestor of the next).
     pub delayed: Vec<DelayedDir>,
     /// Layer-mode state (`None` in the plain mode).
     pub layer: Option<Layer>,
+    /// How deep the root lies below `/` (None without `/proc`, where the depth of the
+    /// tree cannot be measured), and how deep below the root a member's parent may lie.
+    root_depth: Option<usize>,
+    max_depth: usize,
     /// False after chown failed with EPERM/EINVAL once (warned once, then skipped).
     can_chown: bool,
     /// False after mknod of a device failed with EPERM once (warned once, then skipped).
@@ -82,7 +88,7 @@ fn cstr(bytes: &[u8]) -> CString {
 }
 
 impl<'a> Unpacker<'a> {
-    pub fn new(root: BorrowedFd<'a>, mode: Mode) -> Result<Self> {
+    pub fn new(root: BorrowedFd<'a>, mode: Mode, max_depth: usize) -> Result<Self> {
         let st =
             sys::fstat(root).map_err(|e| failed(e, b".", "cannot stat the target directory"))?;
         if !sys::is_dir(&st) {
@@ -101,6 +107,14 @@ impl<'a> Unpacker<'a> {
             };
             return Err(failed(e, b".", what));
         }
+        let root_depth = match sys::depth(root) {
+            Ok(depth) => Some(depth),
+            Err(Errno::ENOENT) => {
+                log::debug!("/proc is not mounted: the depth of the tree is not checked.");
+                None
+            }
+            Err(e) => return Err(failed(e, b".", "cannot determine the target's path")),
+        };
         Ok(Unpacker {
             root,
             mode,
@@ -110,6 +124,8 @@ impl<'a> Unpacker<'a> {
                 Mode::Plain => None,
                 Mode::Aufs | Mode::Oci => Some(Layer::new()),
             },
+            root_depth,
+            max_depth,
             can_chown: true,
             can_mknod: true,
             xattr_warned: false,
@@ -224,44 +240,102 @@ impl<'a> Unpacker<'a> {
         }
     }
 
-    /// The parent directory for a member, from the cache or the delayed-directory stack
-    /// (the usual case: the stream is inside it), else resolved in the root, creating
-    /// missing components.
-    fn parent_dir(&mut self, parent: &[u8], entry: &[u8]) -> Result<Rc<OwnedFd>> {
-        if let Some((p, fd)) = &self.cache {
-            if p == parent {
-                return Ok(fd.clone());
-            }
-        }
-        if let Some(fd) = self
-            .delayed
-            .iter()
-            .rev()
-            .find(|d| d.path == parent)
-            .and_then(|d| d.fd.clone())
-        {
-            self.cache = Some((parent.to_vec(), fd.clone()));
-            return Ok(fd);
+    /// The parent directory for a member and its depth below the root, from the cache
+    /// or the delayed-directory stack (the usual case: the stream is inside it), else
+    /// resolved in the root, creating missing components. A parent deeper than the
+    /// limit is refused, and components that would lie deeper are never created.
+    fn parent_dir(&mut self, parent: &[u8], entry: &[u8]) -> Result<(Rc<OwnedFd>, usize)> {
+        let known = match &self.cache {
+            Some((p, fd, depth)) if p == parent => Some((fd.clone(), *depth)),
+            _ => self
+                .delayed
+                .iter()
+                .rev()
+                .find(|d| d.path == parent)
+                .and_then(|d| Some((d.fd.clone()?, d.depth))),
+        };
+        if let Some((fd, depth)) = known {
+            self.check_depth(depth, entry)?;
+            self.cache = Some((parent.to_vec(), fd.clone(), depth));
+            return Ok((fd, depth));
         }
         let mut created = Vec::new();
-        let fd = tree::make_parents(self.root, parent, |p| created.push(p.to_vec())).map_err(
-            |(e, p)| {
-                let what = if p.is_empty() {
-                    "cannot open the target directory".to_string()
-                } else {
-                    format!("cannot open or create parent directory '{}'", show(&p))
-                };
-                failed(e, entry, what)
+        // Where creation starts: the depth of the deepest existing ancestor, plus the
+        // levels still to create, must stay within the limit.
+        let mut creation_depth = None;
+        let mut too_deep = false;
+        let result = tree::make_parents(
+            self.root,
+            parent,
+            |p| created.push(p.to_vec()),
+            |existing, levels| {
+                let depth = self.measure_depth(existing)?.saturating_add(levels);
+                if depth > self.max_depth {
+                    too_deep = true;
+                    return Err(Errno::ENAMETOOLONG);
+                }
+                creation_depth = Some(depth);
+                Ok(())
             },
-        )?;
+        );
         if let Some(layer) = &mut self.layer {
             for p in &created {
                 layer.record(p);
             }
         }
+        if too_deep {
+            return Err(self.too_deep(entry));
+        }
+        let fd = result.map_err(|(e, p)| {
+            let what = if p.is_empty() {
+                "cannot open the target directory".to_string()
+            } else {
+                format!("cannot open or create parent directory '{}'", show(&p))
+            };
+            failed(e, entry, what)
+        })?;
+        let depth = match creation_depth {
+            Some(depth) => depth,
+            None => self
+                .measure_depth(fd.as_fd())
+                .map_err(|e| failed(e, entry, "cannot determine the directory's path"))?,
+        };
+        self.check_depth(depth, entry)?;
         let fd = Rc::new(fd);
-        self.cache = Some((parent.to_vec(), fd.clone()));
-        Ok(fd)
+        self.cache = Some((parent.to_vec(), fd.clone(), depth));
+        Ok((fd, depth))
+    }
+
+    /// Levels below the root of an open directory (0 when the depth cannot be measured,
+    /// which `root_depth` says). A path too long for the kernel to name is deeper than
+    /// any limit.
+    fn measure_depth(&self, dir: BorrowedFd<'_>) -> std::result::Result<usize, Errno> {
+        let Some(root_depth) = self.root_depth else {
+            return Ok(0);
+        };
+        match sys::depth(dir) {
+            Ok(depth) => Ok(depth.saturating_sub(root_depth)),
+            Err(Errno::ENAMETOOLONG) => Ok(usize::MAX),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check_depth(&self, depth: usize, entry: &[u8]) -> Result<()> {
+        if depth > self.max_depth {
+            return Err(self.too_deep(entry));
+        }
+        Ok(())
+    }
+
+    fn too_deep(&self, entry: &[u8]) -> Error {
+        refuse(
+            libc::ENAMETOOLONG,
+            entry,
+            format_args!(
+                "its directory would lie more than {} levels below the root",
+                self.max_depth
+            ),
+        )
     }
 
     /// Apply the attributes of delayed directories that are not ancestors of `path`
@@ -317,13 +391,13 @@ impl<'a> Unpacker<'a> {
             }
             let fd = tree::open_dir(self.root, b"", OFlag::O_RDONLY)
                 .map_err(|e| failed(e, &entry.name, "cannot open the target directory"))?;
-            return self.directory_opened(fd, entry, path);
+            return self.directory_opened(fd, entry, path, 0);
         }
         let (parent_path, base) = tree::split_last(path);
         let base = cstr(base);
-        let parent = self.parent_dir(parent_path, &entry.name)?;
+        let (parent, parent_depth) = self.parent_dir(parent_path, &entry.name)?;
         let created = match entry.kind {
-            Kind::Directory => self.extract_dir(&parent, &base, entry, path)?,
+            Kind::Directory => self.extract_dir(&parent, &base, entry, path, parent_depth + 1)?,
             Kind::Regular => {
                 self.extract_file(reader, parent.as_fd(), &base, entry)?;
                 true
@@ -397,6 +471,7 @@ impl<'a> Unpacker<'a> {
         base: &CStr,
         entry: &Entry,
         path: &[u8],
+        depth: usize,
     ) -> Result<bool> {
         let mkdir =
             || nix::sys::stat::mkdirat(parent.as_fd(), base, Perm::from_bits_truncate(0o700));
@@ -415,12 +490,18 @@ impl<'a> Unpacker<'a> {
             0,
         )
         .map_err(|e| failed(e, &entry.name, "cannot open directory"))?;
-        self.directory_opened(fd, entry, path)?;
+        self.directory_opened(fd, entry, path, depth)?;
         Ok(true)
     }
 
     /// Set a directory's xattrs now and queue its owner, mode and mtime.
-    fn directory_opened(&mut self, fd: OwnedFd, entry: &Entry, path: &[u8]) -> Result<()> {
+    fn directory_opened(
+        &mut self,
+        fd: OwnedFd,
+        entry: &Entry,
+        path: &[u8],
+        depth: usize,
+    ) -> Result<()> {
         let st =
             sys::fstat(fd.as_fd()).map_err(|e| failed(e, &entry.name, "cannot stat directory"))?;
         self.set_xattrs(XattrTarget::Fd(fd.as_fd()), entry)?;
@@ -440,17 +521,19 @@ impl<'a> Unpacker<'a> {
                 top.fd = fd;
                 top.dev = st.st_dev;
                 top.ino = st.st_ino;
+                top.depth = depth;
                 return Ok(());
             }
         }
         if let Some(fd) = &fd {
-            self.cache = Some((path.to_vec(), fd.clone()));
+            self.cache = Some((path.to_vec(), fd.clone(), depth));
         }
         self.delayed.push(DelayedDir {
             path: path.to_vec(),
             fd,
             dev: st.st_dev,
             ino: st.st_ino,
+            depth,
             attrs,
         });
         Ok(())

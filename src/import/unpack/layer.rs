@@ -97,6 +97,10 @@ pub fn classify(mode: Mode, path: &[u8]) -> std::result::Result<Class<'_>, &'sta
 pub struct Stash {
     pub name: CString,
     pub fd: OwnedFd,
+    /// Its inode: whiteouts and opaque markers skip it by identity, since a symlink in
+    /// the lower layer (`up -> ..`) can make the root a directory of any spelling.
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// Layer-mode state.
@@ -192,6 +196,13 @@ impl Unpacker<'_> {
             Err(e) => return Err(failed(e, entry, "cannot stat whiteout victim")),
         };
         let layer = self.layer.as_ref().expect("layer mode");
+        if layer
+            .stash
+            .as_ref()
+            .is_some_and(|s| s.dev == st.st_dev && s.ino == st.st_ino)
+        {
+            return Ok(());
+        }
         if !layer.kept(path) {
             return self.remove_existing(dir, name, &st, entry);
         }
@@ -221,15 +232,7 @@ impl Unpacker<'_> {
     fn prune(&mut self, dir: BorrowedFd<'_>, path: &[u8], entry: &[u8]) -> Result<()> {
         let children =
             tree::list_dir(dir).map_err(|e| failed(e, entry, "cannot list directory"))?;
-        let stash = self
-            .layer
-            .as_ref()
-            .and_then(|l| l.stash.as_ref())
-            .map(|s| s.name.clone());
         for child in children {
-            if path.is_empty() && stash.as_ref() == Some(&child) {
-                continue;
-            }
             let child_path = tree::join(path, child.to_bytes());
             self.remove_lower(dir, &child, &child_path, entry)?;
         }
@@ -255,8 +258,15 @@ impl Unpacker<'_> {
                 0,
             )
             .map_err(|e| failed(e, entry, "cannot open the aufs pseudo-link stash"))?;
+            let st = sys::fstat(fd.as_fd())
+                .map_err(|e| failed(e, entry, "cannot stat the aufs pseudo-link stash"))?;
             layer.record(name.to_bytes());
-            layer.stash = Some(Stash { name, fd });
+            layer.stash = Some(Stash {
+                name,
+                fd,
+                dev: st.st_dev,
+                ino: st.st_ino,
+            });
         }
         Ok(layer.stash.as_ref().expect("just created").fd.as_fd())
     }

@@ -39,7 +39,13 @@
 //! * which directories a member is inside is decided on the normalized path (GNU tar
 //!   compares the names as spelled, so `a/x` after `./a/` restores `a`'s times early);
 //! * device nodes without privilege, and chown without privilege, are skipped with one
-//!   warning each for the whole run (GNU tar reports every member).
+//!   warning each for the whole run (GNU tar reports every member);
+//! * a member whose parent directory would lie more than [`Limits::max_depth`] levels
+//!   below the root (counted on the physical tree) fails the unpack, before any level
+//!   beyond the limit is created. A name alone cannot spell that depth, but every
+//!   symlink on the way adds up to a name's worth of levels; GNU tar builds such trees
+//!   from a few dozen members, deep enough to overflow the stack of a recursive tree
+//!   walk (our replacement of a directory, `rm_rf`, copies of a layer).
 //!
 //! PAX global headers (`g`) apply to every later member unless a local record
 //! overrides them, as in GNU tar. Old GNU sparse (`S`) and PAX sparse 0.0, 0.1 and 1.0
@@ -111,6 +117,10 @@ pub struct Limits {
     pub max_xattr_size: usize,
     /// Segments in one sparse file's map. Default 65536 (1 MiB of map). (EFBIG/EBADMSG)
     pub max_sparse_entries: usize,
+    /// Directory levels below the root at which a member's parent may lie, counted on
+    /// the physical tree (symlinks in the lower layer or the archive followed). Default
+    /// 2048, what a name of `PATH_MAX` bytes can spell. (ENAMETOOLONG)
+    pub max_depth: usize,
 }
 
 impl Default for Limits {
@@ -123,6 +133,7 @@ impl Default for Limits {
             max_xattrs: 1024,
             max_xattr_size: 64 << 10,
             max_sparse_entries: 65536,
+            max_depth: 2048,
         }
     }
 }
@@ -170,7 +181,7 @@ pub struct Stats {
 /// blocks; call it from a worker thread.
 pub fn unpack(root: BorrowedFd<'_>, input: &mut dyn Read, options: &Options) -> Result<Stats> {
     let mut reader = reader::Reader::new(input, &options.limits, options.cancel.clone());
-    let mut unpacker = apply::Unpacker::new(root, options.mode)?;
+    let mut unpacker = apply::Unpacker::new(root, options.mode, options.limits.max_depth)?;
     let result = unpacker.run(&mut reader);
     let cleanup = unpacker.cleanup();
     let mut stats = result?;

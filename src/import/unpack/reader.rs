@@ -776,6 +776,15 @@ impl<'r> Reader<'r> {
         let mut value: u64 = 0;
         let mut digits = 0;
         loop {
+            // The map must end inside the entry's content: `data` hands out nothing
+            // once the content is used up.
+            if self.remaining == 0 {
+                return Err(refuse(
+                    libc::EBADMSG,
+                    name,
+                    "sparse map is larger than the entry",
+                ));
+            }
             let b = {
                 let data = self.data(1, name)?;
                 data[0]

@@ -127,6 +127,18 @@ pub fn set_xattr_at(dirfd: RawFd, name: &CStr, key: &CStr, value: &[u8]) -> Resu
     .map(drop)
 }
 
+/// How many directories deep `fd` lies below `/`: the components of the path the kernel
+/// gives for it. ENAMETOOLONG when that path does not fit a page (a tree deeper than
+/// any path can name); ENOENT without `/proc`.
+pub fn depth(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
+    let link = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
+    let path = nix::fcntl::readlink(link.as_str())?;
+    Ok(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .count())
+}
+
 /// `fstat` of an open fd.
 pub fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, Errno> {
     nix::sys::stat::fstat(fd)

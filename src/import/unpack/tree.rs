@@ -35,12 +35,15 @@ pub fn open_dir(root: BorrowedFd<'_>, path: &[u8], flags: OFlag) -> Result<Owned
 
 /// Open the directory `path` for use as a parent, creating missing components with mode
 /// 0777 minus the umask (what GNU tar gives directories the archive does not list).
+/// Before the first component is created, `before_create` is asked with the deepest
+/// existing ancestor and the number of levels about to be created (an error stops it).
 /// `created` is called with each component path that had to be created. On failure
 /// returns the errno and the component path that failed.
 pub fn make_parents(
     root: BorrowedFd<'_>,
     path: &[u8],
     mut created: impl FnMut(&[u8]),
+    mut before_create: impl FnMut(BorrowedFd<'_>, usize) -> Result<(), Errno>,
 ) -> Result<OwnedFd, (Errno, Vec<u8>)> {
     match open_dir(root, path, OFlag::O_PATH) {
         Err(Errno::ENOENT) => {}
@@ -63,7 +66,11 @@ pub fn make_parents(
                     current = fd;
                     continue;
                 }
-                Err(Errno::ENOENT) => creating = true,
+                Err(Errno::ENOENT) => {
+                    let levels = path[start..].split(|&b| b == b'/').count();
+                    before_create(current.as_fd(), levels).map_err(|e| (e, prefix.to_vec()))?;
+                    creating = true;
+                }
                 Err(e) => return Err((e, prefix.to_vec())),
             }
         }
