@@ -29,16 +29,15 @@ mod common;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs;
 use std::io::Cursor;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use common::fsmeta::{lchown, mknod, set_lxattr, set_mtime};
 use common::mutate::{self, Campaign, CountingAlloc};
 use common::tarball::{self, base256, Header, Tarball};
 use systemd_import::import::unpack::{unpack, Mode, Options};
@@ -153,52 +152,6 @@ struct Sandbox {
     lower: bool,
 }
 
-fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: NUL-terminated path and name, value slice.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "lsetxattr {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-fn set_mtime(p: &Path, secs: i64) {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let ts = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 123,
-        },
-    ];
-    // SAFETY: valid path and timespec array.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(r, 0, "utimensat {}", p.display());
-}
-
 impl Sandbox {
     fn base(campaign: &str) -> PathBuf {
         sandbox_base().join(campaign)
@@ -221,14 +174,14 @@ impl Sandbox {
         let sentinel = outside.join("sentinel");
         fs::write(&sentinel, b"sentinel content").unwrap();
         fs::set_permissions(&sentinel, fs::Permissions::from_mode(0o640)).unwrap();
-        std::os::unix::fs::lchown(&sentinel, Some(4242), Some(4343)).unwrap();
-        set_xattr(&sentinel, "trusted.sentinel", b"1");
-        set_mtime(&sentinel, 1_000_000_000);
+        lchown(&sentinel, 4242, 4343);
+        set_lxattr(&sentinel, "trusted.sentinel", b"1");
+        set_mtime(&sentinel, (1_000_000_000, 123));
         let dir = outside.join("sentinel-dir");
         fs::create_dir(&dir).unwrap();
         fs::write(dir.join("inner"), b"inner").unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
-        set_mtime(&dir, 1_000_000_000);
+        set_mtime(&dir, (1_000_000_000, 123));
         let hard = outside.join("sentinel-hard");
         fs::write(&hard, b"hard-linked sentinel").unwrap();
         fs::set_permissions(&hard, fs::Permissions::from_mode(0o600)).unwrap();
@@ -370,19 +323,16 @@ fn gnu_tar_corpus() -> &'static [Vec<u8>] {
             symlink("file", stage.join("d/sym")).unwrap();
             symlink("/etc/passwd", stage.join("d/abs")).unwrap();
             symlink("../..", stage.join("d/up")).unwrap();
-            std::os::unix::fs::lchown(stage.join("d/file"), Some(1000), Some(1000)).unwrap();
-            std::os::unix::fs::lchown(stage.join("d/sym"), Some(2000), Some(2000)).unwrap();
-            set_xattr(&stage.join("d/file"), "user.note", b"hello");
-            set_xattr(&stage.join("d/sub"), "trusted.overlay.opaque", b"y");
-            for (name, kind, dev) in [
-                ("d/null", libc::S_IFCHR, libc::makedev(1, 3)),
-                ("d/loop", libc::S_IFBLK, libc::makedev(7, 0)),
-                ("d/fifo", libc::S_IFIFO, 0),
+            lchown(&stage.join("d/file"), 1000, 1000);
+            lchown(&stage.join("d/sym"), 2000, 2000);
+            set_lxattr(&stage.join("d/file"), "user.note", b"hello");
+            set_lxattr(&stage.join("d/sub"), "trusted.overlay.opaque", b"y");
+            for (name, kind, major, minor) in [
+                ("d/null", libc::S_IFCHR, 1, 3),
+                ("d/loop", libc::S_IFBLK, 7, 0),
+                ("d/fifo", libc::S_IFIFO, 0, 0),
             ] {
-                let c = CString::new(stage.join(name).as_os_str().as_bytes()).unwrap();
-                // SAFETY: valid path.
-                let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o644, dev) };
-                assert_eq!(r, 0, "mknod {name}: {}", std::io::Error::last_os_error());
+                mknod(&stage.join(name), kind, 0o644, major, minor);
             }
             // Whiteouts, an opaque marker and an aufs pseudo-link (a hard link to it is in the
             // crafted seeds: the OCI mode refuses it).
@@ -395,7 +345,7 @@ fn gnu_tar_corpus() -> &'static [Vec<u8>] {
             for at in [0u64, 64 << 10, (192 << 10) - 512] {
                 std::os::unix::fs::FileExt::write_all_at(&sparse, &[0x5a; 512], at).unwrap();
             }
-            set_mtime(&stage.join("d"), 1_500_000_000);
+            set_mtime(&stage.join("d"), (1_500_000_000, 123));
         }
         // Long names only where the format can store them.
         let long_dir = full.join(format!("d/{}", "n".repeat(120)));

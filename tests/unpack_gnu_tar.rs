@@ -14,84 +14,14 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{lchown, symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
+use common::fsmeta::{lchown, mknod, set_lxattr, set_mtime};
 use common::tarball::{self, base256, Header, Tarball};
 use systemd_import::import::unpack::Mode;
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn set_mtime(p: &Path, sec: i64, nsec: i64) {
-    let c = cpath(p);
-    let ts = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: sec,
-            tv_nsec: nsec,
-        },
-    ];
-    // SAFETY: valid path and timespec array.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "utimensat {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let c = cpath(p);
-    let n = CString::new(name).unwrap();
-    // SAFETY: valid strings and value slice.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "lsetxattr {name} on {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-fn mknod(p: &Path, kind: libc::mode_t, mode: libc::mode_t, major: u32, minor: u32) {
-    let c = cpath(p);
-    // SAFETY: valid path.
-    let r = unsafe { libc::mknod(c.as_ptr(), kind | mode, libc::makedev(major, minor)) };
-    assert_eq!(
-        r,
-        0,
-        "mknod {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
-}
 
 fn write(p: &Path, content: &[u8], mode: u32) {
     fs::OpenOptions::new()
@@ -102,10 +32,6 @@ fn write(p: &Path, content: &[u8], mode: u32) {
         .unwrap();
     fs::write(p, content).unwrap();
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn chown(p: &Path, uid: u32, gid: u32) {
-    lchown(p, Some(uid), Some(gid)).unwrap();
 }
 
 /// A capability set in the kernel's v2 xattr format: cap_net_bind_service (bit 10),
@@ -144,18 +70,18 @@ fn stage(root: &Path, full: bool) {
     let files = d("files");
     write(&files.join("empty"), b"", 0o644);
     write(&files.join("small"), b"hello\n", 0o644);
-    chown(&files.join("small"), 1000, 1000);
+    lchown(&files.join("small"), 1000, 1000);
     write(&files.join("large"), &noise(3 << 20, 7), 0o600);
     write(&files.join("suid"), b"#!/bin/true\n", 0o4755);
     write(&files.join("sgid"), b"x", 0o2755);
     write(&files.join("sticky"), b"x", 0o1644);
     write(&files.join("all-bits"), b"x", 0o7777);
     write(&files.join("nobody"), b"n", 0o640);
-    chown(&files.join("nobody"), 65534, 65534);
+    lchown(&files.join("nobody"), 65534, 65534);
     write(&files.join(".wh.not-a-whiteout"), b"plain", 0o644);
     if full {
         write(&files.join("bigid"), b"b", 0o644);
-        chown(&files.join("bigid"), 3_000_000, 3_000_001);
+        lchown(&files.join("bigid"), 3_000_000, 3_000_001);
     }
 
     let dirs = d("dirs");
@@ -168,7 +94,7 @@ fn stage(root: &Path, full: bool) {
         let p = dirs.join(name);
         fs::create_dir(&p).unwrap();
         write(&p.join("f"), name.as_bytes(), 0o644);
-        chown(&p, 1000, 2000);
+        lchown(&p, 1000, 2000);
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
     }
     d("dirs/empty");
@@ -178,7 +104,7 @@ fn stage(root: &Path, full: bool) {
     symlink("/etc/passwd", links.join("abs")).unwrap();
     symlink("nowhere/x", links.join("dangling")).unwrap();
     symlink("../dirs", links.join("dir")).unwrap();
-    chown(&links.join("rel"), 1000, 1000);
+    lchown(&links.join("rel"), 1000, 1000);
 
     let hard = d("hard");
     write(&hard.join("a"), b"shared content\n", 0o640);
@@ -192,22 +118,22 @@ fn stage(root: &Path, full: bool) {
     mknod(&dev.join("loop9"), libc::S_IFBLK, 0o660, 7, 9);
     mknod(&dev.join("big"), libc::S_IFCHR, 0o600, 259, 65536 + 7);
     mknod(&dev.join("fifo"), libc::S_IFIFO, 0o620, 0, 0);
-    chown(&dev.join("loop9"), 0, 6);
+    lchown(&dev.join("loop9"), 0, 6);
 
     let x = d("xattr");
     write(&x.join("f"), b"attributes", 0o755);
-    set_xattr(&x.join("f"), "user.test", b"abc");
-    set_xattr(&x.join("f"), "user.binary", b"\0\x01\xff");
-    set_xattr(&x.join("f"), "trusted.t", b"trusted value");
-    set_xattr(&x.join("f"), "security.capability", &capability_xattr());
+    set_lxattr(&x.join("f"), "user.test", b"abc");
+    set_lxattr(&x.join("f"), "user.binary", b"\0\x01\xff");
+    set_lxattr(&x.join("f"), "trusted.t", b"trusted value");
+    set_lxattr(&x.join("f"), "security.capability", &capability_xattr());
     let xd = d("xattr/d");
-    set_xattr(&xd, "user.dir", b"1");
-    set_xattr(&xd, "trusted.dir", b"2");
+    set_lxattr(&xd, "user.dir", b"1");
+    set_lxattr(&xd, "trusted.dir", b"2");
     symlink("f", x.join("l")).unwrap();
-    set_xattr(&x.join("l"), "trusted.sym", b"s");
+    set_lxattr(&x.join("l"), "trusted.sym", b"s");
     write(&x.join("suid-cap"), b"c", 0o4755);
-    chown(&x.join("suid-cap"), 1000, 1000);
-    set_xattr(
+    lchown(&x.join("suid-cap"), 1000, 1000);
+    set_lxattr(
         &x.join("suid-cap"),
         "security.capability",
         &capability_xattr(),
@@ -216,16 +142,16 @@ fn stage(root: &Path, full: bool) {
 
     let t = d("times");
     write(&t.join("old"), b"o", 0o644);
-    set_mtime(&t.join("old"), 86400, 0);
+    set_mtime(&t.join("old"), (86400, 0));
     write(&t.join("future"), b"f", 0o644);
-    set_mtime(&t.join("future"), 4_102_444_800, 0);
+    set_mtime(&t.join("future"), (4_102_444_800, 0));
     write(&t.join("frac"), b"f", 0o644);
-    set_mtime(&t.join("frac"), 1_600_000_000, 123_456_789);
+    set_mtime(&t.join("frac"), (1_600_000_000, 123_456_789));
     symlink("old", t.join("link")).unwrap();
-    set_mtime(&t.join("link"), 1_500_000_000, 0);
+    set_mtime(&t.join("link"), (1_500_000_000, 0));
     if full {
         write(&t.join("negative"), b"n", 0o644);
-        set_mtime(&t.join("negative"), -86400 * 365, 0);
+        set_mtime(&t.join("negative"), (-86400 * 365, 0));
     }
 
     let s = d("sparse");
@@ -272,7 +198,7 @@ fn stage(root: &Path, full: bool) {
         all_dirs.push(p);
     }
     for (i, p) in all_dirs.iter().rev().enumerate() {
-        set_mtime(p, 1_000_000_000 + i as i64 * 1000, 0);
+        set_mtime(p, (1_000_000_000 + i as i64 * 1000, 0));
     }
 }
 

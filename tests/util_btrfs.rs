@@ -9,6 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::btrfs::*;
+use common::fsmeta::set_times;
 use systemd_import::util::btrfs::*;
 use systemd_import::util::fs::{chattr_nocow, copy_tree, make_read_only, rm_rf};
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use common::btrfs::*;
+use common::fsmeta::{lchown, mknod, set_lxattr, set_times};
 use systemd_import::util::fs::{copy_file_data, copy_tree, rm_rf, rm_rf_at};
 
 fn chmod(path: &Path, mode: u32) {

@@ -7,12 +7,12 @@
 //! fails loudly (never skips) when a tool is missing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::CString;
 use std::ops::Deref;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use super::fsmeta::lxattrs;
 
 /// The file system to put on the loop device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,7 +265,10 @@ pub fn describe(path: &Path) -> EntryDesc {
         rdev: meta.rdev(),
         symlink_target: (kind == "symlink").then(|| std::fs::read_link(path).unwrap()),
         content: (kind == "file").then(|| std::fs::read(path).unwrap()),
-        xattrs: lxattrs(path),
+        xattrs: lxattrs(path)
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+            .collect(),
     }
 }
 
@@ -315,121 +318,6 @@ pub fn hardlink_groups(root: &Path) -> BTreeSet<BTreeSet<PathBuf>> {
         }
     }
     by_inode.into_values().filter(|g| g.len() > 1).collect()
-}
-
-fn c_path(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-/// All xattrs of `path` (not following a symlink).
-pub fn lxattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let p = c_path(path);
-    let mut names = vec![0u8; 65536];
-    // SAFETY: `p` is NUL-terminated and `names` is valid for its length.
-    let n = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    assert!(
-        n >= 0,
-        "llistxattr {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    names.truncate(n as usize);
-    let mut out = BTreeMap::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let cname = CString::new(name).unwrap();
-        let mut value = vec![0u8; 65536];
-        // SAFETY: as above.
-        let len = unsafe {
-            libc::lgetxattr(
-                p.as_ptr(),
-                cname.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
-        assert!(
-            len >= 0,
-            "lgetxattr {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-        value.truncate(len as usize);
-        out.insert(String::from_utf8(name.to_vec()).unwrap(), value);
-    }
-    out
-}
-
-/// Set an xattr on `path` (not following a symlink); panics on failure.
-pub fn set_lxattr(path: &Path, name: &str, value: &[u8]) {
-    let p = c_path(path);
-    let n = CString::new(name).unwrap();
-    // SAFETY: both strings are NUL-terminated, `value` is valid for its length.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "lsetxattr {name} on {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-/// Set atime and mtime of `path` (not following a symlink), in (seconds, nanoseconds).
-pub fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) {
-    let p = c_path(path);
-    let times = [
-        libc::timespec {
-            tv_sec: atime.0,
-            tv_nsec: atime.1,
-        },
-        libc::timespec {
-            tv_sec: mtime.0,
-            tv_nsec: mtime.1,
-        },
-    ];
-    // SAFETY: `p` is NUL-terminated and `times` holds two timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            p.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "utimensat {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-/// `chown -h`.
-pub fn lchown(path: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
-}
-
-/// `mknod`; panics on failure.
-pub fn mknod(path: &Path, kind: libc::mode_t, mode: libc::mode_t, major: u32, minor: u32) {
-    let p = c_path(path);
-    // SAFETY: `p` is NUL-terminated.
-    let r = unsafe { libc::mknod(p.as_ptr(), kind | mode, libc::makedev(major, minor)) };
-    assert_eq!(
-        r,
-        0,
-        "mknod {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
 }
 
 /// Bytes allocated on disk for `path`.

@@ -6,6 +6,7 @@ pub mod btrfs;
 pub mod cli;
 pub mod dkr_registry;
 pub mod fault_proxy;
+pub mod fsmeta;
 pub mod gpg;
 pub mod http;
 pub mod mutate;

@@ -281,44 +281,7 @@ pub struct Node {
 pub type Snapshot = BTreeMap<PathBuf, Node>;
 
 /// The extended attributes of a path (not following a final symlink).
-pub fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut names = vec![0u8; 65536];
-    // SAFETY: buffer pointer and length are valid; the path is NUL-terminated.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    assert!(
-        n >= 0,
-        "llistxattr {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    let mut out = BTreeMap::new();
-    for name in names[..n as usize]
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-    {
-        let cname = CString::new(name).unwrap();
-        let mut value = vec![0u8; 65536];
-        // SAFETY: as above.
-        let m = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                cname.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
-        assert!(
-            m >= 0,
-            "lgetxattr {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-        value.truncate(m as usize);
-        out.insert(name.to_vec(), value);
-    }
-    out
-}
+pub use super::fsmeta::lxattrs as xattrs;
 
 pub fn sha256_file(path: &Path) -> String {
     let mut f = fs::File::open(path).unwrap();
