@@ -548,12 +548,14 @@ impl<'a> Unpacker<'a> {
         base: &CStr,
         entry: &Entry,
     ) -> Result<()> {
+        // Created with the entry's permission bits (less the umask) so that the usual
+        // member needs no chmod below; set-id bits only ever come from that chmod.
         let open = || {
             sys::open_at(
                 parent,
                 base,
                 OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
-                0o600,
+                entry.mode & 0o777,
             )
         };
         let file = match open() {
@@ -568,10 +570,22 @@ impl<'a> Unpacker<'a> {
         };
         let file = File::from(file);
         self.write_content(reader, &file, entry)?;
-        self.chown_fd(file.as_fd(), entry.uid, entry.gid, &entry.name)?;
+        // Most members (root's files, extracted by root under the default umask) already
+        // have the owner and mode they ask for. chown and chmod are skipped then: each
+        // is an inode update, a transaction join on btrfs, for every small file. chown
+        // clears set-id bits and an ACL xattr rewrites the mode, so after either the
+        // mode is always set.
+        let st = nix::sys::stat::fstat(&file)
+            .map_err(|e| failed(e, &entry.name, "cannot stat new file"))?;
+        let chown = st.st_uid != entry.uid || st.st_gid != entry.gid;
+        if chown {
+            self.chown_fd(file.as_fd(), entry.uid, entry.gid, &entry.name)?;
+        }
         self.set_xattrs(XattrTarget::Fd(file.as_fd()), entry)?;
-        nix::sys::stat::fchmod(file.as_fd(), Perm::from_bits_truncate(entry.mode))
-            .map_err(|e| failed(e, &entry.name, "cannot change mode"))?;
+        if chown || !entry.xattrs.is_empty() || st.st_mode & 0o7777 != entry.mode & 0o7777 {
+            nix::sys::stat::fchmod(file.as_fd(), Perm::from_bits_truncate(entry.mode))
+                .map_err(|e| failed(e, &entry.name, "cannot change mode"))?;
+        }
         sys::set_mtime_fd(file.as_fd(), entry.mtime)
             .map_err(|e| failed(e, &entry.name, "cannot set modification time"))
     }
