@@ -23,8 +23,9 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, Once, OnceLock};
+use std::sync::{Once, OnceLock};
 
+use common::isolate::in_own_process;
 use common::mutate::{self, Campaign, CountingAlloc, Sources};
 use systemd_import::import::qcow2::{qcow2_convert, qcow2_detect};
 
@@ -192,11 +193,10 @@ impl Files {
     }
 }
 
-/// Conversions run one at a time: each runs under a file size limit (`RLIMIT_FSIZE`, a
-/// process-wide setting) equal to the image's virtual size, so a write past the end
-/// fails with EFBIG instead of going unseen when a final truncate hides it.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
+/// Each conversion runs under a file size limit (`RLIMIT_FSIZE`) equal to the image's
+/// virtual size, so a write past the end fails with EFBIG instead of going unseen when a
+/// final truncate hides it. The limit is process-wide: every test that sets it runs in a
+/// process of its own ([`in_own_process`]).
 fn set_file_size_limit(limit: u64) {
     static IGNORE_SIGXFSZ: Once = Once::new();
     IGNORE_SIGXFSZ.call_once(|| {
@@ -220,7 +220,6 @@ fn convert_limited(files: &Files, limit: u64) -> Result<(), systemd_import::util
 }
 
 fn check_case(files: &mut Files, image: &[u8]) -> Result<(), String> {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     files.load(image);
     let detected = qcow2_detect(files.src.as_fd());
     if image.len() < 4 && detected.is_ok() {
@@ -260,17 +259,18 @@ fn check_case(files: &mut Files, image: &[u8]) -> Result<(), String> {
 /// The seeds convert to the disks they were made from.
 #[test]
 fn seed_images_convert_to_their_disks() {
-    let mut files = Files::new();
-    for (i, (image, disk)) in corpus().iter().enumerate() {
-        let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        files.load(image);
-        convert_limited(&files, disk.len() as u64)
-            .unwrap_or_else(|e| panic!("seed {i}: {e} ({:?})", e.msg()));
-        let mut out = vec![0u8; disk.len()];
-        files.dst.read_exact_at(&mut out, 0).unwrap();
-        assert_eq!(files.dst_size(), disk.len() as u64, "seed {i}");
-        assert!(out == *disk, "seed {i} converts to other bytes");
-    }
+    in_own_process("seed_images_convert_to_their_disks", || {
+        let mut files = Files::new();
+        for (i, (image, disk)) in corpus().iter().enumerate() {
+            files.load(image);
+            convert_limited(&files, disk.len() as u64)
+                .unwrap_or_else(|e| panic!("seed {i}: {e} ({:?})", e.msg()));
+            let mut out = vec![0u8; disk.len()];
+            files.dst.read_exact_at(&mut out, 0).unwrap();
+            assert_eq!(files.dst_size(), disk.len() as u64, "seed {i}");
+            assert!(out == *disk, "seed {i} converts to other bytes");
+        }
+    });
 }
 
 fn images() -> Vec<Vec<u8>> {
@@ -279,52 +279,58 @@ fn images() -> Vec<Vec<u8>> {
 
 #[test]
 fn mutated_images_structure() {
-    let images = images();
-    let mut files = Files::new();
-    Campaign::new("qcow2", 3000).memory_limit(MEMORY_LIMIT).run(
-        |rng| mutate::qcow2::mutate(rng, &images, MAX_LEN),
-        |input| check_case(&mut files, input),
-    );
+    in_own_process("mutated_images_structure", || {
+        let images = images();
+        let mut files = Files::new();
+        Campaign::new("qcow2", 3000).memory_limit(MEMORY_LIMIT).run(
+            |rng| mutate::qcow2::mutate(rng, &images, MAX_LEN),
+            |input| check_case(&mut files, input),
+        );
+    });
 }
 
 #[test]
 fn mutated_images_bytes() {
-    let images = images();
-    let mut files = Files::new();
-    let dictionary: [&[u8]; 4] = [
-        b"QFI\xfb",
-        &[0, 0, 0, 3],
-        &[0x80, 0, 0, 0, 0, 0, 0, 0],
-        &[0x40, 0, 0, 0, 0, 0, 0, 0],
-    ];
-    Campaign::new("qcow2-bytes", 2000)
-        .memory_limit(MEMORY_LIMIT)
-        .run(
-            |rng| {
-                let mut d = rng.pick(&images).clone();
-                let src = Sources {
-                    corpus: &images,
-                    dictionary: &dictionary,
-                    max_len: MAX_LEN,
-                };
-                mutate::mutate_bytes(rng, &mut d, &src, 8);
-                d
-            },
-            |input| check_case(&mut files, input),
-        );
+    in_own_process("mutated_images_bytes", || {
+        let images = images();
+        let mut files = Files::new();
+        let dictionary: [&[u8]; 4] = [
+            b"QFI\xfb",
+            &[0, 0, 0, 3],
+            &[0x80, 0, 0, 0, 0, 0, 0, 0],
+            &[0x40, 0, 0, 0, 0, 0, 0, 0],
+        ];
+        Campaign::new("qcow2-bytes", 2000)
+            .memory_limit(MEMORY_LIMIT)
+            .run(
+                |rng| {
+                    let mut d = rng.pick(&images).clone();
+                    let src = Sources {
+                        corpus: &images,
+                        dictionary: &dictionary,
+                        max_len: MAX_LEN,
+                    };
+                    mutate::mutate_bytes(rng, &mut d, &src, 8);
+                    d
+                },
+                |input| check_case(&mut files, input),
+            );
+    });
 }
 
 /// Short files (the header read) and the magic check.
 #[test]
 fn truncated_headers() {
-    let mut files = Files::new();
-    let image = &corpus()[0].0;
-    for n in 0..200 {
-        check_case(&mut files, &image[..n]).unwrap_or_else(|e| panic!("{n} bytes: {e}"));
-    }
-    files.load(b"QFI");
-    assert_eq!(
-        qcow2_detect(files.src.as_fd()).unwrap_err().errno(),
-        libc::EIO
-    );
+    in_own_process("truncated_headers", || {
+        let mut files = Files::new();
+        let image = &corpus()[0].0;
+        for n in 0..200 {
+            check_case(&mut files, &image[..n]).unwrap_or_else(|e| panic!("{n} bytes: {e}"));
+        }
+        files.load(b"QFI");
+        assert_eq!(
+            qcow2_detect(files.src.as_fd()).unwrap_err().errno(),
+            libc::EIO
+        );
+    });
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
+use common::isolate::in_own_process;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use systemd_import::import::qcow2::{qcow2_convert, qcow2_detect};
 use systemd_import::util::error::Error;
@@ -267,26 +268,17 @@ qemu_image_tests! {
 
 /// A compressed cluster that the virtual size ends in is written only up to the virtual
 /// size: nothing ever lands past it, not even for a moment before a final truncate.
-/// Checked with the file size limit (`RLIMIT_FSIZE`), in a child process (this test
-/// binary again) so the limit touches no other test.
+/// Checked with the file size limit (`RLIMIT_FSIZE`), in a process of its own so the
+/// limit touches no other test.
 #[test]
 fn compressed_last_cluster_is_not_written_past_the_virtual_size() {
-    const CHILD: &str = "QCOW2_TEST_FSIZE_CHILD";
-    let name = "compressed_last_cluster_is_not_written_past_the_virtual_size";
-    if std::env::var_os(CHILD).is_none() {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-            "child failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return;
-    }
+    in_own_process(
+        "compressed_last_cluster_is_not_written_past_the_virtual_size",
+        compressed_last_cluster_in_this_process,
+    );
+}
+
+fn compressed_last_cluster_in_this_process() {
     // 64 KiB + 512 bytes of text: the second 64 KiB cluster holds 512 bytes of the disk
     // and is stored compressed, like the first.
     let dir = TempDir::new().unwrap();

@@ -8,6 +8,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use common::isolate::in_own_process;
 use common::tarball::{self, Header, Tarball};
 use systemd_import::import::unpack::Mode;
 
@@ -395,46 +396,49 @@ fn stats_count_entries_and_bytes() {
 /// with exactly the member's owner and mode.
 #[test]
 fn new_files_get_exactly_the_members_owner_and_mode() {
-    for mode in [Mode::Plain, Mode::Aufs, Mode::Oci] {
-        let work = tarball::scratch();
-        let root = work.path();
-        lower(root, |t| {
-            t.entry(&Header::dir("shared").mode(0o2775).owner(0, 50), b"");
-        });
-        // The lower layer's directory really is set-gid (so the kernel gives new files
-        // group 50), or the cases below test nothing.
-        let shared = fs::metadata(root.join("shared")).unwrap();
-        assert_eq!((shared.mode() & 0o7777, shared.gid()), (0o2775, 50));
-        // SAFETY: umask only swaps the process mask; 0o022 is the usual default.
-        let old_umask = unsafe { libc::umask(0o022) };
-        apply(root, mode, |t| {
-            t.entry(&Header::file("shared/root").owner(0, 0), b"r")
-                .entry(&Header::file("shared/group50").owner(0, 50), b"g")
-                .entry(&Header::file("shared/open").mode(0o666), b"o")
-                .entry(&Header::file("shared/suid").mode(0o4755), b"s")
-                .entry(
-                    &Header::file("shared/user").mode(0o640).owner(1000, 1000),
-                    b"u",
-                )
-                .entry(&Header::file("plain").mode(0o600), b"p");
-        })
-        .unwrap();
-        // SAFETY: as above.
-        unsafe { libc::umask(old_umask) };
-        for (name, want_mode, uid, gid) in [
-            ("shared/root", 0o644, 0, 0),
-            ("shared/group50", 0o644, 0, 50),
-            ("shared/open", 0o666, 0, 0),
-            ("shared/suid", 0o4755, 0, 0),
-            ("shared/user", 0o640, 1000, 1000),
-            ("plain", 0o600, 0, 0),
-        ] {
-            let m = fs::metadata(root.join(name)).unwrap();
-            assert_eq!(
-                (m.mode() & 0o7777, m.uid(), m.gid()),
-                (want_mode, uid, gid),
-                "{name} in {mode:?}"
-            );
+    // The umask is process-wide: set it where no other test runs.
+    in_own_process("new_files_get_exactly_the_members_owner_and_mode", || {
+        for mode in [Mode::Plain, Mode::Aufs, Mode::Oci] {
+            let work = tarball::scratch();
+            let root = work.path();
+            lower(root, |t| {
+                t.entry(&Header::dir("shared").mode(0o2775).owner(0, 50), b"");
+            });
+            // The lower layer's directory really is set-gid (so the kernel gives new files
+            // group 50), or the cases below test nothing.
+            let shared = fs::metadata(root.join("shared")).unwrap();
+            assert_eq!((shared.mode() & 0o7777, shared.gid()), (0o2775, 50));
+            // SAFETY: umask only swaps the process mask, in a process of its own.
+            let old_umask = unsafe { libc::umask(0o022) };
+            apply(root, mode, |t| {
+                t.entry(&Header::file("shared/root").owner(0, 0), b"r")
+                    .entry(&Header::file("shared/group50").owner(0, 50), b"g")
+                    .entry(&Header::file("shared/open").mode(0o666), b"o")
+                    .entry(&Header::file("shared/suid").mode(0o4755), b"s")
+                    .entry(
+                        &Header::file("shared/user").mode(0o640).owner(1000, 1000),
+                        b"u",
+                    )
+                    .entry(&Header::file("plain").mode(0o600), b"p");
+            })
+            .unwrap();
+            // SAFETY: as above.
+            unsafe { libc::umask(old_umask) };
+            for (name, want_mode, uid, gid) in [
+                ("shared/root", 0o644, 0, 0),
+                ("shared/group50", 0o644, 0, 50),
+                ("shared/open", 0o666, 0, 0),
+                ("shared/suid", 0o4755, 0, 0),
+                ("shared/user", 0o640, 1000, 1000),
+                ("plain", 0o600, 0, 0),
+            ] {
+                let m = fs::metadata(root.join(name)).unwrap();
+                assert_eq!(
+                    (m.mode() & 0o7777, m.uid(), m.gid()),
+                    (want_mode, uid, gid),
+                    "{name} in {mode:?}"
+                );
+            }
         }
-    }
+    });
 }

@@ -9,6 +9,7 @@ pub mod fault_proxy;
 pub mod fsmeta;
 pub mod gpg;
 pub mod http;
+pub mod isolate;
 pub mod mutate;
 pub mod oci;
 pub mod pull;
