@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -57,9 +57,18 @@ const SCRUBBED_ENV: [&str; 11] = [
 /// A `Command` for the `systemd-import` binary of this crate, with every `SYSTEMD_LOG_*`
 /// variable (so logging has its defaults), every `SYSTEMD_IMPORT_TEST_*` setting,
 /// `NOTIFY_SOCKET`, and the CA and proxy variables removed from its environment: a test
-/// sets what it needs, nothing leaks in from the machine or the test runner.
+/// sets what it needs, nothing leaks in from the machine or the test runner. It runs under
+/// the usual umask 022 whatever the runner's, since the modes of cache entries follow it
+/// (as in the C tool); a test that wants another adds its own `pre_exec`, which runs later.
 pub fn systemd_import() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_systemd-import"));
+    // SAFETY: umask() is async-signal-safe and touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
         if k.starts_with("SYSTEMD_LOG_") || k.starts_with("SYSTEMD_IMPORT_TEST_") {
