@@ -32,10 +32,10 @@ use nix::sys::stat::Mode;
 
 use super::common::{cache_path, find_old_etags, install_replacing, rename_noreplace};
 use super::common::{CacheKind, TempPath};
-use super::job::{JobOptions, JobOwner, JobSet, Sink};
+use super::job::{JobOptions, Sink};
 use super::qcow2;
 use super::url_pull::{
-    run_step, test_hold, verify_download, Phase, ProgressPlan, StepRunner, UrlDownloads, UrlJob,
+    run_step, test_hold, verify_download, Phase, ProgressPlan, StepRunner, UrlDownloads,
 };
 use super::{operation_finished, Importer};
 use crate::cli::{self, Settings, UrlRequest};
@@ -100,19 +100,6 @@ impl RawImport {
             final_path: None,
             step: Step::Downloading,
         })
-    }
-
-    /// Every download is done: name the cache entry after the response's ETag, then verify.
-    fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
-        let etag = self.downloads.etag();
-        self.final_path = Some(cache_path(
-            &self.image_root,
-            CacheKind::Raw,
-            &self.url,
-            etag.as_deref(),
-        ));
-        self.step = Step::Verifying;
-        verify_download(self, lp, Self::reuse_cached, Self::unpack);
     }
 
     /// The download was skipped: the cache entry named by the response's ETag is the image.
@@ -346,30 +333,26 @@ impl StepRunner for RawImport {
     fn task_slot(&mut self) -> &mut Option<TaskHandle> {
         &mut self.task
     }
-    fn downloads(&mut self) -> &mut UrlDownloads {
-        &mut self.downloads
-    }
     fn fail(&mut self, lp: &mut EventLoop<Self>, e: Error) {
         self.finish(lp, Err(e));
     }
-}
-
-impl JobOwner for RawImport {
-    type Key = UrlJob;
-
-    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<UrlJob>) {
-        (&mut self.glue, &mut self.downloads.jobs)
+    fn glue_and_downloads(&mut self) -> (&mut CurlGlue, &mut UrlDownloads) {
+        (&mut self.glue, &mut self.downloads)
     }
-
-    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: UrlJob) {
-        if self.step != Step::Downloading {
-            return;
-        }
-        match self.downloads.on_job_complete(key) {
-            None => {}
-            Some(Err(e)) => self.finish(lp, Err(e)),
-            Some(Ok(())) => self.downloaded(lp),
-        }
+    fn downloading(&self) -> bool {
+        self.step == Step::Downloading
+    }
+    /// Every download is done: name the cache entry after the response's ETag, then verify.
+    fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
+        let etag = self.downloads.etag();
+        self.final_path = Some(cache_path(
+            &self.image_root,
+            CacheKind::Raw,
+            &self.url,
+            etag.as_deref(),
+        ));
+        self.step = Step::Verifying;
+        verify_download(self, lp, Self::reuse_cached, Self::unpack);
     }
 }
 

@@ -27,11 +27,9 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::Mode as FileMode;
 
 use super::common::{self, cache_path, find_old_etags, CacheKind, TempPath};
-use super::job::{JobOptions, JobOwner, JobSet, Sink, StreamContext};
+use super::job::{JobOptions, Sink, StreamContext};
 use super::unpack::{self, Mode};
-use super::url_pull::{
-    run_step, verify_download, Phase, ProgressPlan, StepRunner, UrlDownloads, UrlJob,
-};
+use super::url_pull::{run_step, verify_download, Phase, ProgressPlan, StepRunner, UrlDownloads};
 use super::{operation_finished, Importer};
 use crate::cli::{self, Settings, UrlRequest};
 use crate::curl_glue::CurlGlue;
@@ -82,19 +80,6 @@ impl TarImport {
             final_path: None,
             step: Step::Downloading,
         })
-    }
-
-    /// Every download is done: name the cache entry after the response's ETag, then verify.
-    fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
-        let etag = self.downloads.etag();
-        self.final_path = Some(cache_path(
-            &self.image_root,
-            CacheKind::Tar,
-            &self.url,
-            etag.as_deref(),
-        ));
-        self.step = Step::Verifying;
-        verify_download(self, lp, Self::reuse_cached, Self::finalize);
     }
 
     /// The download was skipped: the cache entry named by the response's ETag is the image.
@@ -219,30 +204,26 @@ impl StepRunner for TarImport {
     fn task_slot(&mut self) -> &mut Option<TaskHandle> {
         &mut self.task
     }
-    fn downloads(&mut self) -> &mut UrlDownloads {
-        &mut self.downloads
-    }
     fn fail(&mut self, lp: &mut EventLoop<Self>, e: Error) {
         self.finish(lp, Err(e));
     }
-}
-
-impl JobOwner for TarImport {
-    type Key = UrlJob;
-
-    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<UrlJob>) {
-        (&mut self.glue, &mut self.downloads.jobs)
+    fn glue_and_downloads(&mut self) -> (&mut CurlGlue, &mut UrlDownloads) {
+        (&mut self.glue, &mut self.downloads)
     }
-
-    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: UrlJob) {
-        if self.step != Step::Downloading {
-            return;
-        }
-        match self.downloads.on_job_complete(key) {
-            None => {}
-            Some(Err(e)) => self.finish(lp, Err(e)),
-            Some(Ok(())) => self.downloaded(lp),
-        }
+    fn downloading(&self) -> bool {
+        self.step == Step::Downloading
+    }
+    /// Every download is done: name the cache entry after the response's ETag, then verify.
+    fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
+        let etag = self.downloads.etag();
+        self.final_path = Some(cache_path(
+            &self.image_root,
+            CacheKind::Tar,
+            &self.url,
+            etag.as_deref(),
+        ));
+        self.step = Step::Verifying;
+        verify_download(self, lp, Self::reuse_cached, Self::finalize);
     }
 }
 

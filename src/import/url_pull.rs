@@ -7,7 +7,7 @@
 
 use std::sync::atomic::AtomicBool;
 
-use super::job::{ImportJob, JobHost, JobOptions, JobSet, Sink};
+use super::job::{ImportJob, JobHost, JobOptions, JobOwner, JobSet, Sink};
 use super::verify;
 use crate::cli::Verify;
 use crate::curl_glue::CurlGlue;
@@ -288,14 +288,44 @@ pub fn test_hold(phase: &str, cancel: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// An importer whose steps after the download run one at a time as tasks.
+/// An importer of a URL (pull-tar, pull-raw): its downloads run together, and the steps
+/// after them one at a time as tasks. Implementing this makes it a [`JobOwner`].
 pub trait StepRunner: Sized + 'static {
     /// Where the running step's task is kept (dropping it cancels and joins the task).
     fn task_slot(&mut self) -> &mut Option<TaskHandle>;
     /// End the pull with this (already logged) error.
     fn fail(&mut self, lp: &mut EventLoop<Self>, e: Error);
+    /// The curl glue and the importer's downloads, borrowed together.
+    fn glue_and_downloads(&mut self) -> (&mut CurlGlue, &mut UrlDownloads);
     /// The importer's downloads.
-    fn downloads(&mut self) -> &mut UrlDownloads;
+    fn downloads(&mut self) -> &mut UrlDownloads {
+        self.glue_and_downloads().1
+    }
+    /// Whether the pull is still in its download step (a job that completes later, while
+    /// the importer is finishing, is ignored).
+    fn downloading(&self) -> bool;
+    /// Every download completed successfully.
+    fn downloaded(&mut self, lp: &mut EventLoop<Self>);
+}
+
+impl<T: StepRunner> JobOwner for T {
+    type Key = UrlJob;
+
+    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<UrlJob>) {
+        let (glue, downloads) = self.glue_and_downloads();
+        (glue, &mut downloads.jobs)
+    }
+
+    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: UrlJob) {
+        if !self.downloading() {
+            return;
+        }
+        match self.downloads().on_job_complete(key) {
+            None => {}
+            Some(Err(e)) => self.fail(lp, e),
+            Some(Ok(())) => self.downloaded(lp),
+        }
+    }
 }
 
 /// Every download is done (spec §5.3 step 4, §5.4 step 3): a skipped download (ETag match
