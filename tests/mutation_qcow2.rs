@@ -22,11 +22,11 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Once, OnceLock};
 
 use common::isolate::in_own_process;
 use common::mutate::{self, Campaign, CountingAlloc, Sources};
+use common::qemu::qemu;
 use systemd_import::import::qcow2::{qcow2_convert, qcow2_detect};
 
 #[global_allocator]
@@ -39,17 +39,6 @@ const MAX_LEN: usize = 1 << 20;
 const MEMORY_LIMIT: usize = 24 << 20;
 /// Virtual size of the seed disks.
 const DISK_SIZE: usize = 1 << 20;
-
-fn qemu(tool: &str, args: &[&str]) {
-    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {tool} ({e}): install the Debian package qemu-utils")
-    });
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The seed disk: text, random bytes and zeros in a few places, holes elsewhere.
 fn disk() -> Vec<u8> {

@@ -22,9 +22,10 @@ use common::cli::{run, spawn_watch, CliOutput, TempRoot};
 use common::gpg::TestKey;
 use common::pull::{
     assert_aborted, assert_checksum_pull_log, assert_failed_cleanly, assert_log, compress,
-    download_lines, is_progress_line, names, pull, pull_cmd, qemu_img, sorted, temporaries,
-    DirWatch, ImageServer, NotifyListener,
+    download_lines, is_progress_line, names, pull, pull_cmd, sorted, temporaries, DirWatch,
+    ImageServer, NotifyListener,
 };
+use common::qemu::qemu_img;
 use common::tarball::xattrs;
 use systemd_import::import::common::{cache_path, CacheKind};
 

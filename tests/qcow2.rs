@@ -11,10 +11,10 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use common::isolate::in_own_process;
+use common::qemu::{qemu, qemu_img};
 use flate2::{Compress, Compression, FlushCompress, Status};
 use systemd_import::import::qcow2::{qcow2_convert, qcow2_detect};
 use systemd_import::util::error::Error;
@@ -25,23 +25,6 @@ const MIB: u64 = 1024 * KIB;
 
 // ---------------------------------------------------------------------------------------
 // Tools
-
-/// Run a qemu tool; panic with its stderr on failure, or with what to install if missing.
-fn qemu(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {tool} ({e}): install the Debian package qemu-utils")
-    });
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn qemu_img(args: &[&str]) -> String {
-    qemu("qemu-img", args)
-}
 
 /// `qemu-io -c <command>` on a qcow2 image.
 fn qemu_io(image: &Path, command: &str) {

@@ -13,6 +13,7 @@ pub mod isolate;
 pub mod mutate;
 pub mod oci;
 pub mod pull;
+pub mod qemu;
 pub mod registry;
 pub mod tarball;
 pub mod tls;

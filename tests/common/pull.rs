@@ -480,19 +480,6 @@ pub fn compress(tool: &str, data: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// Run `qemu-img ARGS…`; panics with what to install if it is missing or fails.
-pub fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run qemu-img ({e}): install qemu-utils"));
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// [`assert_log`] for a `--verify=checksum` pull of `url` (a body of `body_len` bytes,
 /// a `SHA256SUMS` of `sums_len` beside it) saved as `local` (`None`: cache only), ending
 /// with `tail`.
