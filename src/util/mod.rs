@@ -9,5 +9,6 @@ pub mod image;
 pub mod log;
 pub mod names;
 pub mod notify;
+pub mod oci_ref;
 pub mod test_seams;
 pub mod validate;

@@ -28,6 +28,13 @@ pub fn http_url_is_valid(url: &str) -> bool {
     !rest.is_empty() && rest.bytes().all(|b| b != 0 && b < 0x80)
 }
 
+/// A `file:/` URL with a non-empty, pure-ASCII remainder (systemd's `file_url_is_valid`):
+/// systemd-importd accepts these besides http(s) URLs for `PullTar`/`PullRaw`.
+pub fn file_url_is_valid(url: &str) -> bool {
+    url.strip_prefix("file:/")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b != 0 && b < 0x80))
+}
+
 /// A single path component: non-empty, no `/`, not `.` or `..`, at most [`FILENAME_MAX`]
 /// bytes.
 pub fn filename_is_valid(name: &str) -> bool {
@@ -138,6 +145,23 @@ mod tests {
                 ("http:/host", false),
                 ("http://höst/", false),
                 ("http://host/\0", false),
+            ],
+        );
+    }
+
+    #[test]
+    fn file_urls() {
+        check(
+            file_url_is_valid,
+            &[
+                ("file:///var/tmp/x.tar", true),
+                ("file:/x", true),
+                ("file:/", false),
+                ("file://", true),
+                ("file:x", false),
+                ("FILE:///x", false),
+                ("file:///ä", false),
+                ("http://x", false),
             ],
         );
     }

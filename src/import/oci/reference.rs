@@ -1,14 +1,8 @@
 //! Image references as docker and podman read them: `[host[:port]/]path[:tag][@digest]`.
 //!
-//! The grammar is distribution's (`reference/regexp.go`):
-//! * the first `/`-separated component is a registry host if it contains `.` or `:`, is
-//!   `localhost`, or has an uppercase letter; otherwise the name is on Docker Hub;
-//! * a host is DNS labels (`[A-Za-z0-9]`, inner `-`) joined by `.`, or a bracketed IPv6
-//!   address, with an optional decimal port;
-//! * path components are `[a-z0-9]+` joined by one `.`, one `_`, `__`, or any run of `-`;
-//! * a tag is `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`; a digest is `sha256:` and 64 lowercase
-//!   hex digits (other algorithms are refused by name);
-//! * host, `/` and path together are at most 255 characters.
+//! The grammar (distribution's) is checked by [`crate::util::oci_ref`], which systemd-importd
+//! shares; a digest is `sha256:` and 64 lowercase hex digits (other algorithms are refused
+//! by name).
 //!
 //! `docker.io` and `index.docker.io` (or no host) mean Docker Hub, reached at
 //! `registry-1.docker.io`, where one-component names live under `library/`. With neither
@@ -18,15 +12,12 @@
 use std::fmt;
 
 use super::digest::{Digest, DigestError};
+use crate::util::oci_ref;
 
 /// Docker Hub as references name it.
 pub const DOCKER_HUB: &str = "docker.io";
 /// Where Docker Hub's registry API lives.
 pub const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
-/// The longest name (host, `/` and path) distribution accepts.
-const NAME_MAX: usize = 255;
-/// The longest tag.
-const TAG_MAX: usize = 128;
 
 /// A parsed, normalized image reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,26 +53,8 @@ impl Reference {
             }
             None => (s, None),
         };
-        // The tag follows the last ':' unless a '/' comes after it (then it was a port).
-        let (name, tag) = match name_and_tag.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (n, Some(t)),
-            _ => (name_and_tag, None),
-        };
-        if let Some(t) = tag {
-            if !tag_is_valid(t) {
-                return Err(ReferenceError::Invalid);
-            }
-        }
-        if name.is_empty() || name.len() > NAME_MAX {
-            return Err(ReferenceError::Invalid);
-        }
-        let (domain, path) = match name.split_once('/') {
-            Some((first, rest)) if looks_like_domain(first) => (first, rest),
-            _ => (DOCKER_HUB, name),
-        };
-        if !domain_is_valid(domain) || !path_is_valid(path) {
-            return Err(ReferenceError::Invalid);
-        }
+        let parts = oci_ref::split_name(name_and_tag).ok_or(ReferenceError::Invalid)?;
+        let (domain, path, tag) = (parts.domain.unwrap_or(DOCKER_HUB), parts.path, parts.tag);
         let mut domain = domain.to_string();
         let mut repository = path.to_string();
         if domain == DOCKER_HUB || domain == "index.docker.io" {
@@ -163,100 +136,6 @@ impl fmt::Display for Reference {
         }
         Ok(())
     }
-}
-
-/// distribution's rule for "is the first component a registry host".
-fn looks_like_domain(first: &str) -> bool {
-    first.contains(['.', ':'])
-        || first == "localhost"
-        || first.bytes().any(|b| b.is_ascii_uppercase())
-}
-
-fn tag_is_valid(tag: &str) -> bool {
-    let mut bytes = tag.bytes();
-    match bytes.next() {
-        Some(b) if b.is_ascii_alphanumeric() || b == b'_' => {}
-        _ => return false,
-    }
-    tag.len() <= TAG_MAX
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// `host[:port]`: DNS labels or `[IPv6]`, then an optional port 1–65535.
-fn domain_is_valid(domain: &str) -> bool {
-    let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else {
-            return false;
-        };
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        match after {
-            "" => return true,
-            _ => match after.strip_prefix(':') {
-                Some(p) => ("", Some(p)),
-                None => return false,
-            },
-        }
-    } else {
-        match domain.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (domain, None),
-        }
-    };
-    if let Some(port) = port {
-        let digits_ok =
-            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
-        if !digits_ok || !(1..=65535).contains(&port.parse::<u32>().unwrap_or(0)) {
-            return false;
-        }
-    }
-    if domain.starts_with('[') {
-        return true;
-    }
-    !host.is_empty()
-        && host.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-        })
-}
-
-/// `component ('/' component)*`, each `[a-z0-9]+ (sep [a-z0-9]+)*` with sep one of `.`,
-/// `_`, `__` or a run of `-`.
-fn path_is_valid(path: &str) -> bool {
-    !path.is_empty() && path.split('/').all(component_is_valid)
-}
-
-fn component_is_valid(c: &str) -> bool {
-    let b = c.as_bytes();
-    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if is_alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // A separator run between two alphanumerics.
-        let start = i;
-        while i < b.len() && !is_alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|s| s == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-fn is_alnum(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit()
 }
 
 #[cfg(test)]
