@@ -7,6 +7,7 @@
 //! * [`util`]: validators, escaping, formatting, errors, logging, file-system helpers;
 //! * [`cli`]: the `systemd-import` command line.
 
+pub mod bus;
 pub mod cli;
 pub mod curl_glue;
 pub mod event;
