@@ -12,6 +12,7 @@ pub mod cli;
 pub mod curl_glue;
 pub mod event;
 pub mod import;
+pub mod importd;
 pub mod util;
 
 /// The mutation-test support of `tests/common/`, for the campaigns of parsers that are

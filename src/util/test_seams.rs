@@ -67,3 +67,15 @@ pub fn retry_delay() -> Option<Duration> {
         .ok()
         .map(Duration::from_millis)
 }
+
+/// `SYSTEMD_IMPORT_TEST_IMPORTD_EXIT_AFTER_MS=<ms>`: how long systemd-importd waits
+/// without work before it exits (default 30 s), so the idle-exit test does not wait half
+/// a minute. Read once at the daemon's start-up.
+pub fn importd_exit_after() -> Option<Duration> {
+    std::env::var("SYSTEMD_IMPORT_TEST_IMPORTD_EXIT_AFTER_MS")
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}
