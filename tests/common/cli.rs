@@ -61,7 +61,13 @@ const SCRUBBED_ENV: [&str; 11] = [
 /// the usual umask 022 whatever the runner's, since the modes of cache entries follow it
 /// (as in the C tool); a test that wants another adds its own `pre_exec`, which runs later.
 pub fn systemd_import() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_systemd-import"));
+    program(env!("CARGO_BIN_EXE_systemd-import"))
+}
+
+/// A `Command` for `path` with the environment and umask [`systemd_import`] gives the
+/// binary under test (for systemd-importd and the wrappers that start it).
+pub fn program(path: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(path);
     // SAFETY: umask() is async-signal-safe and touches nothing else.
     unsafe {
         cmd.pre_exec(|| {

@@ -10,6 +10,7 @@ pub mod fault_proxy;
 pub mod fsmeta;
 pub mod gpg;
 pub mod http;
+pub mod importd;
 pub mod isolate;
 pub mod mutate;
 pub mod oci;
