@@ -26,7 +26,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use nix::fcntl::OFlag;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 
 use super::request::{
     ImageClass, PullRequest, TransferType, FLAG_FORCE, FLAG_KEEP_DOWNLOAD, FLAG_READ_ONLY,
@@ -98,17 +98,33 @@ pub fn spawn(program: &Path, args: &[String], notify_socket: &str) -> Result<(Ch
     for var in NOT_INHERITED {
         cmd.env_remove(var);
     }
-    // SAFETY: the closure runs in the child between fork and exec and only makes the
-    // prctl() system call (async-signal-safe, no allocation, no locks).
+    // SAFETY: the closure runs in the child between fork and exec and only makes system
+    // calls (sigaction, sigprocmask, prctl), which are async-signal-safe; it allocates
+    // nothing and takes no locks.
     unsafe {
         cmd.pre_exec(|| {
+            reset_signals();
             nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
         });
     }
-    // std resets the signal mask and SIGPIPE in the child, so the worker does not
-    // inherit the daemon's blocked SIGCHLD/SIGTERM.
     let child = cmd.spawn().map_err(Error::from)?;
     Ok((child, read))
+}
+
+/// In the child before exec: every signal back to its default action and none blocked
+/// (systemd's FORK_RESET_SIGNALS). std's `Command` leaves the mask alone, and the daemon
+/// blocks SIGCHLD, SIGTERM and SIGINT for its signalfds: a worker inheriting that mask
+/// would never see the SIGTERM of a cancel. Only async-signal-safe system calls.
+fn reset_signals() {
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL replaces no handler we rely on (this is the child
+        // about to exec) and is async-signal-safe.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 #[cfg(test)]
