@@ -103,16 +103,28 @@ impl TestBus {
 
     /// `busctl --system ARGS…` as `nobody` (uid and gid 65534, no groups).
     pub fn busctl_as_nobody(&self, args: &[&str]) -> Output {
+        let mut argv = vec!["busctl", "--system", "--no-pager"];
+        argv.extend_from_slice(args);
+        self.as_nobody(&argv)
+    }
+
+    /// `dbus-send --system --print-reply ARGS…` as `nobody`: it prints an error reply's
+    /// name and message as they are (busctl words AccessDenied its own way).
+    pub fn dbus_send_as_nobody(&self, args: &[&str]) -> Output {
+        let mut argv = vec!["dbus-send", "--system", "--print-reply"];
+        argv.extend_from_slice(args);
+        self.as_nobody(&argv)
+    }
+
+    /// `argv` run as `nobody` against this bus.
+    fn as_nobody(&self, argv: &[&str]) -> Output {
         Command::new("setpriv")
             .args([
                 &format!("--reuid={NOBODY}"),
                 &format!("--regid={NOBODY}"),
                 "--clear-groups",
-                "busctl",
-                "--system",
-                "--no-pager",
             ])
-            .args(args)
+            .args(argv)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
             .env("SYSTEMD_COLORS", "0")
             .env("SYSTEMD_PAGER", "cat")
