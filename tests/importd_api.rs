@@ -19,7 +19,7 @@ use common::dkr_registry::DkrRegistry;
 use common::http::lock;
 use common::importd::{
     call, call_message, fake_worker, manager, start_pull, Importd, Options, Seen, SignalRecorder,
-    HANGING_WORKER, MANAGER, MANAGER_IFACE, NAME, PATIENCE, TRANSFER_IFACE,
+    WithFakeWorker, HANGING_WORKER, MANAGER, MANAGER_IFACE, NAME, PATIENCE, TRANSFER_IFACE,
 };
 use common::oci::{base_layer, Codec, ImageBuilder};
 use common::registry::{Registry, RegistryOptions};
@@ -226,13 +226,11 @@ fn properties(conn: &dbus::blocking::Connection, path: &str) -> HashMap<String, 
 
 #[test]
 fn transfers_are_listed_described_announced_and_cancelled() {
-    let (_w, worker) = fake_worker(HANGING_WORKER);
-    let d = Importd::start(Options::default().worker(&worker));
-    let signals = SignalRecorder::start(&d.bus);
-    let conn = d.connect();
-    let (id1, p1) = start_pull(&conn, "PullTar", ("https://h/a.tar.xz", "alpha", "", false));
+    let f = WithFakeWorker::start(HANGING_WORKER);
+    let (d, signals, conn) = (&f.d, &f.signals, &f.conn);
+    let (id1, p1) = start_pull(conn, "PullTar", ("https://h/a.tar.xz", "alpha", "", false));
     let (id2, p2) = start_pull(
-        &conn,
+        conn,
         "PullRawEx",
         (
             "https://h/b.raw",
@@ -242,7 +240,7 @@ fn transfers_are_listed_described_announced_and_cancelled() {
             FORCE | READ_ONLY | KEEP_DOWNLOAD,
         ),
     );
-    let (id3, p3) = start_pull(&conn, "PullOci", ("127.0.0.1:1/x/y:1", "", "sysext", 0u64));
+    let (id3, p3) = start_pull(conn, "PullOci", ("127.0.0.1:1/x/y:1", "", "sysext", 0u64));
     assert_eq!((id1, id2, id3), (1, 2, 3));
     // The worker's command line (a v256+ daemon's, legacy calls without keep-download),
     // relayed at the priority the fake worker gave it.
@@ -262,7 +260,7 @@ fn transfers_are_listed_described_announced_and_cancelled() {
         assert!(signals.seen().contains(&Seen::New(id, path.clone())));
     }
 
-    let reply = manager(&conn, "ListTransfers", ()).unwrap();
+    let reply = manager(conn, "ListTransfers", ()).unwrap();
     let list: Vec<(u32, String, String, String, f64, dbus::Path)> = reply.read1().unwrap();
     let unknown = -f64::MAX;
     assert_eq!(
@@ -306,7 +304,7 @@ fn transfers_are_listed_described_announced_and_cancelled() {
         dbus::Path<'static>,
     );
     let ex = |class: &str| -> Vec<(u32, String)> {
-        let reply = manager(&conn, "ListTransfersEx", (class, 0u64)).unwrap();
+        let reply = manager(conn, "ListTransfersEx", (class, 0u64)).unwrap();
         let rows: Vec<RowEx> = reply.read1().unwrap();
         rows.into_iter().map(|r| (r.0, r.4)).collect()
     };
@@ -321,7 +319,7 @@ fn transfers_are_listed_described_announced_and_cancelled() {
     assert_eq!(ex("portable"), [(2, "portable".to_string())]);
     assert!(ex("confext").is_empty());
 
-    let props = properties(&conn, &p1);
+    let props = properties(conn, &p1);
     let want: HashMap<String, String> = [
         ("Id", "1"),
         ("Local", "alpha"),
@@ -334,21 +332,21 @@ fn transfers_are_listed_described_announced_and_cancelled() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(props, want);
-    assert_eq!(properties(&conn, &p3)["Verify"], "");
+    assert_eq!(properties(conn, &p3)["Verify"], "");
 
     // Cancel through the transfer object and through the manager.
-    call(&conn, &p2, TRANSFER_IFACE, "Cancel", ()).unwrap();
+    call(conn, &p2, TRANSFER_IFACE, "Cancel", ()).unwrap();
     assert_eq!(signals.removed(id2), "canceled");
     for id in [id1, id3] {
-        manager(&conn, "CancelTransfer", (id,)).unwrap();
+        manager(conn, "CancelTransfer", (id,)).unwrap();
         assert_eq!(signals.removed(id), "canceled");
     }
     d.wait_log(|l| l == "Transfer process terminated by signal TERM.");
-    let reply = manager(&conn, "ListTransfers", ()).unwrap();
+    let reply = manager(conn, "ListTransfers", ()).unwrap();
     let list: Vec<(u32, String, String, String, f64, dbus::Path)> = reply.read1().unwrap();
     assert!(list.is_empty());
     // Ids are never reused.
-    let (id4, _) = start_pull(&conn, "PullTar", ("https://h/a.tar.xz", "alpha", "", false));
+    let (id4, _) = start_pull(conn, "PullTar", ("https://h/a.tar.xz", "alpha", "", false));
     assert_eq!(id4, 4);
 }
 
@@ -369,11 +367,9 @@ fn with<A: AppendAll>(mut msg: Message, args: A) -> Message {
 
 #[test]
 fn every_bad_argument_is_refused_with_upstreams_error() {
-    let (_w, worker) = fake_worker(HANGING_WORKER);
-    let d = Importd::start(Options::default().worker(&worker));
-    let signals = SignalRecorder::start(&d.bus);
-    let conn = d.connect();
-    let (_, running) = start_pull(&conn, "PullTar", ("https://h/dup.tar", "dup", "no", false));
+    let f = WithFakeWorker::start(HANGING_WORKER);
+    let (d, signals, conn) = (&f.d, &f.signals, &f.conn);
+    let (_, running) = start_pull(conn, "PullTar", ("https://h/dup.tar", "dup", "no", false));
     let long = "n".repeat(256);
     let long_msg = format!("Local image name {long} is invalid");
     let cases: Vec<(Message, &str, &str)> = vec![
@@ -405,7 +401,7 @@ fn every_bad_argument_is_refused_with_upstreams_error() {
     ];
     for (msg, name, text) in cases {
         let member = msg.member().unwrap().to_string();
-        let (got_name, got_text) = call_message(&conn, msg).expect_err(&member);
+        let (got_name, got_text) = call_message(conn, msg).expect_err(&member);
         assert_eq!(
             (got_name.as_str(), got_text.as_str()),
             (name, text),
@@ -413,7 +409,7 @@ fn every_bad_argument_is_refused_with_upstreams_error() {
         );
     }
     // A transfer of another type for the same URL is no duplicate.
-    start_pull(&conn, "PullRaw", ("https://h/dup.tar", "", "no", false));
+    start_pull(conn, "PullRaw", ("https://h/dup.tar", "", "no", false));
     // Nothing else ran: two transfers, two workers.
     let news = signals
         .seen()
@@ -432,11 +428,9 @@ fn every_bad_argument_is_refused_with_upstreams_error() {
 
 #[test]
 fn callers_other_than_root_are_refused_without_polkit() {
-    let (_w, worker) = fake_worker(HANGING_WORKER);
-    let d = Importd::start(Options::default().worker(&worker));
-    let signals = SignalRecorder::start(&d.bus);
-    let conn = d.connect();
-    let (id, path) = start_pull(&conn, "PullTar", ("https://h/root.tar", "", "no", false));
+    let f = WithFakeWorker::start(HANGING_WORKER);
+    let (d, signals, conn) = (&f.d, &f.signals, &f.conn);
+    let (id, path) = start_pull(conn, "PullTar", ("https://h/root.tar", "", "no", false));
     let denied = [
         vec!["PullTar", "sssb", "https://h/n.tar", "n", "no", "false"],
         vec![

@@ -271,6 +271,30 @@ pub fn fake_worker(body: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// A daemon with the fake worker `body`, a signal recorder and a client connection.
+pub struct WithFakeWorker {
+    pub d: Importd,
+    pub signals: SignalRecorder,
+    pub conn: Connection,
+    /// Holds the worker script: bind it for as long as the daemon runs.
+    pub worker: tempfile::TempDir,
+}
+
+impl WithFakeWorker {
+    pub fn start(body: &str) -> WithFakeWorker {
+        let (dir, worker) = fake_worker(body);
+        let d = Importd::start(Options::default().worker(&worker));
+        let signals = SignalRecorder::start(&d.bus);
+        let conn = d.connect();
+        WithFakeWorker {
+            d,
+            signals,
+            conn,
+            worker: dir,
+        }
+    }
+}
+
 /// A worker that logs its arguments at notice level and then waits to be stopped.
 pub const HANGING_WORKER: &str = "echo \"<5>fake worker: $*\"\nexec sleep 600";
 
