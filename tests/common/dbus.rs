@@ -35,8 +35,13 @@ pub fn data_dir() -> PathBuf {
 }
 
 impl TestBus {
-    /// Start a bus daemon and wait until it listens.
+    /// Start a bus daemon with our policy file and wait until it listens.
     pub fn start() -> TestBus {
+        TestBus::start_with_policy(&data_dir().join("org.freedesktop.import1.conf"))
+    }
+
+    /// The same with the import1 policy file at `policy` (an installed copy).
+    pub fn start_with_policy(policy: &Path) -> TestBus {
         let dir = tempfile::Builder::new()
             .prefix("test-bus-")
             .tempdir()
@@ -45,7 +50,7 @@ impl TestBus {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod bus directory");
         let config = dir.path().join("bus.conf");
-        std::fs::write(&config, config_text(dir.path())).expect("write bus.conf");
+        std::fs::write(&config, config_text(dir.path(), policy)).expect("write bus.conf");
         // Its complaints (it cannot raise the fd limit in a container) go to a file.
         let log = std::fs::File::create(dir.path().join("dbus-daemon.log")).expect("log");
         let mut daemon = Command::new("dbus-daemon")
@@ -142,7 +147,7 @@ impl Drop for TestBus {
 
 /// The bus configuration: the system bus's default policy (deny owning names and method
 /// calls, allow the rest, allow the bus driver), the test services, and our policy file.
-fn config_text(dir: &Path) -> String {
+fn config_text(dir: &Path, policy: &Path) -> String {
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -177,6 +182,6 @@ fn config_text(dir: &Path) -> String {
 </busconfig>
 "#,
         dir = dir.display(),
-        policy = data_dir().join("org.freedesktop.import1.conf").display(),
+        policy = policy.display(),
     )
 }

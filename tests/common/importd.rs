@@ -35,10 +35,10 @@ pub const TRANSFER_IFACE: &str = "org.freedesktop.import1.Transfer";
 /// How long a test waits for something the daemon does.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Runs the command given after it with the temporary directory `$1` bind-mounted at
-/// /var/lib/machines (in the mount namespace `unshare` made). Where the host has no
-/// /var/lib/machines to mount over, a tmpfs on /var/lib (again only in the namespace)
-/// provides one.
+/// Runs the command after `--` with the temporary directory `$1` bind-mounted at
+/// /var/lib/machines (in the mount namespace `unshare` made), and each following pair
+/// `SOURCE TARGET` bind-mounted too. Where the host has no /var/lib/machines to mount
+/// over, a tmpfs on /var/lib (again only in the namespace) provides one.
 const MACHINES_NAMESPACE: &str = r#"set -e
 machines=$1; shift
 if [ ! -d /var/lib/machines ]; then
@@ -46,6 +46,8 @@ if [ ! -d /var/lib/machines ]; then
     mkdir /var/lib/machines
 fi
 mount --bind "$machines" /var/lib/machines
+while [ "$1" != -- ]; do mount --bind "$1" "$2"; shift 2; done
+shift
 exec "$@""#;
 
 /// Runs the command given after it where `/run/systemd/system` exists (sd_booted()), on a
@@ -57,17 +59,26 @@ exec "$@""#;
 
 /// How to start the daemon.
 pub struct Options {
-    /// `SYSTEMD_PULL_PATH`.
-    pub worker: PathBuf,
+    /// The daemon binary (its path inside the namespace).
+    pub daemon: PathBuf,
+    /// `SYSTEMD_PULL_PATH`; `None` leaves the daemon's default.
+    pub worker: Option<PathBuf>,
     /// More environment for the daemon (and so its workers).
     pub env: Vec<(String, String)>,
+    /// Files bind-mounted over others in the daemon's namespace: (source, target).
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    /// The import1 D-Bus policy the bus uses.
+    pub policy: PathBuf,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
-            worker: PathBuf::from(env!("CARGO_BIN_EXE_systemd-import")),
+            daemon: PathBuf::from(env!("CARGO_BIN_EXE_systemd-importd")),
+            worker: Some(PathBuf::from(env!("CARGO_BIN_EXE_systemd-import"))),
             env: Vec::new(),
+            binds: Vec::new(),
+            policy: super::dbus::data_dir().join("org.freedesktop.import1.conf"),
         }
     }
 }
@@ -84,7 +95,7 @@ impl Options {
     }
 
     pub fn worker(mut self, worker: &Path) -> Options {
-        self.worker = worker.to_path_buf();
+        self.worker = Some(worker.to_path_buf());
         self
     }
 }
@@ -101,16 +112,19 @@ pub struct Importd {
 impl Importd {
     /// Start the daemon and wait until it owns its bus name.
     pub fn start(opts: Options) -> Importd {
-        let bus = TestBus::start();
+        let bus = TestBus::start_with_policy(&opts.policy);
         let machines = TempRoot::new();
         let home = tempfile::tempdir().expect("home");
         let mut cmd = program("unshare");
         cmd.args(["--mount", "--propagation", "private", "--"])
             .args(["sh", "-c", MACHINES_NAMESPACE, "sh"])
-            .arg(machines.path())
-            .arg(env!("CARGO_BIN_EXE_systemd-importd"))
+            .arg(machines.path());
+        for (source, target) in &opts.binds {
+            cmd.arg(source).arg(target);
+        }
+        cmd.arg("--")
+            .arg(&opts.daemon)
             .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
-            .env("SYSTEMD_PULL_PATH", &opts.worker)
             .env("HOME", home.path())
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("XDG_CONFIG_HOME")
@@ -118,6 +132,10 @@ impl Importd {
             .env_remove("REGISTRY_AUTH_FILE")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID");
+        match &opts.worker {
+            Some(worker) => cmd.env("SYSTEMD_PULL_PATH", worker),
+            None => cmd.env_remove("SYSTEMD_PULL_PATH"),
+        };
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
