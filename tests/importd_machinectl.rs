@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::cli::CliOutput;
 use common::importd::{Importd, Options, Seen, SignalRecorder};
-use common::pull::{assert_checksum_pull_log, assert_log, download_lines, ImageServer};
+use common::pull::{
+    assert_checksum_pull_log, assert_log, download_lines, is_progress_line, ImageServer,
+};
 use common::tarball::Tarball;
 
 const ENQUEUED: &str = "Press C-c to continue download in background.";
@@ -195,9 +197,15 @@ fn list_transfers_shows_progress_and_cancel_transfer_ends_the_pull() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     let out = pull.wait();
     assert_eq!(out.status, 1, "{}", out.stderr);
-    let n = out.stderr_lines.len();
+    // The worker's last lines (its progress lines can come at any point: they are logged
+    // from its download threads).
+    let lines: Vec<&String> = out
+        .stderr_lines
+        .iter()
+        .filter(|l| !is_progress_line(l))
+        .collect();
     assert_eq!(
-        out.stderr_lines[n - 2..],
+        lines[lines.len() - 2..],
         ["Transfer aborted.", "Exiting."],
         "{}",
         out.stderr

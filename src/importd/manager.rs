@@ -114,19 +114,25 @@ impl Manager {
         let args = worker::arguments(&req);
         let program = &self.settings.pull_path;
         log::debug!("Calling: {} {}", program.display(), args.join(" "));
-        let (child, output) =
+        let (mut child, output) =
             worker::spawn(program, &args, self.notify.address()).map_err(|e| {
                 log::error!("Failed to execute {} tool: {e}", program.display());
                 BusError::from(e)
             })?;
-        let io = lp
-            .add_io(output.as_raw_fd(), EPOLLIN, move |lp, m, _, _| {
-                on_output(lp, m, id);
-                Ok(())
-            })
-            .map_err(BusError::from)?;
-        lp.set_priority(io, PRIORITY_NORMAL - 5)
-            .map_err(BusError::from)?;
+        let io = match lp.add_io(output.as_raw_fd(), EPOLLIN, move |lp, m, _, _| {
+            on_output(lp, m, id);
+            Ok(())
+        }) {
+            Ok(io) => io,
+            Err(e) => {
+                // Not watched, not a transfer: the worker must not outlive this call.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(BusError::from(e));
+            }
+        };
+        // Cannot fail for the source just added.
+        let _ = lp.set_priority(io, PRIORITY_NORMAL - 5);
         lp.set_description(io, "transfer-log");
         let transfer = Transfer::new(id, req, child, (output, io));
         let path = transfer.path.clone();
