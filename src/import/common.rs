@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::{btrfs, escape, fs, validate};
+use crate::util::{escape, fs, validate};
 
 /// The characters systemd escapes when it turns a URL or ETag into a file name.
 const FILENAME_ESCAPE: &str = "/.#\"'";
@@ -114,7 +114,7 @@ pub fn make_local_copy(
 ) -> Result<()> {
     let target = image_root.join(local);
     let temp = TempPath::next_to(&target);
-    btrfs::snapshot_or_copy(final_path, temp.path(), false, cancel)
+    fs::snapshot_or_copy(final_path, temp.path(), false, cancel)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?;
     let installed = if force {
         install_replacing(temp.path(), &target)

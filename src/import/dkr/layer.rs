@@ -50,7 +50,7 @@ fn make_tree(temp: &Path, base: Option<&Path>, cancel: &AtomicBool) -> Result<()
     // and a failure shows up in the next step.
     let _ = fs::mkdir_parents(temp, 0o700);
     let made = match base {
-        Some(base) => btrfs::snapshot_or_copy(base, temp, false, Some(cancel)),
+        Some(base) => fs::snapshot_or_copy(base, temp, false, Some(cancel)),
         None => make_empty(temp),
     };
     made.map_err(|e| {
