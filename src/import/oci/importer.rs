@@ -1173,7 +1173,7 @@ impl OciImport {
                 .take()
                 .ok_or_else(|| Error::new(libc::EINVAL))?;
             let chain = self.chain_path(&self.layers[i].chain_id);
-            match common::rename_noreplace(temp.path(), &chain) {
+            match fs::rename_noreplace(temp.path(), &chain) {
                 Ok(()) => {
                     temp.keep();
                 }
@@ -1358,7 +1358,7 @@ fn finish_image(
             let installed = if force {
                 common::install_replacing(temp.path(), &target)
             } else {
-                common::rename_noreplace(temp.path(), &target)
+                fs::rename_noreplace(temp.path(), &target)
             };
             installed
                 .map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?;

@@ -1,5 +1,5 @@
-//! File-system helpers for the importers: temporary names, `mkdir -p`, safe recursive
-//! removal, faithful tree and file copies, xattrs, times, sparse writes and
+//! File-system helpers for the importers: temporary names, `mkdir -p`, safe renames and
+//! recursive removal, faithful tree and file copies, xattrs, times, sparse writes and
 //! "make read-only".
 //!
 //! Everything that walks a tree does so relative to directory file descriptors, never
@@ -19,6 +19,7 @@ mod mkdir;
 mod mode;
 mod open;
 mod remove;
+mod rename;
 mod stat;
 mod temp;
 mod times;
@@ -31,6 +32,7 @@ pub(crate) use mode::drop_write_bits;
 pub use mode::{chattr_nocow, make_read_only};
 pub(crate) use open::{open_dir, open_dir_at, split_parent};
 pub use remove::{rm_rf, rm_rf_at, subvol_remove};
+pub use rename::{rename_exchange, rename_noreplace};
 pub use temp::tempfn_random;
 pub use times::{copy_times, set_times};
 pub use xattr::copy_xattrs;
