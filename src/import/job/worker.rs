@@ -13,17 +13,22 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::time::TimeSpec;
+use nix::unistd::Whence;
 use sha2::{Digest, Sha256};
 
 use super::compress::{Compression, MAGIC_MAX};
 use super::{ResponseMeta, Sink, StreamContext};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
+use crate::util::{fs, sys};
 
 /// Pause the transfer when this many bytes wait for the worker (per job).
 pub const DEFAULT_QUEUE_LIMIT: usize = 4 << 20;
@@ -484,29 +489,24 @@ fn write_file(
 ) -> Result<()> {
     let start = resume_from.unwrap_or(0);
     // Seekable means a regular file: write sparse. A pipe gives ESPIPE: plain writes.
-    // SAFETY: lseek on an fd we own.
-    let allow_sparse =
-        match unsafe { libc::lseek(fd.as_raw_fd(), start as libc::off_t, libc::SEEK_SET) } {
-            r if r >= 0 => true,
-            _ => {
-                let e = Error::last_os_error();
-                if e.errno() != libc::ESPIPE {
-                    return Err(log_error_errno!(
-                        e,
-                        "Failed to seek on file descriptor: {}",
-                        e
-                    ));
-                }
-                false
-            }
-        };
+    let allow_sparse = match nix::unistd::lseek(&fd, start as i64, Whence::SeekSet) {
+        Ok(_) => true,
+        Err(Errno::ESPIPE) => false,
+        Err(e) => {
+            let e = Error::from(e);
+            return Err(log_error_errno!(
+                e.clone(),
+                "Failed to seek on file descriptor: {}",
+                e
+            ));
+        }
+    };
     if allow_sparse && resume_from.is_none() {
         // A restart after a resume attempt: drop what the earlier attempt wrote.
-        // SAFETY: ftruncate on an fd we own.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), 0) } < 0 {
-            let e = Error::last_os_error();
-            return Err(log_error_errno!(e, "Failed to truncate file: {}", e));
-        }
+        nix::unistd::ftruncate(&fd, 0).map_err(|e| {
+            let e = Error::from(e);
+            log_error_errno!(e.clone(), "Failed to truncate file: {}", e)
+        })?;
     }
     let mut buf = vec![0u8; BLOCK];
     let mut file = std::fs::File::from(fd);
@@ -519,7 +519,7 @@ fn write_file(
         };
         let data = &buf[..n];
         let r = if allow_sparse {
-            crate::util::fs::sparse_write(file.as_fd(), data, SPARSE_RUN).map(|_| ())
+            fs::sparse_write(file.as_fd(), data, SPARSE_RUN).map(|_| ())
         } else {
             file.write_all(data).map_err(Error::from)
         };
@@ -529,45 +529,21 @@ fn write_file(
     }
     if allow_sparse {
         let size = start + stream.count;
-        // SAFETY: ftruncate on an fd we own.
-        if unsafe { libc::ftruncate(file.as_raw_fd(), size as libc::off_t) } < 0 {
-            let e = Error::last_os_error();
-            return Err(log_error_errno!(e, "Failed to truncate file: {}", e));
-        }
+        nix::unistd::ftruncate(&file, size as i64).map_err(|e| {
+            let e = Error::from(e);
+            log_error_errno!(e.clone(), "Failed to truncate file: {}", e)
+        })?;
         let fd = file.as_fd();
         // Errors here are ignored, as in the C job: the metadata is a courtesy.
         if let Some(etag) = &meta.etag {
-            let _ = set_xattr(fd, "user.source_etag", etag.as_bytes());
+            let _ = sys::fsetxattr(fd, c"user.source_etag", etag.as_bytes());
         }
-        let _ = set_xattr(fd, "user.source_url", meta.url.as_bytes());
+        let _ = sys::fsetxattr(fd, c"user.source_url", meta.url.as_bytes());
         if let Some(mtime) = meta.last_modified {
-            let ts = libc::timespec {
-                tv_sec: (mtime / 1_000_000) as libc::time_t,
-                tv_nsec: ((mtime % 1_000_000) * 1000) as libc::c_long,
-            };
-            let times = [ts, ts];
-            // SAFETY: futimens with two valid timespecs on an fd we own.
-            unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) };
-            let _ = set_xattr(fd, "user.crtime_usec", &mtime.to_le_bytes());
+            let ts = TimeSpec::from(Duration::from_micros(mtime));
+            let _ = fs::set_times(fd, ts, ts);
+            let _ = sys::fsetxattr(fd, c"user.crtime_usec", &mtime.to_le_bytes());
         }
-    }
-    Ok(())
-}
-
-fn set_xattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> Result<()> {
-    let name = std::ffi::CString::new(name).map_err(|_| Error::new(libc::EINVAL))?;
-    // SAFETY: valid NUL-terminated name and a value buffer of the given length.
-    let r = unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(Error::last_os_error());
     }
     Ok(())
 }
