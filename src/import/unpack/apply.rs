@@ -14,19 +14,21 @@
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode as Perm, SFlag};
+use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
 use super::layer::{self, Class, Layer};
 use super::reader::{Entry, Kind, Reader, SparseMap, BUFFER_SIZE};
 use super::{failed, refuse, show, sys, tree, Mode, Stats};
 use crate::util::error::{Error, Result};
+use crate::util::fs;
 
 /// How many directories of the delayed stack keep their fd open.
 const MAX_OPEN_DIRS: usize = 256;
@@ -51,6 +53,11 @@ pub(super) struct DelayedDir {
     /// Levels below the root (physical: symlinks on the way followed).
     pub depth: usize,
     pub attrs: DirAttrs,
+}
+
+/// An archive time (seconds, nanoseconds) as the time-setting calls take it.
+fn timespec((sec, nsec): (i64, u32)) -> TimeSpec {
+    TimeSpec::new(sec, nsec as _)
 }
 
 /// Where to set extended attributes.
@@ -374,7 +381,7 @@ impl<'a> Unpacker<'a> {
         self.chown_fd(fd.as_fd(), dir.attrs.uid, dir.attrs.gid, name)?;
         nix::sys::stat::fchmod(fd.as_fd(), Perm::from_bits_truncate(dir.attrs.mode))
             .map_err(|e| failed(e, name, "cannot change mode"))?;
-        sys::set_mtime_fd(fd.as_fd(), dir.attrs.mtime)
+        fs::set_mtime(fd.as_fd(), timespec(dir.attrs.mtime))
             .map_err(|e| failed(e, name, "cannot set modification time"))
     }
 
@@ -586,7 +593,7 @@ impl<'a> Unpacker<'a> {
             nix::sys::stat::fchmod(file.as_fd(), Perm::from_bits_truncate(entry.mode))
                 .map_err(|e| failed(e, &entry.name, "cannot change mode"))?;
         }
-        sys::set_mtime_fd(file.as_fd(), entry.mtime)
+        fs::set_mtime(file.as_fd(), timespec(entry.mtime))
             .map_err(|e| failed(e, &entry.name, "cannot set modification time"))
     }
 
@@ -784,7 +791,7 @@ impl<'a> Unpacker<'a> {
             sys::chmod_at_nofollow(parent, base, entry.mode)
                 .map_err(|e| failed(e, &entry.name, "cannot change mode"))?;
         }
-        sys::set_mtime_at(parent, base, entry.mtime)
+        fs::set_mtime_at(parent, base, timespec(entry.mtime))
             .map_err(|e| failed(e, &entry.name, "cannot set modification time"))
     }
 
@@ -820,10 +827,8 @@ impl<'a> Unpacker<'a> {
                 refuse(libc::EBADMSG, &entry.name, "xattr name contains a NUL byte")
             })?;
             let r = match &target {
-                XattrTarget::Fd(fd) => sys::set_xattr_fd(*fd, &ckey, value),
-                XattrTarget::At(dir, base) => {
-                    sys::set_xattr_at(dir.as_raw_fd(), base, &ckey, value)
-                }
+                XattrTarget::Fd(fd) => crate::util::sys::fsetxattr(*fd, &ckey, value),
+                XattrTarget::At(dir, base) => fs::set_xattr_at(*dir, base, &ckey, value),
             };
             match r {
                 Ok(()) => {}

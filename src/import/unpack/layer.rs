@@ -35,6 +35,7 @@ use super::apply::Unpacker;
 use super::reader::{Entry, Kind, Reader};
 use super::{failed, refuse, sys, tree, Mode};
 use crate::util::error::Result;
+use crate::util::fs;
 
 const WHITEOUT: &[u8] = b".wh.";
 const META: &[u8] = b".wh..wh.";
@@ -209,7 +210,7 @@ impl Unpacker<'_> {
         if !sys::is_dir(&st) {
             return Ok(());
         }
-        if tree::is_mount_root(dir, name)
+        if fs::is_mount_root(dir, name)
             .map_err(|e| failed(e, entry, "cannot stat whiteout victim"))?
         {
             return Err(failed(

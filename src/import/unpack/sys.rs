@@ -1,8 +1,8 @@
-//! The few system calls nix does not wrap the way we need: xattrs, timestamps with
-//! `UTIME_OMIT`, `fchmodat2` and `openat2` with the EAGAIN retry.
+//! The few system calls nix does not wrap the way we need: `fchmodat2` and `openat2`
+//! with the EAGAIN retry. (Times and xattrs are set with `util::fs` and `util::sys`.)
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -23,41 +23,6 @@ pub fn open_in_root(dirfd: BorrowedFd<'_>, path: &CStr, flags: OFlag) -> Result<
             other => return other,
         }
     }
-}
-
-fn timespec(t: (i64, u32)) -> libc::timespec {
-    libc::timespec {
-        tv_sec: t.0 as libc::time_t,
-        tv_nsec: t.1 as libc::c_long,
-    }
-}
-
-const OMIT: libc::timespec = libc::timespec {
-    tv_sec: 0,
-    tv_nsec: libc::UTIME_OMIT,
-};
-
-/// Set the modification time of an open file; the access time is left alone (GNU tar
-/// does the same).
-pub fn set_mtime_fd(fd: BorrowedFd<'_>, mtime: (i64, u32)) -> Result<(), Errno> {
-    let times = [OMIT, timespec(mtime)];
-    // SAFETY: `times` is a valid array of two timespecs and `fd` is an open descriptor.
-    Errno::result(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
-}
-
-/// Set the modification time of `dirfd/name` without following `name`.
-pub fn set_mtime_at(dirfd: BorrowedFd<'_>, name: &CStr, mtime: (i64, u32)) -> Result<(), Errno> {
-    let times = [OMIT, timespec(mtime)];
-    // SAFETY: valid fd, NUL-terminated name, valid timespec array.
-    Errno::result(unsafe {
-        libc::utimensat(
-            dirfd.as_raw_fd(),
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
 }
 
 /// `fchmodat2(dirfd, name, mode, AT_SYMLINK_NOFOLLOW)` (Linux 6.6+), for nodes that have
@@ -90,41 +55,6 @@ pub fn chmod_at_nofollow(dirfd: BorrowedFd<'_>, name: &CStr, mode: u32) -> Resul
         nix::sys::stat::Mode::from_bits_truncate(mode),
         nix::sys::stat::FchmodatFlags::FollowSymlink,
     )
-}
-
-/// Set an extended attribute on an open file.
-pub fn set_xattr_fd(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> Result<(), Errno> {
-    // SAFETY: valid fd, NUL-terminated name, value pointer/length from a slice.
-    Errno::result(unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-    .map(drop)
-}
-
-/// Set an extended attribute on `dirfd/name` without following `name` (symlinks,
-/// devices, FIFOs: nodes we hold no writable fd for). The directory is reached through
-/// its `/proc/thread-self/fd` link, which names exactly that open directory.
-pub fn set_xattr_at(dirfd: RawFd, name: &CStr, key: &CStr, value: &[u8]) -> Result<(), Errno> {
-    let mut path = format!("/proc/thread-self/fd/{dirfd}/").into_bytes();
-    path.extend_from_slice(name.to_bytes());
-    let path = CString::new(path).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: NUL-terminated path and key, value pointer/length from a slice.
-    Errno::result(unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
-            key.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-    .map(drop)
 }
 
 /// How many directories deep `fd` lies below `/`: the components of the path the kernel

@@ -9,7 +9,7 @@
 //! directory (beyond resolving the relative paths it is given) or on global state.
 //!
 //! Operations that combine steps return our errno-carrying `Error`; the single calls
-//! (times, xattr copies) return nix's `Errno`, as nix does, so callers of
+//! (times, one xattr, the mount check) return nix's `Errno`, as nix does, so callers of
 //! either style can use them. This module may use `util::btrfs` (a leaf of ioctls);
 //! btrfs never uses it.
 
@@ -33,6 +33,7 @@ pub use mode::{chattr_nocow, make_read_only};
 pub(crate) use open::{open_dir, open_dir_at, split_parent};
 pub use remove::{rm_rf, rm_rf_at, subvol_remove};
 pub use rename::{rename_exchange, rename_noreplace};
+pub use stat::is_mount_root;
 pub use temp::tempfn_random;
-pub use times::{copy_times, set_times};
-pub use xattr::copy_xattrs;
+pub use times::{copy_times, set_mtime, set_mtime_at, set_times};
+pub use xattr::{copy_xattrs, set_xattr_at};

@@ -110,3 +110,11 @@ pub(super) fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta> {
 pub(super) fn stat_fd(fd: BorrowedFd<'_>) -> Result<Meta> {
     statx_meta(fd, c"", AtFlags::AT_EMPTY_PATH)
 }
+
+/// Whether `dir/name` (not followed) is the root of a mount, as the kernel marks it
+/// (`STATX_ATTR_MOUNT_ROOT`; false on kernels before 5.8, which do not say).
+pub fn is_mount_root(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<bool> {
+    let stx = sys::statx(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW, libc::STATX_TYPE)?;
+    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    Ok(stx.stx_attributes_mask & flag != 0 && stx.stx_attributes & flag != 0)
+}

@@ -1,5 +1,6 @@
-//! Extended attributes: copying all of them from one inode to another, opened or not
-//! (symlinks and device nodes are addressed as `dir` + name).
+//! Extended attributes: copying all of them from one inode to another, and setting one
+//! on a node that is not opened (a symlink or device node, addressed as `dir` + name).
+//! An open file's single attribute is set with `util::sys::fsetxattr`.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -103,4 +104,10 @@ pub(super) fn copy_xattrs_at(
     dst_name: &CStr,
 ) -> nix::Result<()> {
     XattrTarget::at(src_dir, src_name)?.copy_all_to(&XattrTarget::at(dst_dir, dst_name)?)
+}
+
+/// Set the extended attribute `key` of `dir/name` to `value`, without following `name`
+/// (for symlinks, devices and FIFOs: nodes no writable fd is held for).
+pub fn set_xattr_at(dir: BorrowedFd<'_>, name: &CStr, key: &CStr, value: &[u8]) -> nix::Result<()> {
+    XattrTarget::at(dir, name)?.set(key, value)
 }
