@@ -197,9 +197,9 @@ fn a_source_may_remove_itself_and_another_pending_source() {
 
 #[test]
 fn a_stale_event_never_reaches_a_reused_fd_or_slot() {
-    // a (important) and b (idle) both become pending; a removes b, closes b's fd, opens a
-    // new pipe that gets the same fd number and slot, and watches it with c. b must never
-    // fire, and c must not inherit b's pending state.
+    // a (important) and b (idle) both become pending; a removes b, puts a new pipe under
+    // b's fd number, and watches it with c, which gets b's slot. b must never fire, and c
+    // must not inherit b's pending state.
     let mut lp = EventLoop::<Log>::new().unwrap();
     let mut log = Log::default();
     let (ra, wa) = pipe();
@@ -215,15 +215,18 @@ fn a_stale_event_never_reaches_a_reused_fd_or_slot() {
             log.fired.push("a");
             drain(ra.as_raw_fd());
             lp.remove(b);
-            drop(rb_holder.take());
-            let (r2, w2) = pipe();
-            assert_eq!(
-                r2.as_raw_fd(),
-                rb_num,
-                "test needs the fd number to be reused"
-            );
+            // Reuse b's fd number for the new pipe's read end. dup3 closes b's pipe and
+            // installs the new one under the number in one step: closing and then opening
+            // could hand the free number to another test's thread in between.
+            let (new_r, w2) = pipe();
+            let r2 = rb_holder.take().unwrap();
+            // SAFETY: `rb_num` is owned by `r2`, which owns the new pipe's read end after
+            // the call; `new_r` stays open across it.
+            let rc = unsafe { libc::dup3(new_r.as_raw_fd(), rb_num, libc::O_CLOEXEC) };
+            assert_eq!(rc, rb_num);
+            drop(new_r);
             let c = lp
-                .add_io(r2.as_raw_fd(), EPOLLIN, io_recorder("c", r2.as_raw_fd()))
+                .add_io(rb_num, EPOLLIN, io_recorder("c", rb_num))
                 .unwrap();
             log.ids.push(Some(c));
             log.fds.push(r2);
