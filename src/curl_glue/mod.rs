@@ -25,7 +25,7 @@ use std::time::Duration;
 use curl::easy::{Easy2, Handler};
 use curl::multi::{Easy2Handle, Events, Multi, Socket};
 
-use crate::event::{self, Clock, Enabled, EventLoop, SourceId, EPOLLIN, EPOLLOUT};
+use crate::event::{self, Clock, Enabled, EventLoop, SourceId, TimerAction, EPOLLIN, EPOLLOUT};
 use crate::util::error::{Error, Result};
 
 /// The version we report in the User-Agent and `--version`, as systemd's PACKAGE_VERSION.
@@ -103,7 +103,7 @@ pub struct CurlGlue {
     pending: Arc<Mutex<Pending>>,
     /// curl socket → our duplicate and its io source.
     sockets: HashMap<Socket, WatchedSocket>,
-    /// The oneshot "curl-timer" source, once created.
+    /// The armed "curl-timer" source, if curl asked for one (see [`on_timer`]).
     timer: Option<SourceId>,
     /// Never reused, so a late message can never be taken for a newer transfer.
     next_token: usize,
@@ -308,29 +308,26 @@ impl CurlGlue {
         Ok(())
     }
 
+    /// curl asked for its timer to fire after `timeout`, or (`None`) not at all: the armed
+    /// timer, if any, is replaced by a new one.
     fn apply_timer<D: CurlHost>(
         &mut self,
         lp: &mut EventLoop<D>,
         timeout: Option<Duration>,
     ) -> Result<()> {
+        if let Some(t) = self.timer.take() {
+            lp.remove(t);
+        }
         let Some(timeout) = timeout else {
-            if let Some(t) = self.timer {
-                lp.set_enabled(t, Enabled::Off)?;
-            }
             return Ok(());
         };
         // Round up to the next millisecond, as the C glue does (+999 µs).
         let deadline = event::now(Clock::Boottime) + timeout.as_micros() as u64 + 999;
-        if let Some(t) = self.timer.filter(|t| lp.exists(*t)) {
-            lp.set_time(t, deadline)?;
-            lp.set_enabled(t, Enabled::Oneshot)?;
-        } else {
-            let t = lp.add_time(Clock::Boottime, deadline, |lp, d: &mut D, _, _| {
-                on_timer(lp, d)
-            })?;
-            lp.set_description(t, "curl-timer");
-            self.timer = Some(t);
-        }
+        let t = lp.add_timer(Clock::Boottime, deadline, |lp, d: &mut D, me, _| {
+            on_timer(lp, d, me)
+        })?;
+        lp.set_description(t, "curl-timer");
+        self.timer = Some(t);
         Ok(())
     }
 }
@@ -357,8 +354,9 @@ fn on_io<D: CurlHost>(
     Ok(())
 }
 
-/// curl's timer expired.
-fn on_timer<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D) -> Result<()> {
+/// curl's timer `me` expired. It fires once: curl arms a new one through `flush` when it
+/// wants another call. On failure the loop disables it and the next `apply_timer` removes it.
+fn on_timer<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D, me: SourceId) -> Result<TimerAction> {
     let glue = d.glue();
     let r = glue.multi.timeout();
     glue.flush(lp);
@@ -366,8 +364,12 @@ fn on_timer<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D) -> Result<()> {
         log::debug!("Failed to propagate timeout.");
         return Err(Error::new(libc::EINVAL));
     }
+    // Unless `flush` already replaced it, this timer is spent (and dropped below).
+    if glue.timer == Some(me) {
+        glue.timer = None;
+    }
     check_finished(lp, d);
-    Ok(())
+    Ok(TimerAction::Drop)
 }
 
 /// Hand every finished transfer to the host, until curl's queue is empty (Q1). Messages
