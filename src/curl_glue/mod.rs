@@ -17,7 +17,7 @@
 //!   message queue is empty (decision Q1), and not at all once the loop is exiting.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -289,14 +289,11 @@ impl CurlGlue {
                     lp.set_enabled(w.source, Enabled::On)?;
                     return Ok(());
                 }
-                // SAFETY: duplicating a descriptor number curl just told us about; a
-                // closed one gives EBADF, which we report.
-                let fd = unsafe { libc::fcntl(socket, libc::F_DUPFD_CLOEXEC, 3) };
-                if fd < 0 {
-                    return Err(Error::last_os_error());
-                }
-                // SAFETY: `fd` is the fresh duplicate, owned from here on.
-                let dup = unsafe { OwnedFd::from_raw_fd(fd) };
+                // SAFETY: the borrow lasts for one fcntl(F_DUPFD_CLOEXEC) and nothing is
+                // read or written through it. curl told us about the socket in the call into
+                // the multi handle this flush follows; should it have closed the number since
+                // (see the module documentation), the kernel answers EBADF, which we report.
+                let dup = unsafe { BorrowedFd::borrow_raw(socket) }.try_clone_to_owned()?;
                 let source =
                     lp.add_io(dup.as_raw_fd(), events, move |lp, d: &mut D, _, revents| {
                         on_io(lp, d, socket, revents)
