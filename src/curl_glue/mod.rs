@@ -15,11 +15,17 @@
 //!   each socket, closed only when curl says `CURL_POLL_REMOVE`.
 //! * **Completions are processed outside libcurl**, after `action()` returned, until the
 //!   message queue is empty (decision Q1), and not at all once the loop is exiting.
+//!
+//! The defaults of every easy handle, and the [`CurlSettings`] they come from (given to
+//! [`CurlGlue::new`], never read from the environment here), are in `easy.rs`.
+
+mod easy;
+
+pub use easy::{CurlSettings, PACKAGE_VERSION};
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use curl::easy::{Easy2, Handler};
@@ -27,31 +33,6 @@ use curl::multi::{Easy2Handle, Events, Multi, Socket};
 
 use crate::event::{self, Clock, Enabled, EventLoop, SourceId, TimerAction, EPOLLIN, EPOLLOUT};
 use crate::util::error::{Error, Result};
-
-/// The version we report in the User-Agent and `--version`, as systemd's PACKAGE_VERSION.
-pub const PACKAGE_VERSION: &str = "219";
-
-/// What `program_invocation_short_name` is for the C tool: the basename of argv[0].
-static PROGRAM_NAME: OnceLock<String> = OnceLock::new();
-
-/// Record the program's short name (basename of argv[0]) for the User-Agent.
-pub fn set_program_name(argv0: &str) {
-    let name = argv0.rsplit('/').next().unwrap_or(argv0);
-    let _ = PROGRAM_NAME.set(if name.is_empty() {
-        "systemd-import".to_string()
-    } else {
-        name.to_string()
-    });
-}
-
-/// `<program>/<version>`, e.g. `systemd-import/219`.
-pub fn user_agent() -> String {
-    let name = PROGRAM_NAME
-        .get()
-        .map(String::as_str)
-        .unwrap_or("systemd-import");
-    format!("{name}/{PACKAGE_VERSION}")
-}
 
 /// The owner of a [`CurlGlue`]: the loop's data. Replaces the C glue's `on_finished` hook
 /// and `userdata` pointer.
@@ -91,11 +72,6 @@ struct WatchedSocket {
     source: SourceId,
 }
 
-/// Low-speed limit: a transfer slower than `LOW_SPEED_LIMIT` bytes/s for
-/// `LOW_SPEED_TIME` fails (decision Q15), so a stalled server cannot hang us.
-const LOW_SPEED_LIMIT: u32 = 30;
-const LOW_SPEED_TIME: Duration = Duration::from_secs(60);
-
 /// The glue. Owners must drop every easy handle they added **before** dropping the glue
 /// (curl-rust frees the multi's callbacks with it; see curl-rust PR #645).
 pub struct CurlGlue {
@@ -107,15 +83,13 @@ pub struct CurlGlue {
     timer: Option<SourceId>,
     /// Never reused, so a late message can never be taken for a newer transfer.
     next_token: usize,
-    /// CA bundle (file) and directory from the environment, as curl's own tool reads them.
-    ca_file: Option<PathBuf>,
-    ca_dir: Option<PathBuf>,
-    low_speed_time: Duration,
+    /// What every easy handle gets (see `easy.rs`).
+    settings: CurlSettings,
 }
 
 impl CurlGlue {
-    /// A glue with a fresh multi handle.
-    pub fn new() -> Result<Self> {
+    /// A glue with a fresh multi handle, making easy handles with `settings`.
+    pub fn new(settings: CurlSettings) -> Result<Self> {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let mut multi = Multi::new();
 
@@ -151,47 +125,21 @@ impl CurlGlue {
             })
             .map_err(|e| Error::with_message(libc::EIO, e.to_string()))?;
 
-        let env_path = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        // curl(1): CURL_CA_BUNDLE, else SSL_CERT_DIR / SSL_CERT_FILE.
-        let ca_file = env_path("CURL_CA_BUNDLE").or_else(|| env_path("SSL_CERT_FILE"));
-        let ca_dir = env_path("SSL_CERT_DIR");
-
         Ok(CurlGlue {
             multi,
             pending,
             sockets: HashMap::new(),
             timer: None,
             next_token: 1,
-            ca_file,
-            ca_dir,
-            low_speed_time: crate::util::test_seams::low_speed_time().unwrap_or(LOW_SPEED_TIME),
+            settings,
         })
     }
 
-    /// `curl_glue_make()`: an easy handle for `url` with our default options: URL,
-    /// User-Agent, redirects followed, NOSIGNAL (curl-rust sets it), the low-speed limit,
-    /// HTTP(S) only (also for redirects), and the CA bundle from the environment.
+    /// `curl_glue_make()`: an easy handle for `url` with the defaults every handle gets:
+    /// URL, User-Agent, redirects followed, NOSIGNAL, the low-speed limit, HTTP(S) only
+    /// (also for redirects), and the CA bundle and directory of the settings.
     pub fn make<H: Handler>(&self, url: &str, handler: H) -> Result<Easy2<H>> {
-        let mut easy = Easy2::new(handler);
-        let eio = |e: curl::Error| Error::with_message(libc::EIO, e.to_string());
-        easy.url(url).map_err(eio)?;
-        easy.useragent(&user_agent()).map_err(eio)?;
-        easy.follow_location(true).map_err(eio)?;
-        easy.signal(false).map_err(eio)?;
-        easy.low_speed_limit(LOW_SPEED_LIMIT).map_err(eio)?;
-        easy.low_speed_time(self.low_speed_time).map_err(eio)?;
-        if let Some(f) = &self.ca_file {
-            easy.cainfo(f).map_err(eio)?;
-        }
-        if let Some(d) = &self.ca_dir {
-            easy.capath(d).map_err(eio)?;
-        }
-        restrict_protocols(&mut easy)?;
-        Ok(easy)
+        easy::make(&self.settings, url, handler)
     }
 
     /// Attach `easy` to the multi handle; returns the handle and its token (never reused).
@@ -231,22 +179,6 @@ impl CurlGlue {
         let r = handle.unpause_write();
         self.flush(lp);
         r.map_err(|e| Error::with_message(libc::EIO, e.to_string()))
-    }
-
-    /// Use this CA bundle instead of the one from the environment (for in-process tests,
-    /// which must not change the process environment).
-    pub fn set_ca_file(&mut self, path: impl Into<PathBuf>) {
-        self.ca_file = Some(path.into());
-    }
-
-    /// Change the low-speed window (default 60 s) for handles made from now on.
-    pub fn set_low_speed_time(&mut self, time: Duration) {
-        self.low_speed_time = time;
-    }
-
-    /// Number of sockets currently watched (for tests and debugging).
-    pub fn watched_sockets(&self) -> usize {
-        self.sockets.len()
     }
 
     /// Apply what curl's callbacks queued: add, change or drop io sources, arm or disarm
@@ -393,26 +325,6 @@ fn check_finished<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D) {
             d.on_transfer_done(lp, token, result);
         }
     }
-}
-
-/// Allow only HTTP and HTTPS, also for redirects: a server must not be able to redirect
-/// us to `file://` or anything else libcurl happens to support.
-fn restrict_protocols<H>(easy: &mut Easy2<H>) -> Result<()> {
-    let protos = (curl_sys::CURLPROTO_HTTP | curl_sys::CURLPROTO_HTTPS) as libc::c_long;
-    for opt in [
-        curl_sys::CURLOPT_PROTOCOLS,
-        curl_sys::CURLOPT_REDIR_PROTOCOLS,
-    ] {
-        // SAFETY: both options take a long bitmask; the handle is valid for `easy`'s life.
-        let rc = unsafe { curl_sys::curl_easy_setopt(easy.raw(), opt, protos) };
-        if rc != curl_sys::CURLE_OK {
-            return Err(Error::with_message(
-                libc::EIO,
-                curl::Error::new(rc).to_string(),
-            ));
-        }
-    }
-    Ok(())
 }
 
 impl Drop for CurlGlue {

@@ -151,7 +151,7 @@ impl DkrImport {
             jobs: JobSet::new(),
             copy_task: None,
             temp: None,
-            glue: CurlGlue::new()?,
+            glue: CurlGlue::new(settings.curl.clone())?,
             index_url,
             image_root: settings.image_root.clone(),
             name: req.name,

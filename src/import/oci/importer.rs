@@ -46,7 +46,7 @@ use super::reference::Reference;
 use super::registry_error;
 use super::spool::{self, Spool, SpoolReader};
 
-use crate::curl_glue::CurlGlue;
+use crate::curl_glue::{CurlGlue, CurlSettings};
 use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
 use crate::import::common::{self, TempPath};
 use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
@@ -88,6 +88,8 @@ pub struct PullRequest {
     pub max_downloads: usize,
     /// From the auth files, with the file they came from.
     pub credentials: Option<(Credentials, PathBuf)>,
+    /// What the easy handles get.
+    pub curl: CurlSettings,
 }
 
 /// The requests of a pull, as keys of the job set.
@@ -226,7 +228,7 @@ impl OciImport {
             finish_task: None,
             apply_temp: None,
             blobs: Vec::new(),
-            glue: CurlGlue::new()?,
+            glue: CurlGlue::new(req.curl.clone())?,
             req,
             storage: Storage::Directory,
             cancel: Arc::new(AtomicBool::new(false)),
