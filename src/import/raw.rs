@@ -92,7 +92,7 @@ impl RawImport {
             temp: None,
             converted: None,
             copy_temp: None,
-            glue: CurlGlue::new()?,
+            glue: CurlGlue::new(settings.curl.clone())?,
             image_root: settings.image_root.clone(),
             url: req.url,
             local: req.local,

@@ -99,5 +99,6 @@ fn validate(settings: &Settings, args: &[String]) -> Result<PullRequest, ()> {
             .max_concurrent_downloads
             .unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS),
         credentials,
+        curl: settings.curl.clone(),
     })
 }
