@@ -24,8 +24,9 @@ use nix::sys::stat::{Mode as Perm, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
+use super::entry::{Entry, Kind, SparseMap};
 use super::layer::{self, Class, Layer};
-use super::reader::{Entry, Kind, Reader, SparseMap, BUFFER_SIZE};
+use super::reader::{Reader, BUFFER_SIZE};
 use super::{failed, refuse, show, sys, tree, Mode, Stats};
 use crate::util::error::{Error, Result};
 use crate::util::fs;

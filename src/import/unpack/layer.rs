@@ -32,7 +32,8 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode as Perm;
 
 use super::apply::Unpacker;
-use super::reader::{Entry, Kind, Reader};
+use super::entry::{Entry, Kind};
+use super::reader::Reader;
 use super::{failed, refuse, sys, tree, Mode};
 use crate::util::error::Result;
 use crate::util::fs;

@@ -68,8 +68,10 @@
 //! layers (a snapshot of the parent layer, or the same directory layer after layer).
 
 mod apply;
+mod entry;
 mod header;
 mod layer;
+mod pax;
 mod reader;
 mod sys;
 mod tree;
