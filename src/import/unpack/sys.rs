@@ -1,8 +1,9 @@
-//! The few system calls nix does not wrap the way we need: `fchmodat2` and `openat2`
-//! with the EAGAIN retry. (Times and xattrs are set with `util::fs` and `util::sys`.)
+//! The unpacker's own system calls: `openat2` confined to the root (with the EAGAIN
+//! retry), `openat`, `fstat`/`fstatat`, and `fchmodat2`, which nix lacks. (Times and
+//! xattrs are set with `util::fs` and `util::sys`.)
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -86,19 +87,12 @@ pub fn open_at(
     flags: OFlag,
     mode: u32,
 ) -> Result<OwnedFd, Errno> {
-    // SAFETY: valid fd and NUL-terminated name; on success the kernel returns a new fd
-    // that nobody else owns.
-    let fd = unsafe {
-        libc::openat(
-            dirfd.as_raw_fd(),
-            name.as_ptr(),
-            (flags | OFlag::O_CLOEXEC).bits(),
-            mode as libc::c_uint,
-        )
-    };
-    Errno::result(fd)?;
-    // SAFETY: `fd` is a fresh descriptor returned by openat above.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nix::fcntl::openat(
+        dirfd,
+        name,
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+    )
 }
 
 /// The file type bits of a stat mode.
