@@ -26,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 use super::digest::Digest;
 use super::spool::SpoolReader;
 use crate::import::common::TempPath;
-use crate::import::job::compress::{Compression, MAGIC_MAX};
+use crate::import::stream::{Compression, MAGIC_MAX};
 use crate::import::unpack::{self, Mode};
 use crate::log_error_errno;
 use crate::util::btrfs;
