@@ -63,7 +63,8 @@
 //! # Files
 //! Dependencies point one way (no two files import each other): `apply` uses `layer`
 //! and `extract`; `layer` uses `extract`; `extract` uses `dirs` and `meta`; `dirs` uses
-//! `meta`; all of them use `tree` and `sys`. `reader` uses `pax`, `header` and `entry`.
+//! `meta`; below them all lie `tree` and `sys`. `reader` uses `pax`, `header` and
+//! `entry`.
 //! * `apply.rs`: the loop over the members; picks plain extraction or the layer;
 //! * `layer.rs`: what a layer means (whiteouts, opaque directories, aufs pseudo-links);
 //! * `extract.rs`: creating one member, replacing what is in its way, its parents;
