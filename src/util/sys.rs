@@ -1,5 +1,5 @@
-//! The raw system calls nix does not wrap, each written once: `getrandom`, `statx`, the
-//! xattr calls, the inode-flag ioctls and glibc's `strerror_r`.
+//! The raw system calls nix does not wrap, each written once: `getrandom`, `statx`,
+//! `fchmodat2`, the xattr calls, the inode-flag ioctls and glibc's `strerror_r`.
 //!
 //! Every function here is a safe, thin shape of one call: it takes borrowed fds, C
 //! strings and slices, and returns nix's `Errno` on failure, like nix itself. The
@@ -43,6 +43,22 @@ pub fn statx(
         ))?;
         Ok(stx.assume_init())
     }
+}
+
+/// `fchmodat2(dir, name, mode, flags)` (Linux 6.6+; ENOSYS before): unlike glibc's
+/// `fchmodat`, it honours `AT_SYMLINK_NOFOLLOW` in the kernel.
+pub fn fchmodat2(dir: BorrowedFd<'_>, name: &CStr, mode: u32, flags: AtFlags) -> nix::Result<()> {
+    // SAFETY: a plain system call; `name` is NUL-terminated and the fd is open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::c_uint,
+            flags.bits(),
+        )
+    };
+    Errno::result(r).map(drop)
 }
 
 /// `flistxattr(fd, buf)`: the NUL-separated names of `fd`'s extended attributes. With an

@@ -1,12 +1,13 @@
-//! The unpacker's own system calls: `openat2` confined to the root (with the EAGAIN
-//! retry), `openat`, `fstat`/`fstatat`, and `fchmodat2`, which nix lacks. (Times and
-//! xattrs are set with `util::fs` and `util::sys`.)
+//! The unpacker's system calls in the shape it needs them: `openat2` confined to the
+//! root (with the EAGAIN retry), `openat`, `fstat`/`fstatat`, the depth of a directory,
+//! and chmod of a node without following it (`fchmodat2`, with its fallback). Times and
+//! xattrs are set with `util::fs`; the raw calls nix lacks are in `util::sys`.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 
 /// How often `openat2` is retried when the kernel reports a concurrent rename or mount
 /// (EAGAIN), before giving up.
@@ -31,18 +32,9 @@ pub fn open_in_root(dirfd: BorrowedFd<'_>, path: &CStr, flags: OFlag) -> Result<
 /// fd of the node (not following it), checked not to be a symlink, and chmod through
 /// its `/proc/thread-self/fd` link.
 pub fn chmod_at_nofollow(dirfd: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<(), Errno> {
-    // SAFETY: plain syscall with a valid fd and a NUL-terminated name.
-    let r = Errno::result(unsafe {
-        libc::syscall(
-            libc::SYS_fchmodat2,
-            dirfd.as_raw_fd(),
-            name.as_ptr(),
-            mode as libc::c_uint,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    });
+    let r = crate::util::sys::fchmodat2(dirfd, name, mode, AtFlags::AT_SYMLINK_NOFOLLOW);
     if r != Err(Errno::ENOSYS) {
-        return r.map(drop);
+        return r;
     }
     let node = open_at(dirfd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)?;
     if file_type(&fstat(node.as_fd())?) == libc::S_IFLNK {
@@ -77,7 +69,7 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, Errno> {
 
 /// `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)`.
 pub fn lstat_at(dirfd: BorrowedFd<'_>, name: &CStr) -> Result<libc::stat, Errno> {
-    nix::sys::stat::fstatat(dirfd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+    nix::sys::stat::fstatat(dirfd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
 /// `openat(dirfd, name, flags | O_CLOEXEC, mode)`.
