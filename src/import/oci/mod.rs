@@ -36,6 +36,7 @@ pub mod importer;
 pub mod manifest;
 pub mod platform;
 pub mod reference;
+pub mod registry;
 pub mod registry_error;
 pub mod spool;
 
