@@ -29,6 +29,7 @@
 pub mod apply;
 pub mod auth;
 pub mod config;
+pub mod credential_helper;
 pub mod credentials;
 pub mod digest;
 pub mod encoding;
