@@ -4,6 +4,7 @@
 
 pub mod btrfs;
 pub mod cli;
+pub mod daemon;
 pub mod dkr_registry;
 pub mod fault_proxy;
 pub mod fsmeta;
