@@ -4,14 +4,17 @@
 
 pub mod btrfs;
 pub mod cli;
+pub mod connect_proxy;
 pub mod daemon;
 pub mod dkr_registry;
 pub mod fault_proxy;
+pub mod fleet_registry;
 pub mod fsmeta;
 pub mod gpg;
 pub mod http;
 pub mod isolate;
 pub mod mutate;
+pub mod nginx;
 pub mod oci;
 pub mod pull;
 pub mod qemu;
