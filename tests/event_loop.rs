@@ -5,8 +5,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use systemd_import::event::{
-    now, Clock, Enabled, EventLoop, SourceId, EPOLLIN, PRIORITY_IDLE, PRIORITY_IMPORTANT,
-    PRIORITY_NORMAL,
+    now, Clock, Enabled, EventLoop, SourceId, TimerAction, EPOLLIN, PRIORITY_IDLE,
+    PRIORITY_IMPORTANT, PRIORITY_NORMAL,
 };
 use systemd_import::util::error::Error;
 
@@ -197,9 +197,9 @@ fn a_source_may_remove_itself_and_another_pending_source() {
 
 #[test]
 fn a_stale_event_never_reaches_a_reused_fd_or_slot() {
-    // a (important) and b (idle) both become pending; a removes b, closes b's fd, opens a
-    // new pipe that gets the same fd number and slot, and watches it with c. b must never
-    // fire, and c must not inherit b's pending state.
+    // a (important) and b (idle) both become pending; a removes b, puts a new pipe under
+    // b's fd number, and watches it with c, which gets b's slot. b must never fire, and c
+    // must not inherit b's pending state.
     let mut lp = EventLoop::<Log>::new().unwrap();
     let mut log = Log::default();
     let (ra, wa) = pipe();
@@ -215,15 +215,18 @@ fn a_stale_event_never_reaches_a_reused_fd_or_slot() {
             log.fired.push("a");
             drain(ra.as_raw_fd());
             lp.remove(b);
-            drop(rb_holder.take());
-            let (r2, w2) = pipe();
-            assert_eq!(
-                r2.as_raw_fd(),
-                rb_num,
-                "test needs the fd number to be reused"
-            );
+            // Reuse b's fd number for the new pipe's read end. dup3 closes b's pipe and
+            // installs the new one under the number in one step: closing and then opening
+            // could hand the free number to another test's thread in between.
+            let (new_r, w2) = pipe();
+            let r2 = rb_holder.take().unwrap();
+            // SAFETY: `rb_num` is owned by `r2`, which owns the new pipe's read end after
+            // the call; `new_r` stays open across it.
+            let rc = unsafe { libc::dup3(new_r.as_raw_fd(), rb_num, libc::O_CLOEXEC) };
+            assert_eq!(rc, rb_num);
+            drop(new_r);
             let c = lp
-                .add_io(r2.as_raw_fd(), EPOLLIN, io_recorder("c", r2.as_raw_fd()))
+                .add_io(rb_num, EPOLLIN, io_recorder("c", rb_num))
                 .unwrap();
             log.ids.push(Some(c));
             log.fds.push(r2);
@@ -257,27 +260,27 @@ fn timers_fire_in_deadline_order_including_past_and_zero_deadlines() {
     let timer = |name: &'static str| {
         move |_: &mut EventLoop<Log>, log: &mut Log, _, _| {
             log.fired.push(name);
-            Ok(())
+            Ok(TimerAction::Drop)
         }
     };
-    lp.add_time(Clock::Monotonic, t0 + 30_000, timer("30ms"))
+    lp.add_timer(Clock::Monotonic, t0 + 30_000, timer("30ms"))
         .unwrap();
-    lp.add_time(
+    lp.add_timer(
         Clock::Boottime,
         now(Clock::Boottime) + 10_000,
         timer("10ms-boottime"),
     )
     .unwrap();
-    lp.add_time(Clock::Monotonic, 0, timer("epoch")).unwrap();
-    lp.add_time(Clock::Monotonic, t0 - 1, timer("past"))
+    lp.add_timer(Clock::Monotonic, 0, timer("epoch")).unwrap();
+    lp.add_timer(Clock::Monotonic, t0 - 1, timer("past"))
         .unwrap();
-    lp.add_time(Clock::Monotonic, t0 + 20_000, timer("20ms"))
+    lp.add_timer(Clock::Monotonic, t0 + 20_000, timer("20ms"))
         .unwrap();
     while log.fired.len() < 5 {
         lp.run_once(&mut log, None).unwrap();
     }
-    // Expired timers fire in the order they were found pending (both at once: slot order);
-    // the future ones in deadline order.
+    // Expired timers fire in the order they were found pending (both at once: deadline
+    // order); the future ones in deadline order.
     assert_eq!(&log.fired[2..], ["10ms-boottime", "20ms", "30ms"]);
     assert!(log.fired[..2].contains(&"epoch") && log.fired[..2].contains(&"past"));
     assert!(now(Clock::Monotonic) >= t0 + 30_000, "no timer fires early");
@@ -291,9 +294,9 @@ fn a_sub_millisecond_deadline_waits_instead_of_spinning() {
     let mut log = Log::default();
     for _ in 0..20 {
         let deadline = now(Clock::Monotonic) + 1_500;
-        lp.add_time(Clock::Monotonic, deadline, |_, log, _, _| {
+        lp.add_timer(Clock::Monotonic, deadline, |_, log, _, _| {
             log.fired.push("t");
-            Ok(())
+            Ok(TimerAction::Drop)
         })
         .unwrap();
         let before = log.fired.len();
@@ -310,24 +313,91 @@ fn a_repeating_timer_is_rearmed_by_its_callback() {
     let mut lp = EventLoop::<u32>::new().unwrap();
     let mut count = 0u32;
     let id = lp
-        .add_time(
+        .add_timer(
             Clock::Monotonic,
             now(Clock::Monotonic),
-            |lp, count: &mut u32, me, deadline| {
+            |lp, count: &mut u32, _, deadline| {
                 *count += 1;
                 if *count < 3 {
-                    lp.set_time(me, deadline + 1_000)?;
-                    lp.set_enabled(me, Enabled::Oneshot)?;
+                    Ok(TimerAction::ToInstant(deadline + 1_000))
                 } else {
                     lp.exit(7);
+                    Ok(TimerAction::Drop)
                 }
-                Ok(())
             },
         )
         .unwrap();
     assert_eq!(lp.run(&mut count).unwrap(), 7);
     assert_eq!(count, 3);
+    assert!(!lp.exists(id), "a dropped timer is removed");
+}
+
+#[test]
+fn a_timer_repeats_every_duration_until_it_drops_itself() {
+    let mut lp = EventLoop::<Vec<u64>>::new().unwrap();
+    let mut fired = Vec::new();
+    let start = now(Clock::Boottime);
+    let id = lp
+        .add_timer_in(
+            Clock::Boottime,
+            Duration::from_millis(2),
+            |lp, fired: &mut Vec<u64>, _, deadline| {
+                assert!(lp.now(Clock::Boottime) >= deadline, "never early");
+                fired.push(deadline);
+                if fired.len() < 3 {
+                    return Ok(TimerAction::ToDuration(Duration::from_millis(2)));
+                }
+                lp.exit(0);
+                Ok(TimerAction::Drop)
+            },
+        )
+        .unwrap();
+    assert_eq!(lp.run(&mut fired).unwrap(), 0);
+    assert_eq!(fired.len(), 3);
+    assert!(fired[0] >= start + 2_000);
+    for pair in fired.windows(2) {
+        assert!(pair[1] >= pair[0] + 2_000, "{fired:?}");
+    }
+    assert!(!lp.exists(id));
+}
+
+#[test]
+fn a_disabled_timer_keeps_its_deadline_and_fires_once_reenabled() {
+    let mut lp = EventLoop::<Log>::new().unwrap();
+    let mut log = Log::default();
+    let id = lp
+        .add_timer(Clock::Monotonic, 0, |_, log: &mut Log, _, _| {
+            log.fired.push("t");
+            Ok(TimerAction::ToInstant(u64::MAX))
+        })
+        .unwrap();
+    lp.set_enabled(id, Enabled::Off).unwrap();
+    assert!(!lp.run_once(&mut log, NO_WAIT).unwrap(), "off: not due");
+    lp.set_enabled(id, Enabled::On).unwrap();
+    assert!(
+        lp.run_once(&mut log, NO_WAIT).unwrap(),
+        "on again: the past deadline fires"
+    );
+    assert_eq!(log.fired, ["t"]);
+    // Re-armed for "never": nothing more.
+    assert!(!lp.run_once(&mut log, NO_WAIT).unwrap());
+    assert_eq!(lp.enabled(id), Some(Enabled::On));
+}
+
+#[test]
+fn a_failing_timer_is_disabled_not_rearmed() {
+    let mut lp = EventLoop::<Log>::new().unwrap();
+    let mut log = Log::default();
+    let id = lp
+        .add_timer(Clock::Monotonic, 0, |_, log: &mut Log, _, _| {
+            log.fired.push("t");
+            Err(Error::new(libc::EIO))
+        })
+        .unwrap();
+    assert!(lp.run_once(&mut log, NO_WAIT).unwrap());
     assert_eq!(lp.enabled(id), Some(Enabled::Off));
+    assert!(!lp.run_once(&mut log, NO_WAIT).unwrap());
+    assert_eq!(log.fired, ["t"]);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::http::{HttpServer, Request, Response, Router};
 use common::tls::TestCa;
 use sha2::{Digest, Sha256};
-use systemd_import::curl_glue::{CurlGlue, CurlHost};
+use systemd_import::curl_glue::{CurlGlue, CurlHost, CurlSettings};
 use systemd_import::event::EventLoop;
 use systemd_import::import::job::{
     Compression, ImportJob, JobHost, JobOptions, JobSet, JobState, Sink,
@@ -72,11 +72,16 @@ impl JobHost for Host {
 }
 
 fn glue_for(ca: Option<&TestCa>) -> CurlGlue {
-    let mut glue = CurlGlue::new().unwrap();
+    glue_with(ca, CurlSettings::default())
+}
+
+/// A glue trusting `ca` (if any) with `settings` otherwise: in-process tests pass the CA in
+/// rather than changing the process environment.
+fn glue_with(ca: Option<&TestCa>, mut settings: CurlSettings) -> CurlGlue {
     if let Some(ca) = ca {
-        glue.set_ca_file(ca.ca_pem_path());
+        settings.ca_file = Some(ca.ca_pem_path());
     }
-    glue
+    CurlGlue::new(settings).unwrap()
 }
 
 /// Run `jobs` (keyed by their index) to completion; `then` chains jobs after others.
@@ -264,10 +269,15 @@ fn a_stalled_server_fails_by_the_low_speed_limit() {
     let server = HttpServer::start(None, |_: &Request| {
         Response::ok(vec![1u8; 1 << 20]).stall_after(10, Duration::from_secs(60))
     });
-    let mut glue = glue_for(None);
     // The test-only shortening of the 60 s window (the binary reads
     // SYSTEMD_IMPORT_TEST_LOW_SPEED_TIME for the same).
-    glue.set_low_speed_time(Duration::from_secs(2));
+    let glue = glue_with(
+        None,
+        CurlSettings {
+            low_speed_time: Duration::from_secs(2),
+            ..CurlSettings::default()
+        },
+    );
     let host = run_with(glue, vec![memory_job(&server.url("/stall"))], Vec::new());
     let msg = error_msg(host.jobs.get(0).unwrap());
     assert!(msg.starts_with("Transfer failed: "), "{msg}");

@@ -409,8 +409,13 @@ fn every_bad_argument_is_refused_with_upstreams_error() {
         );
     }
     // A transfer of another type for the same URL is no duplicate.
-    start_pull(conn, "PullRaw", ("https://h/dup.tar", "", "no", false));
-    // Nothing else ran: two transfers, two workers.
+    let (second, _) = start_pull(conn, "PullRaw", ("https://h/dup.tar", "", "no", false));
+    // Nothing else ran: two transfers, two workers. (The signal reaches the recorder's
+    // connection on its own schedule.)
+    signals.wait_for(
+        "TransferNew",
+        |s| matches!(s, Seen::New(id, _) if *id == second),
+    );
     let news = signals
         .seen()
         .iter()
@@ -478,6 +483,7 @@ fn callers_other_than_root_are_refused_without_polkit() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("a(usssdo) 1 1 \"pull-tar\""), "{stdout}");
     // Nothing was started or cancelled for nobody.
+    signals.wait_for("TransferNew", |s| matches!(s, Seen::New(i, _) if *i == id));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(d.workers().len(), 1);
     let news = signals

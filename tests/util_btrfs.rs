@@ -11,7 +11,9 @@ use std::path::Path;
 use common::btrfs::*;
 use common::fsmeta::set_times;
 use systemd_import::util::btrfs::*;
-use systemd_import::util::fs::{chattr_nocow, copy_tree, make_read_only, rm_rf};
+use systemd_import::util::fs::{
+    chattr_nocow, copy_tree, make_read_only, rm_rf, snapshot_or_copy, subvol_remove,
+};
 
 fn open(path: &Path) -> File {
     File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))

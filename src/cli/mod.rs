@@ -12,7 +12,7 @@ pub use verbs::{DkrRequest, UrlRequest};
 
 pub use options::{Settings, Verify, DEFAULT_IMAGE_ROOT};
 
-use crate::curl_glue::{self, PACKAGE_VERSION};
+use crate::curl_glue::{CurlSettings, PACKAGE_VERSION};
 use crate::event::{self, EventLoop};
 use crate::import::Importer;
 use crate::log_notice;
@@ -29,7 +29,6 @@ pub fn main() -> i32 {
         .first()
         .cloned()
         .unwrap_or_else(|| "systemd-import".into());
-    curl_glue::set_program_name(&argv0);
     crate::util::log::init();
 
     // Block SIGINT and SIGTERM before any thread exists (curl's resolver, job workers):
@@ -53,7 +52,11 @@ pub fn main() -> i32 {
             println!("{FEATURES} (systemd-import {})", env!("CARGO_PKG_VERSION"));
             0
         }
-        options::Parsed::Run { settings, args } => verbs::dispatch(&argv0, &settings, &args),
+        options::Parsed::Run { mut settings, args } => {
+            settings.curl =
+                CurlSettings::from_env(&argv0, crate::util::test_seams::low_speed_time());
+            verbs::dispatch(&argv0, &settings, &args)
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use crate::curl_glue::CurlSettings;
+
 /// `--verify=` modes. `sum` (seed) and `checksum` (v219) are the same.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Verify {
@@ -41,6 +43,9 @@ pub struct Settings {
     pub platform: Option<String>,
     /// `--max-concurrent-downloads=N` for pull-oci.
     pub max_concurrent_downloads: Option<usize>,
+    /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
+    /// argv[0] and the environment at start-up.
+    pub curl: CurlSettings,
 }
 
 impl Default for Settings {
@@ -52,6 +57,7 @@ impl Default for Settings {
             dkr_index_url: None,
             platform: None,
             max_concurrent_downloads: None,
+            curl: CurlSettings::default(),
         }
     }
 }
@@ -61,7 +67,8 @@ impl Default for Settings {
 pub enum Parsed {
     /// Run the verb in `args[0]` with the rest as its arguments.
     Run {
-        settings: Settings,
+        /// Boxed: it is large, and the other variants carry nothing.
+        settings: Box<Settings>,
         args: Vec<String>,
     },
     /// `-h`/`--help` was given: print the help and exit 0 (the verb is not run).
@@ -220,7 +227,10 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
             }
         }
     }
-    Ok(Parsed::Run { settings, args })
+    Ok(Parsed::Run {
+        settings: Box::new(settings),
+        args,
+    })
 }
 
 /// getopt_long's lookup: an exact name, else a unique prefix.
@@ -286,7 +296,7 @@ mod tests {
 
     fn run(s: &str) -> (Settings, Vec<String>) {
         match parse("systemd-import", &words(s)) {
-            Ok(Parsed::Run { settings, args }) => (settings, args),
+            Ok(Parsed::Run { settings, args }) => (*settings, args),
             other => panic!("{s}: {other:?}"),
         }
     }

@@ -15,43 +15,24 @@
 //!   each socket, closed only when curl says `CURL_POLL_REMOVE`.
 //! * **Completions are processed outside libcurl**, after `action()` returned, until the
 //!   message queue is empty (decision Q1), and not at all once the loop is exiting.
+//!
+//! The defaults of every easy handle, and the [`CurlSettings`] they come from (given to
+//! [`CurlGlue::new`], never read from the environment here), are in `easy.rs`.
+
+mod easy;
+
+pub use easy::{CurlSettings, PACKAGE_VERSION};
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use curl::easy::{Easy2, Handler};
 use curl::multi::{Easy2Handle, Events, Multi, Socket};
 
-use crate::event::{self, Clock, Enabled, EventLoop, SourceId, EPOLLIN, EPOLLOUT};
+use crate::event::{self, Clock, Enabled, EventLoop, SourceId, TimerAction, EPOLLIN, EPOLLOUT};
 use crate::util::error::{Error, Result};
-
-/// The version we report in the User-Agent and `--version`, as systemd's PACKAGE_VERSION.
-pub const PACKAGE_VERSION: &str = "219";
-
-/// What `program_invocation_short_name` is for the C tool: the basename of argv[0].
-static PROGRAM_NAME: OnceLock<String> = OnceLock::new();
-
-/// Record the program's short name (basename of argv[0]) for the User-Agent.
-pub fn set_program_name(argv0: &str) {
-    let name = argv0.rsplit('/').next().unwrap_or(argv0);
-    let _ = PROGRAM_NAME.set(if name.is_empty() {
-        "systemd-import".to_string()
-    } else {
-        name.to_string()
-    });
-}
-
-/// `<program>/<version>`, e.g. `systemd-import/219`.
-pub fn user_agent() -> String {
-    let name = PROGRAM_NAME
-        .get()
-        .map(String::as_str)
-        .unwrap_or("systemd-import");
-    format!("{name}/{PACKAGE_VERSION}")
-}
 
 /// The owner of a [`CurlGlue`]: the loop's data. Replaces the C glue's `on_finished` hook
 /// and `userdata` pointer.
@@ -91,11 +72,6 @@ struct WatchedSocket {
     source: SourceId,
 }
 
-/// Low-speed limit: a transfer slower than `LOW_SPEED_LIMIT` bytes/s for
-/// `LOW_SPEED_TIME` fails (decision Q15), so a stalled server cannot hang us.
-const LOW_SPEED_LIMIT: u32 = 30;
-const LOW_SPEED_TIME: Duration = Duration::from_secs(60);
-
 /// The glue. Owners must drop every easy handle they added **before** dropping the glue
 /// (curl-rust frees the multi's callbacks with it; see curl-rust PR #645).
 pub struct CurlGlue {
@@ -103,19 +79,17 @@ pub struct CurlGlue {
     pending: Arc<Mutex<Pending>>,
     /// curl socket → our duplicate and its io source.
     sockets: HashMap<Socket, WatchedSocket>,
-    /// The oneshot "curl-timer" source, once created.
+    /// The armed "curl-timer" source, if curl asked for one (see [`on_timer`]).
     timer: Option<SourceId>,
     /// Never reused, so a late message can never be taken for a newer transfer.
     next_token: usize,
-    /// CA bundle (file) and directory from the environment, as curl's own tool reads them.
-    ca_file: Option<PathBuf>,
-    ca_dir: Option<PathBuf>,
-    low_speed_time: Duration,
+    /// What every easy handle gets (see `easy.rs`).
+    settings: CurlSettings,
 }
 
 impl CurlGlue {
-    /// A glue with a fresh multi handle.
-    pub fn new() -> Result<Self> {
+    /// A glue with a fresh multi handle, making easy handles with `settings`.
+    pub fn new(settings: CurlSettings) -> Result<Self> {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let mut multi = Multi::new();
 
@@ -151,47 +125,21 @@ impl CurlGlue {
             })
             .map_err(|e| Error::with_message(libc::EIO, e.to_string()))?;
 
-        let env_path = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        // curl(1): CURL_CA_BUNDLE, else SSL_CERT_DIR / SSL_CERT_FILE.
-        let ca_file = env_path("CURL_CA_BUNDLE").or_else(|| env_path("SSL_CERT_FILE"));
-        let ca_dir = env_path("SSL_CERT_DIR");
-
         Ok(CurlGlue {
             multi,
             pending,
             sockets: HashMap::new(),
             timer: None,
             next_token: 1,
-            ca_file,
-            ca_dir,
-            low_speed_time: crate::util::test_seams::low_speed_time().unwrap_or(LOW_SPEED_TIME),
+            settings,
         })
     }
 
-    /// `curl_glue_make()`: an easy handle for `url` with our default options: URL,
-    /// User-Agent, redirects followed, NOSIGNAL (curl-rust sets it), the low-speed limit,
-    /// HTTP(S) only (also for redirects), and the CA bundle from the environment.
+    /// `curl_glue_make()`: an easy handle for `url` with the defaults every handle gets:
+    /// URL, User-Agent, redirects followed, NOSIGNAL, the low-speed limit, HTTP(S) only
+    /// (also for redirects), and the CA bundle and directory of the settings.
     pub fn make<H: Handler>(&self, url: &str, handler: H) -> Result<Easy2<H>> {
-        let mut easy = Easy2::new(handler);
-        let eio = |e: curl::Error| Error::with_message(libc::EIO, e.to_string());
-        easy.url(url).map_err(eio)?;
-        easy.useragent(&user_agent()).map_err(eio)?;
-        easy.follow_location(true).map_err(eio)?;
-        easy.signal(false).map_err(eio)?;
-        easy.low_speed_limit(LOW_SPEED_LIMIT).map_err(eio)?;
-        easy.low_speed_time(self.low_speed_time).map_err(eio)?;
-        if let Some(f) = &self.ca_file {
-            easy.cainfo(f).map_err(eio)?;
-        }
-        if let Some(d) = &self.ca_dir {
-            easy.capath(d).map_err(eio)?;
-        }
-        restrict_protocols(&mut easy)?;
-        Ok(easy)
+        easy::make(&self.settings, url, handler)
     }
 
     /// Attach `easy` to the multi handle; returns the handle and its token (never reused).
@@ -231,22 +179,6 @@ impl CurlGlue {
         let r = handle.unpause_write();
         self.flush(lp);
         r.map_err(|e| Error::with_message(libc::EIO, e.to_string()))
-    }
-
-    /// Use this CA bundle instead of the one from the environment (for in-process tests,
-    /// which must not change the process environment).
-    pub fn set_ca_file(&mut self, path: impl Into<PathBuf>) {
-        self.ca_file = Some(path.into());
-    }
-
-    /// Change the low-speed window (default 60 s) for handles made from now on.
-    pub fn set_low_speed_time(&mut self, time: Duration) {
-        self.low_speed_time = time;
-    }
-
-    /// Number of sockets currently watched (for tests and debugging).
-    pub fn watched_sockets(&self) -> usize {
-        self.sockets.len()
     }
 
     /// Apply what curl's callbacks queued: add, change or drop io sources, arm or disarm
@@ -289,14 +221,11 @@ impl CurlGlue {
                     lp.set_enabled(w.source, Enabled::On)?;
                     return Ok(());
                 }
-                // SAFETY: duplicating a descriptor number curl just told us about; a
-                // closed one gives EBADF, which we report.
-                let fd = unsafe { libc::fcntl(socket, libc::F_DUPFD_CLOEXEC, 3) };
-                if fd < 0 {
-                    return Err(Error::last_os_error());
-                }
-                // SAFETY: `fd` is the fresh duplicate, owned from here on.
-                let dup = unsafe { OwnedFd::from_raw_fd(fd) };
+                // SAFETY: the borrow lasts for one fcntl(F_DUPFD_CLOEXEC) and nothing is
+                // read or written through it. curl told us about the socket in the call into
+                // the multi handle this flush follows; should it have closed the number since
+                // (see the module documentation), the kernel answers EBADF, which we report.
+                let dup = unsafe { BorrowedFd::borrow_raw(socket) }.try_clone_to_owned()?;
                 let source =
                     lp.add_io(dup.as_raw_fd(), events, move |lp, d: &mut D, _, revents| {
                         on_io(lp, d, socket, revents)
@@ -308,29 +237,26 @@ impl CurlGlue {
         Ok(())
     }
 
+    /// curl asked for its timer to fire after `timeout`, or (`None`) not at all: the armed
+    /// timer, if any, is replaced by a new one.
     fn apply_timer<D: CurlHost>(
         &mut self,
         lp: &mut EventLoop<D>,
         timeout: Option<Duration>,
     ) -> Result<()> {
+        if let Some(t) = self.timer.take() {
+            lp.remove(t);
+        }
         let Some(timeout) = timeout else {
-            if let Some(t) = self.timer {
-                lp.set_enabled(t, Enabled::Off)?;
-            }
             return Ok(());
         };
         // Round up to the next millisecond, as the C glue does (+999 µs).
         let deadline = event::now(Clock::Boottime) + timeout.as_micros() as u64 + 999;
-        if let Some(t) = self.timer.filter(|t| lp.exists(*t)) {
-            lp.set_time(t, deadline)?;
-            lp.set_enabled(t, Enabled::Oneshot)?;
-        } else {
-            let t = lp.add_time(Clock::Boottime, deadline, |lp, d: &mut D, _, _| {
-                on_timer(lp, d)
-            })?;
-            lp.set_description(t, "curl-timer");
-            self.timer = Some(t);
-        }
+        let t = lp.add_timer(Clock::Boottime, deadline, |lp, d: &mut D, me, _| {
+            on_timer(lp, d, me)
+        })?;
+        lp.set_description(t, "curl-timer");
+        self.timer = Some(t);
         Ok(())
     }
 }
@@ -357,8 +283,9 @@ fn on_io<D: CurlHost>(
     Ok(())
 }
 
-/// curl's timer expired.
-fn on_timer<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D) -> Result<()> {
+/// curl's timer `me` expired. It fires once: curl arms a new one through `flush` when it
+/// wants another call. On failure the loop disables it and the next `apply_timer` removes it.
+fn on_timer<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D, me: SourceId) -> Result<TimerAction> {
     let glue = d.glue();
     let r = glue.multi.timeout();
     glue.flush(lp);
@@ -366,8 +293,12 @@ fn on_timer<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D) -> Result<()> {
         log::debug!("Failed to propagate timeout.");
         return Err(Error::new(libc::EINVAL));
     }
+    // Unless `flush` already replaced it, this timer is spent (and dropped below).
+    if glue.timer == Some(me) {
+        glue.timer = None;
+    }
     check_finished(lp, d);
-    Ok(())
+    Ok(TimerAction::Drop)
 }
 
 /// Hand every finished transfer to the host, until curl's queue is empty (Q1). Messages
@@ -394,26 +325,6 @@ fn check_finished<D: CurlHost>(lp: &mut EventLoop<D>, d: &mut D) {
             d.on_transfer_done(lp, token, result);
         }
     }
-}
-
-/// Allow only HTTP and HTTPS, also for redirects: a server must not be able to redirect
-/// us to `file://` or anything else libcurl happens to support.
-fn restrict_protocols<H>(easy: &mut Easy2<H>) -> Result<()> {
-    let protos = (curl_sys::CURLPROTO_HTTP | curl_sys::CURLPROTO_HTTPS) as libc::c_long;
-    for opt in [
-        curl_sys::CURLOPT_PROTOCOLS,
-        curl_sys::CURLOPT_REDIR_PROTOCOLS,
-    ] {
-        // SAFETY: both options take a long bitmask; the handle is valid for `easy`'s life.
-        let rc = unsafe { curl_sys::curl_easy_setopt(easy.raw(), opt, protos) };
-        if rc != curl_sys::CURLE_OK {
-            return Err(Error::with_message(
-                libc::EIO,
-                curl::Error::new(rc).to_string(),
-            ));
-        }
-    }
-    Ok(())
 }
 
 impl Drop for CurlGlue {

@@ -10,12 +10,15 @@
 //! `&AtomicBool` it is given) and **joins the thread**, so temporary files the work created
 //! are gone by the time the owner's own cleanup runs; the callback is then never called.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::{EventLoop, SourceId, EPOLLIN};
+use nix::sys::eventfd::EventFd;
+
+use super::event_loop::EventLoop;
+use super::sys::{self, EPOLLIN};
 use crate::util::error::{Error, Result};
 
 struct Shared<T> {
@@ -26,7 +29,7 @@ struct Shared<T> {
     /// Written once by the worker thread, taken by the loop callback.
     result: Mutex<Option<std::thread::Result<T>>>,
     /// Becomes readable when `result` is set.
-    wake: OwnedFd,
+    wake: EventFd,
 }
 
 /// Owner's handle on a running task. Dropping it cancels and joins.
@@ -34,18 +37,12 @@ pub struct TaskHandle {
     /// Sets the work's cancel flag; with `true`, also drops interest in the result.
     cancel: Box<dyn Fn(bool) + Send + Sync>,
     thread: Option<JoinHandle<()>>,
-    source: SourceId,
 }
 
 impl TaskHandle {
     /// Ask the work to stop early (it sees the flag it was given turn true).
     pub fn cancel(&self) {
         (self.cancel)(false);
-    }
-
-    /// The loop source that delivers the result.
-    pub fn source(&self) -> SourceId {
-        self.source
     }
 }
 
@@ -69,31 +66,19 @@ impl<D: 'static> EventLoop<D> {
         W: FnOnce(&AtomicBool) -> T + Send + 'static,
         F: FnOnce(&mut EventLoop<D>, &mut D, T) + 'static,
     {
-        // SAFETY: plain syscall; the fd is checked and then owned.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(Error::last_os_error());
-        }
         let shared = Arc::new(Shared::<T> {
             cancel: AtomicBool::new(false),
             detached: AtomicBool::new(false),
             result: Mutex::new(None),
-            // SAFETY: fresh eventfd, owned from here on.
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake: sys::event_fd()?,
         });
 
         let mut done = Some(done);
         let cb_shared = shared.clone();
-        let source = self.add_io(fd, EPOLLIN, move |lp, data, id, _| {
-            let mut counter = [0u8; 8];
-            // SAFETY: 8-byte read from our own non-blocking eventfd.
-            unsafe {
-                libc::read(
-                    cb_shared.wake.as_raw_fd(),
-                    counter.as_mut_ptr() as *mut libc::c_void,
-                    8,
-                )
-            };
+        let wake_fd = shared.wake.as_raw_fd();
+        let source = self.add_io(wake_fd, EPOLLIN, move |lp, data, id, _| {
+            // Reset the counter; EAGAIN (nothing written yet) is fine too.
+            let _ = cb_shared.wake.read();
             let result = cb_shared
                 .result
                 .lock()
@@ -129,15 +114,8 @@ impl<D: 'static> EventLoop<D> {
                     .result
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = Some(result);
-                let one = 1u64.to_ne_bytes();
-                // SAFETY: 8-byte write to our own eventfd.
-                unsafe {
-                    libc::write(
-                        thread_shared.wake.as_raw_fd(),
-                        one.as_ptr() as *const libc::c_void,
-                        8,
-                    )
-                };
+                // Cannot fail: the counter is far from its maximum.
+                let _ = thread_shared.wake.write(1);
             })
             .map_err(|e| {
                 self.remove(source);
@@ -153,7 +131,6 @@ impl<D: 'static> EventLoop<D> {
                 cancel_shared.cancel.store(true, Ordering::Release);
             }),
             thread: Some(thread),
-            source,
         })
     }
 }

@@ -2,14 +2,12 @@
 //! installation under a final name, the local copy of a directory image (spec §4.7), and
 //! the tar/raw download cache's naming and ETag discovery (spec §5.1).
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::{btrfs, escape, fs, validate};
+use crate::util::{escape, fs, validate};
 
 /// The characters systemd escapes when it turns a URL or ETag into a file name.
 const FILENAME_ESCAPE: &str = "/.#\"'";
@@ -54,41 +52,14 @@ impl Drop for TempPath {
     }
 }
 
-fn cpath(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::new(libc::EINVAL))
-}
-
-fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> Result<()> {
-    let (f, t) = (cpath(from)?, cpath(to)?);
-    // SAFETY: two valid NUL-terminated paths, resolved relative to the cwd like rename(2).
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            flags,
-        )
-    };
-    if r < 0 {
-        return Err(Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Rename `from` to `to`, failing with EEXIST if `to` exists.
-pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
-    renameat2(from, to, libc::RENAME_NOREPLACE)
-}
-
 /// Move `from` into place as `to`, atomically replacing whatever is there (a directory or
 /// subvolume too, which rename(2) cannot do): the two are exchanged and the old one is
 /// removed afterwards. Readers see the old or the new object, never a mix or nothing
 /// (decision Q10: a stale cache entry is replaced atomically).
 pub fn install_replacing(from: &Path, to: &Path) -> Result<()> {
-    match rename_noreplace(from, to) {
+    match fs::rename_noreplace(from, to) {
         Err(e) if e.errno() == libc::EEXIST => {
-            renameat2(from, to, libc::RENAME_EXCHANGE)?;
+            fs::rename_exchange(from, to)?;
             // `from` now names the old object.
             fs::rm_rf(from)
         }
@@ -114,12 +85,12 @@ pub fn make_local_copy(
 ) -> Result<()> {
     let target = image_root.join(local);
     let temp = TempPath::next_to(&target);
-    btrfs::snapshot_or_copy(final_path, temp.path(), false, cancel)
+    fs::snapshot_or_copy(final_path, temp.path(), false, cancel)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?;
     let installed = if force {
         install_replacing(temp.path(), &target)
     } else {
-        rename_noreplace(temp.path(), &target)
+        fs::rename_noreplace(temp.path(), &target)
     };
     installed.map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?;
     temp.keep();
@@ -299,7 +270,7 @@ mod tests {
         std::fs::create_dir_all(new.join("n")).unwrap();
         std::fs::create_dir_all(old.join("o")).unwrap();
         assert_eq!(
-            rename_noreplace(&new, &old).unwrap_err().errno(),
+            fs::rename_noreplace(&new, &old).unwrap_err().errno(),
             libc::EEXIST
         );
         install_replacing(&new, &old).unwrap();

@@ -7,6 +7,7 @@ pub mod job;
 pub mod oci;
 pub mod qcow2;
 pub mod raw;
+pub mod stream;
 pub mod tar;
 pub mod unpack;
 pub mod url_pull;

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::common::{cache_path, find_old_etags, install_replacing, rename_noreplace};
+use super::common::{cache_path, find_old_etags, install_replacing};
 use super::common::{CacheKind, TempPath};
 use super::job::{JobOptions, Sink};
 use super::qcow2;
@@ -92,7 +92,7 @@ impl RawImport {
             temp: None,
             converted: None,
             copy_temp: None,
-            glue: CurlGlue::new()?,
+            glue: CurlGlue::new(settings.curl.clone())?,
             image_root: settings.image_root.clone(),
             url: req.url,
             local: req.local,
@@ -319,7 +319,7 @@ impl LocalCopy {
         let moved = if self.force {
             install_replacing(&self.temp, &self.target)
         } else {
-            rename_noreplace(&self.temp, &self.target)
+            fs::rename_noreplace(&self.temp, &self.target)
         };
         moved.map_err(|e| {
             log_error_errno!(e.clone(), "Failed to move writable image into place: {}", e)

@@ -72,7 +72,7 @@ impl TarImport {
             downloads: UrlDownloads::new(&req.url, settings.verify, ProgressPlan::TAR),
             task: None,
             temp: None,
-            glue: CurlGlue::new()?,
+            glue: CurlGlue::new(settings.curl.clone())?,
             image_root: settings.image_root.clone(),
             url: req.url,
             local: req.local,

@@ -6,12 +6,13 @@
 //! acts only when all of them are done, and the first one to fail ends the pull.
 
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use super::job::{ImportJob, JobHost, JobOptions, JobOwner, JobSet, Sink};
 use super::verify;
 use crate::cli::Verify;
 use crate::curl_glue::CurlGlue;
-use crate::event::{Clock, Enabled, EventLoop, SourceId, TaskHandle};
+use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::{names, notify, test_seams};
@@ -19,7 +20,7 @@ use crate::util::{names, notify, test_seams};
 /// The companions are small text files: 1 MiB is plenty (the C tool's limit).
 const VERIFY_FILE_MAX: u64 = 1 << 20;
 /// How often the download share of the progress is sampled.
-const PROGRESS_INTERVAL_USEC: u64 = 1_000_000;
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Share of the overall progress each companion download stands for (v219).
 const COMPANION_SHARE: u32 = 5;
 
@@ -248,13 +249,14 @@ impl UrlDownloads {
         lp: &mut EventLoop<D>,
         get: fn(&mut D) -> &mut UrlDownloads,
     ) -> Result<()> {
-        let first = lp.now(Clock::Monotonic) + PROGRESS_INTERVAL_USEC;
-        let id = lp.add_time(Clock::Monotonic, first, move |lp, data, id, _| {
-            get(data).report(lp, Phase::Downloading);
-            let next = lp.now(Clock::Monotonic) + PROGRESS_INTERVAL_USEC;
-            lp.set_time(id, next)?;
-            lp.set_enabled(id, Enabled::Oneshot)
-        })?;
+        let id = lp.add_timer_in(
+            Clock::Monotonic,
+            PROGRESS_INTERVAL,
+            move |lp, data, _, _| {
+                get(data).report(lp, Phase::Downloading);
+                Ok(TimerAction::ToDuration(PROGRESS_INTERVAL))
+            },
+        )?;
         lp.set_description(id, "import-progress");
         self.timer = Some(id);
         Ok(())

@@ -13,7 +13,8 @@
 //!   daemon kills its workers with SIGKILL at once.) Pull calls during the stop fail with
 //!   `System.Error.ESHUTDOWN`.
 //!
-//! This file is the only user of the loop's timers in the daemon ([`arm`]).
+//! This file is the only user of the loop's timers in the daemon; each timer's callback
+//! says what happens next (`TimerAction`).
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use super::manager::{Manager, BUS_NAME};
 use super::Settings;
 use crate::bus::{NAME_ALREADY_OWNER, NAME_IN_QUEUE, NAME_PRIMARY_OWNER};
-use crate::event::{Clock, Enabled, EventLoop, SourceId};
+use crate::event::{Clock, EventLoop, TimerAction};
 use crate::util::error::Result;
 use crate::util::notify::notify_to;
 
@@ -33,8 +34,6 @@ pub struct Service {
     exit_after: Duration,
     watchdog: Option<Duration>,
     notify_socket: Option<OsString>,
-    /// The timers, by [`Timer`].
-    timers: [Option<SourceId>; 3],
     /// Set by SIGTERM/SIGINT or a lost bus: no new transfers, exit when none is left.
     pub stopping: bool,
     /// The bus name is being released for the idle exit.
@@ -51,7 +50,6 @@ impl Service {
             exit_after: settings.exit_after,
             watchdog: settings.watchdog,
             notify_socket: settings.notify_socket.clone(),
-            timers: [None; 3],
             stopping: false,
             releasing: false,
             exit_code: 0,
@@ -67,37 +65,6 @@ impl Service {
             }
         }
     }
-}
-
-/// The daemon's timers.
-#[derive(Clone, Copy)]
-enum Timer {
-    Idle = 0,
-    Watchdog = 1,
-    Stop = 2,
-}
-
-/// Make `timer` fire once at `usec` (CLOCK_MONOTONIC) and call `f`, re-arming it if it
-/// exists. The daemon's only use of the loop's timer API.
-fn arm(
-    lp: &mut EventLoop<Manager>,
-    m: &mut Manager,
-    timer: Timer,
-    usec: u64,
-    f: fn(&mut EventLoop<Manager>, &mut Manager),
-) -> Result<()> {
-    if let Some(id) = m.service.timers[timer as usize] {
-        if lp.exists(id) {
-            lp.set_time(id, usec)?;
-            return lp.set_enabled(id, Enabled::Oneshot);
-        }
-    }
-    let id = lp.add_time(Clock::Monotonic, usec, move |lp, m, _, _| {
-        f(lp, m);
-        Ok(())
-    })?;
-    m.service.timers[timer as usize] = Some(id);
-    Ok(())
 }
 
 fn usec(d: Duration) -> u64 {
@@ -134,30 +101,23 @@ pub fn start(lp: &mut EventLoop<Manager>, m: &mut Manager) -> Result<()> {
             stop(lp, m, 1);
         }
     });
-    let now = lp.now(Clock::Monotonic);
-    m.service.last_transfer_end = now;
-    let first = now + usec(m.service.exit_after);
-    arm(lp, m, Timer::Idle, first, on_idle_timer)?;
+    m.service.last_transfer_end = lp.now(Clock::Monotonic);
+    lp.add_timer_in(Clock::Monotonic, m.service.exit_after, |lp, m, _, _| {
+        Ok(on_idle_timer(lp, m))
+    })?;
     if let Some(period) = m.service.watchdog {
-        arm(lp, m, Timer::Watchdog, now + usec(period / 2), on_watchdog)?;
+        lp.add_timer_in(Clock::Monotonic, period / 2, move |_, m, _, _| {
+            m.service.notify("WATCHDOG=1");
+            Ok(TimerAction::ToDuration(period / 2))
+        })?;
     }
     Ok(())
 }
 
-fn on_watchdog(lp: &mut EventLoop<Manager>, m: &mut Manager) {
-    m.service.notify("WATCHDOG=1");
-    if let Some(period) = m.service.watchdog {
-        let next = lp.now(Clock::Monotonic) + usec(period / 2);
-        if let Err(e) = arm(lp, m, Timer::Watchdog, next, on_watchdog) {
-            log::warn!("Failed to re-arm the watchdog timer: {e}");
-        }
-    }
-}
-
 /// Exit if idle for long enough, else look again when it could be.
-fn on_idle_timer(lp: &mut EventLoop<Manager>, m: &mut Manager) {
+fn on_idle_timer(lp: &mut EventLoop<Manager>, m: &mut Manager) -> TimerAction {
     if m.service.stopping || m.service.releasing {
-        return;
+        return TimerAction::Drop;
     }
     let now = lp.now(Clock::Monotonic);
     let window = usec(m.service.exit_after);
@@ -177,13 +137,11 @@ fn on_idle_timer(lp: &mut EventLoop<Manager>, m: &mut Manager) {
             }
             exit(lp, m);
         });
-        return;
+        return TimerAction::Drop;
     } else {
         quiet_since + window
     };
-    if let Err(e) = arm(lp, m, Timer::Idle, next, on_idle_timer) {
-        log::warn!("Failed to re-arm the idle timer: {e}");
-    }
+    TimerAction::ToInstant(next)
 }
 
 /// Stop: cancel every transfer and exit when none is left (with `code` unless an
@@ -193,8 +151,12 @@ pub fn stop(lp: &mut EventLoop<Manager>, m: &mut Manager, code: i32) {
         m.service.stopping = true;
         m.service.exit_code = code;
         m.service.notify("STOPPING=1");
-        let deadline = lp.now(Clock::Monotonic) + usec(STOP_DEADLINE);
-        if let Err(e) = arm(lp, m, Timer::Stop, deadline, on_stop_deadline) {
+        let deadline = lp.add_timer_in(Clock::Monotonic, STOP_DEADLINE, |_, m, _, _| {
+            log::warn!("Transfers still running after cancellation, killing them.");
+            m.kill_all();
+            Ok(TimerAction::Drop)
+        });
+        if let Err(e) = deadline {
             log::warn!("Failed to arm the stop deadline: {e}");
         }
     }
@@ -207,11 +169,6 @@ pub fn stop(lp: &mut EventLoop<Manager>, m: &mut Manager, code: i32) {
     if m.transfers.is_empty() {
         exit(lp, m);
     }
-}
-
-fn on_stop_deadline(_: &mut EventLoop<Manager>, m: &mut Manager) {
-    log::warn!("Transfers still running after cancellation, killing them.");
-    m.kill_all();
 }
 
 /// A transfer was removed.

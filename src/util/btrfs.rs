@@ -3,22 +3,22 @@
 //! The importers keep every cached image as a btrfs subvolume when they can: a local copy
 //! is then an instant snapshot, and a read-only flag protects the pristine download.
 //! On other file systems the ioctls fail with ENOTTY, which callers treat as "not btrfs,
-//! fall back to plain directories and copies" ([`snapshot_or_copy`] does that for them).
+//! fall back to plain directories and copies" (`util::fs::snapshot_or_copy` does that for
+//! them, and `util::fs::subvol_remove` walks nested subvolumes with the lookups here).
+//!
+//! A leaf: every function is one ioctl (or one lookup) on file descriptors it is given;
+//! nothing here opens paths or uses `util::fs`.
 //!
 //! The ioctl numbers and argument layouts are the kernel's UAPI
 //! (`include/uapi/linux/btrfs.h`, `btrfs_tree.h`); the sizes are checked at compile time.
 
 use std::ffi::{CStr, OsStr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
-use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::sys::stat::{fstat, SFlag};
 
-use crate::log_debug_errno;
 use crate::util::error::{Error, Result};
-use crate::util::fs;
 
 /// `statfs.f_type` of btrfs.
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
@@ -138,13 +138,17 @@ pub fn is_fs_btrfs(fd: BorrowedFd<'_>) -> Result<bool> {
 /// Whether `fd` is the root directory of a btrfs subvolume (a directory with inode 256
 /// on btrfs).
 pub fn is_subvolume(fd: BorrowedFd<'_>) -> Result<bool> {
+    Ok(has_subvolume_root_inode(fd)? && is_fs_btrfs(fd)?)
+}
+
+/// Whether `fd` is a directory with the inode number of a subvolume root (which on
+/// btrfs makes it one).
+fn has_subvolume_root_inode(fd: BorrowedFd<'_>) -> Result<bool> {
     let st = fstat(fd)?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR
-        || st.st_ino != BTRFS_FIRST_FREE_OBJECTID
-    {
-        return Ok(false);
-    }
-    is_fs_btrfs(fd)
+    Ok(
+        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+            && st.st_ino == BTRFS_FIRST_FREE_OBJECTID,
+    )
 }
 
 /// Create a new, empty subvolume `name` in the directory `dir`. ENOTTY when `dir` is not
@@ -190,11 +194,8 @@ pub fn subvol_snapshot(
 
 /// Check that `fd` is a subvolume root before touching its flags: EINVAL for anything
 /// else (the C helper's errno; the flag ioctls themselves give ENOTTY off btrfs).
-fn check_subvolume_root(fd: BorrowedFd<'_>) -> Result<()> {
-    let st = fstat(fd)?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR
-        || st.st_ino != BTRFS_FIRST_FREE_OBJECTID
-    {
+pub(crate) fn check_subvolume_root(fd: BorrowedFd<'_>) -> Result<()> {
+    if !has_subvolume_root_inode(fd)? {
         return Err(Error::new(libc::EINVAL));
     }
     Ok(())
@@ -232,29 +233,29 @@ pub fn subvol_set_read_only(fd: BorrowedFd<'_>, read_only: bool) -> Result<()> {
     Ok(())
 }
 
-/// The id (tree objectid) of the subvolume that `fd` lives in.
-fn subvol_id(fd: BorrowedFd<'_>) -> Result<u64> {
+/// `BTRFS_IOC_INO_LOOKUP`: the subvolume (tree id) `fd` lives in when `tree` is 0, and
+/// the path of inode `objectid` in that subvolume.
+fn ino_lookup(fd: BorrowedFd<'_>, tree: u64, objectid: u64) -> Result<InoLookupArgs> {
     let mut args = InoLookupArgs {
-        treeid: 0,
-        objectid: BTRFS_FIRST_FREE_OBJECTID,
+        treeid: tree,
+        objectid,
         name: [0; 4080],
     };
     // SAFETY: `args` is a valid, initialised `btrfs_ioctl_ino_lookup_args` the kernel
     // reads and writes in place.
     unsafe { ioctl::ino_lookup(fd.as_raw_fd(), &mut args) }?;
-    Ok(args.treeid)
+    Ok(args)
+}
+
+/// The id (tree objectid) of the subvolume that `fd` lives in.
+pub(crate) fn subvol_id(fd: BorrowedFd<'_>) -> Result<u64> {
+    Ok(ino_lookup(fd, 0, BTRFS_FIRST_FREE_OBJECTID)?.treeid)
 }
 
 /// The path (relative to the root of subvolume `tree`, `""` for the root itself) of the
 /// directory with inode `dirid` in that subvolume. `fd` is any fd on the file system.
-fn dir_path_in_subvol(fd: BorrowedFd<'_>, tree: u64, dirid: u64) -> Result<Vec<u8>> {
-    let mut args = InoLookupArgs {
-        treeid: tree,
-        objectid: dirid,
-        name: [0; 4080],
-    };
-    // SAFETY: as in `subvol_id`.
-    unsafe { ioctl::ino_lookup(fd.as_raw_fd(), &mut args) }?;
+pub(crate) fn dir_path_in_subvol(fd: BorrowedFd<'_>, tree: u64, dirid: u64) -> Result<Vec<u8>> {
+    let args = ino_lookup(fd, tree, dirid)?;
     let path = CStr::from_bytes_until_nul(&args.name)
         .map_err(|_| Error::new(libc::EIO))?
         .to_bytes();
@@ -263,16 +264,18 @@ fn dir_path_in_subvol(fd: BorrowedFd<'_>, tree: u64, dirid: u64) -> Result<Vec<u
 }
 
 /// A subvolume directly inside another one.
-struct ChildSubvol {
-    id: u64,
+pub(crate) struct ChildSubvol {
+    /// Its subvolume id.
+    pub(crate) id: u64,
     /// Inode of the directory (in the parent subvolume) that holds it.
-    dirid: u64,
-    name: Vec<u8>,
+    pub(crate) dirid: u64,
+    /// Its name in that directory.
+    pub(crate) name: Vec<u8>,
 }
 
 /// All subvolumes whose parent is subvolume `parent_id`, from the root tree's ROOT_REF
 /// items (key: parent id, ROOT_REF, child id).
-fn child_subvols(fd: BorrowedFd<'_>, parent_id: u64) -> Result<Vec<ChildSubvol>> {
+pub(crate) fn child_subvols(fd: BorrowedFd<'_>, parent_id: u64) -> Result<Vec<ChildSubvol>> {
     let mut children = Vec::new();
     let mut min_offset = 0u64;
     loop {
@@ -337,21 +340,10 @@ fn child_subvols(fd: BorrowedFd<'_>, parent_id: u64) -> Result<Vec<ChildSubvol>>
     }
 }
 
-/// Delete the subvolume `name` in `dir`, also when it is read-only and when other
-/// subvolumes are nested inside it (those are deleted first, depth first). ENOTTY when
-/// `dir` is not on btrfs, EINVAL when `name` is not a subvolume, ENOENT when it does not
-/// exist.
-pub fn subvol_remove(dir: BorrowedFd<'_>, name: impl AsRef<OsStr>) -> Result<()> {
-    let name = name.as_ref();
-    let subvol = fs::open_dir_at(dir, name)?;
-    if !is_fs_btrfs(subvol.as_fd())? {
-        return Err(Error::new(libc::ENOTTY));
-    }
-    check_subvolume_root(subvol.as_fd())?;
-    remove_subvol_tree(dir, name, subvol.as_fd())
-}
-
-fn snap_destroy(dir: BorrowedFd<'_>, name: &OsStr) -> Result<()> {
+/// Delete the subvolume `name` in `dir` (`BTRFS_IOC_SNAP_DESTROY`), read-only or not.
+/// ENOTEMPTY when other subvolumes are nested inside it (`util::fs::subvol_remove`
+/// deletes those first), ENOTTY when `dir` is not on btrfs.
+pub(crate) fn subvol_destroy(dir: BorrowedFd<'_>, name: &OsStr) -> Result<()> {
     let mut args = VolArgs {
         fd: 0,
         name: [0; 4088],
@@ -361,40 +353,6 @@ fn snap_destroy(dir: BorrowedFd<'_>, name: &OsStr) -> Result<()> {
     // name; the kernel only reads it.
     unsafe { ioctl::snap_destroy(dir.as_raw_fd(), &args) }?;
     Ok(())
-}
-
-/// Remove subvolume `name` in `dir` (already opened as `subvol`) with its nested
-/// subvolumes.
-fn remove_subvol_tree(dir: BorrowedFd<'_>, name: &OsStr, subvol: BorrowedFd<'_>) -> Result<()> {
-    // The common case, no nested subvolumes: one ioctl.
-    match snap_destroy(dir, name) {
-        Err(e) if e.errno() == libc::ENOTEMPTY => {}
-        other => return other,
-    }
-
-    let id = subvol_id(subvol)?;
-    let children = child_subvols(subvol, id)?;
-    if children.is_empty() {
-        return Err(Error::new(libc::ENOTEMPTY));
-    }
-    // Unlinking a child needs a writable parent; it is deleted right after anyway.
-    subvol_set_read_only(subvol, false)?;
-    for child in children {
-        let holder_path = dir_path_in_subvol(subvol, id, child.dirid)?;
-        let holder = if holder_path.is_empty() {
-            subvol.try_clone_to_owned()?
-        } else {
-            fs::open_dir_at(subvol, OsStr::from_bytes(&holder_path))?
-        };
-        let child_name = OsStr::from_bytes(&child.name);
-        let child_fd = fs::open_dir_at(holder.as_fd(), child_name)?;
-        if subvol_id(child_fd.as_fd())? != child.id {
-            // Renamed or replaced under us: better to fail than delete something else.
-            return Err(Error::new(libc::ESTALE));
-        }
-        remove_subvol_tree(holder.as_fd(), child_name, child_fd.as_fd())?;
-    }
-    snap_destroy(dir, name)
 }
 
 /// Make `dst` share all of `src`'s data (`FICLONE`). EOPNOTSUPP/ENOTTY when the file
@@ -424,95 +382,5 @@ pub fn clone_range(
     };
     // SAFETY: `args` is a valid `struct file_clone_range` the kernel only reads.
     unsafe { ioctl::ficlonerange(dst.as_raw_fd(), &args) }?;
-    Ok(())
-}
-
-/// The parent directory (opened) and final component of `path`.
-fn open_parent(path: &Path) -> Result<(OwnedFd, &OsStr)> {
-    let (parent, name) = fs::split_parent(path)?;
-    Ok((fs::open_dir(parent)?, name))
-}
-
-/// Make `dst` a copy of the directory tree `src`, as cheaply as the file systems allow:
-///
-/// * `src` is a subvolume and `dst` is on the same btrfs: a snapshot (instant);
-/// * otherwise, `dst` on btrfs: a new subvolume filled like [`fs::copy_tree_into`]
-///   (data reflinked where possible), so that `dst` can be snapshotted later;
-/// * otherwise a plain directory filled the same way ([`fs::copy_tree`]'s copy).
-///
-/// `read_only` makes the result a read-only subvolume, or drops the write bits of a
-/// plain directory's top (as [`fs::make_read_only`] does); otherwise the top is writable
-/// for its owner even if the source's was not. `dst` must not exist; on
-/// failure nothing is left at `dst`. `cancel` aborts a copy with ECANCELED.
-pub fn snapshot_or_copy(
-    src: &Path,
-    dst: &Path,
-    read_only: bool,
-    cancel: Option<&AtomicBool>,
-) -> Result<()> {
-    let src_fd = fs::open_dir(src)
-        .map_err(|e| log_debug_errno!(e.clone(), "Failed to open {}: {}", src.display(), e))?;
-    let (dst_dir, dst_name) = open_parent(dst).map_err(|e| {
-        log_debug_errno!(
-            e.clone(),
-            "Failed to open parent of {}: {}",
-            dst.display(),
-            e
-        )
-    })?;
-
-    if is_subvolume(src_fd.as_fd())? {
-        match subvol_snapshot(src_fd.as_fd(), dst_dir.as_fd(), dst_name, read_only) {
-            Ok(()) => return Ok(()),
-            // Another file system (or another btrfs): copy instead.
-            Err(e) if matches!(e.errno(), libc::ENOTTY | libc::EXDEV | libc::EOPNOTSUPP) => {}
-            Err(e) => {
-                return Err(log_debug_errno!(
-                    e.clone(),
-                    "Failed to snapshot {} to {}: {}",
-                    src.display(),
-                    dst.display(),
-                    e
-                ))
-            }
-        }
-    }
-
-    // No snapshot possible: a container (a subvolume on btrfs, so it can be
-    // snapshotted later; else a directory), filled by a copy.
-    let on_btrfs = is_fs_btrfs(dst_dir.as_fd())?;
-    let created = if on_btrfs {
-        subvol_make(dst_dir.as_fd(), dst_name)
-    } else {
-        nix::sys::stat::mkdirat(dst_dir.as_fd(), dst_name, Mode::S_IRWXU).map_err(Error::from)
-    };
-    created
-        .map_err(|e| log_debug_errno!(e.clone(), "Failed to create {}: {}", dst.display(), e))?;
-    let filled = fs::open_dir_at(dst_dir.as_fd(), dst_name).and_then(|dst_fd| {
-        fs::copy_dir_into(src_fd.as_fd(), dst_fd.as_fd(), cancel).map_err(|e| {
-            log_debug_errno!(
-                e.clone(),
-                "Failed to copy {} into {}: {}",
-                src.display(),
-                dst.display(),
-                e
-            )
-        })?;
-        match (read_only, on_btrfs) {
-            // The copy carries the source's mode; a read-only plain directory (whose
-            // write bits were dropped) must come out writable when asked for writable.
-            (false, _) => fs::add_owner_write(dst_fd.as_fd()),
-            (true, true) => subvol_set_read_only(dst_fd.as_fd(), true),
-            (true, false) => fs::drop_write_bits(dst_fd.as_fd()),
-        }
-    });
-    if let Err(e) = filled {
-        let _ = if on_btrfs {
-            subvol_remove(dst_dir.as_fd(), dst_name)
-        } else {
-            fs::rm_rf_at(dst_dir.as_fd(), dst_name)
-        };
-        return Err(e);
-    }
     Ok(())
 }

@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io;
 
+use crate::util::sys;
+
 /// An errno-carrying error. `Display` prints `strerror(errno)`, like `%m`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
@@ -68,17 +70,7 @@ impl Error {
 pub fn strerror(errno: i32) -> String {
     // glibc's own table: nix's descriptions differ for some errnos (EOPNOTSUPP reads
     // "Operation not supported on transport endpoint" there).
-    let mut buf = [0 as libc::c_char; 256];
-    // SAFETY: the buffer is valid for its length; libc's `strerror_r` is the XSI variant,
-    // which writes a NUL-terminated message into it and returns 0 on success.
-    let r = unsafe { libc::strerror_r(errno, buf.as_mut_ptr(), buf.len()) };
-    if r != 0 {
-        return format!("Unknown error {errno}");
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
+    sys::strerror(errno).unwrap_or_else(|| format!("Unknown error {errno}"))
 }
 
 impl fmt::Display for Error {

@@ -123,12 +123,6 @@ macro_rules! log_notice {
     };
 }
 
-/// systemd's `log_oom()`: logs `Out of memory.` and evaluates to an ENOMEM error.
-pub fn log_oom() -> crate::util::error::Error {
-    log::error!("Out of memory.");
-    crate::util::error::Error::with_message(libc::ENOMEM, "Out of memory.")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,7 +72,8 @@ fn looks_like_domain(first: &str) -> bool {
         || first.bytes().any(|b| b.is_ascii_uppercase())
 }
 
-fn tag_is_valid(tag: &str) -> bool {
+/// `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn tag_is_valid(tag: &str) -> bool {
     let mut bytes = tag.bytes();
     match bytes.next() {
         Some(b) if b.is_ascii_alphanumeric() || b == b'_' => {}
@@ -83,7 +84,7 @@ fn tag_is_valid(tag: &str) -> bool {
 }
 
 /// `host[:port]`: DNS labels or `[IPv6]`, then an optional port 1–65535.
-fn domain_is_valid(domain: &str) -> bool {
+pub fn domain_is_valid(domain: &str) -> bool {
     let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
         let Some((v6, after)) = rest.split_once(']') else {
             return false;
@@ -126,7 +127,7 @@ fn domain_is_valid(domain: &str) -> bool {
 
 /// `component ('/' component)*`, each `[a-z0-9]+ (sep [a-z0-9]+)*` with sep one of `.`,
 /// `_`, `__` or a run of `-`.
-fn path_is_valid(path: &str) -> bool {
+pub fn path_is_valid(path: &str) -> bool {
     !path.is_empty() && path.split('/').all(component_is_valid)
 }
 

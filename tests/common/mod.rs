@@ -4,15 +4,19 @@
 
 pub mod btrfs;
 pub mod cli;
+pub mod connect_proxy;
+pub mod daemon;
 pub mod dbus;
 pub mod dkr_registry;
 pub mod fault_proxy;
+pub mod fleet_registry;
 pub mod fsmeta;
 pub mod gpg;
 pub mod http;
 pub mod importd;
 pub mod isolate;
 pub mod mutate;
+pub mod nginx;
 pub mod oci;
 pub mod pull;
 pub mod qemu;

@@ -16,27 +16,21 @@
 //! Needs the Debian packages `docker-registry` and, for Basic auth, `apache2-utils` (`htpasswd
 //! -B` writes the bcrypt entry the registry insists on).
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use openssl::ecdsa::EcdsaSig;
 use sha2::{Digest, Sha256};
 
-use super::http::{lock, request, wait_until, HttpReply, HttpServer, Request, Response};
+use super::daemon::{start_on_free_port, Daemon, Ready};
+use super::http::{request, HttpReply, HttpServer, Request, Response};
 use super::tls::{IssuedCert, TestCa};
 
 /// The registry binary of the Debian package.
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-/// How long a registry may take to start listening before the test fails.
-const START_DEADLINE: Duration = Duration::from_secs(30);
-/// Attempts at starting when the chosen port was taken by someone else in the meantime.
-const START_ATTEMPTS: usize = 3;
 /// distribution accepts tokens up to this long past their `exp` (its clock-skew leeway).
 const REGISTRY_TOKEN_LEEWAY_SECS: i64 = 60;
 /// `expires_in` announced for the tokens the token server issues.
@@ -451,111 +445,11 @@ impl RegistryOptions {
     }
 }
 
-/// The registry's combined stdout/stderr so far, and how many of the two streams hit EOF.
-#[derive(Default)]
-struct LogState {
-    text: String,
-    closed_streams: usize,
-}
-
-/// The registry's log, with a condvar signalled on every new line and on EOF.
-#[derive(Default)]
-struct LogCapture {
-    state: Mutex<LogState>,
-    cv: Condvar,
-}
-
-impl LogCapture {
-    fn pump(self: &Arc<Self>, stream: impl Read + Send + 'static) -> JoinHandle<()> {
-        let log = Arc::clone(self);
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stream);
-            let mut line = Vec::new();
-            while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                lock(&log.state)
-                    .text
-                    .push_str(&String::from_utf8_lossy(&line));
-                line.clear();
-                log.cv.notify_all();
-            }
-            lock(&log.state).closed_streams += 1;
-            log.cv.notify_all();
-        })
-    }
-
-    fn text(&self) -> String {
-        lock(&self.state).text.clone()
-    }
-
-    /// Wait until the log contains `needle` (true), or the process closed both streams or the
-    /// deadline passed (false).
-    fn wait_for(&self, needle: &str, deadline: Instant) -> bool {
-        wait_until(&self.state, &self.cv, deadline, |state| {
-            if state.text.contains(needle) {
-                Some(true)
-            } else {
-                (state.closed_streams == 2).then_some(false)
-            }
-        })
-        .unwrap_or(false)
-    }
-}
-
-/// The `docker-registry serve` child process and its log pumps. Killed and reaped on Drop.
-struct RegistryProcess {
-    child: Child,
-    log: Arc<LogCapture>,
-    pumps: Vec<JoinHandle<()>>,
-}
-
-impl RegistryProcess {
-    /// Spawn the registry with `config` and wait until it listens on `port`. On failure the
-    /// process is killed and its log returned.
-    fn spawn(config: &Path, port: u16) -> Result<RegistryProcess, String> {
-        let mut child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {REGISTRY_BIN}: {e}"));
-        let log = Arc::new(LogCapture::default());
-        let pumps = vec![
-            log.pump(child.stdout.take().expect("stdout pipe")),
-            log.pump(child.stderr.take().expect("stderr pipe")),
-        ];
-        let process = RegistryProcess { child, log, pumps };
-        // distribution logs this right after binding, before serving: a real readiness signal.
-        let needle = format!("listening on 127.0.0.1:{port}");
-        if process
-            .log
-            .wait_for(&needle, Instant::now() + START_DEADLINE)
-        {
-            Ok(process)
-        } else {
-            let log = process.log.text();
-            drop(process);
-            Err(log)
-        }
-    }
-}
-
-impl Drop for RegistryProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for pump in self.pumps.drain(..) {
-            let _ = pump.join();
-        }
-    }
-}
-
 /// A running `docker-registry serve` on `127.0.0.1:<port>` over HTTPS, with its storage, config
 /// and certificates in a temporary directory. The process is killed and reaped on Drop.
 pub struct Registry {
     // Declared first so it is dropped first: the process dies before its files go away.
-    process: RegistryProcess,
+    process: Daemon,
     port: u16,
     auth: RegistryAuth,
     token_server: Option<TokenServer>,
@@ -567,10 +461,6 @@ impl Registry {
     /// Start a registry and wait until it listens and answers `GET /v2/`. Panics (with the
     /// registry's log) if it does not within 30 s.
     pub fn start(opts: RegistryOptions) -> Registry {
-        assert!(
-            Path::new(REGISTRY_BIN).exists(),
-            "{REGISTRY_BIN} not found: install Debian package docker-registry"
-        );
         let ca = TestCa::new();
         let dir = tempfile::Builder::new()
             .prefix("test-registry.")
@@ -600,30 +490,26 @@ impl Registry {
         };
 
         let config = dir.path().join("config.yml");
-        let mut last_log = String::new();
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            std::fs::write(&config, config_yaml(dir.path(), port, &ca, &auth_yaml))
-                .expect("write registry config");
-            match RegistryProcess::spawn(&config, port) {
-                Ok(process) => {
-                    let registry = Registry {
-                        process,
-                        port,
-                        auth: opts.auth,
-                        token_server,
-                        ca,
-                        dir,
-                    };
-                    registry.check_ping();
-                    return registry;
-                }
-                // Someone took the port between our probe and the registry's bind: try another.
-                Err(log) if log.contains("address already in use") => last_log = log,
-                Err(log) => panic!("docker-registry did not start listening:\n{log}"),
-            }
-        }
-        panic!("docker-registry could not bind a free port:\n{last_log}");
+        let (process, port) = start_registry(
+            "docker-registry",
+            |port| {
+                let tls = tls_yaml(&ca, None);
+                std::fs::write(&config, config_yaml(dir.path(), port, &tls, &auth_yaml))
+                    .expect("write registry config");
+                config.clone()
+            },
+            &[],
+        );
+        let registry = Registry {
+            process,
+            port,
+            auth: opts.auth,
+            token_server,
+            ca,
+            dir,
+        };
+        registry.check_ping();
+        registry
     }
 
     fn check_ping(&self) {
@@ -682,7 +568,7 @@ impl Registry {
 
     /// The registry's log so far (stdout and stderr).
     pub fn log(&self) -> String {
-        self.process.log.text()
+        self.process.log()
     }
 
     /// The directory the registry stores blobs and manifests in.
@@ -827,15 +713,53 @@ fn htpasswd_entry(creds: &Credentials) -> Vec<u8> {
     out.stdout
 }
 
-/// A port that was free a moment ago (the registry binds it itself).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("probe a free port")
-        .port()
+/// Start `docker-registry serve CONFIG` (with `env` added to its environment) on a free
+/// port once it listens; `config(port)` writes the configuration for that port and returns
+/// its path.
+pub fn start_registry(
+    name: &str,
+    mut config: impl FnMut(u16) -> PathBuf,
+    env: &[(&str, PathBuf)],
+) -> (Daemon, u16) {
+    assert!(
+        Path::new(REGISTRY_BIN).exists(),
+        "{REGISTRY_BIN} not found: install Debian package docker-registry"
+    );
+    start_on_free_port(
+        name,
+        // distribution logs this right after binding, before serving: a real readiness
+        // signal (`, tls` follows with TLS).
+        |port| Ready::LogLine(format!("listening on 127.0.0.1:{port}")),
+        |port| {
+            let mut cmd = Command::new(REGISTRY_BIN);
+            cmd.arg("serve").arg(config(port));
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            cmd
+        },
+    )
 }
 
-fn config_yaml(dir: &Path, port: u16, ca: &TestCa, auth_yaml: &str) -> String {
+/// The `http.tls` section serving `ca`'s server certificate; with `client_ca`, clients must
+/// present a certificate that CA signed.
+pub fn tls_yaml(ca: &TestCa, client_ca: Option<&Path>) -> String {
+    let mut yaml = format!(
+        "  tls:\n    certificate: \"{}\"\n    key: \"{}\"\n",
+        ca.server_cert_path().display(),
+        ca.server_key_path().display()
+    );
+    if let Some(client_ca) = client_ca {
+        yaml.push_str(&format!(
+            "    clientcas:\n      - \"{}\"\n",
+            client_ca.display()
+        ));
+    }
+    yaml
+}
+
+/// A registry configuration: storage in `dir/storage`, listening on `127.0.0.1:port`,
+/// `http_tls` (from [`tls_yaml`], or empty for plain HTTP) and `extra` top-level sections
+/// (`auth:`, `proxy:`).
+pub fn config_yaml(dir: &Path, port: u16, http_tls: &str, extra: &str) -> String {
     let mut secret = [0u8; 24];
     openssl::rand::rand_bytes(&mut secret).expect("random secret");
     let secret = base64url(&secret);
@@ -855,15 +779,10 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: \"{secret}\"
-  tls:
-    certificate: \"{cert}\"
-    key: \"{key}\"
-health:
+{http_tls}health:
   storagedriver:
     enabled: false
-{auth_yaml}",
+{extra}",
         storage = dir.join("storage").display(),
-        cert = ca.server_cert_path().display(),
-        key = ca.server_key_path().display(),
     )
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::stat::Mode;
 
-use crate::import::common::{self, rename_noreplace};
+use crate::import::common;
 use crate::import::job::{StreamConsumer, StreamContext};
 use crate::import::unpack::{self, Mode as UnpackMode};
 use crate::log_error_errno;
@@ -50,7 +50,7 @@ fn make_tree(temp: &Path, base: Option<&Path>, cancel: &AtomicBool) -> Result<()
     // and a failure shows up in the next step.
     let _ = fs::mkdir_parents(temp, 0o700);
     let made = match base {
-        Some(base) => btrfs::snapshot_or_copy(base, temp, false, Some(cancel)),
+        Some(base) => fs::snapshot_or_copy(base, temp, false, Some(cancel)),
         None => make_empty(temp),
     };
     made.map_err(|e| {
@@ -89,7 +89,7 @@ fn make_empty(temp: &Path) -> Result<()> {
 pub fn seal(temp: &Path, final_path: &Path) -> Result<()> {
     make_read_only(temp)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to mark snapshort read-only: {}", e))?;
-    rename_noreplace(temp, final_path)
+    fs::rename_noreplace(temp, final_path)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to rename snaphsot: {}", e))
 }
 

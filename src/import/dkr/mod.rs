@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use crate::cli::{self, DkrRequest, Settings};
 use crate::curl_glue::CurlGlue;
-use crate::event::{Clock, Enabled, EventLoop, SourceId, TaskHandle};
+use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
 use crate::import::common::TempPath;
 use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink, StreamContext};
 use crate::import::{operation_finished, Importer};
@@ -151,7 +151,7 @@ impl DkrImport {
             jobs: JobSet::new(),
             copy_task: None,
             temp: None,
-            glue: CurlGlue::new()?,
+            glue: CurlGlue::new(settings.curl.clone())?,
             index_url,
             image_root: settings.image_root.clone(),
             name: req.name,
@@ -434,21 +434,18 @@ impl DkrImport {
 
     /// Recompute the progress every [`PROGRESS_INTERVAL`] while the pull runs.
     fn start_progress_timer(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
-        let first = lp_now_plus(PROGRESS_INTERVAL);
-        let timer = lp.add_time(Clock::Monotonic, first, |lp, d: &mut DkrImport, id, _| {
-            d.report_progress();
-            lp.set_time(id, lp_now_plus(PROGRESS_INTERVAL))?;
-            lp.set_enabled(id, Enabled::Oneshot)
-        })?;
+        let timer = lp.add_timer_in(
+            Clock::Monotonic,
+            PROGRESS_INTERVAL,
+            |_, d: &mut DkrImport, _, _| {
+                d.report_progress();
+                Ok(TimerAction::ToDuration(PROGRESS_INTERVAL))
+            },
+        )?;
         lp.set_description(timer, "dkr-progress");
         self.progress_timer = Some(timer);
         Ok(())
     }
-}
-
-/// Now plus `d`, in µs on the monotonic clock (what time sources are armed with).
-fn lp_now_plus(d: Duration) -> u64 {
-    crate::event::now(Clock::Monotonic) + d.as_micros() as u64
 }
 
 impl JobOwner for DkrImport {

@@ -21,7 +21,6 @@
 //! libcurl itself noticed (it says "Transferred a partial file"); an error response's body
 //! never reaches the destination.
 
-pub mod compress;
 mod handler;
 mod set;
 mod worker;
@@ -42,7 +41,7 @@ use worker::{Channel, InputEnd, WorkerSpec};
 
 pub use worker::DEFAULT_QUEUE_LIMIT;
 
-pub use compress::Compression;
+pub use crate::import::stream::Compression;
 pub use set::{JobOwner, JobSet};
 
 /// The C job's default limit on compressed and uncompressed sizes: 8 GiB.

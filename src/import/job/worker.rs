@@ -4,7 +4,9 @@
 //! detects the compression, hashes the bytes as served (SHA-256 for SHA256SUMS and
 //! digests), decompresses, enforces the uncompressed limit, and feeds the [`Sink`]: a
 //! memory buffer, a (sparse) file, or a stream consumer such as the unpacker. So many
-//! downloads progress at once and a slow disk or codec never stalls the loop.
+//! downloads progress at once and a slow disk or codec never stalls the loop. The
+//! pieces of that pipeline are `import::stream`'s; this file owns the queue, the limit
+//! and the C job's messages.
 //!
 //! Back-pressure: when more than the job's queue limit ([`DEFAULT_QUEUE_LIMIT`] unless the
 //! owner chose another) is queued, the write callback pauses the transfer; the worker wakes
@@ -13,17 +15,22 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::time::TimeSpec;
+use nix::unistd::Whence;
 use sha2::{Digest, Sha256};
 
-use super::compress::{Compression, MAGIC_MAX};
 use super::{ResponseMeta, Sink, StreamContext};
+use crate::import::stream::{self, Compression, Decoder, HashingReader};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
+use crate::util::{fs, sys};
 
 /// Pause the transfer when this many bytes wait for the worker (per job).
 pub const DEFAULT_QUEUE_LIMIT: usize = 4 << 20;
@@ -241,41 +248,26 @@ fn handled(e: Error) -> io::Error {
     io::Error::new(kind, e)
 }
 
-/// Counts and (optionally) hashes what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: Option<Sha256>,
-    count: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(h) = &mut self.hasher {
-            h.update(&buf[..n]);
-        }
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-/// The decompressed stream: turns codec failures into the C job's "Decompression error."
-/// and enforces the uncompressed limit, logging each once at the failure site.
-struct Decompressed<'a> {
-    inner: Box<dyn Read + Send + 'a>,
-    hasher: Option<Sha256>,
+/// The decoded stream as the job checks it: turns codec failures into the C job's
+/// "Decompression error." and enforces the uncompressed limit, logging each once at the
+/// failure site.
+struct Checked<'a> {
+    inner: Decoder<'a>,
+    /// Decompressed bytes handed out.
     count: u64,
     max: u64,
 }
 
-impl Read for Decompressed<'_> {
+/// The decompressed stream, hashed if asked for.
+type Decompressed<'a> = HashingReader<Checked<'a>, Option<Sha256>>;
+
+impl Read for Checked<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = match self.inner.read(buf) {
             Ok(n) => n,
             Err(e) => {
-                // Errors of our own (cancel, a failed transfer) pass through unchanged;
-                // anything else comes from the codec.
-                if e.get_ref().is_some_and(|i| i.is::<Error>()) || e.raw_os_error().is_some() {
+                // Errors of our own (cancel, a failed transfer) pass through unchanged.
+                if !stream::is_codec_error(&e) {
                     return Err(e);
                 }
                 log::debug!("Decoder failed: {e}");
@@ -292,9 +284,6 @@ impl Read for Decompressed<'_> {
         if total > self.max {
             let err = log_error_errno!(Error::new(libc::EFBIG), "File overly large, refusing");
             return Err(err.into());
-        }
-        if let Some(h) = &mut self.hasher {
-            h.update(&buf[..n]);
         }
         self.count = total;
         Ok(n)
@@ -340,10 +329,6 @@ pub(crate) fn spawn(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<()> {
     Ok(())
 }
 
-fn hex(digest: impl AsRef<[u8]>) -> String {
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The pipeline. Errors are logged where they are detected.
 fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
     let meta = channel
@@ -386,48 +371,31 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
         current: Vec::new(),
         pos: 0,
     };
-    let mut hashing = Hashing {
-        inner: reader,
-        hasher: (spec.calc_checksum || seed.is_some()).then(|| seed.unwrap_or_default()),
-        count: 0,
-    };
+    let hasher = (spec.calc_checksum || seed.is_some()).then(|| seed.unwrap_or_default());
+    let mut served = HashingReader::new(reader, hasher);
 
-    let (compression, mut stream): (Option<Compression>, Decompressed<'_>) = {
-        let (compression, input): (Option<Compression>, Box<dyn Read + Send + '_>) =
-            if spec.detect_compression {
-                let mut head = [0u8; MAGIC_MAX];
-                let n = read_up_to(&mut hashing, &mut head)?;
-                let c = Compression::detect(&head[..n]);
-                c.log_detection();
-                let chained = io::Cursor::new(head[..n].to_vec()).chain(&mut hashing);
-                let dec = c.decoder(Box::new(chained)).map_err(|e| {
-                    let what = match c {
-                        Compression::Xz => "XZ",
-                        Compression::Gzip => "gzip",
-                        Compression::Bzip2 => "bzip2",
-                        Compression::Zstd => "zstd",
-                        Compression::Uncompressed => "plain",
-                    };
-                    log::debug!("{e}");
-                    log_error_errno!(
-                        Error::new(libc::EIO),
-                        "Failed to initialize {what} decoder."
-                    )
-                })?;
-                (Some(c), dec)
-            } else {
-                (None, Box::new(&mut hashing))
-            };
-        (
-            compression,
-            Decompressed {
-                inner: input,
-                hasher: spec.hash_uncompressed.then(Sha256::new),
-                count: 0,
-                max: spec.uncompressed_max,
-            },
-        )
+    let (compression, decoder) = if spec.detect_compression {
+        let (c, input) = stream::sniff(&mut served).map_err(Error::from)?;
+        c.log_detection();
+        let decoder = c.decoder(input).map_err(|e| {
+            log::debug!("{e}");
+            log_error_errno!(
+                Error::new(libc::EIO),
+                "Failed to initialize {} decoder.",
+                c.label()
+            )
+        })?;
+        (Some(c), decoder)
+    } else {
+        let passthrough = Compression::Uncompressed.decoder(&mut served);
+        (None, passthrough.map_err(Error::from)?)
     };
+    let checked = Checked {
+        inner: decoder,
+        count: 0,
+        max: spec.uncompressed_max,
+    };
+    let mut decoded = HashingReader::new(checked, spec.hash_uncompressed.then(Sha256::new));
 
     let mut out = WorkerOutput {
         compression,
@@ -435,42 +403,27 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
     };
     match spec.sink {
         Sink::Memory => {
-            stream.read_to_end(&mut out.payload).map_err(Error::from)?;
+            decoded.read_to_end(&mut out.payload).map_err(Error::from)?;
         }
-        Sink::File(fd) => write_file(fd, &mut stream, &meta, resume_from)?,
+        Sink::File(fd) => write_file(fd, &mut decoded, &meta, resume_from)?,
         Sink::Stream(consume) => {
             let ctx = StreamContext {
                 meta: meta.clone(),
                 cancel: channel.cancel.clone(),
             };
-            consume(&ctx, &mut stream)?;
+            consume(&ctx, &mut decoded)?;
             // Whatever the consumer left (a tar archive's trailing blocks) still counts
             // for the limits and the checksums.
-            io::copy(&mut stream, &mut io::sink()).map_err(Error::from)?;
+            io::copy(&mut decoded, &mut io::sink()).map_err(Error::from)?;
         }
     }
-    out.written_uncompressed = stream.count;
-    out.uncompressed_checksum = stream.hasher.take().map(|h| hex(h.finalize()));
-    drop(stream);
-    out.checksum = hashing.hasher.take().map(|h| hex(h.finalize()));
+    out.written_uncompressed = decoded.get_ref().count;
+    out.uncompressed_checksum = decoded.into_parts().1.map(stream::hex);
+    out.checksum = served.into_parts().1.map(stream::hex);
     if let Some(sum) = &out.checksum {
         log::debug!("SHA256 of {} is {}.", spec.url, sum);
     }
     Ok(out)
-}
-
-/// Read until `buf` is full or EOF.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(n)
 }
 
 /// Disk mode: write the decompressed stream to `fd`, sparse when it is a regular file, and
@@ -484,29 +437,24 @@ fn write_file(
 ) -> Result<()> {
     let start = resume_from.unwrap_or(0);
     // Seekable means a regular file: write sparse. A pipe gives ESPIPE: plain writes.
-    // SAFETY: lseek on an fd we own.
-    let allow_sparse =
-        match unsafe { libc::lseek(fd.as_raw_fd(), start as libc::off_t, libc::SEEK_SET) } {
-            r if r >= 0 => true,
-            _ => {
-                let e = Error::last_os_error();
-                if e.errno() != libc::ESPIPE {
-                    return Err(log_error_errno!(
-                        e,
-                        "Failed to seek on file descriptor: {}",
-                        e
-                    ));
-                }
-                false
-            }
-        };
+    let allow_sparse = match nix::unistd::lseek(&fd, start as i64, Whence::SeekSet) {
+        Ok(_) => true,
+        Err(Errno::ESPIPE) => false,
+        Err(e) => {
+            let e = Error::from(e);
+            return Err(log_error_errno!(
+                e.clone(),
+                "Failed to seek on file descriptor: {}",
+                e
+            ));
+        }
+    };
     if allow_sparse && resume_from.is_none() {
         // A restart after a resume attempt: drop what the earlier attempt wrote.
-        // SAFETY: ftruncate on an fd we own.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), 0) } < 0 {
-            let e = Error::last_os_error();
-            return Err(log_error_errno!(e, "Failed to truncate file: {}", e));
-        }
+        nix::unistd::ftruncate(&fd, 0).map_err(|e| {
+            let e = Error::from(e);
+            log_error_errno!(e.clone(), "Failed to truncate file: {}", e)
+        })?;
     }
     let mut buf = vec![0u8; BLOCK];
     let mut file = std::fs::File::from(fd);
@@ -519,7 +467,7 @@ fn write_file(
         };
         let data = &buf[..n];
         let r = if allow_sparse {
-            crate::util::fs::sparse_write(file.as_fd(), data, SPARSE_RUN).map(|_| ())
+            fs::sparse_write(file.as_fd(), data, SPARSE_RUN).map(|_| ())
         } else {
             file.write_all(data).map_err(Error::from)
         };
@@ -528,46 +476,22 @@ fn write_file(
         }
     }
     if allow_sparse {
-        let size = start + stream.count;
-        // SAFETY: ftruncate on an fd we own.
-        if unsafe { libc::ftruncate(file.as_raw_fd(), size as libc::off_t) } < 0 {
-            let e = Error::last_os_error();
-            return Err(log_error_errno!(e, "Failed to truncate file: {}", e));
-        }
+        let size = start + stream.get_ref().count;
+        nix::unistd::ftruncate(&file, size as i64).map_err(|e| {
+            let e = Error::from(e);
+            log_error_errno!(e.clone(), "Failed to truncate file: {}", e)
+        })?;
         let fd = file.as_fd();
         // Errors here are ignored, as in the C job: the metadata is a courtesy.
         if let Some(etag) = &meta.etag {
-            let _ = set_xattr(fd, "user.source_etag", etag.as_bytes());
+            let _ = sys::fsetxattr(fd, c"user.source_etag", etag.as_bytes());
         }
-        let _ = set_xattr(fd, "user.source_url", meta.url.as_bytes());
+        let _ = sys::fsetxattr(fd, c"user.source_url", meta.url.as_bytes());
         if let Some(mtime) = meta.last_modified {
-            let ts = libc::timespec {
-                tv_sec: (mtime / 1_000_000) as libc::time_t,
-                tv_nsec: ((mtime % 1_000_000) * 1000) as libc::c_long,
-            };
-            let times = [ts, ts];
-            // SAFETY: futimens with two valid timespecs on an fd we own.
-            unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) };
-            let _ = set_xattr(fd, "user.crtime_usec", &mtime.to_le_bytes());
+            let ts = TimeSpec::from(Duration::from_micros(mtime));
+            let _ = fs::set_times(fd, ts, ts);
+            let _ = sys::fsetxattr(fd, c"user.crtime_usec", &mtime.to_le_bytes());
         }
-    }
-    Ok(())
-}
-
-fn set_xattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> Result<()> {
-    let name = std::ffi::CString::new(name).map_err(|_| Error::new(libc::EINVAL))?;
-    // SAFETY: valid NUL-terminated name and a value buffer of the given length.
-    let r = unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(Error::last_os_error());
     }
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! hands fixed-size buffers over a bounded queue to the calling thread, which hashes the
 //! plain tar stream (the DiffID) while the unpacker applies it. Decompression and
 //! extraction thus run on both cores at once, and memory stays at a few buffers whatever
-//! the layer's size.
+//! the layer's size. Detection, decoders and hashing are `import::stream`'s; the threads
+//! and the queue are this file's.
 //!
 //! The target is prepared here as well: on btrfs a snapshot of the parent layer's
 //! subvolume (or a new subvolume for the base layer), made read-only once the DiffID
@@ -14,7 +15,7 @@
 //! here is visible under a final name: the caller renames after success, and removes the
 //! temporary target on failure.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,7 @@ use sha2::{Digest as _, Sha256};
 use super::digest::Digest;
 use super::spool::SpoolReader;
 use crate::import::common::TempPath;
-use crate::import::job::compress::{Compression, MAGIC_MAX};
+use crate::import::stream::{self, HashingReader};
 use crate::import::unpack::{self, Mode};
 use crate::log_error_errno;
 use crate::util::btrfs;
@@ -175,31 +176,25 @@ fn unpack_stream(
             log_error_errno!(e.clone(), "Failed to start decompression thread: {}", e)
         })?;
 
-    let mut reader = QueueReader {
+    let queue = QueueReader {
         full: full_rx,
         empty: empty_tx,
         current: Vec::new(),
         len: 0,
         pos: 0,
-        hasher: Sha256::new(),
     };
+    let mut reader = HashingReader::new(queue, Sha256::new());
     let options = unpack::Options {
         cancel: Some(cancel.clone()),
         ..unpack::Options::new(Mode::Oci)
     };
     let result = unpack::unpack(root.as_fd(), &mut reader, &options);
     // Dropping the receiving end makes a decompressor blocked on a full queue stop.
-    let QueueReader { full, hasher, .. } = reader;
+    let (QueueReader { full, .. }, hasher) = reader.into_parts();
     drop(full);
     let _ = decompressor.join();
     result?;
     Ok(Digest::from_hasher(hasher))
-}
-
-/// Whether an input error is one of ours (the blob was refused or the pull cancelled;
-/// already reported) rather than the decoder's.
-fn is_ours(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<Error>()) || e.raw_os_error().is_some()
 }
 
 /// The decompress thread: detect the compression, fill buffers from the decoder and queue
@@ -211,15 +206,15 @@ fn decompress(
     full: &SyncSender<Result<Filled>>,
     empty: &Receiver<Vec<u8>>,
 ) {
-    let mut input = BufReader::with_capacity(READ_BUFFER, input);
-    let compression = match input.fill_buf() {
-        Ok(head) => Compression::detect(&head[..head.len().min(MAGIC_MAX)]),
+    let input = BufReader::with_capacity(READ_BUFFER, input);
+    let (compression, input) = match stream::sniff(input) {
+        Ok(found) => found,
         Err(e) => {
             let _ = full.send(Err(Error::from(e)));
             return;
         }
     };
-    let mut decoder = match compression.decoder(Box::new(input)) {
+    let mut decoder = match compression.decoder(input) {
         Ok(d) => d,
         Err(e) => {
             let e = Error::from(e);
@@ -245,7 +240,8 @@ fn decompress(
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_ours(&e) => {
+                // The blob was refused or the pull cancelled: already reported.
+                Err(e) if !stream::is_codec_error(&e) => {
                     let _ = full.send(Err(Error::from(e)));
                     return;
                 }
@@ -273,7 +269,7 @@ fn decompress(
 /// A buffer of [`CHUNK`] bytes and how many of them hold data.
 type Filled = (Vec<u8>, usize);
 
-/// The unpacking side of the queue: a `Read` that hashes what it hands out.
+/// The unpacking side of the queue.
 struct QueueReader {
     full: Receiver<Result<Filled>>,
     /// Spent buffers go back to the decompressor.
@@ -282,7 +278,6 @@ struct QueueReader {
     /// Bytes of `current` that hold data.
     len: usize,
     pos: usize,
-    hasher: Sha256,
 }
 
 impl Read for QueueReader {
@@ -307,7 +302,6 @@ impl Read for QueueReader {
         }
         let n = buf.len().min(self.len - self.pos);
         buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.hasher.update(&buf[..n]);
         self.pos += n;
         Ok(n)
     }

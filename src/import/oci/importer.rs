@@ -46,8 +46,8 @@ use super::reference::Reference;
 use super::registry_error;
 use super::spool::{self, Spool, SpoolReader};
 
-use crate::curl_glue::CurlGlue;
-use crate::event::{Clock, Enabled, EventLoop, SourceId, TaskHandle};
+use crate::curl_glue::{CurlGlue, CurlSettings};
+use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
 use crate::import::common::{self, TempPath};
 use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
 use crate::import::{operation_finished, Importer};
@@ -88,6 +88,8 @@ pub struct PullRequest {
     pub max_downloads: usize,
     /// From the auth files, with the file they came from.
     pub credentials: Option<(Credentials, PathBuf)>,
+    /// What the easy handles get.
+    pub curl: CurlSettings,
 }
 
 /// The requests of a pull, as keys of the job set.
@@ -226,7 +228,7 @@ impl OciImport {
             finish_task: None,
             apply_temp: None,
             blobs: Vec::new(),
-            glue: CurlGlue::new()?,
+            glue: CurlGlue::new(req.curl.clone())?,
             req,
             storage: Storage::Directory,
             cancel: Arc::new(AtomicBool::new(false)),
@@ -550,20 +552,15 @@ impl OciImport {
             drop(self.jobs.remove(key));
             self.blobs[b].state = BlobState::RetryWait;
         }
-        let deadline = lp.now(Clock::Monotonic) + delay.as_micros() as u64;
-        let timer = lp.add_time(
-            Clock::Monotonic,
-            deadline,
-            move |lp, d: &mut Self, id, _| {
-                d.timers.retain(|t| *t != id);
-                if !d.finished {
-                    if let Err(e) = d.retry(lp, key) {
-                        d.finish(lp, Err(e));
-                    }
+        let timer = lp.add_timer_in(Clock::Monotonic, delay, move |lp, d: &mut Self, id, _| {
+            d.timers.retain(|t| *t != id);
+            if !d.finished {
+                if let Err(e) = d.retry(lp, key) {
+                    d.finish(lp, Err(e));
                 }
-                Ok(())
-            },
-        )?;
+            }
+            Ok(TimerAction::Drop)
+        })?;
         self.timers.push(timer);
         Ok(())
     }
@@ -933,17 +930,15 @@ impl OciImport {
         self.config_bytes = bytes;
         self.report_progress();
         self.start_downloads(lp)?;
-        self.progress_timer = Some(lp.add_time(
+        self.progress_timer = Some(lp.add_timer_in(
             Clock::Monotonic,
-            lp.now(Clock::Monotonic) + PROGRESS_INTERVAL.as_micros() as u64,
-            |lp, d: &mut Self, id, _| {
-                if !d.finished {
-                    d.report_progress();
-                    let next = lp.now(Clock::Monotonic) + PROGRESS_INTERVAL.as_micros() as u64;
-                    lp.set_time(id, next)?;
-                    lp.set_enabled(id, Enabled::Oneshot)?;
+            PROGRESS_INTERVAL,
+            |_, d: &mut Self, _, _| {
+                if d.finished {
+                    return Ok(TimerAction::Drop);
                 }
-                Ok(())
+                d.report_progress();
+                Ok(TimerAction::ToDuration(PROGRESS_INTERVAL))
             },
         )?);
         self.advance(lp)
@@ -1173,7 +1168,7 @@ impl OciImport {
                 .take()
                 .ok_or_else(|| Error::new(libc::EINVAL))?;
             let chain = self.chain_path(&self.layers[i].chain_id);
-            match common::rename_noreplace(temp.path(), &chain) {
+            match fs::rename_noreplace(temp.path(), &chain) {
                 Ok(()) => {
                     temp.keep();
                 }
@@ -1358,7 +1353,7 @@ fn finish_image(
             let installed = if force {
                 common::install_replacing(temp.path(), &target)
             } else {
-                common::rename_noreplace(temp.path(), &target)
+                fs::rename_noreplace(temp.path(), &target)
             };
             installed
                 .map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?;

@@ -29,6 +29,7 @@
 pub mod apply;
 pub mod auth;
 pub mod config;
+pub mod credential_helper;
 pub mod credentials;
 pub mod digest;
 pub mod encoding;
@@ -36,6 +37,7 @@ pub mod importer;
 pub mod manifest;
 pub mod platform;
 pub mod reference;
+pub mod registry;
 pub mod registry_error;
 pub mod spool;
 
@@ -99,5 +101,6 @@ fn validate(settings: &Settings, args: &[String]) -> Result<PullRequest, ()> {
             .max_concurrent_downloads
             .unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS),
         credentials,
+        curl: settings.curl.clone(),
     })
 }

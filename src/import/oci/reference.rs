@@ -8,11 +8,16 @@
 //! `registry-1.docker.io`, where one-component names live under `library/`. With neither
 //! tag nor digest the tag is `latest`; with both, the digest decides what is pulled and the
 //! manifest is verified against it.
+//!
+//! [`ImageName`] is the text split into its parts as written, before that normalization:
+//! the registry configuration ([`super::registry`]) needs to know whether a host was named
+//! at all (a short name) and the path as typed (`fedora`, not `library/fedora`).
 
 use std::fmt;
 
 use super::digest::{Digest, DigestError};
 use crate::util::oci_ref;
+pub use crate::util::oci_ref::{domain_is_valid, path_is_valid, tag_is_valid};
 
 /// Docker Hub as references name it.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -40,9 +45,23 @@ pub enum ReferenceError {
     UnsupportedDigest(String),
 }
 
-impl Reference {
-    /// Parse and normalize `s`.
-    pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
+/// A reference split into its parts as written, before Docker Hub normalization and
+/// short-name resolution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageName {
+    /// `host[:port]` if the text names a registry (distribution's rule), as written.
+    pub domain: Option<String>,
+    /// The repository path as written (no `library/` added).
+    pub path: String,
+    /// The tag, if one was written.
+    pub tag: Option<String>,
+    /// The digest, if one was written.
+    pub digest: Option<Digest>,
+}
+
+impl ImageName {
+    /// Split `s` into its parts, checking the grammar.
+    pub fn parse(s: &str) -> Result<ImageName, ReferenceError> {
         let (name_and_tag, digest) = match s.split_once('@') {
             Some((n, d)) => {
                 let digest = Digest::parse(d).map_err(|e| match e {
@@ -54,26 +73,66 @@ impl Reference {
             None => (s, None),
         };
         let parts = oci_ref::split_name(name_and_tag).ok_or(ReferenceError::Invalid)?;
-        let (domain, path, tag) = (parts.domain.unwrap_or(DOCKER_HUB), parts.path, parts.tag);
-        let mut domain = domain.to_string();
-        let mut repository = path.to_string();
+        let (domain, path, tag) = (parts.domain, parts.path, parts.tag);
+        Ok(ImageName {
+            domain: domain.map(str::to_string),
+            path: path.to_string(),
+            tag: tag.map(str::to_string),
+            digest,
+        })
+    }
+
+    /// Whether no registry was named (`fedora`, `library/fedora`, `user/app:1`).
+    pub fn is_short(&self) -> bool {
+        self.domain.is_none()
+    }
+
+    /// Docker's normalization: no host or `index.docker.io` means `docker.io`, where
+    /// one-component names get `library/`; neither tag nor digest means `latest`.
+    pub fn into_reference(self) -> Reference {
+        let mut domain = self.domain.unwrap_or_else(|| DOCKER_HUB.to_string());
+        let mut repository = self.path;
         if domain == DOCKER_HUB || domain == "index.docker.io" {
             domain = DOCKER_HUB.to_string();
             if !repository.contains('/') {
                 repository = format!("library/{repository}");
             }
         }
-        let tag = match (tag, &digest) {
-            (Some(t), _) => Some(t.to_string()),
+        let tag = match (self.tag, &self.digest) {
+            (Some(t), _) => Some(t),
             (None, None) => Some("latest".to_string()),
             (None, Some(_)) => None,
         };
-        Ok(Reference {
+        Reference {
             domain,
             repository,
             tag,
-            digest,
-        })
+            digest: self.digest,
+        }
+    }
+}
+
+impl fmt::Display for ImageName {
+    /// As written: `[host/]path[:tag][@digest]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.domain {
+            write!(f, "{d}/")?;
+        }
+        f.write_str(&self.path)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Reference {
+    /// Parse and normalize `s`.
+    pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
+        ImageName::parse(s).map(ImageName::into_reference)
     }
 
     /// `host[:port]` as written, or `docker.io`.
@@ -315,6 +374,42 @@ mod tests {
         // At the limits: a 128-character tag and a 255-character name are fine.
         assert!(Reference::parse(&format!("img:{}", "t".repeat(128))).is_ok());
         assert!(Reference::parse(&format!("h.io/{}", "a".repeat(250))).is_ok());
+    }
+
+    #[test]
+    fn image_names_keep_the_parts_as_written() {
+        // (input, domain, path, tag, is_short); each displays as its input.
+        type Row<'a> = (&'a str, Option<&'a str>, &'a str, Option<&'a str>, bool);
+        let table: &[Row] = &[
+            ("fedora", None, "fedora", None, true),
+            (
+                "library/fedora:39",
+                None,
+                "library/fedora",
+                Some("39"),
+                true,
+            ),
+            ("user/app", None, "user/app", None, true),
+            ("docker.io/debian", Some("docker.io"), "debian", None, false),
+            (
+                "localhost/img:t",
+                Some("localhost"),
+                "img",
+                Some("t"),
+                false,
+            ),
+            ("h.io:5000/a/b", Some("h.io:5000"), "a/b", None, false),
+        ];
+        for (input, domain, path, tag, short) in table {
+            let n = ImageName::parse(input).unwrap();
+            assert_eq!(n.domain.as_deref(), *domain, "{input}");
+            assert_eq!(n.path, *path, "{input}");
+            assert_eq!(n.tag.as_deref(), *tag, "{input}");
+            assert_eq!(n.is_short(), *short, "{input}");
+            assert_eq!(n.to_string(), *input, "{input}");
+            assert_eq!(n.into_reference(), Reference::parse(input).unwrap());
+        }
+        assert_eq!(ImageName::parse("Img"), Err(ReferenceError::Invalid));
     }
 
     #[test]

@@ -60,6 +60,20 @@
 //! ancestors (a 16-byte hash each; with the set's control bytes and load factor,
 //! 20–40 bytes per path: about 2 MiB for a 50,000-file layer).
 //!
+//! # Files
+//! Dependencies point one way (no two files import each other): `apply` uses `layer`
+//! and `extract`; `layer` uses `extract`; `extract` uses `dirs` and `meta`; `dirs` uses
+//! `meta`; below them all lie `tree` and `sys`. `reader` uses `pax`, `header` and
+//! `entry`.
+//! * `apply.rs`: the loop over the members; picks plain extraction or the layer;
+//! * `layer.rs`: what a layer means (whiteouts, opaque directories, aufs pseudo-links);
+//! * `extract.rs`: creating one member, replacing what is in its way, its parents;
+//! * `dirs.rs`: open directories and their delayed attributes;
+//! * `meta.rs`: owner, xattrs, mode and mtime of extracted nodes;
+//! * `reader.rs`: the stream, with bounded memory; `entry.rs`: what it yields;
+//!   `pax.rs`: PAX records; `header.rs`: header blocks;
+//! * `tree.rs`: path operations confined to the root; `sys.rs`: system calls.
+//!
 //! # Callers
 //! `unpack` blocks: run it on a worker thread, never on the event loop. The reader is
 //! the job's decompressed stream; a read error (download failed or cancelled) is
@@ -68,8 +82,13 @@
 //! layers (a snapshot of the parent layer, or the same directory layer after layer).
 
 mod apply;
+mod dirs;
+mod entry;
+mod extract;
 mod header;
 mod layer;
+mod meta;
+mod pax;
 mod reader;
 mod sys;
 mod tree;

@@ -1,4 +1,7 @@
-//! The tar stream reader: turns a blocking byte stream into entries with bounded memory.
+//! The tar stream reader: turns a blocking byte stream into entries ([`Entry`], in
+//! `entry.rs`) with bounded memory. Header blocks are decoded by `header.rs`, PAX
+//! records interpreted by `pax.rs`; this file owns the buffer, the order of headers,
+//! the limits on the stream and the sparse maps stored in the content.
 //!
 //! It owns one fixed-size buffer ([`BUFFER_SIZE`]). Meta headers (GNU `L`/`K` long
 //! names, PAX `x`/`g` records, old GNU sparse extension blocks) are read into memory
@@ -15,205 +18,15 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::entry::{check_sparse_map, Entry, Kind, Sparse, SparseMap};
 use super::header::{self, Header, NumberError, BLOCK};
+use super::pax::Pax;
 use super::{refuse, show, Limits};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 
 /// Size of the input buffer, which is also the largest chunk written to a file at once.
 pub const BUFFER_SIZE: usize = 1 << 20;
-
-/// What an entry is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Regular,
-    HardLink,
-    Symlink,
-    CharDevice,
-    BlockDevice,
-    Directory,
-    Fifo,
-}
-
-/// Where a sparse file's map lives.
-#[derive(Debug, PartialEq, Eq)]
-pub enum SparseMap {
-    /// Known from the headers (old GNU `S`, PAX 0.0 and 0.1).
-    Known(Vec<(u64, u64)>),
-    /// PAX 1.0: a text map at the start of the content; read by [`Reader::read_sparse_map`].
-    InData,
-}
-
-/// A sparse file: its real size and where its data segments go.
-#[derive(Debug)]
-pub struct Sparse {
-    pub real_size: u64,
-    pub map: SparseMap,
-}
-
-/// One archive member, with all overrides (long names, PAX, global PAX) applied.
-#[derive(Debug)]
-pub struct Entry {
-    /// The member name as the archive spells it (before normalization).
-    pub name: Vec<u8>,
-    /// Link target (symlink or hard link).
-    pub link: Vec<u8>,
-    pub kind: Kind,
-    /// Permission bits including setuid/setgid/sticky (`& 0o7777`).
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Modification time: seconds and nanoseconds (0..1e9).
-    pub mtime: (i64, u32),
-    pub dev_major: u32,
-    pub dev_minor: u32,
-    /// Extended attributes from `SCHILY.xattr.*` records, in archive order.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    pub sparse: Option<Sparse>,
-    /// An unknown type flag that is extracted as a regular file (GNU tar does the same).
-    pub unknown_type: Option<u8>,
-}
-
-/// Values from PAX records, applied in order: global ones first, then the local header.
-#[derive(Default)]
-struct Pax {
-    path: Option<Vec<u8>>,
-    linkpath: Option<Vec<u8>>,
-    size: Option<u64>,
-    uid: Option<u64>,
-    gid: Option<u64>,
-    mtime: Option<(i64, u32)>,
-    dev_major: Option<u64>,
-    dev_minor: Option<u64>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    sparse_major: Option<u64>,
-    sparse_minor: Option<u64>,
-    sparse_name: Option<Vec<u8>>,
-    sparse_real_size: Option<u64>,
-    sparse_map: Vec<(u64, u64)>,
-    /// A `GNU.sparse.offset` waiting for its `GNU.sparse.numbytes` (format 0.0).
-    sparse_offset: Option<u64>,
-    sparse_seen: bool,
-}
-
-impl Pax {
-    /// Apply one record. Unknown keywords are ignored (POSIX says so).
-    fn apply(&mut self, key: &[u8], value: &[u8], limits: &Limits) -> Result<(), String> {
-        let number = |v: &[u8]| {
-            header::parse_pax_u64(v).ok_or_else(|| {
-                format!(
-                    "PAX record '{}' has an invalid number '{}'",
-                    show(key),
-                    show(v)
-                )
-            })
-        };
-        let no_nul = |v: &[u8]| -> Result<Vec<u8>, String> {
-            if v.contains(&0) {
-                Err(format!("PAX record '{}' contains a NUL byte", show(key)))
-            } else {
-                Ok(v.to_vec())
-            }
-        };
-        match key {
-            b"path" => self.path = Some(no_nul(value)?),
-            b"linkpath" => self.linkpath = Some(no_nul(value)?),
-            b"size" => self.size = Some(number(value)?),
-            b"uid" => self.uid = Some(number(value)?),
-            b"gid" => self.gid = Some(number(value)?),
-            b"mtime" => {
-                self.mtime = Some(header::parse_pax_time(value).ok_or_else(|| {
-                    format!("PAX record 'mtime' has an invalid time '{}'", show(value))
-                })?)
-            }
-            b"SCHILY.devmajor" => self.dev_major = Some(number(value)?),
-            b"SCHILY.devminor" => self.dev_minor = Some(number(value)?),
-            b"GNU.sparse.major" => self.sparse_major = Some(number(value)?),
-            b"GNU.sparse.minor" => self.sparse_minor = Some(number(value)?),
-            b"GNU.sparse.name" => self.sparse_name = Some(no_nul(value)?),
-            b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
-                self.sparse_real_size = Some(number(value)?);
-                self.sparse_seen = true;
-            }
-            b"GNU.sparse.numblocks" => {
-                let n = number(value)?;
-                if n > limits.max_sparse_entries as u64 {
-                    return Err(format!(
-                        "sparse map has {n} entries, more than the limit of {}",
-                        limits.max_sparse_entries
-                    ));
-                }
-                self.sparse_seen = true;
-            }
-            b"GNU.sparse.offset" => {
-                if self.sparse_offset.is_some() {
-                    return Err("GNU.sparse.offset without GNU.sparse.numbytes".into());
-                }
-                self.sparse_offset = Some(number(value)?);
-                self.sparse_seen = true;
-            }
-            b"GNU.sparse.numbytes" => {
-                let offset = self
-                    .sparse_offset
-                    .take()
-                    .ok_or("GNU.sparse.numbytes without GNU.sparse.offset")?;
-                self.push_sparse(offset, number(value)?, limits)?;
-            }
-            b"GNU.sparse.map" => {
-                self.sparse_map.clear();
-                let fields: Vec<&[u8]> = if value.is_empty() {
-                    Vec::new()
-                } else {
-                    value.split(|&b| b == b',').collect()
-                };
-                if fields.len() % 2 != 0 {
-                    return Err("GNU.sparse.map has an odd number of fields".into());
-                }
-                for pair in fields.chunks_exact(2) {
-                    self.push_sparse(number(pair[0])?, number(pair[1])?, limits)?;
-                }
-                self.sparse_seen = true;
-            }
-            _ => {
-                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if name.is_empty() || name.len() > 255 {
-                        return Err(format!("invalid xattr name '{}'", show(name)));
-                    }
-                    if value.len() > limits.max_xattr_size {
-                        return Err(format!(
-                            "xattr '{}' has {} bytes, more than the limit of {}",
-                            show(name),
-                            value.len(),
-                            limits.max_xattr_size
-                        ));
-                    }
-                    match self.xattrs.iter_mut().find(|(n, _)| n == name) {
-                        Some(slot) => slot.1 = value.to_vec(),
-                        None => {
-                            if self.xattrs.len() >= limits.max_xattrs {
-                                return Err(format!("more than {} xattrs", limits.max_xattrs));
-                            }
-                            self.xattrs.push((name.to_vec(), value.to_vec()));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn push_sparse(&mut self, offset: u64, len: u64, limits: &Limits) -> Result<(), String> {
-        if self.sparse_map.len() >= limits.max_sparse_entries {
-            return Err(format!(
-                "sparse map has more than {} entries",
-                limits.max_sparse_entries
-            ));
-        }
-        self.sparse_map.push((offset, len));
-        self.sparse_seen = true;
-        Ok(())
-    }
-}
 
 /// The streaming reader.
 pub struct Reader<'r> {
@@ -839,44 +652,6 @@ impl<'r> Reader<'r> {
             }
         }
     }
-}
-
-/// Sparse segments must be in order, not overlap, lie within the real size, and their
-/// data must fit into the stored content.
-fn check_sparse_map(map: &[(u64, u64)], real_size: u64, stored: u64, name: &[u8]) -> Result<()> {
-    let mut end = 0u64;
-    let mut data = 0u64;
-    for &(offset, len) in map {
-        let seg_end = offset
-            .checked_add(len)
-            .ok_or_else(|| refuse(libc::EBADMSG, name, "sparse map entry overflows"))?;
-        if offset < end {
-            return Err(refuse(
-                libc::EBADMSG,
-                name,
-                "sparse map entries overlap or are out of order",
-            ));
-        }
-        if seg_end > real_size {
-            return Err(refuse(
-                libc::EBADMSG,
-                name,
-                format_args!(
-                    "sparse map entry {offset}+{len} lies beyond the file size {real_size}"
-                ),
-            ));
-        }
-        end = seg_end;
-        data += len;
-    }
-    if data > stored {
-        return Err(refuse(
-            libc::EBADMSG,
-            name,
-            format_args!("sparse map describes {data} bytes but the entry stores {stored}"),
-        ));
-    }
-    Ok(())
 }
 
 /// Bytes of padding after `size` content bytes.

@@ -1,11 +1,13 @@
-//! The few system calls nix does not wrap the way we need: xattrs, timestamps with
-//! `UTIME_OMIT`, `fchmodat2` and `openat2` with the EAGAIN retry.
+//! The unpacker's system calls in the shape it needs them: `openat2` confined to the
+//! root (with the EAGAIN retry), `openat`, `fstat`/`fstatat`, the depth of a directory,
+//! and chmod of a node without following it (`fchmodat2`, with its fallback). Times and
+//! xattrs are set with `util::fs`; the raw calls nix lacks are in `util::sys`.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 
 /// How often `openat2` is retried when the kernel reports a concurrent rename or mount
 /// (EAGAIN), before giving up.
@@ -25,58 +27,14 @@ pub fn open_in_root(dirfd: BorrowedFd<'_>, path: &CStr, flags: OFlag) -> Result<
     }
 }
 
-fn timespec(t: (i64, u32)) -> libc::timespec {
-    libc::timespec {
-        tv_sec: t.0 as libc::time_t,
-        tv_nsec: t.1 as libc::c_long,
-    }
-}
-
-const OMIT: libc::timespec = libc::timespec {
-    tv_sec: 0,
-    tv_nsec: libc::UTIME_OMIT,
-};
-
-/// Set the modification time of an open file; the access time is left alone (GNU tar
-/// does the same).
-pub fn set_mtime_fd(fd: BorrowedFd<'_>, mtime: (i64, u32)) -> Result<(), Errno> {
-    let times = [OMIT, timespec(mtime)];
-    // SAFETY: `times` is a valid array of two timespecs and `fd` is an open descriptor.
-    Errno::result(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
-}
-
-/// Set the modification time of `dirfd/name` without following `name`.
-pub fn set_mtime_at(dirfd: BorrowedFd<'_>, name: &CStr, mtime: (i64, u32)) -> Result<(), Errno> {
-    let times = [OMIT, timespec(mtime)];
-    // SAFETY: valid fd, NUL-terminated name, valid timespec array.
-    Errno::result(unsafe {
-        libc::utimensat(
-            dirfd.as_raw_fd(),
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
-}
-
 /// `fchmodat2(dirfd, name, mode, AT_SYMLINK_NOFOLLOW)` (Linux 6.6+), for nodes that have
 /// no fd we could open for writing (devices, FIFOs). On older kernels: an `O_PATH`
 /// fd of the node (not following it), checked not to be a symlink, and chmod through
 /// its `/proc/thread-self/fd` link.
 pub fn chmod_at_nofollow(dirfd: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<(), Errno> {
-    // SAFETY: plain syscall with a valid fd and a NUL-terminated name.
-    let r = Errno::result(unsafe {
-        libc::syscall(
-            libc::SYS_fchmodat2,
-            dirfd.as_raw_fd(),
-            name.as_ptr(),
-            mode as libc::c_uint,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    });
+    let r = crate::util::sys::fchmodat2(dirfd, name, mode, AtFlags::AT_SYMLINK_NOFOLLOW);
     if r != Err(Errno::ENOSYS) {
-        return r.map(drop);
+        return r;
     }
     let node = open_at(dirfd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)?;
     if file_type(&fstat(node.as_fd())?) == libc::S_IFLNK {
@@ -90,41 +48,6 @@ pub fn chmod_at_nofollow(dirfd: BorrowedFd<'_>, name: &CStr, mode: u32) -> Resul
         nix::sys::stat::Mode::from_bits_truncate(mode),
         nix::sys::stat::FchmodatFlags::FollowSymlink,
     )
-}
-
-/// Set an extended attribute on an open file.
-pub fn set_xattr_fd(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> Result<(), Errno> {
-    // SAFETY: valid fd, NUL-terminated name, value pointer/length from a slice.
-    Errno::result(unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-    .map(drop)
-}
-
-/// Set an extended attribute on `dirfd/name` without following `name` (symlinks,
-/// devices, FIFOs: nodes we hold no writable fd for). The directory is reached through
-/// its `/proc/thread-self/fd` link, which names exactly that open directory.
-pub fn set_xattr_at(dirfd: RawFd, name: &CStr, key: &CStr, value: &[u8]) -> Result<(), Errno> {
-    let mut path = format!("/proc/thread-self/fd/{dirfd}/").into_bytes();
-    path.extend_from_slice(name.to_bytes());
-    let path = CString::new(path).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: NUL-terminated path and key, value pointer/length from a slice.
-    Errno::result(unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
-            key.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-    .map(drop)
 }
 
 /// How many directories deep `fd` lies below `/`: the components of the path the kernel
@@ -146,7 +69,7 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, Errno> {
 
 /// `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)`.
 pub fn lstat_at(dirfd: BorrowedFd<'_>, name: &CStr) -> Result<libc::stat, Errno> {
-    nix::sys::stat::fstatat(dirfd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+    nix::sys::stat::fstatat(dirfd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
 /// `openat(dirfd, name, flags | O_CLOEXEC, mode)`.
@@ -156,19 +79,12 @@ pub fn open_at(
     flags: OFlag,
     mode: u32,
 ) -> Result<OwnedFd, Errno> {
-    // SAFETY: valid fd and NUL-terminated name; on success the kernel returns a new fd
-    // that nobody else owns.
-    let fd = unsafe {
-        libc::openat(
-            dirfd.as_raw_fd(),
-            name.as_ptr(),
-            (flags | OFlag::O_CLOEXEC).bits(),
-            mode as libc::c_uint,
-        )
-    };
-    Errno::result(fd)?;
-    // SAFETY: `fd` is a fresh descriptor returned by openat above.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nix::fcntl::openat(
+        dirfd,
+        name,
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+    )
 }
 
 /// The file type bits of a stat mode.

@@ -15,6 +15,7 @@ use nix::sys::stat::Mode as Perm;
 use nix::unistd::UnlinkatFlags;
 
 use super::sys;
+use crate::util::fs;
 
 /// A normalized path as a C string for `openat2` (`"."` for the root).
 fn c_path(path: &[u8]) -> CString {
@@ -92,23 +93,6 @@ pub fn make_parents(
     Ok(current)
 }
 
-/// True if `dir/name` is the root of a mount (never removed or descended into).
-pub fn is_mount_root(dir: BorrowedFd<'_>, name: &CStr) -> Result<bool, Errno> {
-    // SAFETY: statx fills the zeroed struct; fd and name are valid.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    Errno::result(unsafe {
-        libc::statx(
-            std::os::fd::AsRawFd::as_raw_fd(&dir),
-            name.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-            libc::STATX_TYPE,
-            &mut stx,
-        )
-    })?;
-    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    Ok(stx.stx_attributes_mask & flag != 0 && stx.stx_attributes & flag != 0)
-}
-
 /// The names in an open directory, without `.` and `..`.
 pub fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<CString>, Errno> {
     let mut d = nix::dir::Dir::openat(
@@ -135,7 +119,7 @@ pub fn remove_all(dir: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
     if !sys::is_dir(&st) {
         return nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
     }
-    if is_mount_root(dir, name)? {
+    if fs::is_mount_root(dir, name)? {
         return Err(Errno::EXDEV);
     }
     let sub = sys::open_at(

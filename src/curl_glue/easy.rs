@@ -1,0 +1,141 @@
+//! What every easy handle starts with (`curl_glue_make()`): [`CurlSettings`], the values
+//! the glue is given (User-Agent, low-speed window, CA bundle and directory), and the
+//! defaults applied to each handle: URL, User-Agent, redirects followed, NOSIGNAL, the
+//! low-speed limit, HTTP(S) only (also for redirects), and the CA bundle.
+//!
+//! [`CurlSettings::from_env`] is the one place the CA environment variables are read
+//! (`CURL_CA_BUNDLE`, `SSL_CERT_FILE`, `SSL_CERT_DIR`, as curl(1) reads them); the command
+//! line calls it once at start-up and passes the value down to the importers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use curl::easy::{Easy2, Handler};
+
+use crate::util::error::{Error, Result};
+
+/// The version we report in the User-Agent and `--version`, as systemd's PACKAGE_VERSION.
+pub const PACKAGE_VERSION: &str = "219";
+
+/// The program name of the User-Agent when argv[0] gives none.
+const DEFAULT_PROGRAM_NAME: &str = "systemd-import";
+
+/// Low-speed limit: a transfer slower than `LOW_SPEED_LIMIT` bytes/s for the low-speed time
+/// (`DEFAULT_LOW_SPEED_TIME` unless set) fails (decision Q15), so a stalled server cannot
+/// hang us.
+const LOW_SPEED_LIMIT: u32 = 30;
+const DEFAULT_LOW_SPEED_TIME: Duration = Duration::from_secs(60);
+
+/// What the glue gives every easy handle it makes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurlSettings {
+    /// `<program>/<version>`, see [`user_agent`].
+    pub user_agent: String,
+    /// How long a transfer may stay under the low-speed limit before it fails.
+    pub low_speed_time: Duration,
+    /// CA bundle (file) and directory; `None`: libcurl's built-in defaults.
+    pub ca_file: Option<PathBuf>,
+    pub ca_dir: Option<PathBuf>,
+}
+
+impl Default for CurlSettings {
+    /// `systemd-import/219`, 60 s, libcurl's CA defaults.
+    fn default() -> Self {
+        CurlSettings {
+            user_agent: user_agent(DEFAULT_PROGRAM_NAME),
+            low_speed_time: DEFAULT_LOW_SPEED_TIME,
+            ca_file: None,
+            ca_dir: None,
+        }
+    }
+}
+
+impl CurlSettings {
+    /// The settings of a run of the program invoked as `argv0`: its User-Agent, the CA
+    /// bundle and directory from the environment as curl(1) reads them (`CURL_CA_BUNDLE`,
+    /// else `SSL_CERT_FILE`; `SSL_CERT_DIR`; empty means unset), and `low_speed_time` if
+    /// given (a test setting), else 60 s. The only place the CA variables are read.
+    pub fn from_env(argv0: &str, low_speed_time: Option<Duration>) -> Self {
+        let env_path = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        CurlSettings {
+            user_agent: user_agent(argv0),
+            low_speed_time: low_speed_time.unwrap_or(DEFAULT_LOW_SPEED_TIME),
+            ca_file: env_path("CURL_CA_BUNDLE").or_else(|| env_path("SSL_CERT_FILE")),
+            ca_dir: env_path("SSL_CERT_DIR"),
+        }
+    }
+}
+
+/// `<program>/<version>`, e.g. `systemd-import/219`, where the program is what
+/// `program_invocation_short_name` is for the C tool: the basename of `argv0`.
+pub fn user_agent(argv0: &str) -> String {
+    let name = argv0.rsplit('/').next().unwrap_or(argv0);
+    let name = if name.is_empty() {
+        DEFAULT_PROGRAM_NAME
+    } else {
+        name
+    };
+    format!("{name}/{PACKAGE_VERSION}")
+}
+
+fn eio(e: curl::Error) -> Error {
+    Error::with_message(libc::EIO, e.to_string())
+}
+
+/// An easy handle for `url` with the defaults of the module documentation.
+pub(super) fn make<H: Handler>(settings: &CurlSettings, url: &str, handler: H) -> Result<Easy2<H>> {
+    let mut easy = Easy2::new(handler);
+    easy.url(url).map_err(eio)?;
+    easy.useragent(&settings.user_agent).map_err(eio)?;
+    easy.follow_location(true).map_err(eio)?;
+    easy.signal(false).map_err(eio)?;
+    easy.low_speed_limit(LOW_SPEED_LIMIT).map_err(eio)?;
+    easy.low_speed_time(settings.low_speed_time).map_err(eio)?;
+    if let Some(f) = &settings.ca_file {
+        easy.cainfo(f).map_err(eio)?;
+    }
+    if let Some(d) = &settings.ca_dir {
+        easy.capath(d).map_err(eio)?;
+    }
+    restrict_protocols(&mut easy)?;
+    Ok(easy)
+}
+
+/// Allow only HTTP and HTTPS, also for redirects: a server must not be able to redirect
+/// us to `file://` or anything else libcurl happens to support. (curl-rust has no setter
+/// for these options.)
+fn restrict_protocols<H>(easy: &mut Easy2<H>) -> Result<()> {
+    let protos = (curl_sys::CURLPROTO_HTTP | curl_sys::CURLPROTO_HTTPS) as libc::c_long;
+    for opt in [
+        curl_sys::CURLOPT_PROTOCOLS,
+        curl_sys::CURLOPT_REDIR_PROTOCOLS,
+    ] {
+        // SAFETY: both options take a long bitmask; the handle is valid for `easy`'s life.
+        let rc = unsafe { curl_sys::curl_easy_setopt(easy.raw(), opt, protos) };
+        if rc != curl_sys::CURLE_OK {
+            return Err(eio(curl::Error::new(rc)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_agent_names_the_program_by_its_basename() {
+        assert_eq!(
+            user_agent("/usr/lib/systemd/systemd-import"),
+            "systemd-import/219"
+        );
+        assert_eq!(user_agent("pull"), "pull/219");
+        assert_eq!(user_agent("/weird/"), "systemd-import/219");
+        assert_eq!(user_agent(""), "systemd-import/219");
+        assert_eq!(CurlSettings::default().user_agent, "systemd-import/219");
+    }
+}

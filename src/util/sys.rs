@@ -1,0 +1,172 @@
+//! The raw system calls nix does not wrap, each written once: `getrandom`, `statx`,
+//! `fchmodat2`, the xattr calls, the inode-flag ioctls and glibc's `strerror_r`.
+//!
+//! Every function here is a safe, thin shape of one call: it takes borrowed fds, C
+//! strings and slices, and returns nix's `Errno` on failure, like nix itself. The
+//! policy (retries, fallbacks, error messages) lives with the callers, mostly in
+//! `util::fs`. This module imports nothing else from `util`, so anything may use it.
+
+use std::ffi::CStr;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+
+/// Fill `buf` with random bytes from the kernel (`getrandom(2)`, no flags). Returns how
+/// many bytes were written (fewer than asked when interrupted by a signal).
+pub fn getrandom(buf: &mut [u8]) -> nix::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// `statx(dir, name, flags, mask)`. The fields the kernel did not fill are zero; check
+/// `stx_mask` for the ones that are optional.
+pub fn statx(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: AtFlags,
+    mask: u32,
+) -> nix::Result<libc::statx> {
+    // SAFETY: `name` is NUL-terminated and `stx` is valid for writes of a
+    // `struct statx`; the structure is plain data, and it is zeroed before the call, so
+    // it is initialised whatever the kernel fills in.
+    unsafe {
+        let mut stx = MaybeUninit::<libc::statx>::zeroed();
+        Errno::result(libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags.bits(),
+            mask,
+            stx.as_mut_ptr(),
+        ))?;
+        Ok(stx.assume_init())
+    }
+}
+
+/// `fchmodat2(dir, name, mode, flags)` (Linux 6.6+; ENOSYS before): unlike glibc's
+/// `fchmodat`, it honours `AT_SYMLINK_NOFOLLOW` in the kernel.
+pub fn fchmodat2(dir: BorrowedFd<'_>, name: &CStr, mode: u32, flags: AtFlags) -> nix::Result<()> {
+    // SAFETY: a plain system call; `name` is NUL-terminated and the fd is open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::c_uint,
+            flags.bits(),
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `flistxattr(fd, buf)`: the NUL-separated names of `fd`'s extended attributes. With an
+/// empty `buf`, the size they need; ERANGE when `buf` is too small.
+pub fn flistxattr(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes (none when empty).
+    let n = unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// `llistxattr(path, buf)`: as [`flistxattr`], for a path whose final symlink is not
+/// followed.
+pub fn llistxattr(path: &CStr, buf: &mut [u8]) -> nix::Result<usize> {
+    // SAFETY: `path` is NUL-terminated; `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// `fgetxattr(fd, name, buf)`: the value of one extended attribute. With an empty `buf`,
+/// its size; ERANGE when `buf` is too small, ENODATA when there is no such attribute.
+pub fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> nix::Result<usize> {
+    // SAFETY: `name` is NUL-terminated; `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// `lgetxattr(path, name, buf)`: as [`fgetxattr`], for a path whose final symlink is not
+/// followed.
+pub fn lgetxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> nix::Result<usize> {
+    // SAFETY: `path` and `name` are NUL-terminated; `buf` is valid for writes of
+    // `buf.len()` bytes.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// `fsetxattr(fd, name, value, 0)`: create or replace one extended attribute.
+pub fn fsetxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> nix::Result<()> {
+    // SAFETY: `name` is NUL-terminated and `value` is valid for reads of its length.
+    let r = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `lsetxattr(path, name, value, 0)`: as [`fsetxattr`], for a path whose final symlink
+/// is not followed.
+pub fn lsetxattr(path: &CStr, name: &CStr, value: &[u8]) -> nix::Result<()> {
+    // SAFETY: `path` and `name` are NUL-terminated; `value` is valid for reads of its
+    // length.
+    let r = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// The inode flags of `fd` (`FS_IOC_GETFLAGS`, the flags chattr(1) shows). ENOTTY where
+/// the file system has none.
+pub fn inode_flags(fd: BorrowedFd<'_>) -> nix::Result<libc::c_int> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int (the kernel uses int despite the ioctl
+    // number's `long`) to `flags`, which is valid for writes.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+    Errno::result(r)?;
+    Ok(flags)
+}
+
+/// Set the inode flags of `fd` (`FS_IOC_SETFLAGS`).
+pub fn set_inode_flags(fd: BorrowedFd<'_>, flags: libc::c_int) -> nix::Result<()> {
+    // SAFETY: FS_IOC_SETFLAGS reads one int from `flags`, which lives across the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) };
+    Errno::result(r).map(drop)
+}
+
+/// glibc's text for `errno` (`strerror_r`, the XSI variant), or `None` for a number it
+/// does not know.
+pub fn strerror(errno: i32) -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is valid for writes of its length; on success the XSI `strerror_r`
+    // leaves a NUL-terminated message in it and returns 0.
+    if unsafe { libc::strerror_r(errno, buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let text = CStr::from_bytes_until_nul(&buf).ok()?;
+    Some(text.to_string_lossy().into_owned())
+}
