@@ -15,5 +15,6 @@ pub mod oci;
 pub mod pull;
 pub mod qemu;
 pub mod registry;
+pub mod stage;
 pub mod tarball;
 pub mod tls;
