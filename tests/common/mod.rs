@@ -5,6 +5,7 @@
 pub mod btrfs;
 pub mod cli;
 pub mod dkr_registry;
+pub mod export;
 pub mod fault_proxy;
 pub mod fsmeta;
 pub mod gpg;
