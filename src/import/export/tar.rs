@@ -17,8 +17,8 @@
 //! xattrs (header encoding: `header.rs`). A regular file whose blocks do not cover its
 //! size is scanned for holes and, if it has any, written as a sparse member (`sparse.rs`)
 //! whose map has no more entries than our unpacker accepts by default. The
-//! second and later names of an inode with several links are hard-link members naming
-//! the first. The archive ends with two zero blocks, padded to GNU tar's 10 KiB record.
+//! second and later names of a regular file or symlink with several links are
+//! hard-link members naming the first. The archive ends with two zero blocks, padded to GNU tar's 10 KiB record.
 //!
 //! # Where we match Debian 12's `systemd-export` rather than plain GNU tar
 //! Debian's tool runs `tar -c --xattrs --xattrs-include=*` with only
@@ -26,7 +26,8 @@
 //! them: we leave them out too, so both exports extract to the same tree. Every other
 //! namespace is kept (`user.*`, `security.*` with `security.capability` and
 //! `security.selinux`, and the ACLs as `system.posix_acl_*`, which GNU tar stores the
-//! same way with these options). Sockets are skipped with a warning, as GNU tar does.
+//! same way with these options). Sockets are skipped with a warning, and the names of a
+//! hard-linked device or FIFO become separate nodes, as GNU tar does both.
 //! Unlike Debian's tool we write holes as holes and owners as numbers only (it names
 //! owners and stores holes as zeros; both extract, with `--numeric-owner`, to the same
 //! tree), in a deterministic order, and no atime/ctime records.
@@ -297,7 +298,7 @@ impl TreeWriter<'_> {
             return self.directory(fd, &st, &path).map(Some);
         }
         // A later name of an inode already archived: a hard link, nothing to read.
-        if let Some(first) = self.later_link(&st) {
+        if let Some(first) = self.later_link(kind, &st) {
             let mut m = member(&path, Kind::HardLink, &st);
             m.link = &first;
             self.emit_header(&m)?;
@@ -336,7 +337,7 @@ impl TreeWriter<'_> {
                 self.emit_header(&m)?;
             }
         }
-        if st.st_nlink > 1 {
+        if st.st_nlink > 1 && links_kept(kind) {
             // Forgotten once all its other names were seen (if they all are in the tree).
             let others = (st.st_nlink - 1) as u64;
             self.links.insert(inode(&st), (path, others));
@@ -346,8 +347,8 @@ impl TreeWriter<'_> {
     }
 
     /// For a name of an inode archived before under another name: that name.
-    fn later_link(&mut self, st: &FileStat) -> Option<Vec<u8>> {
-        if st.st_nlink < 2 {
+    fn later_link(&mut self, kind: Kind, st: &FileStat) -> Option<Vec<u8>> {
+        if st.st_nlink < 2 || !links_kept(kind) {
             return None;
         }
         let key = inode(st);
@@ -452,6 +453,12 @@ impl TreeWriter<'_> {
         self.out.flush()?;
         Ok(())
     }
+}
+
+/// Whether the names of an inode of this kind are archived as hard links: regular files
+/// and symlinks, as GNU tar does; devices and FIFOs are archived once per name.
+fn links_kept(kind: Kind) -> bool {
+    matches!(kind, Kind::File | Kind::Symlink)
 }
 
 fn inode(st: &FileStat) -> (u64, u64) {
