@@ -9,16 +9,18 @@
 //! through `/proc/thread-self/fd`, which reaches exactly that inode. A symlink is never
 //! followed, wherever it points (`/`, `../..`): it is archived as a symlink, so nothing
 //! outside the tree is ever read. Mount points inside the tree are entered, as
-//! `tar -c` does. Each directory level holds one fd and its sorted listing.
+//! `tar -c` does. Each directory level of the walk holds one fd and its sorted listing,
+//! so a tree nested deeper than the open-file limit allows fails with EMFILE.
 //!
 //! # What is archived, and how
 //! Regular files, directories, symlinks, character and block devices and FIFOs, with
 //! numeric owners, modes (setuid, setgid, sticky included), mtimes with nanoseconds and
 //! xattrs (header encoding: `header.rs`). A regular file whose blocks do not cover its
 //! size is scanned for holes and, if it has any, written as a sparse member (`sparse.rs`)
-//! whose map has no more entries than our unpacker accepts by default. The
-//! second and later names of a regular file or symlink with several links are
-//! hard-link members naming the first. The archive ends with two zero blocks, padded to GNU tar's 10 KiB record.
+//! whose map has no more entries than our unpacker accepts by default. The second and
+//! later names of a regular file or symlink with several links are hard-link members
+//! naming the first. The archive ends with two zero blocks, padded to GNU tar's 10 KiB
+//! record.
 //!
 //! # Where we match Debian 12's `systemd-export` rather than plain GNU tar
 //! Debian's tool runs `tar -c --xattrs --xattrs-include=*` with only
