@@ -1,8 +1,9 @@
 //! Downloading and unpacking images: `ImportJob` (one HTTP GET), the shared unpacker,
-//! and the importers built on them.
+//! and the importers built on them; and exporting them (`export`).
 
 pub mod common;
 pub mod dkr;
+pub mod export;
 pub mod job;
 pub mod oci;
 pub mod qcow2;

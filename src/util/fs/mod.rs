@@ -36,4 +36,4 @@ pub use rename::{rename_exchange, rename_noreplace};
 pub use stat::is_mount_root;
 pub use temp::tempfn_random;
 pub use times::{copy_times, set_mtime, set_mtime_at, set_times};
-pub use xattr::{copy_xattrs, set_xattr_at};
+pub use xattr::{copy_xattrs, read_xattrs, read_xattrs_at, set_xattr_at};
