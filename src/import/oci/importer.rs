@@ -49,7 +49,7 @@ use super::spool::{self, Spool, SpoolReader};
 use crate::curl_glue::{CurlGlue, CurlSettings};
 use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
 use crate::import::common::{self, TempPath};
-use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
+use crate::import::job::{Expected, ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
 use crate::import::{operation_finished, Importer};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -285,6 +285,7 @@ impl OciImport {
 
     fn make_job(&mut self, key: Key) -> Result<ImportJob> {
         let mut headers = Vec::new();
+        let mut expected = None;
         let registry_auth = self.auth.header();
         let (url, sink, max) = match key {
             Key::Ping => (self.registry_url(""), Sink::Memory, SMALL_BODY_MAX),
@@ -314,6 +315,7 @@ impl OciImport {
                     format_bytes(manifest::MANIFEST_MAX)
                 );
                 let sink = bounded_sink(manifest::MANIFEST_MAX, self.manifest_body.clone(), what);
+                expected = self.manifest_expectation();
                 (url, sink, crate::import::job::DEFAULT_SIZE_MAX)
             }
             Key::Config => {
@@ -329,6 +331,7 @@ impl OciImport {
                     config.digest
                 );
                 let sink = bounded_sink(config.size, self.config_body.clone(), what);
+                expected = Some(config_expectation(config));
                 (url, sink, crate::import::job::DEFAULT_SIZE_MAX)
             }
             Key::Blob(b) => return self.make_blob_job(b, registry_auth),
@@ -340,7 +343,36 @@ impl OciImport {
         options.quiet_http_errors = true;
         options.compressed_max = max;
         options.uncompressed_max = max;
+        options.expected = expected;
         Ok(ImportJob::new(&url, options))
+    }
+
+    /// What the manifest must be: the index entry it was chosen from, or the digest the
+    /// reference names (by tag, nothing: the registry's claim is checked on arrival).
+    fn manifest_expectation(&self) -> Option<Expected> {
+        let (want, size) = match &self.manifest_expected {
+            Some(entry) => (entry.digest.clone(), Some(entry.size)),
+            None => (self.req.reference.digest()?.clone(), None),
+        };
+        let what = match &self.manifest_expected {
+            Some(entry) => format!("manifest {}", entry.digest),
+            None => format!("manifest of '{}'", self.req.reference),
+        };
+        let hex = want.hex().to_string();
+        Some(Expected::new(size, Some(hex)).worded(move |m| {
+            if m.digest_differs() {
+                format!(
+                    "Digest mismatch for {what}: expected {want}, got sha256:{}.",
+                    m.sha256.unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "Size mismatch for {what}: expected {} bytes, got {}.",
+                    m.expected_size.unwrap_or(0),
+                    m.size
+                )
+            }
+        }))
     }
 
     fn make_blob_job(&mut self, b: usize, registry_auth: Option<String>) -> Result<ImportJob> {
@@ -401,6 +433,25 @@ impl OciImport {
             .clamp(256 << 10, crate::import::job::DEFAULT_QUEUE_LIMIT);
         options.compressed_max = blob.descriptor.size;
         options.uncompressed_max = blob.descriptor.size;
+        let digest = blob.descriptor.digest.clone();
+        options.expected = Some(
+            Expected::new(Some(blob.descriptor.size), Some(digest.hex().to_string())).worded(
+                move |m| {
+                    if m.size_differs() {
+                        format!(
+                            "Layer {digest} size mismatch: expected {} bytes, got {}.",
+                            m.expected_size.unwrap_or(0),
+                            m.size
+                        )
+                    } else {
+                        format!(
+                            "Layer {digest} digest mismatch: the content is sha256:{}.",
+                            m.sha256.unwrap_or_default()
+                        )
+                    }
+                },
+            ),
+        );
         if let Some((offset, hasher)) = resume {
             log::info!(
                 "Resuming download of layer {} at byte {}.",
@@ -426,6 +477,10 @@ impl OciImport {
             .error()
             .cloned()
             .unwrap_or_else(|| Error::new(libc::EIO));
+        if job.content_mismatch() {
+            // The job said what was wrong; no other attempt or source is tried.
+            return Err(error);
+        }
         let transient = match job.transfer_error() {
             // Connection trouble is worth another try; TLS verification, protocol and
             // our own (write) errors are not.
@@ -776,29 +831,12 @@ impl OciImport {
             None => format!("manifest of '{reference}'"),
         };
 
-        // Verify: against the index entry, or the digest the user asked for, or (by tag)
-        // the digest the registry claims.
-        let expected = self
-            .manifest_expected
-            .as_ref()
-            .map(|e| (&e.digest, Some(e.size)));
-        let expected = expected.or(reference.digest().map(|d| (d, None)));
-        if let Some((want, size)) = expected {
-            if *want != digest {
-                return Err(log_error_errno!(
-                    Error::new(libc::EBADMSG),
-                    "Digest mismatch for {what}: expected {want}, got {digest}."
-                ));
-            }
-            if size.is_some_and(|s| s != body.len() as u64) {
-                return Err(log_error_errno!(
-                    Error::new(libc::EBADMSG),
-                    "Size mismatch for {what}: expected {} bytes, got {}.",
-                    size.unwrap_or(0),
-                    body.len()
-                ));
-            }
-        } else if let Some(served) = served_digest.filter(|s| s.starts_with("sha256:")) {
+        // The job verified it against the index entry or the digest the user asked for
+        // (see `manifest_expectation`); by tag, the digest the registry claims is checked.
+        let expected = self.manifest_expected.is_some() || reference.digest().is_some();
+        if let (false, Some(served)) =
+            (expected, served_digest.filter(|s| s.starts_with("sha256:")))
+        {
             if served != digest.to_string() {
                 return Err(log_error_errno!(
                     Error::new(libc::EBADMSG),
@@ -854,11 +892,13 @@ impl OciImport {
                         format_bytes(CONFIG_MAX)
                     ));
                 }
+                let expected = config_expectation(&config);
                 match config.data {
-                    // Inline config (OCI 1.1 `data`): no request needed.
+                    // Inline config (OCI 1.1 `data`): no request needed, the same check.
                     Some(data) => {
                         let digest = Digest::of(&data);
-                        self.use_config(lp, data, digest)
+                        expected.check(data.len() as u64, Some(digest.hex()))?;
+                        self.use_config(lp, data)
                     }
                     None => self.begin(lp, Key::Config),
                 }
@@ -867,32 +907,15 @@ impl OciImport {
     }
 
     fn on_config_done(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
+        // The job verified its size and digest (`config_expectation`).
         let body = std::mem::take(&mut *self.config_body.lock().unwrap_or_else(|e| e.into_inner()));
-        // The job hashed the body on its worker thread.
-        let digest = self
-            .jobs
-            .get(Key::Config)
-            .and_then(|j| j.checksum())
-            .and_then(Digest::from_hex)
-            .ok_or_else(|| Error::new(libc::EIO))?;
-        self.use_config(lp, body, digest)
+        self.use_config(lp, body)
     }
 
-    /// Verify and parse the config (`got` is its digest), then decide which layers to
-    /// fetch and start.
-    fn use_config(&mut self, lp: &mut EventLoop<Self>, bytes: Vec<u8>, got: Digest) -> Result<()> {
+    /// Parse the (verified) config, then decide which layers to fetch and start.
+    fn use_config(&mut self, lp: &mut EventLoop<Self>, bytes: Vec<u8>) -> Result<()> {
         let manifest = self.manifest_ref()?;
         let want = &manifest.config;
-        if bytes.len() as u64 != want.size || got != want.digest {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Image config digest mismatch: expected {} ({} bytes), got {} ({} bytes).",
-                want.digest,
-                want.size,
-                got,
-                bytes.len()
-            ));
-        }
         let config = config::parse(&bytes).map_err(|why| {
             log_error_errno!(
                 Error::new(libc::EBADMSG),
@@ -1049,33 +1072,9 @@ impl OciImport {
             .jobs
             .remove(Key::Blob(b))
             .ok_or_else(|| Error::new(libc::EINVAL))?;
+        // The job verified the blob's size and digest (see `make_blob_job`).
+        drop(job);
         let blob = &mut self.blobs[b];
-        let digest = &blob.descriptor.digest;
-        let spool = blob
-            .spool_path
-            .as_ref()
-            .ok_or_else(|| Error::new(libc::EINVAL))?;
-        let size = std::fs::metadata(spool).map(|m| m.len()).map_err(|e| {
-            let e = Error::from(e);
-            log_error_errno!(e.clone(), "Failed to stat {}: {}", spool.display(), e)
-        })?;
-        if size != blob.descriptor.size {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Layer {digest} size mismatch: expected {} bytes, got {size}.",
-                blob.descriptor.size
-            ));
-        }
-        let got = job
-            .checksum()
-            .and_then(Digest::from_hex)
-            .ok_or_else(|| Error::new(libc::EIO))?;
-        if got != *digest {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Layer {digest} digest mismatch: the content is {got}."
-            ));
-        }
         blob.state = BlobState::Verified;
         // Only now may the apply task reach the end of the layer.
         blob.spool_state.complete();
@@ -1415,6 +1414,18 @@ fn hash_prefix(path: &Path, cancel: &AtomicBool) -> Result<Option<(u64, Sha256)>
         len += n as u64;
     }
     Ok((len > 0).then_some((len, hasher)))
+}
+
+/// What the config blob must be: its descriptor in the manifest.
+fn config_expectation(want: &Descriptor) -> Expected {
+    let (digest, size) = (want.digest.clone(), want.size);
+    Expected::new(Some(size), Some(digest.hex().to_string())).worded(move |m| {
+        format!(
+            "Image config digest mismatch: expected {digest} ({size} bytes), got sha256:{} ({} bytes).",
+            m.sha256.unwrap_or_default(),
+            m.size
+        )
+    })
 }
 
 /// A job sink that keeps at most `limit` bytes in memory and fails with `too_large`
