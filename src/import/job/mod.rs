@@ -23,6 +23,7 @@
 
 mod expect;
 mod handler;
+pub mod retry;
 mod set;
 mod worker;
 

@@ -49,6 +49,7 @@ use super::spool::{self, Spool, SpoolReader};
 use crate::curl_glue::{CurlGlue, CurlSettings};
 use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
 use crate::import::common::{self, TempPath};
+use crate::import::job::retry::{self, RetryPolicy};
 use crate::import::job::{Expected, ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
 use crate::import::{operation_finished, Importer};
 use crate::log_error_errno;
@@ -56,12 +57,6 @@ use crate::util::error::{Error, Result};
 use crate::util::format::{format_bytes, format_timespan};
 use crate::util::{btrfs, fs, notify, test_seams, validate};
 
-/// Attempts per request before a retryable failure becomes final.
-const ATTEMPTS_MAX: u32 = 4;
-/// Delay before the first retry; doubles with each attempt.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
-/// Longest `Retry-After` we honour.
-const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 /// Default number of blobs downloading at once (containers/image's choice).
 pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 6;
 /// Body bytes all layer downloads together may queue for their workers (a share per
@@ -193,6 +188,8 @@ pub struct OciImport {
     /// Requests waiting for the token request to finish.
     token_waiters: Vec<Key>,
     requests: HashMap<Key, RequestState>,
+    /// Attempts and delays of failed requests.
+    retry: RetryPolicy,
     timers: Vec<SourceId>,
     progress_timer: Option<SourceId>,
     progress_last: Option<u32>,
@@ -238,6 +235,7 @@ impl OciImport {
             bearer: None,
             token_waiters: Vec::new(),
             requests: HashMap::new(),
+            retry: RetryPolicy::with_first_delay(test_seams::retry_delay()),
             timers: Vec::new(),
             progress_timer: None,
             progress_last: None,
@@ -481,25 +479,10 @@ impl OciImport {
             // The job said what was wrong; no other attempt or source is tried.
             return Err(error);
         }
-        let transient = match job.transfer_error() {
-            // Connection trouble is worth another try; TLS verification, protocol and
-            // our own (write) errors are not.
-            Some(e) => {
-                e.is_couldnt_connect()
-                    || e.is_operation_timedout()
-                    || e.is_partial_file()
-                    || e.is_recv_error()
-                    || e.is_send_error()
-                    || e.is_got_nothing()
-                    || e.is_http2_error()
-                    || e.is_http2_stream_error()
-            }
-            // A body shorter than its Content-Length, noticed by the job.
-            None => error.errno() == libc::EIO,
-        };
+        let retryable = retry::is_retryable(job);
         let url = job.url().to_string();
         let description = registry_error::describe(code, job.error_body());
-        let retry_after = job.header("Retry-After").and_then(parse_retry_after);
+        let retry_after = retry::retry_after(job);
         let challenges = job
             .headers()
             .iter()
@@ -521,27 +504,20 @@ impl OciImport {
             };
         }
         let attempts = self.requests.get(&key).map_or(1, |s| s.attempts);
-        let retryable = match code {
-            408 | 429 | 500..=599 => true,
-            c if c >= 300 => false,
-            // The job logged what happened.
-            _ => transient,
-        };
-        if retryable && attempts < ATTEMPTS_MAX {
-            let seam = test_seams::retry_delay();
-            let mut delay = seam.unwrap_or(RETRY_DELAY) * 2u32.pow(attempts - 1);
-            if let Some(after) = retry_after {
-                delay = after.min(seam.unwrap_or(RETRY_AFTER_MAX));
-            }
+        let delay = retryable
+            .then(|| self.retry.next_delay(attempts, retry_after))
+            .flatten();
+        if let Some(delay) = delay {
             let why = if code >= 300 {
                 format!("{url} answered {description}")
             } else {
                 format!("Download of {url} failed")
             };
             log::info!(
-                "{why}, retrying in {} (attempt {} of {ATTEMPTS_MAX}).",
+                "{why}, retrying in {} (attempt {} of {}).",
                 format_timespan(delay.as_micros() as u64, 1000),
-                attempts + 1
+                attempts + 1,
+                self.retry.attempts_max
             );
             return self.schedule_retry(lp, key, delay);
         }
@@ -1447,19 +1423,6 @@ fn bounded_sink(limit: u64, slot: BodySlot, too_large: String) -> Sink {
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = body;
         Ok(())
     }))
-}
-
-/// `Retry-After`: seconds, or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = crate::util::format::parse_http_time(value).ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_micros() as u64;
-    Some(Duration::from_micros(at.saturating_sub(now)))
 }
 
 impl JobOwner for OciImport {
