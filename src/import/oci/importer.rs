@@ -51,11 +51,11 @@ use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
 use crate::import::common::{self, TempPath};
 use crate::import::job::retry::{self, RetryPolicy};
 use crate::import::job::{Expected, ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
-use crate::import::{operation_finished, Importer};
+use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::format::{format_bytes, format_timespan};
-use crate::util::{btrfs, fs, notify, test_seams, validate};
+use crate::util::{btrfs, fs, test_seams, validate};
 
 /// Default number of blobs downloading at once (containers/image's choice).
 pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 6;
@@ -66,8 +66,6 @@ const BLOB_QUEUE_BUDGET: usize = 24 << 20;
 const CONFIG_MAX: u64 = 16 << 20;
 /// Largest ping or token response we read.
 const SMALL_BODY_MAX: u64 = 1 << 20;
-/// How often the overall progress is recomputed while layers download.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Name prefix of the cached layer subvolumes (distinct from systemd v260's
 /// `.oci-sha256:<hex>` unflattened layers).
 pub const CHAIN_PREFIX: &str = ".oci-chain-";
@@ -166,6 +164,7 @@ type BodySlot = Arc<Mutex<Vec<u8>>>;
 /// The importer. Field order is drop order: jobs and tasks first (their threads are
 /// stopped and joined), then temporary paths, the glue last.
 pub struct OciImport {
+    lifecycle: Lifecycle,
     jobs: JobSet<Key>,
     apply_task: Option<TaskHandle>,
     finish_task: Option<TaskHandle>,
@@ -178,7 +177,6 @@ pub struct OciImport {
     storage: Storage,
     /// Set when the pull is abandoned: stops the apply and finish work promptly.
     cancel: Arc<AtomicBool>,
-    finished: bool,
 
     auth: Authorization,
     /// Bumped whenever `auth` changes, so a request knows whether to retry with it.
@@ -191,8 +189,6 @@ pub struct OciImport {
     /// Attempts and delays of failed requests.
     retry: RetryPolicy,
     timers: Vec<SourceId>,
-    progress_timer: Option<SourceId>,
-    progress_last: Option<u32>,
 
     /// Where the manifest job writes its body.
     manifest_body: BodySlot,
@@ -220,6 +216,7 @@ impl OciImport {
     pub fn new(req: PullRequest) -> Result<Self> {
         let manifest_target = req.reference.manifest_reference();
         Ok(OciImport {
+            lifecycle: Lifecycle::new(),
             jobs: JobSet::new(),
             apply_task: None,
             finish_task: None,
@@ -229,7 +226,6 @@ impl OciImport {
             req,
             storage: Storage::Directory,
             cancel: Arc::new(AtomicBool::new(false)),
-            finished: false,
             auth: Authorization::Anonymous,
             auth_generation: 0,
             bearer: None,
@@ -237,8 +233,6 @@ impl OciImport {
             requests: HashMap::new(),
             retry: RetryPolicy::with_first_delay(test_seams::retry_delay()),
             timers: Vec::new(),
-            progress_timer: None,
-            progress_last: None,
             manifest_body: Arc::default(),
             manifest_target,
             manifest_expected: None,
@@ -585,7 +579,7 @@ impl OciImport {
         }
         let timer = lp.add_timer_in(Clock::Monotonic, delay, move |lp, d: &mut Self, id, _| {
             d.timers.retain(|t| *t != id);
-            if !d.finished {
+            if !d.lifecycle.is_finished() {
                 if let Err(e) = d.retry(lp, key) {
                     d.finish(lp, Err(e));
                 }
@@ -611,7 +605,7 @@ impl OciImport {
             move |cancel| hash_prefix(&spool, cancel),
             move |lp, d: &mut Self, result| {
                 d.blobs[b].prefix_task = None;
-                if d.finished {
+                if d.lifecycle.is_finished() {
                     return;
                 }
                 let r = match result {
@@ -929,17 +923,7 @@ impl OciImport {
         self.config_bytes = bytes;
         self.report_progress();
         self.start_downloads(lp)?;
-        self.progress_timer = Some(lp.add_timer_in(
-            Clock::Monotonic,
-            PROGRESS_INTERVAL,
-            |_, d: &mut Self, _, _| {
-                if d.finished {
-                    return Ok(TimerAction::Drop);
-                }
-                d.report_progress();
-                Ok(TimerAction::ToDuration(PROGRESS_INTERVAL))
-            },
-        )?);
+        self.lifecycle.start_progress_timer(lp)?;
         self.advance(lp)
     }
 
@@ -1124,7 +1108,7 @@ impl OciImport {
             move |_| apply::apply(work),
             move |lp, d: &mut Self, result| {
                 d.apply_task = None;
-                if d.finished {
+                if d.lifecycle.is_finished() {
                     return;
                 }
                 if let Err(e) = result.and_then(|()| d.on_layer_applied(lp, i)) {
@@ -1176,10 +1160,8 @@ impl OciImport {
 
     /// Make the local image and its settings files, on a task.
     fn start_finishing(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
-        if let Some(t) = self.progress_timer.take() {
-            lp.remove(t);
-        }
-        notify::progress(&mut self.progress_last, 95);
+        self.lifecycle.stop_progress_timer(lp);
+        self.lifecycle.report_progress(95);
         let root = self.req.image_root.clone();
         let local = self.req.local.clone();
         let force = self.req.force;
@@ -1217,62 +1199,13 @@ impl OciImport {
             |lp, d: &mut Self, result| {
                 d.finish_task = None;
                 if result.is_ok() {
-                    notify::progress(&mut d.progress_last, 100);
+                    d.lifecycle.report_progress(100);
                 }
                 d.finish(lp, result);
             },
         )?;
         self.finish_task = Some(task);
         Ok(())
-    }
-
-    /// Overall progress for systemd-importd: 5 % for manifest and config, 45 % for the
-    /// bytes downloaded, 45 % for the layers applied, the rest for the local image.
-    fn report_progress(&mut self) {
-        let total: u64 = self.blobs.iter().map(|b| b.descriptor.size).sum();
-        let mut done: u64 = 0;
-        for (i, b) in self.blobs.iter().enumerate() {
-            done += match b.state {
-                BlobState::Verified => b.descriptor.size,
-                BlobState::Queued => 0,
-                _ => self
-                    .jobs
-                    .get(Key::Blob(i))
-                    .map_or(0, |j| j.written_compressed())
-                    .min(b.descriptor.size),
-            };
-        }
-        let download = if total == 0 {
-            1.0
-        } else {
-            done as f64 / total as f64
-        };
-        let applied = if self.apply_total == 0 {
-            1.0
-        } else {
-            self.apply_done as f64 / self.apply_total as f64
-        };
-        let percent = 5.0 + 45.0 * download + 45.0 * applied;
-        // Never go backwards (a restarted download would).
-        let percent = (percent as u32).max(self.progress_last.unwrap_or(0));
-        notify::progress(&mut self.progress_last, percent);
-    }
-
-    /// `import_finish()`: once, stop everything that still runs and report.
-    fn finish(&mut self, lp: &mut EventLoop<Self>, result: Result<()>) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        if result.is_err() {
-            self.abandon();
-        }
-        let OciImport { jobs, glue, .. } = self;
-        jobs.cancel_all(lp, glue);
-        for t in self.timers.drain(..).chain(self.progress_timer.take()) {
-            lp.remove(t);
-        }
-        operation_finished(lp, &result);
     }
 }
 
@@ -1434,7 +1367,7 @@ impl JobOwner for OciImport {
 
     /// A request finished, one way or the other.
     fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: Key) {
-        if self.finished {
+        if self.lifecycle.is_finished() {
             return;
         }
         let Some(job) = self.jobs.get(key) else {
@@ -1467,7 +1400,53 @@ impl Importer for OciImport {
                 e
             )
         })?;
-        notify::progress(&mut self.progress_last, 0);
+        self.lifecycle.report_progress(0);
         self.begin(lp, Key::Ping)
+    }
+
+    fn lifecycle(&mut self) -> &mut Lifecycle {
+        &mut self.lifecycle
+    }
+
+    /// Overall progress for systemd-importd: 5 % for manifest and config, 45 % for the
+    /// bytes downloaded, 45 % for the layers applied, the rest for the local image.
+    fn report_progress(&mut self) {
+        let total: u64 = self.blobs.iter().map(|b| b.descriptor.size).sum();
+        let mut done: u64 = 0;
+        for (i, b) in self.blobs.iter().enumerate() {
+            done += match b.state {
+                BlobState::Verified => b.descriptor.size,
+                BlobState::Queued => 0,
+                _ => self
+                    .jobs
+                    .get(Key::Blob(i))
+                    .map_or(0, |j| j.written_compressed())
+                    .min(b.descriptor.size),
+            };
+        }
+        let download = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
+        let applied = if self.apply_total == 0 {
+            1.0
+        } else {
+            self.apply_done as f64 / self.apply_total as f64
+        };
+        let percent = 5.0 + 45.0 * download + 45.0 * applied;
+        // Never go backwards (a restarted download would).
+        let percent = (percent as u32).max(self.lifecycle.last_progress().unwrap_or(0));
+        self.lifecycle.report_progress(percent);
+    }
+
+    /// The pull is over: a failure stops the running tasks at once; retries are off.
+    fn on_finish(&mut self, lp: &mut EventLoop<Self>, result: &Result<()>) {
+        if result.is_err() {
+            self.abandon();
+        }
+        for t in self.timers.drain(..) {
+            lp.remove(t);
+        }
     }
 }
