@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use super::common::{cache_path, find_old_etags, CacheKind, TempPath};
 use super::job::{ImportJob, JobOptions, JobOwner, JobSet, Sink};
+use super::store::{cache_path, find_old_etags, CacheKind, TempPath};
 use super::verify;
 use super::{Importer, Lifecycle};
 use crate::cli::{Settings, UrlRequest, Verify};

@@ -31,8 +31,8 @@ use std::path::PathBuf;
 use crate::cli::{DkrRequest, Settings};
 use crate::curl_glue::CurlGlue;
 use crate::event::EventLoop;
-use crate::import::common::TempPath;
 use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink, StreamContext};
+use crate::import::store::{self, TempPath};
 use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -362,7 +362,7 @@ impl DkrImport {
         self.run_step(
             lp,
             "dkr-local-copy",
-            move |cancel| layer::make_local_copy(&top_layer, &root, &local, force, cancel),
+            move |cancel| store::copy_tree(&top_layer, &root, &local, force, Some(cancel)),
             |me, lp, ()| me.finish(lp, Ok(())),
         );
     }

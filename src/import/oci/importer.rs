@@ -48,9 +48,9 @@ use super::spool::{self, Spool, SpoolReader};
 
 use crate::curl_glue::{CurlGlue, CurlSettings};
 use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
-use crate::import::common::{self, TempPath};
 use crate::import::job::retry::{self, RetryPolicy};
 use crate::import::job::{Expected, ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
+use crate::import::store::{self, LocalImage, TempPath};
 use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -1255,47 +1255,20 @@ fn finish_image(
         return Ok(());
     };
     match source {
-        Source::Chain(top) => common::make_local_copy(&top, root, local, force, Some(cancel))?,
-        Source::Directory(temp) => {
-            let target = root.join(local);
-            let installed = if force {
-                common::install_replacing(temp.path(), &target)
-            } else {
-                fs::rename_noreplace(temp.path(), &target)
-            };
-            installed
-                .map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?;
-            temp.keep();
-            log::info!("Created new local image '{local}'.");
-        }
+        Source::Chain(top) => store::copy_tree(&top, root, local, force, Some(cancel))?,
+        Source::Directory(temp) => LocalImage::from_temp(temp, root, local, force)
+            .install()
+            .map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?,
     }
     let nspawn = root.join(format!("{local}.nspawn"));
-    write_atomically(&nspawn, config::nspawn_settings(exec).as_bytes())?;
+    store::write_atomically(&nspawn, config::nspawn_settings(exec).as_bytes())?;
     log::info!(
         "systemd-nspawn settings file written to '{}'.",
         nspawn.display()
     );
     let oci_config = root.join(format!("{local}.oci-config"));
-    write_atomically(&oci_config, config_bytes)?;
+    store::write_atomically(&oci_config, config_bytes)?;
     log::info!("OCI config written to '{}'.", oci_config.display());
-    Ok(())
-}
-
-/// Write `path` through a temporary file and a rename, replacing what was there.
-fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
-    let temp = TempPath::next_to(path);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(temp.path())
-        .and_then(|mut f| std::io::Write::write_all(&mut f, content))
-        .and_then(|()| std::fs::rename(temp.path(), path));
-    written.map_err(|e| {
-        let e = Error::from(e);
-        log_error_errno!(e.clone(), "Failed to write {}: {}", path.display(), e)
-    })?;
-    temp.keep();
     Ok(())
 }
 
