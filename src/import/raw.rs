@@ -40,6 +40,7 @@ use crate::event::EventLoop;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::fs;
+use crate::util::test_seams::Hold;
 
 /// Mode of the downloaded (and converted) file before it is made read-only.
 const DOWNLOAD_MODE: u32 = 0o644;
@@ -71,10 +72,11 @@ impl Flavor for Raw {
             return me.finish(lp, Err(Error::new(libc::EINVAL)));
         };
         let (source, final_path) = (temp.path().to_path_buf(), final_path.clone());
+        let hold = me.req.hold;
         me.run_step(
             lp,
             "import-qcow2",
-            move |cancel| convert_if_qcow2(&source, &final_path, cancel),
+            move |cancel| convert_if_qcow2(&source, &final_path, hold, cancel),
             |me, lp, converted| {
                 if let Some(converted) = converted {
                     // The download itself is no longer needed (dropping it unlinks it).
@@ -88,17 +90,17 @@ impl Flavor for Raw {
     /// Make the local image `<root>/<local>.raw`, if one was asked for (a task).
     fn copy(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
         me.enter(lp, Stage::Copying);
-        let (Some(local), Some(source)) = (me.local.clone(), me.final_path.clone()) else {
+        let (Some(local), Some(source)) = (me.req.local.clone(), me.final_path.clone()) else {
             return me.finish(lp, Ok(()));
         };
-        let (root, force) = (me.image_root.clone(), me.force);
+        let (root, force, hold) = (me.req.image_root.clone(), me.req.force, me.req.hold);
         me.run_step(
             lp,
             "import-copy",
             move |cancel| {
                 let image = LocalImage::new(&root, &format!("{local}.raw"), &local, force);
                 store::copy_file(&source, &image)?;
-                test_hold("local-copy", cancel)?;
+                test_hold(hold, Hold::LocalCopy, cancel)?;
                 if cancel.load(Ordering::Acquire) {
                     // The user gave up: do not make a new image appear now.
                     return Err(Error::new(libc::ECANCELED));
@@ -139,6 +141,7 @@ fn finalize(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
 fn convert_if_qcow2(
     source: &Path,
     final_path: &Path,
+    hold: Option<Hold>,
     cancel: &AtomicBool,
 ) -> Result<Option<TempPath>> {
     let detect_failed = |e: Error| {
@@ -170,6 +173,6 @@ fn convert_if_qcow2(
     // downloaded raw image does (the C tool left this out). Best effort.
     let _ = fs::copy_xattrs(src.as_fd(), dst.as_fd());
     let _ = fs::copy_times(src.as_fd(), dst.as_fd());
-    test_hold("qcow2", cancel)?;
+    test_hold(hold, Hold::Qcow2, cancel)?;
     Ok(Some(target))
 }

@@ -79,10 +79,10 @@ impl Flavor for Tar {
     /// Make the local image, if one was asked for.
     fn copy(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
         me.enter(lp, Stage::Copying);
-        let (Some(local), Some(final_path)) = (me.local.clone(), me.final_path.clone()) else {
+        let (Some(local), Some(final_path)) = (me.req.local.clone(), me.final_path.clone()) else {
             return me.finish(lp, Ok(()));
         };
-        let (root, force) = (me.image_root.clone(), me.force);
+        let (root, force) = (me.req.image_root.clone(), me.req.force);
         me.run_step(
             lp,
             "import-copy",

@@ -55,7 +55,7 @@ use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::format::{format_bytes, format_timespan};
-use crate::util::{btrfs, fs, test_seams, validate};
+use crate::util::{btrfs, fs, validate};
 
 /// Default number of blobs downloading at once (containers/image's choice).
 pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 6;
@@ -83,6 +83,8 @@ pub struct PullRequest {
     pub credentials: Option<(Credentials, PathBuf)>,
     /// What the easy handles get.
     pub curl: CurlSettings,
+    /// Test setting: the first retry's delay (see [`RetryPolicy::with_first_delay`]).
+    pub retry_delay: Option<Duration>,
 }
 
 /// The requests of a pull, as keys of the job set.
@@ -215,6 +217,7 @@ pub struct OciImport {
 impl OciImport {
     pub fn new(req: PullRequest) -> Result<Self> {
         let manifest_target = req.reference.manifest_reference();
+        let retry = RetryPolicy::with_first_delay(req.retry_delay);
         Ok(OciImport {
             lifecycle: Lifecycle::new(),
             jobs: JobSet::new(),
@@ -231,7 +234,7 @@ impl OciImport {
             bearer: None,
             token_waiters: Vec::new(),
             requests: HashMap::new(),
-            retry: RetryPolicy::with_first_delay(test_seams::retry_delay()),
+            retry,
             timers: Vec::new(),
             manifest_body: Arc::default(),
             manifest_target,
