@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(systemd_import::cli::main());
+    std::process::exit(systemd_import::import::cli::main());
 }
