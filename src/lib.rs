@@ -12,9 +12,3 @@ pub mod curl_glue;
 pub mod event;
 pub mod import;
 pub mod util;
-
-/// The mutation-test support of `tests/common/`, for the campaigns of parsers that are
-/// private to the crate (their unit tests run them).
-#[cfg(test)]
-#[path = "../tests/common/mutate.rs"]
-pub(crate) mod test_mutate;
