@@ -45,15 +45,15 @@ pub trait Flavor: Default + Sized + 'static {
 /// then the glue.
 pub struct UrlImport<F> {
     lifecycle: Lifecycle,
-    pub downloads: UrlDownloads,
+    pub(super) downloads: UrlDownloads,
     /// The flavor's own state.
-    pub flavor: F,
+    pub(super) flavor: F,
     /// The downloaded image, until it is moved into the cache.
-    pub temp: Option<TempPath>,
+    pub(super) temp: Option<TempPath>,
     glue: CurlGlue,
-    pub req: UrlRequest,
+    pub(super) req: UrlRequest,
     /// The cache entry, once the image response is known.
-    pub final_path: Option<PathBuf>,
+    pub(super) final_path: Option<PathBuf>,
     stage: Stage,
 }
 
@@ -73,7 +73,7 @@ impl<F: Flavor> UrlImport<F> {
 
     /// Move on to `stage` and report its progress; the sampling of the download progress
     /// stops with the download stage.
-    pub fn enter(&mut self, lp: &mut EventLoop<Self>, stage: Stage) {
+    pub(super) fn enter(&mut self, lp: &mut EventLoop<Self>, stage: Stage) {
         self.stage = stage;
         if stage != Stage::Downloading {
             self.lifecycle.stop_progress_timer(lp);
