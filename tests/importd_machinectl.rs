@@ -41,6 +41,12 @@ fn relayed(d: &Importd, out: &CliOutput, id: u32) -> CliOutput {
     );
     let lines = out.stderr_lines[1..].to_vec();
     let prefix = format!("(transfer{id}) ");
+    // The daemon's stderr is collected by a reader thread: wait until it has caught up
+    // with the last line machinectl printed before comparing.
+    if let Some(last) = lines.last() {
+        let want = format!("{prefix}{last}");
+        d.wait_log(|l| l == want);
+    }
     let logged: Vec<String> = d
         .log()
         .iter()

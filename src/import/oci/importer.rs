@@ -48,20 +48,15 @@ use super::spool::{self, Spool, SpoolReader};
 
 use crate::curl_glue::{CurlGlue, CurlSettings};
 use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
-use crate::import::common::{self, TempPath};
-use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
-use crate::import::{operation_finished, Importer};
+use crate::import::job::retry::{self, RetryPolicy};
+use crate::import::job::{Expected, ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink};
+use crate::import::store::{self, LocalImage, TempPath};
+use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::format::{format_bytes, format_timespan};
-use crate::util::{btrfs, fs, notify, test_seams, validate};
+use crate::util::{btrfs, fs, validate};
 
-/// Attempts per request before a retryable failure becomes final.
-const ATTEMPTS_MAX: u32 = 4;
-/// Delay before the first retry; doubles with each attempt.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
-/// Longest `Retry-After` we honour.
-const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 /// Default number of blobs downloading at once (containers/image's choice).
 pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 6;
 /// Body bytes all layer downloads together may queue for their workers (a share per
@@ -71,8 +66,6 @@ const BLOB_QUEUE_BUDGET: usize = 24 << 20;
 const CONFIG_MAX: u64 = 16 << 20;
 /// Largest ping or token response we read.
 const SMALL_BODY_MAX: u64 = 1 << 20;
-/// How often the overall progress is recomputed while layers download.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Name prefix of the cached layer subvolumes (distinct from systemd v260's
 /// `.oci-sha256:<hex>` unflattened layers).
 pub const CHAIN_PREFIX: &str = ".oci-chain-";
@@ -90,6 +83,8 @@ pub struct PullRequest {
     pub credentials: Option<(Credentials, PathBuf)>,
     /// What the easy handles get.
     pub curl: CurlSettings,
+    /// Test setting: the first retry's delay (see [`RetryPolicy::with_first_delay`]).
+    pub retry_delay: Option<Duration>,
 }
 
 /// The requests of a pull, as keys of the job set.
@@ -171,6 +166,7 @@ type BodySlot = Arc<Mutex<Vec<u8>>>;
 /// The importer. Field order is drop order: jobs and tasks first (their threads are
 /// stopped and joined), then temporary paths, the glue last.
 pub struct OciImport {
+    lifecycle: Lifecycle,
     jobs: JobSet<Key>,
     apply_task: Option<TaskHandle>,
     finish_task: Option<TaskHandle>,
@@ -183,7 +179,6 @@ pub struct OciImport {
     storage: Storage,
     /// Set when the pull is abandoned: stops the apply and finish work promptly.
     cancel: Arc<AtomicBool>,
-    finished: bool,
 
     auth: Authorization,
     /// Bumped whenever `auth` changes, so a request knows whether to retry with it.
@@ -193,9 +188,9 @@ pub struct OciImport {
     /// Requests waiting for the token request to finish.
     token_waiters: Vec<Key>,
     requests: HashMap<Key, RequestState>,
+    /// Attempts and delays of failed requests.
+    retry: RetryPolicy,
     timers: Vec<SourceId>,
-    progress_timer: Option<SourceId>,
-    progress_last: Option<u32>,
 
     /// Where the manifest job writes its body.
     manifest_body: BodySlot,
@@ -222,7 +217,9 @@ pub struct OciImport {
 impl OciImport {
     pub fn new(req: PullRequest) -> Result<Self> {
         let manifest_target = req.reference.manifest_reference();
+        let retry = RetryPolicy::with_first_delay(req.retry_delay);
         Ok(OciImport {
+            lifecycle: Lifecycle::new(),
             jobs: JobSet::new(),
             apply_task: None,
             finish_task: None,
@@ -232,15 +229,13 @@ impl OciImport {
             req,
             storage: Storage::Directory,
             cancel: Arc::new(AtomicBool::new(false)),
-            finished: false,
             auth: Authorization::Anonymous,
             auth_generation: 0,
             bearer: None,
             token_waiters: Vec::new(),
             requests: HashMap::new(),
+            retry,
             timers: Vec::new(),
-            progress_timer: None,
-            progress_last: None,
             manifest_body: Arc::default(),
             manifest_target,
             manifest_expected: None,
@@ -285,6 +280,7 @@ impl OciImport {
 
     fn make_job(&mut self, key: Key) -> Result<ImportJob> {
         let mut headers = Vec::new();
+        let mut expected = None;
         let registry_auth = self.auth.header();
         let (url, sink, max) = match key {
             Key::Ping => (self.registry_url(""), Sink::Memory, SMALL_BODY_MAX),
@@ -314,6 +310,7 @@ impl OciImport {
                     format_bytes(manifest::MANIFEST_MAX)
                 );
                 let sink = bounded_sink(manifest::MANIFEST_MAX, self.manifest_body.clone(), what);
+                expected = self.manifest_expectation();
                 (url, sink, crate::import::job::DEFAULT_SIZE_MAX)
             }
             Key::Config => {
@@ -329,6 +326,7 @@ impl OciImport {
                     config.digest
                 );
                 let sink = bounded_sink(config.size, self.config_body.clone(), what);
+                expected = Some(config_expectation(config));
                 (url, sink, crate::import::job::DEFAULT_SIZE_MAX)
             }
             Key::Blob(b) => return self.make_blob_job(b, registry_auth),
@@ -340,7 +338,36 @@ impl OciImport {
         options.quiet_http_errors = true;
         options.compressed_max = max;
         options.uncompressed_max = max;
+        options.expected = expected;
         Ok(ImportJob::new(&url, options))
+    }
+
+    /// What the manifest must be: the index entry it was chosen from, or the digest the
+    /// reference names (by tag, nothing: the registry's claim is checked on arrival).
+    fn manifest_expectation(&self) -> Option<Expected> {
+        let (want, size) = match &self.manifest_expected {
+            Some(entry) => (entry.digest.clone(), Some(entry.size)),
+            None => (self.req.reference.digest()?.clone(), None),
+        };
+        let what = match &self.manifest_expected {
+            Some(entry) => format!("manifest {}", entry.digest),
+            None => format!("manifest of '{}'", self.req.reference),
+        };
+        let hex = want.hex().to_string();
+        Some(Expected::new(size, Some(hex)).worded(move |m| {
+            if m.digest_differs() {
+                format!(
+                    "Digest mismatch for {what}: expected {want}, got sha256:{}.",
+                    m.sha256.unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "Size mismatch for {what}: expected {} bytes, got {}.",
+                    m.expected_size.unwrap_or(0),
+                    m.size
+                )
+            }
+        }))
     }
 
     fn make_blob_job(&mut self, b: usize, registry_auth: Option<String>) -> Result<ImportJob> {
@@ -401,6 +428,25 @@ impl OciImport {
             .clamp(256 << 10, crate::import::job::DEFAULT_QUEUE_LIMIT);
         options.compressed_max = blob.descriptor.size;
         options.uncompressed_max = blob.descriptor.size;
+        let digest = blob.descriptor.digest.clone();
+        options.expected = Some(
+            Expected::new(Some(blob.descriptor.size), Some(digest.hex().to_string())).worded(
+                move |m| {
+                    if m.size_differs() {
+                        format!(
+                            "Layer {digest} size mismatch: expected {} bytes, got {}.",
+                            m.expected_size.unwrap_or(0),
+                            m.size
+                        )
+                    } else {
+                        format!(
+                            "Layer {digest} digest mismatch: the content is sha256:{}.",
+                            m.sha256.unwrap_or_default()
+                        )
+                    }
+                },
+            ),
+        );
         if let Some((offset, hasher)) = resume {
             log::info!(
                 "Resuming download of layer {} at byte {}.",
@@ -426,25 +472,14 @@ impl OciImport {
             .error()
             .cloned()
             .unwrap_or_else(|| Error::new(libc::EIO));
-        let transient = match job.transfer_error() {
-            // Connection trouble is worth another try; TLS verification, protocol and
-            // our own (write) errors are not.
-            Some(e) => {
-                e.is_couldnt_connect()
-                    || e.is_operation_timedout()
-                    || e.is_partial_file()
-                    || e.is_recv_error()
-                    || e.is_send_error()
-                    || e.is_got_nothing()
-                    || e.is_http2_error()
-                    || e.is_http2_stream_error()
-            }
-            // A body shorter than its Content-Length, noticed by the job.
-            None => error.errno() == libc::EIO,
-        };
+        if job.content_mismatch() {
+            // The job said what was wrong; no other attempt or source is tried.
+            return Err(error);
+        }
+        let retryable = retry::is_retryable(job);
         let url = job.url().to_string();
         let description = registry_error::describe(code, job.error_body());
-        let retry_after = job.header("Retry-After").and_then(parse_retry_after);
+        let retry_after = retry::retry_after(job);
         let challenges = job
             .headers()
             .iter()
@@ -466,27 +501,20 @@ impl OciImport {
             };
         }
         let attempts = self.requests.get(&key).map_or(1, |s| s.attempts);
-        let retryable = match code {
-            408 | 429 | 500..=599 => true,
-            c if c >= 300 => false,
-            // The job logged what happened.
-            _ => transient,
-        };
-        if retryable && attempts < ATTEMPTS_MAX {
-            let seam = test_seams::retry_delay();
-            let mut delay = seam.unwrap_or(RETRY_DELAY) * 2u32.pow(attempts - 1);
-            if let Some(after) = retry_after {
-                delay = after.min(seam.unwrap_or(RETRY_AFTER_MAX));
-            }
+        let delay = retryable
+            .then(|| self.retry.next_delay(attempts, retry_after))
+            .flatten();
+        if let Some(delay) = delay {
             let why = if code >= 300 {
                 format!("{url} answered {description}")
             } else {
                 format!("Download of {url} failed")
             };
             log::info!(
-                "{why}, retrying in {} (attempt {} of {ATTEMPTS_MAX}).",
+                "{why}, retrying in {} (attempt {} of {}).",
                 format_timespan(delay.as_micros() as u64, 1000),
-                attempts + 1
+                attempts + 1,
+                self.retry.attempts_max
             );
             return self.schedule_retry(lp, key, delay);
         }
@@ -554,7 +582,7 @@ impl OciImport {
         }
         let timer = lp.add_timer_in(Clock::Monotonic, delay, move |lp, d: &mut Self, id, _| {
             d.timers.retain(|t| *t != id);
-            if !d.finished {
+            if !d.lifecycle.is_finished() {
                 if let Err(e) = d.retry(lp, key) {
                     d.finish(lp, Err(e));
                 }
@@ -580,7 +608,7 @@ impl OciImport {
             move |cancel| hash_prefix(&spool, cancel),
             move |lp, d: &mut Self, result| {
                 d.blobs[b].prefix_task = None;
-                if d.finished {
+                if d.lifecycle.is_finished() {
                     return;
                 }
                 let r = match result {
@@ -776,29 +804,12 @@ impl OciImport {
             None => format!("manifest of '{reference}'"),
         };
 
-        // Verify: against the index entry, or the digest the user asked for, or (by tag)
-        // the digest the registry claims.
-        let expected = self
-            .manifest_expected
-            .as_ref()
-            .map(|e| (&e.digest, Some(e.size)));
-        let expected = expected.or(reference.digest().map(|d| (d, None)));
-        if let Some((want, size)) = expected {
-            if *want != digest {
-                return Err(log_error_errno!(
-                    Error::new(libc::EBADMSG),
-                    "Digest mismatch for {what}: expected {want}, got {digest}."
-                ));
-            }
-            if size.is_some_and(|s| s != body.len() as u64) {
-                return Err(log_error_errno!(
-                    Error::new(libc::EBADMSG),
-                    "Size mismatch for {what}: expected {} bytes, got {}.",
-                    size.unwrap_or(0),
-                    body.len()
-                ));
-            }
-        } else if let Some(served) = served_digest.filter(|s| s.starts_with("sha256:")) {
+        // The job verified it against the index entry or the digest the user asked for
+        // (see `manifest_expectation`); by tag, the digest the registry claims is checked.
+        let expected = self.manifest_expected.is_some() || reference.digest().is_some();
+        if let (false, Some(served)) =
+            (expected, served_digest.filter(|s| s.starts_with("sha256:")))
+        {
             if served != digest.to_string() {
                 return Err(log_error_errno!(
                     Error::new(libc::EBADMSG),
@@ -854,11 +865,13 @@ impl OciImport {
                         format_bytes(CONFIG_MAX)
                     ));
                 }
+                let expected = config_expectation(&config);
                 match config.data {
-                    // Inline config (OCI 1.1 `data`): no request needed.
+                    // Inline config (OCI 1.1 `data`): no request needed, the same check.
                     Some(data) => {
                         let digest = Digest::of(&data);
-                        self.use_config(lp, data, digest)
+                        expected.check(data.len() as u64, Some(digest.hex()))?;
+                        self.use_config(lp, data)
                     }
                     None => self.begin(lp, Key::Config),
                 }
@@ -867,32 +880,15 @@ impl OciImport {
     }
 
     fn on_config_done(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
+        // The job verified its size and digest (`config_expectation`).
         let body = std::mem::take(&mut *self.config_body.lock().unwrap_or_else(|e| e.into_inner()));
-        // The job hashed the body on its worker thread.
-        let digest = self
-            .jobs
-            .get(Key::Config)
-            .and_then(|j| j.checksum())
-            .and_then(Digest::from_hex)
-            .ok_or_else(|| Error::new(libc::EIO))?;
-        self.use_config(lp, body, digest)
+        self.use_config(lp, body)
     }
 
-    /// Verify and parse the config (`got` is its digest), then decide which layers to
-    /// fetch and start.
-    fn use_config(&mut self, lp: &mut EventLoop<Self>, bytes: Vec<u8>, got: Digest) -> Result<()> {
+    /// Parse the (verified) config, then decide which layers to fetch and start.
+    fn use_config(&mut self, lp: &mut EventLoop<Self>, bytes: Vec<u8>) -> Result<()> {
         let manifest = self.manifest_ref()?;
         let want = &manifest.config;
-        if bytes.len() as u64 != want.size || got != want.digest {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Image config digest mismatch: expected {} ({} bytes), got {} ({} bytes).",
-                want.digest,
-                want.size,
-                got,
-                bytes.len()
-            ));
-        }
         let config = config::parse(&bytes).map_err(|why| {
             log_error_errno!(
                 Error::new(libc::EBADMSG),
@@ -930,17 +926,7 @@ impl OciImport {
         self.config_bytes = bytes;
         self.report_progress();
         self.start_downloads(lp)?;
-        self.progress_timer = Some(lp.add_timer_in(
-            Clock::Monotonic,
-            PROGRESS_INTERVAL,
-            |_, d: &mut Self, _, _| {
-                if d.finished {
-                    return Ok(TimerAction::Drop);
-                }
-                d.report_progress();
-                Ok(TimerAction::ToDuration(PROGRESS_INTERVAL))
-            },
-        )?);
+        self.lifecycle.start_progress_timer(lp)?;
         self.advance(lp)
     }
 
@@ -1049,33 +1035,9 @@ impl OciImport {
             .jobs
             .remove(Key::Blob(b))
             .ok_or_else(|| Error::new(libc::EINVAL))?;
+        // The job verified the blob's size and digest (see `make_blob_job`).
+        drop(job);
         let blob = &mut self.blobs[b];
-        let digest = &blob.descriptor.digest;
-        let spool = blob
-            .spool_path
-            .as_ref()
-            .ok_or_else(|| Error::new(libc::EINVAL))?;
-        let size = std::fs::metadata(spool).map(|m| m.len()).map_err(|e| {
-            let e = Error::from(e);
-            log_error_errno!(e.clone(), "Failed to stat {}: {}", spool.display(), e)
-        })?;
-        if size != blob.descriptor.size {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Layer {digest} size mismatch: expected {} bytes, got {size}.",
-                blob.descriptor.size
-            ));
-        }
-        let got = job
-            .checksum()
-            .and_then(Digest::from_hex)
-            .ok_or_else(|| Error::new(libc::EIO))?;
-        if got != *digest {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Layer {digest} digest mismatch: the content is {got}."
-            ));
-        }
         blob.state = BlobState::Verified;
         // Only now may the apply task reach the end of the layer.
         blob.spool_state.complete();
@@ -1149,7 +1111,7 @@ impl OciImport {
             move |_| apply::apply(work),
             move |lp, d: &mut Self, result| {
                 d.apply_task = None;
-                if d.finished {
+                if d.lifecycle.is_finished() {
                     return;
                 }
                 if let Err(e) = result.and_then(|()| d.on_layer_applied(lp, i)) {
@@ -1201,10 +1163,8 @@ impl OciImport {
 
     /// Make the local image and its settings files, on a task.
     fn start_finishing(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
-        if let Some(t) = self.progress_timer.take() {
-            lp.remove(t);
-        }
-        notify::progress(&mut self.progress_last, 95);
+        self.lifecycle.stop_progress_timer(lp);
+        self.lifecycle.report_progress(95);
         let root = self.req.image_root.clone();
         let local = self.req.local.clone();
         let force = self.req.force;
@@ -1242,62 +1202,13 @@ impl OciImport {
             |lp, d: &mut Self, result| {
                 d.finish_task = None;
                 if result.is_ok() {
-                    notify::progress(&mut d.progress_last, 100);
+                    d.lifecycle.report_progress(100);
                 }
                 d.finish(lp, result);
             },
         )?;
         self.finish_task = Some(task);
         Ok(())
-    }
-
-    /// Overall progress for systemd-importd: 5 % for manifest and config, 45 % for the
-    /// bytes downloaded, 45 % for the layers applied, the rest for the local image.
-    fn report_progress(&mut self) {
-        let total: u64 = self.blobs.iter().map(|b| b.descriptor.size).sum();
-        let mut done: u64 = 0;
-        for (i, b) in self.blobs.iter().enumerate() {
-            done += match b.state {
-                BlobState::Verified => b.descriptor.size,
-                BlobState::Queued => 0,
-                _ => self
-                    .jobs
-                    .get(Key::Blob(i))
-                    .map_or(0, |j| j.written_compressed())
-                    .min(b.descriptor.size),
-            };
-        }
-        let download = if total == 0 {
-            1.0
-        } else {
-            done as f64 / total as f64
-        };
-        let applied = if self.apply_total == 0 {
-            1.0
-        } else {
-            self.apply_done as f64 / self.apply_total as f64
-        };
-        let percent = 5.0 + 45.0 * download + 45.0 * applied;
-        // Never go backwards (a restarted download would).
-        let percent = (percent as u32).max(self.progress_last.unwrap_or(0));
-        notify::progress(&mut self.progress_last, percent);
-    }
-
-    /// `import_finish()`: once, stop everything that still runs and report.
-    fn finish(&mut self, lp: &mut EventLoop<Self>, result: Result<()>) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        if result.is_err() {
-            self.abandon();
-        }
-        let OciImport { jobs, glue, .. } = self;
-        jobs.cancel_all(lp, glue);
-        for t in self.timers.drain(..).chain(self.progress_timer.take()) {
-            lp.remove(t);
-        }
-        operation_finished(lp, &result);
     }
 }
 
@@ -1347,47 +1258,20 @@ fn finish_image(
         return Ok(());
     };
     match source {
-        Source::Chain(top) => common::make_local_copy(&top, root, local, force, Some(cancel))?,
-        Source::Directory(temp) => {
-            let target = root.join(local);
-            let installed = if force {
-                common::install_replacing(temp.path(), &target)
-            } else {
-                fs::rename_noreplace(temp.path(), &target)
-            };
-            installed
-                .map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?;
-            temp.keep();
-            log::info!("Created new local image '{local}'.");
-        }
+        Source::Chain(top) => store::copy_tree(&top, root, local, force, Some(cancel))?,
+        Source::Directory(temp) => LocalImage::from_temp(temp, root, local, force)
+            .install()
+            .map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?,
     }
     let nspawn = root.join(format!("{local}.nspawn"));
-    write_atomically(&nspawn, config::nspawn_settings(exec).as_bytes())?;
+    store::write_atomically(&nspawn, config::nspawn_settings(exec).as_bytes())?;
     log::info!(
         "systemd-nspawn settings file written to '{}'.",
         nspawn.display()
     );
     let oci_config = root.join(format!("{local}.oci-config"));
-    write_atomically(&oci_config, config_bytes)?;
+    store::write_atomically(&oci_config, config_bytes)?;
     log::info!("OCI config written to '{}'.", oci_config.display());
-    Ok(())
-}
-
-/// Write `path` through a temporary file and a rename, replacing what was there.
-fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
-    let temp = TempPath::next_to(path);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(temp.path())
-        .and_then(|mut f| std::io::Write::write_all(&mut f, content))
-        .and_then(|()| std::fs::rename(temp.path(), path));
-    written.map_err(|e| {
-        let e = Error::from(e);
-        log_error_errno!(e.clone(), "Failed to write {}: {}", path.display(), e)
-    })?;
-    temp.keep();
     Ok(())
 }
 
@@ -1417,6 +1301,18 @@ fn hash_prefix(path: &Path, cancel: &AtomicBool) -> Result<Option<(u64, Sha256)>
     Ok((len > 0).then_some((len, hasher)))
 }
 
+/// What the config blob must be: its descriptor in the manifest.
+fn config_expectation(want: &Descriptor) -> Expected {
+    let (digest, size) = (want.digest.clone(), want.size);
+    Expected::new(Some(size), Some(digest.hex().to_string())).worded(move |m| {
+        format!(
+            "Image config digest mismatch: expected {digest} ({size} bytes), got sha256:{} ({} bytes).",
+            m.sha256.unwrap_or_default(),
+            m.size
+        )
+    })
+}
+
 /// A job sink that keeps at most `limit` bytes in memory and fails with `too_large`
 /// (logged) beyond that, without reading further.
 fn bounded_sink(limit: u64, slot: BodySlot, too_large: String) -> Sink {
@@ -1438,19 +1334,6 @@ fn bounded_sink(limit: u64, slot: BodySlot, too_large: String) -> Sink {
     }))
 }
 
-/// `Retry-After`: seconds, or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = crate::util::format::parse_http_time(value).ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_micros() as u64;
-    Some(Duration::from_micros(at.saturating_sub(now)))
-}
-
 impl JobOwner for OciImport {
     type Key = Key;
 
@@ -1460,7 +1343,7 @@ impl JobOwner for OciImport {
 
     /// A request finished, one way or the other.
     fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: Key) {
-        if self.finished {
+        if self.lifecycle.is_finished() {
             return;
         }
         let Some(job) = self.jobs.get(key) else {
@@ -1493,7 +1376,53 @@ impl Importer for OciImport {
                 e
             )
         })?;
-        notify::progress(&mut self.progress_last, 0);
+        self.lifecycle.report_progress(0);
         self.begin(lp, Key::Ping)
+    }
+
+    fn lifecycle(&mut self) -> &mut Lifecycle {
+        &mut self.lifecycle
+    }
+
+    /// Overall progress for systemd-importd: 5 % for manifest and config, 45 % for the
+    /// bytes downloaded, 45 % for the layers applied, the rest for the local image.
+    fn report_progress(&mut self) {
+        let total: u64 = self.blobs.iter().map(|b| b.descriptor.size).sum();
+        let mut done: u64 = 0;
+        for (i, b) in self.blobs.iter().enumerate() {
+            done += match b.state {
+                BlobState::Verified => b.descriptor.size,
+                BlobState::Queued => 0,
+                _ => self
+                    .jobs
+                    .get(Key::Blob(i))
+                    .map_or(0, |j| j.written_compressed())
+                    .min(b.descriptor.size),
+            };
+        }
+        let download = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
+        let applied = if self.apply_total == 0 {
+            1.0
+        } else {
+            self.apply_done as f64 / self.apply_total as f64
+        };
+        let percent = 5.0 + 45.0 * download + 45.0 * applied;
+        // Never go backwards (a restarted download would).
+        let percent = (percent as u32).max(self.lifecycle.last_progress().unwrap_or(0));
+        self.lifecycle.report_progress(percent);
+    }
+
+    /// The pull is over: a failure stops the running tasks at once; retries are off.
+    fn on_finish(&mut self, lp: &mut EventLoop<Self>, result: &Result<()>) {
+        if result.is_err() {
+            self.abandon();
+        }
+        for t in self.timers.drain(..) {
+            lp.remove(t);
+        }
     }
 }
