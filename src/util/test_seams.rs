@@ -59,7 +59,7 @@ pub fn hold(phase: &str, cancel: &std::sync::atomic::AtomicBool) -> bool {
 
 /// `SYSTEMD_IMPORT_TEST_RETRY_DELAY_MS=<ms>`: the delay before pull-oci's first retry of a
 /// failed request (default 1 s, doubling with every attempt), so the retry tests do not
-/// wait for seconds. `Retry-After` values are capped to it as well.
+/// wait for seconds. A server's `Retry-After` is still waited for in full.
 pub fn retry_delay() -> Option<Duration> {
     std::env::var("SYSTEMD_IMPORT_TEST_RETRY_DELAY_MS")
         .ok()?

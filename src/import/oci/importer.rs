@@ -473,11 +473,12 @@ impl OciImport {
             _ => transient,
         };
         if retryable && attempts < ATTEMPTS_MAX {
-            let seam = test_seams::retry_delay();
-            let mut delay = seam.unwrap_or(RETRY_DELAY) * 2u32.pow(attempts - 1);
-            if let Some(after) = retry_after {
-                delay = after.min(seam.unwrap_or(RETRY_AFTER_MAX));
-            }
+            // The test seam shortens our own backoff, never the server's Retry-After.
+            let base = test_seams::retry_delay().unwrap_or(RETRY_DELAY);
+            let delay = match retry_after {
+                Some(after) => after.min(RETRY_AFTER_MAX),
+                None => base * 2u32.pow(attempts - 1),
+            };
             let why = if code >= 300 {
                 format!("{url} answered {description}")
             } else {
