@@ -599,13 +599,14 @@ pub fn big_file_layer(name: &str, len: usize) -> Vec<u8> {
 }
 
 /// Push a two-layer image (small base, 1 MiB noise on top) as `repo:latest`, pull it
-/// through a proxy that stalls the top layer after 100 kB, and send SIGINT once the base
-/// layer is applied. `while_stalled` looks at the image root before the signal. Returns the
-/// image and the pull's output.
+/// through a proxy that stalls the top layer after 100 kB, and send `signal` (SIGINT or
+/// SIGTERM) once the base layer is applied. `while_stalled` looks at the image root before
+/// the signal. Returns the image and the pull's output.
 pub fn pull_interrupted_mid_layer(
     reg: &std::sync::Arc<Registry>,
     env: &PullEnv,
     repo: &str,
+    signal: nix::sys::signal::Signal,
     while_stalled: impl FnOnce(),
 ) -> (Image, CliOutput) {
     let image = ImageBuilder::oci()
@@ -627,7 +628,7 @@ pub fn pull_interrupted_mid_layer(
         std::time::Duration::from_secs(60),
     );
     while_stalled();
-    watched.signal(nix::sys::signal::Signal::SIGINT);
+    watched.signal(signal);
     let out = watched.wait();
     assert_eq!(out.status, 1, "{}", out.stderr);
     let n = out.stderr_lines.len();
