@@ -12,8 +12,8 @@ use std::sync::Arc;
 use common::fault_proxy::FaultProxy;
 use common::http::Response;
 use common::oci::{
-    assert_failed_with, base_layer, big_file_layer, index, Codec, Flavor, ImageBuilder, PullEnv,
-    OCI_CONFIG,
+    assert_failed_with, base_layer, big_file_layer, index, serve_manifest, Codec, Flavor,
+    ImageBuilder, PullEnv, OCI_CONFIG,
 };
 use common::registry::{sha256_digest, Registry, RegistryOptions, OCI_MANIFEST};
 use serde_json::{json, Value};
@@ -24,21 +24,6 @@ fn two_layer_image() -> common::oci::Image {
         .layer(base_layer(), Codec::Gzip)
         .layer(big_file_layer("data/noise", 256 << 10), Codec::Gzip)
         .build()
-}
-
-/// A proxy that answers requests for `/manifests/<tag>` with `body` (an OCI manifest, its
-/// true digest as `Docker-Content-Digest`) and forwards everything else.
-fn serve_manifest(reg: &Arc<Registry>, tag: &str, body: Vec<u8>) -> FaultProxy {
-    let suffix = format!("/manifests/{tag}");
-    let digest = sha256_digest(&body);
-    FaultProxy::start(reg, move |req, upstream| {
-        if req.path.ends_with(&suffix) {
-            return Response::ok(body.clone())
-                .header("Content-Type", OCI_MANIFEST)
-                .header("Docker-Content-Digest", &digest);
-        }
-        upstream()
-    })
 }
 
 #[test]

@@ -517,18 +517,10 @@ fn a_blob_redirect_to_another_port_gets_no_credentials() {
     assert_eq!(read(&env.path("ocit-app/data/noise")).len(), 1 << 20);
 }
 
-/// A proxy serving `image`'s manifest itself (distribution refuses manifests with `urls`
-/// unless configured to allow them) and forwarding everything else.
-fn serve_manifest(reg: &Arc<Registry>, image: &common::oci::Image) -> FaultProxy {
-    let (manifest, digest) = (image.manifest.clone(), image.manifest_digest.clone());
-    FaultProxy::start(reg, move |req, upstream| {
-        if req.path.ends_with("/manifests/latest") {
-            return Response::ok(manifest.clone())
-                .header("Content-Type", OCI_MANIFEST)
-                .header("Docker-Content-Digest", &digest);
-        }
-        upstream()
-    })
+/// A proxy serving `image`'s manifest as `latest` itself (distribution refuses manifests
+/// with `urls` unless configured to allow them) and forwarding everything else.
+fn serve_image_manifest(reg: &Arc<Registry>, image: &common::oci::Image) -> FaultProxy {
+    common::oci::serve_manifest(reg, "latest", image.manifest.clone())
 }
 
 #[test]
@@ -551,7 +543,7 @@ fn foreign_layer_urls_are_fetched_without_credentials_then_the_registry() {
         )
         .build();
     image.push_blobs(&reg, "foreign/ocit-app");
-    let proxy = serve_manifest(&reg, &image);
+    let proxy = serve_image_manifest(&reg, &image);
     let env = PullEnv::new();
     common::oci::write_docker_config(env.home.path(), &proxy.host(), "alice", "s3cret");
     let out = env.pull(&reg, &[&format!("{}/foreign/ocit-app", proxy.host())]);
@@ -577,7 +569,7 @@ fn foreign_layer_urls_are_fetched_without_credentials_then_the_registry() {
         )
         .build();
     image.push_blobs(&reg, "foreign/ocit-fallback");
-    let proxy = serve_manifest(&reg, &image);
+    let proxy = serve_image_manifest(&reg, &image);
     common::oci::write_docker_config(env.home.path(), &proxy.host(), "alice", "s3cret");
     let out = env.pull(&reg, &[&format!("{}/foreign/ocit-fallback", proxy.host())]);
     assert_success(&out);

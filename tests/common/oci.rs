@@ -328,6 +328,25 @@ pub fn pull_oci(ca_pem: &Path, root: &Path, home: &Path, args: &[&str]) -> Comma
     cmd
 }
 
+/// A proxy in front of `reg` answering requests for `/manifests/<tag>` with `body` (an OCI
+/// manifest, its true digest as `Docker-Content-Digest`) and forwarding everything else.
+pub fn serve_manifest(
+    reg: &std::sync::Arc<Registry>,
+    tag: &str,
+    body: Vec<u8>,
+) -> super::fault_proxy::FaultProxy {
+    let suffix = format!("/manifests/{tag}");
+    let digest = sha256_digest(&body);
+    super::fault_proxy::FaultProxy::start(reg, move |req, upstream| {
+        if req.path.ends_with(&suffix) {
+            return super::http::Response::ok(body.clone())
+                .header("Content-Type", OCI_MANIFEST)
+                .header("Docker-Content-Digest", &digest);
+        }
+        upstream()
+    })
+}
+
 /// A small base layer: a directory tree with a few files, a symlink and a hard link.
 pub fn base_layer() -> Vec<u8> {
     Tarball::new()
