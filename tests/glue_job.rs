@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use systemd_import::curl_glue::{CurlGlue, CurlHost, CurlSettings};
 use systemd_import::event::EventLoop;
 use systemd_import::import::job::{
-    Compression, ImportJob, JobHost, JobOptions, JobSet, JobState, Sink,
+    Compression, Expected, ImportJob, JobHost, JobOptions, JobSet, JobState, Sink,
 };
 
 /// Runs a set of jobs on one loop until all are complete.
@@ -653,4 +653,66 @@ fn limits_refuse_oversized_content() {
             libc::EFBIG
         );
     }
+}
+
+#[test]
+fn a_job_checks_the_size_and_digest_it_expects_by_itself() {
+    let body = b"the expected content".to_vec();
+    let sum = hex_sha256(&body);
+    let resumed: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+    let router = Router::new()
+        .serve_bytes("/body", body.clone())
+        .route("/resumed", {
+            let resumed = resumed.clone();
+            move |req: &Request| Response::ranged(req, resumed.clone())
+        });
+    let server = HttpServer::start(None, router.into_handler());
+    let job = |size: Option<u64>, sha256: Option<&str>| {
+        let mut o = JobOptions::new(Sink::Memory);
+        o.expected = Some(Expected::new(size, sha256.map(str::to_string)));
+        ImportJob::new(&server.url("/body"), o)
+    };
+    let wrong = "0".repeat(64);
+    // A resumed download counts from its start: the prefix plus this transfer's bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob.partial");
+    let prefix = 70_000usize;
+    std::fs::write(&path, &resumed[..prefix]).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mut o = JobOptions::new(Sink::File(file.into()));
+    o.resume_from = Some(prefix as u64);
+    o.checksum_seed = Some(Sha256::new_with_prefix(&resumed[..prefix]));
+    o.expected = Some(Expected::new(
+        Some(resumed.len() as u64),
+        Some(hex_sha256(&resumed)),
+    ));
+    let host = run(
+        None,
+        vec![
+            job(Some(body.len() as u64), Some(&sum)),
+            job(Some(body.len() as u64 + 1), Some(&sum)),
+            job(None, Some(&wrong)),
+            ImportJob::new(&server.url("/resumed"), o),
+        ],
+    );
+    let ok = host.jobs.get(0).unwrap();
+    assert_eq!(ok.state(), JobState::Done, "{:?}", ok.error());
+    assert_eq!(ok.checksum(), Some(sum.as_str()), "hashed without asking");
+    let size = host.jobs.get(1).unwrap();
+    assert_eq!(error_msg(size), "Content does not have expected size.");
+    assert!(size.content_mismatch());
+    assert_eq!(size.error().unwrap().errno(), libc::EBADMSG);
+    assert_eq!(
+        error_msg(host.jobs.get(2).unwrap()),
+        "Checksum of downloaded resource does not match expected checksum, yikes."
+    );
+    let resumed_job = host.jobs.get(3).unwrap();
+    assert_eq!(
+        resumed_job.state(),
+        JobState::Done,
+        "{:?}",
+        resumed_job.error()
+    );
+    assert_eq!(resumed_job.response_code(), 206);
+    assert!(!resumed_job.content_mismatch());
 }

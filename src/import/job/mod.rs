@@ -21,7 +21,9 @@
 //! libcurl itself noticed (it says "Transferred a partial file"); an error response's body
 //! never reaches the destination.
 
+mod expect;
 mod handler;
+pub mod retry;
 mod set;
 mod worker;
 
@@ -42,6 +44,7 @@ use worker::{Channel, InputEnd, WorkerSpec};
 pub use worker::DEFAULT_QUEUE_LIMIT;
 
 pub use crate::import::stream::Compression;
+pub use expect::{Expected, Mismatch, Wording};
 pub use set::{JobOwner, JobSet};
 
 /// The C job's default limit on compressed and uncompressed sizes: 8 GiB.
@@ -146,6 +149,9 @@ pub struct JobOptions {
     /// Bytes that may wait for the worker before the transfer is paused. An owner running
     /// many jobs at once lowers it so their sum stays bounded.
     pub queue_limit: usize,
+    /// The size and digest the bytes as served must have (a resumed download's counted
+    /// from its start); the job fails by itself when they do not.
+    pub expected: Option<Expected>,
 }
 
 impl JobOptions {
@@ -164,6 +170,7 @@ impl JobOptions {
             checksum_seed: None,
             quiet_http_errors: false,
             queue_limit: DEFAULT_QUEUE_LIMIT,
+            expected: None,
         }
     }
 }
@@ -196,6 +203,10 @@ pub struct ImportJob {
     /// curl's own error, when the transfer itself failed (for owners that retry).
     transfer_error: Option<curl::Error>,
     quiet_http_errors: bool,
+    /// Checked once the body is complete (taken from the options by `new`).
+    expected: Option<Expected>,
+    /// The body was complete but not what `expected` said.
+    mismatch: bool,
     // Results of the worker.
     payload: Vec<u8>,
     checksum: Option<String>,
@@ -206,11 +217,17 @@ pub struct ImportJob {
 
 impl ImportJob {
     /// A job for `url`; nothing happens until [`begin`](Self::begin).
-    pub fn new(url: &str, options: JobOptions) -> Self {
+    pub fn new(url: &str, mut options: JobOptions) -> Self {
+        let expected = options.expected.take();
+        if expected.as_ref().is_some_and(Expected::needs_checksum) {
+            options.calc_checksum = true;
+        }
         ImportJob {
             url: url.to_string(),
             state: JobState::Init,
             quiet_http_errors: options.quiet_http_errors,
+            expected,
+            mismatch: false,
             options: Some(options),
             token: None,
             handle: None,
@@ -446,7 +463,13 @@ impl ImportJob {
                 self.written_uncompressed = out.written_uncompressed;
                 self.compression = out.compression;
                 channel.join();
-                self.finish(lp, Ok(()))
+                let size = out.resumed_from + self.written_compressed();
+                let checked = match &self.expected {
+                    Some(expected) => expected.check(size, self.checksum.as_deref()),
+                    None => Ok(()),
+                };
+                self.mismatch = checked.is_err();
+                self.finish(lp, checked)
             }
             Some(Err(e)) => {
                 // Stop the transfer if it still runs; the worker logged the reason.
@@ -539,6 +562,11 @@ impl ImportJob {
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
     }
+    /// The body arrived whole but its size or digest was not the expected one (the job
+    /// logged which): nothing another attempt or another source should be asked for.
+    pub fn content_mismatch(&self) -> bool {
+        self.mismatch
+    }
     /// curl's error if the transfer itself failed (connection, TLS, timeout, truncation),
     /// so an owner can tell transient failures from permanent ones.
     pub fn transfer_error(&self) -> Option<&curl::Error> {
@@ -574,9 +602,6 @@ impl ImportJob {
     /// Memory mode: the decompressed body.
     pub fn payload(&self) -> &[u8] {
         &self.payload
-    }
-    pub fn take_payload(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.payload)
     }
     /// The (bounded) body of a non-2xx response.
     pub fn error_body(&self) -> &[u8] {

@@ -21,7 +21,7 @@ use super::manifest::Descriptor;
 use super::spool::{self, Spool, SpoolReader};
 use crate::event::TaskHandle;
 use crate::import::common::TempPath;
-use crate::import::job::{ImportJob, JobOptions, Sink, DEFAULT_QUEUE_LIMIT};
+use crate::import::job::{Expected, ImportJob, JobOptions, Sink, DEFAULT_QUEUE_LIMIT};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::{fs, validate};
@@ -139,41 +139,12 @@ impl BlobQueue {
         !self.queued.contains(&b)
     }
 
-    /// The blob's size and digest checked out: the readers of its spool may reach the end.
+    /// The blob's download completed (the job checked its size and digest): the readers of its spool may reach the end.
     pub fn verified(&mut self, b: usize) {
         if self.active.remove(&b) && self.verified.insert(b) {
             self.verified_size += self.blobs[b].descriptor.size;
         }
         self.blobs[b].spool_state.complete();
-    }
-
-    /// Check what the download of blob `b` wrote against its descriptor: its size (in the
-    /// spool) and `served_sha256`, the job's hash of it.
-    pub fn check(&self, b: usize, served_sha256: Option<&str>) -> Result<()> {
-        let blob = &self.blobs[b];
-        let digest = &blob.descriptor.digest;
-        let spool = &blob.spool_path;
-        let size = std::fs::metadata(spool).map(|m| m.len()).map_err(|e| {
-            let e = Error::from(e);
-            log_error_errno!(e.clone(), "Failed to stat {}: {}", spool.display(), e)
-        })?;
-        if size != blob.descriptor.size {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Layer {digest} size mismatch: expected {} bytes, got {size}.",
-                blob.descriptor.size
-            ));
-        }
-        let got = served_sha256
-            .and_then(Digest::from_hex)
-            .ok_or_else(|| Error::new(libc::EIO))?;
-        if got != *digest {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Layer {digest} digest mismatch: the content is {got}."
-            ));
-        }
-        Ok(())
     }
 
     /// Bytes downloaded (verified blobs whole, active ones as far as `written` says) and
@@ -257,6 +228,7 @@ impl BlobQueue {
         options.queue_limit = (QUEUE_BUDGET / limit).clamp(256 << 10, DEFAULT_QUEUE_LIMIT);
         options.compressed_max = blob.descriptor.size;
         options.uncompressed_max = blob.descriptor.size;
+        options.expected = Some(expectation(&blob.descriptor));
         if let Some((offset, hasher)) = resume {
             log::info!(
                 "Resuming download of layer {} at byte {}.",
@@ -301,6 +273,26 @@ impl BlobQueue {
         };
         Ok((input, owner))
     }
+}
+
+/// What a blob must be: its descriptor's size and digest (a resumed download counted from
+/// its start), in pull-oci's words.
+fn expectation(descriptor: &Descriptor) -> Expected {
+    let digest = descriptor.digest.clone();
+    Expected::new(Some(descriptor.size), Some(digest.hex().to_string())).worded(move |m| {
+        if m.size_differs() {
+            format!(
+                "Layer {digest} size mismatch: expected {} bytes, got {}.",
+                m.expected_size.unwrap_or(0),
+                m.size
+            )
+        } else {
+            format!(
+                "Layer {digest} digest mismatch: the content is sha256:{}.",
+                m.sha256.unwrap_or_default()
+            )
+        }
+    })
 }
 
 /// The length of the spool and the sha256 of its bytes (`None` if it is empty): run on a

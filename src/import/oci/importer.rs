@@ -50,6 +50,7 @@ use super::session::{Failure, Grant, Next, Session};
 use crate::curl_glue::CurlGlue;
 use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
 use crate::import::common::TempPath;
+use crate::import::job::retry::RetryPolicy;
 use crate::import::job::{ImportJob, JobOwner, JobSet, JobState};
 use crate::import::{operation_finished, Importer};
 use crate::log_error_errno;
@@ -91,10 +92,8 @@ impl Stage {
 
 /// The manifest request of the [`Stage::Manifest`].
 struct ManifestFetch {
-    /// What it asks for: the reference's tag or digest, or the digest an index chose.
-    target: String,
-    /// The index entry it fetches (the manifest is verified against it), if an index
-    /// chose it.
+    /// The index entry it fetches (the job verifies the manifest against it), if an index
+    /// chose it; else the reference's manifest is fetched.
     entry: Option<Descriptor>,
     body: BodySlot,
 }
@@ -130,7 +129,7 @@ impl OciImport {
             req.reference.registry_host(),
             req.reference.repository(),
             req.credentials.clone(),
-            test_seams::retry_delay(),
+            RetryPolicy::with_first_delay(test_seams::retry_delay()),
         );
         Ok(OciImport {
             jobs: JobSet::new(),
@@ -157,7 +156,7 @@ impl OciImport {
                 None => return Ok(()),
             },
             (Key::Manifest, Stage::Manifest(f)) => {
-                request::manifest(req, authorization, &f.target, f.body.clone())
+                request::manifest(req, authorization, f.entry.as_ref(), f.body.clone())
             }
             (Key::Config, Stage::Config(f)) => {
                 request::config(req, authorization, &f.manifest.config, f.body.clone())
@@ -182,7 +181,7 @@ impl OciImport {
             Key::Token => self.on_token(lp, job.payload()),
             Key::Manifest => self.on_manifest(lp, job),
             Key::Config => self.on_config(lp),
-            Key::Blob(b) => self.on_blob(lp, b, job),
+            Key::Blob(b) => self.on_blob(lp, b),
         }
     }
 
@@ -328,12 +327,7 @@ impl OciImport {
         lp: &mut EventLoop<Self>,
         entry: Option<Descriptor>,
     ) -> Result<()> {
-        let target = match &entry {
-            Some(e) => e.digest.to_string(),
-            None => self.req.reference.manifest_reference(),
-        };
         self.stage = Stage::Manifest(ManifestFetch {
-            target,
             entry,
             body: BodySlot::default(),
         });
@@ -354,29 +348,13 @@ impl OciImport {
             None => format!("manifest of '{reference}'"),
         };
 
-        // Verify: against the index entry, or the digest the user asked for, or (by tag)
-        // the digest the registry claims.
-        let expected = entry.as_ref().map(|e| (&e.digest, Some(e.size)));
-        let expected = expected.or(reference.digest().map(|d| (d, None)));
-        if let Some((want, size)) = expected {
-            if want != digest {
-                return Err(log_error_errno!(
-                    Error::new(libc::EBADMSG),
-                    "Digest mismatch for {what}: expected {want}, got {digest}."
-                ));
-            }
-            if size.is_some_and(|s| s != body.bytes.len() as u64) {
-                return Err(log_error_errno!(
-                    Error::new(libc::EBADMSG),
-                    "Size mismatch for {what}: expected {} bytes, got {}.",
-                    size.unwrap_or(0),
-                    body.bytes.len()
-                ));
-            }
-        } else if let Some(served) = job
+        // The job verified it against the index entry or the digest the user asked for
+        // (`request::manifest`); by tag, the digest the registry claims is checked here.
+        let by_tag = entry.is_none() && reference.digest().is_none();
+        let served = job
             .header("Docker-Content-Digest")
-            .filter(|s| s.starts_with("sha256:"))
-        {
+            .filter(|s| by_tag && s.starts_with("sha256:"));
+        if let Some(served) = served {
             if served != digest.to_string() {
                 return Err(log_error_errno!(
                     Error::new(libc::EBADMSG),
@@ -428,10 +406,12 @@ impl OciImport {
                 }
                 let from_index = entry.is_some();
                 match config.data.clone() {
-                    // Inline config (OCI 1.1 `data`): no request needed.
+                    // Inline config (OCI 1.1 `data`): no request needed, the same check.
                     Some(data) => {
                         let digest = Digest::of(&data);
-                        self.use_config(lp, &m, from_index, data, digest)
+                        request::config_expectation(config)
+                            .check(data.len() as u64, Some(digest.hex()))?;
+                        self.use_config(lp, &m, from_index, data)
                     }
                     None => {
                         self.stage = Stage::Config(ConfigFetch {
@@ -454,37 +434,21 @@ impl OciImport {
                 return Ok(());
             }
         };
+        // The job verified its size and digest (`request::config`).
         let body = request::take_body(&fetch.body);
-        self.use_config(
-            lp,
-            &fetch.manifest,
-            fetch.from_index,
-            body.bytes,
-            body.digest,
-        )
+        self.use_config(lp, &fetch.manifest, fetch.from_index, body.bytes)
     }
 
-    /// Verify and parse the config (`got` is its digest), then enter the layers stage:
-    /// decide which layers to fetch, and start.
+    /// Parse the (verified) config, then enter the layers stage: decide which layers to
+    /// fetch, and start.
     fn use_config(
         &mut self,
         lp: &mut EventLoop<Self>,
         manifest: &ImageManifest,
         from_index: bool,
         bytes: Vec<u8>,
-        got: Digest,
     ) -> Result<()> {
         let want = &manifest.config;
-        if bytes.len() as u64 != want.size || got != want.digest {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Image config digest mismatch: expected {} ({} bytes), got {} ({} bytes).",
-                want.digest,
-                want.size,
-                got,
-                bytes.len()
-            ));
-        }
         let config = config::parse(&bytes).map_err(|why| {
             log_error_errno!(
                 Error::new(libc::EBADMSG),
@@ -557,11 +521,11 @@ impl OciImport {
         }
     }
 
-    fn on_blob(&mut self, lp: &mut EventLoop<Self>, b: usize, job: &ImportJob) -> Result<()> {
+    /// Blob `b` is complete, its size and digest verified by the job.
+    fn on_blob(&mut self, lp: &mut EventLoop<Self>, b: usize) -> Result<()> {
         let Stage::Layers(l) = &mut self.stage else {
             return Ok(());
         };
-        l.blobs.check(b, job.checksum())?;
         // Only now may the apply task reach the end of the layer.
         l.blobs.verified(b);
         self.start_downloads(lp)?;

@@ -16,7 +16,7 @@ use super::manifest::{self, Descriptor};
 use super::platform::Platform;
 use super::reference::Reference;
 use crate::curl_glue::CurlSettings;
-use crate::import::job::{ImportJob, JobOptions, Sink, DEFAULT_SIZE_MAX};
+use crate::import::job::{Expected, ImportJob, JobOptions, Sink, DEFAULT_SIZE_MAX};
 use crate::log_error_errno;
 use crate::util::error::Error;
 use crate::util::format::format_bytes;
@@ -90,12 +90,8 @@ pub fn take_body(slot: &BodySlot) -> Body {
 
 /// `GET /v2/`: is it a Registry v2, does it want credentials?
 pub fn ping(req: &PullRequest) -> ImportJob {
-    small_job(
-        &req.registry_url(""),
-        Vec::new(),
-        Sink::Memory,
-        SMALL_BODY_MAX,
-    )
+    let options = small_job(Vec::new(), Sink::Memory, SMALL_BODY_MAX);
+    ImportJob::new(&req.registry_url(""), options)
 }
 
 /// The token request to a Bearer challenge's `realm` (with its `service`), for pulling the
@@ -107,18 +103,23 @@ pub fn token(req: &PullRequest, realm: &str, service: Option<&str>) -> ImportJob
         headers.push(format!("Authorization: {}", creds.basic()));
     }
     let url = auth::token_url(realm, service, &[scope]);
-    small_job(&url, headers, Sink::Memory, SMALL_BODY_MAX)
+    ImportJob::new(&url, small_job(headers, Sink::Memory, SMALL_BODY_MAX))
 }
 
-/// The manifest (or index) named by `target` (a tag or digest).
+/// The manifest (or index) of the reference, or the one an index `entry` names. A manifest
+/// fetched by digest must have that digest (and the entry's size); the job checks it.
 pub fn manifest(
     req: &PullRequest,
     authorization: Option<String>,
-    target: &str,
+    entry: Option<&Descriptor>,
     slot: BodySlot,
 ) -> ImportJob {
     let mut headers = vec![manifest::ACCEPT.to_string()];
     headers.extend(authorization);
+    let target = match entry {
+        Some(e) => e.digest.to_string(),
+        None => req.reference.manifest_reference(),
+    };
     let url = req.registry_url(&format!(
         "{}/manifests/{target}",
         req.reference.repository()
@@ -129,10 +130,44 @@ pub fn manifest(
         format_bytes(manifest::MANIFEST_MAX)
     );
     let sink = bounded_sink(manifest::MANIFEST_MAX, slot, too_large);
-    small_job(&url, headers, sink, DEFAULT_SIZE_MAX)
+    let mut options = small_job(headers, sink, DEFAULT_SIZE_MAX);
+    options.expected = manifest_expectation(req, entry);
+    ImportJob::new(&url, options)
 }
 
-/// The image config blob `config` describes.
+/// What a manifest must be: the index entry it was chosen from, or the digest the
+/// reference names. By tag nothing: the registry's claim is checked on arrival.
+fn manifest_expectation(req: &PullRequest, entry: Option<&Descriptor>) -> Option<Expected> {
+    let (want, size, what) = match entry {
+        Some(e) => (
+            e.digest.clone(),
+            Some(e.size),
+            format!("manifest {}", e.digest),
+        ),
+        None => (
+            req.reference.digest()?.clone(),
+            None,
+            format!("manifest of '{}'", req.reference),
+        ),
+    };
+    let hex = want.hex().to_string();
+    Some(Expected::new(size, Some(hex)).worded(move |m| {
+        if m.digest_differs() {
+            format!(
+                "Digest mismatch for {what}: expected {want}, got sha256:{}.",
+                m.sha256.unwrap_or_default()
+            )
+        } else {
+            format!(
+                "Size mismatch for {what}: expected {} bytes, got {}.",
+                m.expected_size.unwrap_or(0),
+                m.size
+            )
+        }
+    }))
+}
+
+/// The image config blob `config` describes; the job checks its size and digest.
 pub fn config(
     req: &PullRequest,
     authorization: Option<String>,
@@ -145,23 +180,33 @@ pub fn config(
     );
     let sink = bounded_sink(config.size, slot, too_large);
     let headers = authorization.into_iter().collect();
-    small_job(
-        &req.blob_url(&config.digest),
-        headers,
-        sink,
-        DEFAULT_SIZE_MAX,
-    )
+    let mut options = small_job(headers, sink, DEFAULT_SIZE_MAX);
+    options.expected = Some(config_expectation(config));
+    ImportJob::new(&req.blob_url(&config.digest), options)
 }
 
-/// A job for a small registry answer: taken as served, HTTP errors left to us.
-fn small_job(url: &str, headers: Vec<String>, sink: Sink, max: u64) -> ImportJob {
+/// What the config blob must be: its descriptor in the manifest (for an inline config
+/// too, checked by the caller).
+pub fn config_expectation(want: &Descriptor) -> Expected {
+    let (digest, size) = (want.digest.clone(), want.size);
+    Expected::new(Some(size), Some(digest.hex().to_string())).worded(move |m| {
+        format!(
+            "Image config digest mismatch: expected {digest} ({size} bytes), got sha256:{} ({} bytes).",
+            m.sha256.unwrap_or_default(),
+            m.size
+        )
+    })
+}
+
+/// The options of a small registry answer: taken as served, HTTP errors left to us.
+fn small_job(headers: Vec<String>, sink: Sink, max: u64) -> JobOptions {
     let mut options = JobOptions::new(sink);
     options.headers = headers;
     options.detect_compression = false;
     options.quiet_http_errors = true;
     options.compressed_max = max;
     options.uncompressed_max = max;
-    ImportJob::new(url, options)
+    options
 }
 
 /// A job sink that keeps at most `limit` bytes in memory and fails with `too_large`

@@ -6,8 +6,9 @@
 //! * a 401 from the registry gets a new token (or the Basic credentials) and is sent again,
 //!   once per request; a request sent with an authorization that was since renewed is
 //!   simply sent again; while a token request runs, others wait for it;
-//! * 5xx, 429, 408 and transport errors are retried (four attempts, backoff doubling from
-//!   1 s, or the server's `Retry-After` up to 60 s);
+//! * 5xx, 429, 408 and transport errors are retried as the job layer's [`RetryPolicy`]
+//!   says (four attempts, backoff doubling from 1 s, or the server's `Retry-After` up to
+//!   60 s); a download whose size or digest is wrong is not;
 //! * a layer fetched from a descriptor's URL falls back to the next URL, then the registry;
 //! * anything else fails the pull with one message naming what was asked and the
 //!   registry's answer.
@@ -20,17 +21,11 @@ use super::auth::{self, Authorization, Credentials};
 use super::credentials;
 use super::registry_error;
 use super::request::Key;
+use crate::import::job::retry::{self, RetryPolicy};
 use crate::import::job::ImportJob;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::format::format_timespan;
-
-/// Attempts per request before a retryable failure becomes final.
-const ATTEMPTS_MAX: u32 = 4;
-/// Delay before the first retry; doubles with each attempt.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
-/// Longest `Retry-After` we honour.
-const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// A Bearer challenge's token endpoint.
 pub struct Bearer {
@@ -69,8 +64,10 @@ pub struct Failure {
     pub code: u32,
     /// The job's error (logged already if the failure was not an HTTP status).
     pub error: Error,
-    /// A transport failure worth another attempt (connection trouble, a truncated body).
-    pub transient: bool,
+    /// The body came whole but was not what was expected (the job said so): final.
+    pub mismatch: bool,
+    /// Worth another attempt ([`retry::is_retryable`]).
+    pub retryable: bool,
     pub url: String,
     /// The registry's error document in one line, with the status.
     pub description: String,
@@ -83,39 +80,23 @@ impl Failure {
     /// Read what matters off a failed job.
     pub fn of(job: &ImportJob) -> Failure {
         let code = job.response_code();
-        let error = job
-            .error()
-            .cloned()
-            .unwrap_or_else(|| Error::new(libc::EIO));
-        let transient = match job.transfer_error() {
-            // Connection trouble is worth another try; TLS verification, protocol and
-            // our own (write) errors are not.
-            Some(e) => {
-                e.is_couldnt_connect()
-                    || e.is_operation_timedout()
-                    || e.is_partial_file()
-                    || e.is_recv_error()
-                    || e.is_send_error()
-                    || e.is_got_nothing()
-                    || e.is_http2_error()
-                    || e.is_http2_stream_error()
-            }
-            // A body shorter than its Content-Length, noticed by the job.
-            None => error.errno() == libc::EIO,
-        };
         Failure {
             code,
-            transient,
+            error: job
+                .error()
+                .cloned()
+                .unwrap_or_else(|| Error::new(libc::EIO)),
+            mismatch: job.content_mismatch(),
+            retryable: retry::is_retryable(job),
             url: job.url().to_string(),
             description: registry_error::describe(code, job.error_body()),
-            retry_after: job.header("Retry-After").and_then(parse_retry_after),
+            retry_after: retry::retry_after(job),
             challenges: job
                 .headers()
                 .iter()
                 .filter(|(n, _)| n.eq_ignore_ascii_case("WWW-Authenticate"))
                 .map(|(_, v)| v.clone())
                 .collect(),
-            error,
         }
     }
 }
@@ -138,8 +119,8 @@ pub struct Session {
     repository: String,
     /// From the auth files, with the file they came from.
     credentials: Option<(Credentials, PathBuf)>,
-    /// Delay before the first retry.
-    retry_delay: Duration,
+    /// Attempts and delays of failed requests.
+    retry: RetryPolicy,
     auth: Authorization,
     /// Bumped whenever `auth` changes, so a request knows whether to retry with it.
     generation: u32,
@@ -151,19 +132,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for `repository` on `host`, anonymous until the registry asks.
-    /// `retry_delay` replaces the 1 s before the first retry (a test setting) if given.
+    /// A session for `repository` on `host`, anonymous until the registry asks, retrying
+    /// failed requests as `retry` says.
     pub fn new(
         host: &str,
         repository: &str,
         credentials: Option<(Credentials, PathBuf)>,
-        retry_delay: Option<Duration>,
+        retry: RetryPolicy,
     ) -> Self {
         Session {
             host: host.to_string(),
             repository: repository.to_string(),
             credentials,
-            retry_delay: retry_delay.unwrap_or(RETRY_DELAY),
+            retry,
             auth: Authorization::Anonymous,
             generation: 0,
             bearer: None,
@@ -227,6 +208,10 @@ impl Session {
     /// descriptor's URL, not the registry. `what` says what was asked for, for the message
     /// if the pull fails ("Failed to fetch the image config").
     pub fn on_failure(&mut self, key: Key, f: &Failure, foreign: bool, what: &str) -> Next {
+        if f.mismatch {
+            // Logged by the job; no other attempt or source can make it right.
+            return Next::Fail(f.error.clone());
+        }
         if f.code == 401 && !foreign {
             if key == Key::Token {
                 return Next::Fail(log_error_errno!(
@@ -239,27 +224,21 @@ impl Session {
             return self.on_unauthorized(key, f);
         }
         let attempts = self.requests.get(&key).map_or(1, |s| s.attempts);
-        let retryable = match f.code {
-            408 | 429 | 500..=599 => true,
-            c if c >= 300 => false,
-            // The job logged what happened.
-            _ => f.transient,
-        };
-        if retryable && attempts < ATTEMPTS_MAX {
-            // A test setting may shorten our own backoff, never the server's Retry-After.
-            let delay = match f.retry_after {
-                Some(after) => after.min(RETRY_AFTER_MAX),
-                None => self.retry_delay * 2u32.pow(attempts - 1),
-            };
+        let delay = f
+            .retryable
+            .then(|| self.retry.next_delay(attempts, f.retry_after))
+            .flatten();
+        if let Some(delay) = delay {
             let why = if f.code >= 300 {
                 format!("{} answered {}", f.url, f.description)
             } else {
                 format!("Download of {} failed", f.url)
             };
             log::info!(
-                "{why}, retrying in {} (attempt {} of {ATTEMPTS_MAX}).",
+                "{why}, retrying in {} (attempt {} of {}).",
                 format_timespan(delay.as_micros() as u64, 1000),
-                attempts + 1
+                attempts + 1,
+                self.retry.attempts_max
             );
             return Next::Retry(delay);
         }
@@ -398,17 +377,4 @@ impl Session {
             None => "anonymous access".to_string(),
         }
     }
-}
-
-/// `Retry-After`: seconds, or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = crate::util::format::parse_http_time(value).ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_micros() as u64;
-    Some(Duration::from_micros(at.saturating_sub(now)))
 }
