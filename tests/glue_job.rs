@@ -12,10 +12,10 @@ use std::time::Duration;
 use common::http::{HttpServer, Request, Response, Router};
 use common::tls::TestCa;
 use sha2::{Digest, Sha256};
-use systemd_import::curl_glue::{CurlGlue, CurlHost, CurlSettings};
+use systemd_import::curl_glue::{CurlGlue, CurlSettings};
 use systemd_import::event::EventLoop;
 use systemd_import::import::job::{
-    Compression, Expected, ImportJob, JobHost, JobOptions, JobSet, JobState, Sink,
+    Compression, Expected, ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink,
 };
 
 /// Runs a set of jobs on one loop until all are complete.
@@ -47,27 +47,13 @@ impl Host {
     }
 }
 
-impl CurlHost for Host {
-    fn glue(&mut self) -> &mut CurlGlue {
-        &mut self.glue
+impl JobOwner for Host {
+    type Key = usize;
+    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<usize>) {
+        (&mut self.glue, &mut self.jobs)
     }
-    fn on_transfer_done(
-        &mut self,
-        lp: &mut EventLoop<Self>,
-        token: usize,
-        result: Result<(), curl::Error>,
-    ) {
-        if let Some(key) = self.jobs.on_curl_done(lp, &mut self.glue, token, result) {
-            self.note_completed(lp, key);
-        }
-    }
-}
-
-impl JobHost for Host {
-    fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize) {
-        if let Some(key) = self.jobs.on_wake(lp, &mut self.glue, token) {
-            self.note_completed(lp, key);
-        }
+    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: usize) {
+        self.note_completed(lp, key);
     }
 }
 
@@ -482,27 +468,13 @@ fn a_slow_stream_consumer_does_not_stall_the_loop() {
         inner: Host,
         gate: Arc<(Mutex<bool>, Condvar)>,
     }
-    impl CurlHost for Gate {
-        fn glue(&mut self) -> &mut CurlGlue {
-            &mut self.inner.glue
+    impl JobOwner for Gate {
+        type Key = usize;
+        fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<usize>) {
+            (&mut self.inner.glue, &mut self.inner.jobs)
         }
-        fn on_transfer_done(
-            &mut self,
-            lp: &mut EventLoop<Self>,
-            token: usize,
-            result: Result<(), curl::Error>,
-        ) {
-            let done = self
-                .inner
-                .jobs
-                .on_curl_done(lp, &mut self.inner.glue, token, result);
-            self.after(lp, done);
-        }
-    }
-    impl JobHost for Gate {
-        fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize) {
-            let done = self.inner.jobs.on_wake(lp, &mut self.inner.glue, token);
-            self.after(lp, done);
+        fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: usize) {
+            self.after(lp, Some(key));
         }
     }
     impl Gate {

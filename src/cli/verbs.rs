@@ -3,6 +3,14 @@
 
 use super::options::{help_text, Settings, Verify};
 use super::program_short_name;
+use crate::import;
+use crate::import::dkr::DkrImport;
+use crate::import::oci::credentials;
+use crate::import::oci::platform::Platform;
+use crate::import::oci::reference::{Reference, ReferenceError};
+use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
+use crate::import::raw::RawImport;
+use crate::import::tar::TarImport;
 use crate::util::{image, names, validate};
 
 /// A verb: its names (seed, then the v219 short alias), and its argument counts including
@@ -137,7 +145,7 @@ fn validate_url_request(
 
 /// The local name must be a valid machine name and, unless `--force`, must not exist yet
 /// (Q9: under `--image-root` as well as on the fixed search path).
-pub(crate) fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
+fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
     if !validate::machine_name_is_valid(local) {
         log::error!("Local image name '{local}' is not valid.");
         return Err(());
@@ -162,14 +170,14 @@ fn verb_pull_tar(_: &str, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = validate_url_request(settings, args, Suffixes::Tar) else {
         return 1;
     };
-    crate::import::pull_tar(settings, req)
+    import::run(TarImport::new(settings, req))
 }
 
 fn verb_pull_raw(_: &str, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = validate_url_request(settings, args, Suffixes::Raw) else {
         return 1;
     };
-    crate::import::pull_raw(settings, req)
+    import::run(RawImport::new(settings, req))
 }
 
 /// Spec §1.5 for pull-dkr.
@@ -224,9 +232,57 @@ fn verb_pull_dkr(_: &str, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = validate_dkr_request(settings, args) else {
         return 1;
     };
-    crate::import::pull_dkr(settings, req)
+    import::run(DkrImport::new(settings, req))
 }
 
 fn verb_pull_oci(_: &str, settings: &Settings, args: &[String]) -> i32 {
-    crate::import::pull_oci(settings, &args[1..])
+    let Ok(req) = validate_oci_request(settings, &args[1..]) else {
+        return 1;
+    };
+    import::run(OciImport::new(req))
+}
+
+/// The checks of pull-oci's words (`REF [LOCAL]`), in the style of the other verbs.
+fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequest, ()> {
+    let text = args.first().map(String::as_str).unwrap_or("");
+    let reference = Reference::parse(text).map_err(|e| match e {
+        ReferenceError::Invalid => log::error!("Reference '{text}' is not valid."),
+        ReferenceError::UnsupportedDigest(algorithm) => log::error!(
+            "Reference '{text}' uses the digest algorithm '{algorithm}', only sha256 is supported."
+        ),
+    })?;
+    let platform = match &settings.platform {
+        Some(p) => Platform::parse(p).ok_or_else(|| {
+            log::error!("Platform '{p}' is not valid, expected OS/ARCH[/VARIANT].");
+        })?,
+        None => Platform::native(),
+    };
+    let local = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| reference.local_name().to_string());
+    let local = if local.is_empty() || local == "-" {
+        log::info!("Pulling '{reference}'.");
+        None
+    } else {
+        check_local(settings, &local)?;
+        log::info!("Pulling '{reference}', saving as '{local}'.");
+        Some(local)
+    };
+    let credentials = credentials::find(&reference);
+    if let Some((c, path)) = &credentials {
+        log::debug!("Using credentials of '{}' from {}.", c.user, path.display());
+    }
+    Ok(PullRequest {
+        reference,
+        local,
+        image_root: settings.image_root.clone(),
+        force: settings.force,
+        platform,
+        max_downloads: settings
+            .max_concurrent_downloads
+            .unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS),
+        credentials,
+        curl: settings.curl.clone(),
+    })
 }

@@ -30,17 +30,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::common::{cache_path, find_old_etags, install_replacing};
-use super::common::{CacheKind, TempPath};
+use super::common::{install_replacing, CacheKind, TempPath};
 use super::job::{JobOptions, Sink};
 use super::qcow2;
-use super::url_pull::{
-    run_step, test_hold, verify_download, Phase, ProgressPlan, StepRunner, UrlDownloads,
-};
-use super::{operation_finished, Importer};
-use crate::cli::{self, Settings, UrlRequest};
-use crate::curl_glue::CurlGlue;
-use crate::event::{EventLoop, TaskHandle};
+use super::url_pull::{test_hold, Flavor, ProgressPlan, Stage, UrlImport};
+use super::Importer;
+use crate::event::EventLoop;
 use crate::util::error::{Error, Result};
 use crate::util::fs;
 use crate::{log_error_errno, log_warning_errno};
@@ -50,157 +45,107 @@ const LOCAL_IMAGE_MODE: u32 = 0o664;
 /// Mode of the downloaded (and converted) file before it is made read-only.
 const DOWNLOAD_MODE: u32 = 0o644;
 
-/// Where the pull is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Step {
-    Downloading,
-    Verifying,
-    Unpacking,
-    Finalizing,
-    Copying,
-    Finished,
-}
-
-/// One pull-raw run.
-pub struct RawImport {
-    // Field order is drop order: jobs and the task first (their threads are joined),
-    // then the temporary files they may have created, then the glue.
-    downloads: UrlDownloads,
-    task: Option<TaskHandle>,
-    /// The downloaded image (after a qcow2 conversion: the converted one), until it is
-    /// moved into the cache.
-    temp: Option<TempPath>,
+/// What pull-raw adds to a URL pull: the image is a sparse file, converted from qcow2 if
+/// it is one, and copied as a file.
+#[derive(Default)]
+pub struct Raw {
     /// The qcow2 conversion's output while it is made.
     converted: Option<TempPath>,
     /// The local copy while it is made.
     copy_temp: Option<TempPath>,
-    glue: CurlGlue,
-    image_root: PathBuf,
-    url: String,
-    local: Option<String>,
-    force: bool,
-    /// The cache entry, once the image response is known.
-    final_path: Option<PathBuf>,
-    step: Step,
 }
 
-impl RawImport {
-    pub fn new(settings: &Settings, req: UrlRequest) -> Result<Self> {
-        Ok(RawImport {
-            downloads: UrlDownloads::new(&req.url, settings.verify, ProgressPlan::RAW),
-            task: None,
-            temp: None,
-            converted: None,
-            copy_temp: None,
-            glue: CurlGlue::new(settings.curl.clone())?,
-            image_root: settings.image_root.clone(),
-            url: req.url,
-            local: req.local,
-            force: settings.force,
-            final_path: None,
-            step: Step::Downloading,
-        })
-    }
+/// One pull-raw run.
+pub type RawImport = UrlImport<Raw>;
 
-    /// The download was skipped: the cache entry named by the response's ETag is the image.
-    /// As in the C tool, the checksum files were fetched but are not checked. The unused
-    /// temporary file goes.
-    fn reuse_cached(&mut self, lp: &mut EventLoop<Self>) {
-        self.temp = None;
-        self.copy(lp)
+impl Flavor for Raw {
+    const CACHE: CacheKind = CacheKind::Raw;
+    const PLAN: ProgressPlan = ProgressPlan::RAW;
+
+    /// The job writes into a new NOCOW file at `temp`, created now.
+    fn image_job(&mut self, temp: &Path) -> Result<JobOptions> {
+        // As in the C tool a failure here is not reported: creating the file reports it.
+        let _ = fs::mkdir_parents(temp, 0o700);
+        let fd = create_image_file(temp, OFlag::O_RDWR, DOWNLOAD_MODE)?;
+        Ok(JobOptions::new(Sink::File(fd)))
     }
 
     /// Convert a qcow2 image to raw (a task); anything else stays as it is.
-    fn unpack(&mut self, lp: &mut EventLoop<Self>) {
-        self.step = Step::Unpacking;
-        self.downloads.report(lp, Phase::Unpacking);
-        let (Some(temp), Some(final_path)) = (&self.temp, &self.final_path) else {
-            return self.finish(lp, Err(Error::new(libc::EINVAL)));
+    fn verified(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
+        me.enter(lp, Stage::Unpacking);
+        let (Some(temp), Some(final_path)) = (&me.temp, &me.final_path) else {
+            return me.finish(lp, Err(Error::new(libc::EINVAL)));
         };
         let source = temp.path().to_path_buf();
         let converted = TempPath::next_to(final_path);
         let target = converted.path().to_path_buf();
-        self.converted = Some(converted);
-        run_step(
-            self,
+        me.flavor.converted = Some(converted);
+        me.run_step(
             lp,
             "import-qcow2",
             move |cancel| convert_if_qcow2(&source, &target, cancel),
             |me, lp, converted| {
                 if converted {
                     // The download itself is no longer needed (dropping it unlinks it).
-                    me.temp = me.converted.take();
+                    me.temp = me.flavor.converted.take();
                 } else {
-                    me.converted = None;
+                    me.flavor.converted = None;
                 }
-                me.finalize(lp)
+                finalize(me, lp)
             },
         );
     }
 
-    /// Make the image read-only and move it into the cache (cheap: a chmod and a rename,
-    /// which replaces a stale entry of the same name atomically).
-    fn finalize(&mut self, lp: &mut EventLoop<Self>) {
-        self.step = Step::Finalizing;
-        self.downloads.report(lp, Phase::Finalizing);
-        let (Some(temp), Some(final_path)) = (&self.temp, &self.final_path) else {
-            return self.finish(lp, Err(Error::new(libc::EINVAL)));
-        };
-        let moved = fs::make_read_only(temp.path()).and_then(|()| {
-            std::fs::rename(temp.path(), final_path).map_err(|e| {
-                let e = Error::from(e);
-                log_error_errno!(e.clone(), "Failed to move RAW file into place: {}", e)
-            })
-        });
-        if let Err(e) = moved {
-            return self.finish(lp, Err(e));
-        }
-        if let Some(t) = self.temp.take() {
-            t.keep();
-        }
-        self.copy(lp)
-    }
-
     /// Make the local image, if one was asked for (a task).
-    fn copy(&mut self, lp: &mut EventLoop<Self>) {
-        self.step = Step::Copying;
-        self.downloads.report(lp, Phase::Copying);
-        let (Some(local), Some(source)) = (self.local.clone(), self.final_path.clone()) else {
-            return self.finish(lp, Ok(()));
+    fn copy(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
+        me.enter(lp, Stage::Copying);
+        let (Some(local), Some(source)) = (me.local.clone(), me.final_path.clone()) else {
+            return me.finish(lp, Ok(()));
         };
-        let target = self.image_root.join(format!("{local}.raw"));
+        let target = me.image_root.join(format!("{local}.raw"));
         let temp = TempPath::next_to(&target);
         let copy = LocalCopy {
             source,
             temp: temp.path().to_path_buf(),
             target,
             local,
-            force: self.force,
+            force: me.force,
         };
-        self.copy_temp = Some(temp);
-        run_step(
-            self,
+        me.flavor.copy_temp = Some(temp);
+        me.run_step(
             lp,
             "import-copy",
             move |cancel| copy.run(cancel),
             |me, lp, ()| {
-                if let Some(t) = me.copy_temp.take() {
+                if let Some(t) = me.flavor.copy_temp.take() {
                     t.keep();
                 }
                 me.finish(lp, Ok(()))
             },
         );
     }
+}
 
-    /// End the pull once: stop what still runs and report the result.
-    fn finish(&mut self, lp: &mut EventLoop<Self>, result: Result<()>) {
-        if self.step == Step::Finished {
-            return;
-        }
-        self.step = Step::Finished;
-        self.downloads.shut_down(lp, &mut self.glue);
-        operation_finished(lp, &result);
+/// Make the image read-only and move it into the cache (cheap: a chmod and a rename,
+/// which replaces a stale entry of the same name atomically).
+fn finalize(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
+    me.enter(lp, Stage::Finalizing);
+    let (Some(temp), Some(final_path)) = (&me.temp, &me.final_path) else {
+        return me.finish(lp, Err(Error::new(libc::EINVAL)));
+    };
+    let moved = fs::make_read_only(temp.path()).and_then(|()| {
+        std::fs::rename(temp.path(), final_path).map_err(|e| {
+            let e = Error::from(e);
+            log_error_errno!(e.clone(), "Failed to move RAW file into place: {}", e)
+        })
+    });
+    if let Err(e) = moved {
+        return me.finish(lp, Err(e));
     }
+    if let Some(t) = me.temp.take() {
+        t.keep();
+    }
+    Raw::copy(me, lp)
 }
 
 /// Create an image file for writing (`O_EXCL`, `mode` subject to the umask) and turn
@@ -326,65 +271,5 @@ impl LocalCopy {
         })?;
         log::info!("Created new local image '{}'.", self.local);
         Ok(())
-    }
-}
-
-impl StepRunner for RawImport {
-    fn task_slot(&mut self) -> &mut Option<TaskHandle> {
-        &mut self.task
-    }
-    fn fail(&mut self, lp: &mut EventLoop<Self>, e: Error) {
-        self.finish(lp, Err(e));
-    }
-    fn glue_and_downloads(&mut self) -> (&mut CurlGlue, &mut UrlDownloads) {
-        (&mut self.glue, &mut self.downloads)
-    }
-    fn downloading(&self) -> bool {
-        self.step == Step::Downloading
-    }
-    /// Every download is done: name the cache entry after the response's ETag, then verify.
-    fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
-        let etag = self.downloads.etag();
-        self.final_path = Some(cache_path(
-            &self.image_root,
-            CacheKind::Raw,
-            &self.url,
-            etag.as_deref(),
-        ));
-        self.step = Step::Verifying;
-        verify_download(self, lp, Self::reuse_cached, Self::unpack);
-    }
-}
-
-impl Importer for RawImport {
-    fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
-        let old_etags = find_old_etags(&self.image_root, CacheKind::Raw, &self.url)?;
-        let temp = TempPath::next_to(&cache_path(
-            &self.image_root,
-            CacheKind::Raw,
-            &self.url,
-            None,
-        ));
-        // As in the C tool a failure here is not reported: creating the file reports it.
-        let _ = fs::mkdir_parents(temp.path(), 0o700);
-        let path = temp.path().to_path_buf();
-        self.temp = Some(temp);
-        let fd = create_image_file(&path, OFlag::O_RDWR, DOWNLOAD_MODE)?;
-        let mut options = JobOptions::new(Sink::File(fd));
-        options.old_etags = old_etags;
-        self.downloads.begin(lp, &mut self.glue, options)?;
-        self.downloads
-            .start_progress_timer(lp, |me: &mut RawImport| &mut me.downloads)
-    }
-}
-
-/// Run the verb; returns the exit status.
-pub fn pull(settings: &Settings, req: UrlRequest) -> i32 {
-    match RawImport::new(settings, req) {
-        Ok(importer) => cli::run_importer(importer),
-        Err(e) => {
-            log::error!("Failed to allocate importer: {e}");
-            1
-        }
     }
 }

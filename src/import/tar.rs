@@ -22,85 +22,50 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::stat::Mode as FileMode;
 
-use super::common::{self, cache_path, find_old_etags, CacheKind, TempPath};
+use super::common::{self, CacheKind};
 use super::job::{JobOptions, Sink, StreamContext};
 use super::unpack::{self, Mode};
-use super::url_pull::{run_step, verify_download, Phase, ProgressPlan, StepRunner, UrlDownloads};
-use super::{operation_finished, Importer};
-use crate::cli::{self, Settings, UrlRequest};
-use crate::curl_glue::CurlGlue;
-use crate::event::{EventLoop, TaskHandle};
+use super::url_pull::{Flavor, ProgressPlan, Stage, UrlImport};
+use super::Importer;
+use crate::event::EventLoop;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::{btrfs, fs};
 
-/// Where the pull is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Step {
-    Downloading,
-    Verifying,
-    Finalizing,
-    Copying,
-    Finished,
-}
+/// What pull-tar adds to a URL pull: the body is unpacked as it arrives, and the tree is
+/// installed as the cache entry.
+#[derive(Default)]
+pub struct Tar;
 
 /// One pull-tar run.
-pub struct TarImport {
-    // Field order is drop order: jobs and the task first (their threads are joined),
-    // then the temporary tree they may have created, then the glue.
-    downloads: UrlDownloads,
-    task: Option<TaskHandle>,
-    /// The tree being unpacked, until it is moved into the cache.
-    temp: Option<TempPath>,
-    glue: CurlGlue,
-    image_root: PathBuf,
-    url: String,
-    local: Option<String>,
-    force: bool,
-    /// The cache entry, once the image response is known.
-    final_path: Option<PathBuf>,
-    step: Step,
-}
+pub type TarImport = UrlImport<Tar>;
 
-impl TarImport {
-    pub fn new(settings: &Settings, req: UrlRequest) -> Result<Self> {
-        Ok(TarImport {
-            downloads: UrlDownloads::new(&req.url, settings.verify, ProgressPlan::TAR),
-            task: None,
-            temp: None,
-            glue: CurlGlue::new(settings.curl.clone())?,
-            image_root: settings.image_root.clone(),
-            url: req.url,
-            local: req.local,
-            force: settings.force,
-            final_path: None,
-            step: Step::Downloading,
-        })
-    }
+impl Flavor for Tar {
+    const CACHE: CacheKind = CacheKind::Tar;
+    const PLAN: ProgressPlan = ProgressPlan::TAR;
 
-    /// The download was skipped: the cache entry named by the response's ETag is the image.
-    /// As in the C tool, the checksum files were fetched but are not checked. The unused
-    /// temporary tree goes.
-    fn reuse_cached(&mut self, lp: &mut EventLoop<Self>) {
-        self.temp = None;
-        self.copy(lp)
+    /// The job streams the decompressed tarball into the unpacker, which creates the
+    /// tree at `temp` when the first body byte arrives.
+    fn image_job(&mut self, temp: &Path) -> Result<JobOptions> {
+        let temp = temp.to_path_buf();
+        Ok(JobOptions::new(Sink::Stream(Box::new(move |ctx, body| {
+            unpack_into(&temp, ctx, body)
+        }))))
     }
 
     /// Make the verified tree read-only and move it into the cache.
-    fn finalize(&mut self, lp: &mut EventLoop<Self>) {
-        self.step = Step::Finalizing;
-        self.downloads.report(lp, Phase::Finalizing);
-        let (Some(temp), Some(final_path)) = (&self.temp, &self.final_path) else {
-            return self.finish(lp, Err(Error::new(libc::EINVAL)));
+    fn verified(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
+        me.enter(lp, Stage::Finalizing);
+        let (Some(temp), Some(final_path)) = (&me.temp, &me.final_path) else {
+            return me.finish(lp, Err(Error::new(libc::EINVAL)));
         };
         let (temp, final_path) = (temp.path().to_path_buf(), final_path.clone());
         // A task: replacing a stale entry removes its tree.
-        run_step(
-            self,
+        me.run_step(
             lp,
             "import-finalize",
             move |_| install_into_cache(&temp, &final_path),
@@ -108,36 +73,24 @@ impl TarImport {
                 if let Some(t) = me.temp.take() {
                     t.keep();
                 }
-                me.copy(lp)
+                Self::copy(me, lp)
             },
         );
     }
 
     /// Make the local image, if one was asked for.
-    fn copy(&mut self, lp: &mut EventLoop<Self>) {
-        self.step = Step::Copying;
-        self.downloads.report(lp, Phase::Copying);
-        let (Some(local), Some(final_path)) = (self.local.clone(), self.final_path.clone()) else {
-            return self.finish(lp, Ok(()));
+    fn copy(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
+        me.enter(lp, Stage::Copying);
+        let (Some(local), Some(final_path)) = (me.local.clone(), me.final_path.clone()) else {
+            return me.finish(lp, Ok(()));
         };
-        let (root, force) = (self.image_root.clone(), self.force);
-        run_step(
-            self,
+        let (root, force) = (me.image_root.clone(), me.force);
+        me.run_step(
             lp,
             "import-copy",
             move |cancel| common::make_local_copy(&final_path, &root, &local, force, Some(cancel)),
             |me, lp, ()| me.finish(lp, Ok(())),
         );
-    }
-
-    /// End the pull once: stop what still runs and report the result.
-    fn finish(&mut self, lp: &mut EventLoop<Self>, result: Result<()>) {
-        if self.step == Step::Finished {
-            return;
-        }
-        self.step = Step::Finished;
-        self.downloads.shut_down(lp, &mut self.glue);
-        operation_finished(lp, &result);
     }
 }
 
@@ -198,64 +151,4 @@ fn create_tree(path: &Path) -> Result<OwnedFd> {
     }
     fs::open_dir_at(dir.as_fd(), name)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e))
-}
-
-impl StepRunner for TarImport {
-    fn task_slot(&mut self) -> &mut Option<TaskHandle> {
-        &mut self.task
-    }
-    fn fail(&mut self, lp: &mut EventLoop<Self>, e: Error) {
-        self.finish(lp, Err(e));
-    }
-    fn glue_and_downloads(&mut self) -> (&mut CurlGlue, &mut UrlDownloads) {
-        (&mut self.glue, &mut self.downloads)
-    }
-    fn downloading(&self) -> bool {
-        self.step == Step::Downloading
-    }
-    /// Every download is done: name the cache entry after the response's ETag, then verify.
-    fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
-        let etag = self.downloads.etag();
-        self.final_path = Some(cache_path(
-            &self.image_root,
-            CacheKind::Tar,
-            &self.url,
-            etag.as_deref(),
-        ));
-        self.step = Step::Verifying;
-        verify_download(self, lp, Self::reuse_cached, Self::finalize);
-    }
-}
-
-impl Importer for TarImport {
-    fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
-        let old_etags = find_old_etags(&self.image_root, CacheKind::Tar, &self.url)?;
-        // Reserved before anything can create it: the job's worker makes the tree.
-        let temp = TempPath::next_to(&cache_path(
-            &self.image_root,
-            CacheKind::Tar,
-            &self.url,
-            None,
-        ));
-        let temp_path = temp.path().to_path_buf();
-        self.temp = Some(temp);
-        let mut options = JobOptions::new(Sink::Stream(Box::new(move |ctx, body| {
-            unpack_into(&temp_path, ctx, body)
-        })));
-        options.old_etags = old_etags;
-        self.downloads.begin(lp, &mut self.glue, options)?;
-        self.downloads
-            .start_progress_timer(lp, |me: &mut TarImport| &mut me.downloads)
-    }
-}
-
-/// Run the verb; returns the exit status.
-pub fn pull(settings: &Settings, req: UrlRequest) -> i32 {
-    match TarImport::new(settings, req) {
-        Ok(importer) => cli::run_importer(importer),
-        Err(e) => {
-            log::error!("Failed to allocate importer: {e}");
-            1
-        }
-    }
 }

@@ -1,26 +1,31 @@
-//! What pull-tar and pull-raw share: the image download with its `SHA256SUMS` and
-//! `SHA256SUMS.gpg` companions (spec §5.2), the per-job failure messages, the checksum
-//! check, and the `X_IMPORT_PROGRESS=` reports of systemd v219 (spec §6.6).
+//! What pull-tar and pull-raw share:
+//! * [`UrlDownloads`]: the image download with its `SHA256SUMS` and `SHA256SUMS.gpg`
+//!   companions (spec §5.2), the per-job failure messages, the checksum check, and the
+//!   download share of the `X_IMPORT_PROGRESS=` reports of systemd v219 (spec §6.6);
+//! * [`UrlImport`]: the importer both are, apart from their [`Flavor`]: it starts the
+//!   downloads, names the cache entry after the response's ETag, verifies a fresh
+//!   download (or goes straight to the local image when the cache had it), and reports
+//!   progress by [`Stage`]. The flavor takes over from there.
 //!
 //! The three downloads run at once on the importer's one curl multi handle; the importer
 //! acts only when all of them are done, and the first one to fail ends the pull.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
-use super::job::{ImportJob, JobHost, JobOptions, JobOwner, JobSet, Sink};
+use super::common::{cache_path, find_old_etags, CacheKind, TempPath};
+use super::job::{ImportJob, JobOptions, JobOwner, JobSet, Sink};
 use super::verify;
-use crate::cli::Verify;
+use super::{Importer, Lifecycle};
+use crate::cli::{Settings, UrlRequest, Verify};
 use crate::curl_glue::CurlGlue;
-use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
+use crate::event::EventLoop;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::{names, notify, test_seams};
+use crate::util::{names, test_seams};
 
 /// The companions are small text files: 1 MiB is plenty (the C tool's limit).
 const VERIFY_FILE_MAX: u64 = 1 << 20;
-/// How often the download share of the progress is sampled.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Share of the overall progress each companion download stands for (v219).
 const COMPANION_SHARE: u32 = 5;
 
@@ -35,9 +40,10 @@ pub enum UrlJob {
     Signature,
 }
 
-/// The phases systemd v219 reports to systemd-importd.
+/// Where a tar or raw pull is, one step after the other; also what its progress means
+/// (the phases systemd v219 reports to systemd-importd).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Phase {
+pub enum Stage {
     Downloading,
     Verifying,
     /// raw only: the qcow2 check and conversion.
@@ -76,10 +82,6 @@ pub struct UrlDownloads {
     url: String,
     verify: Verify,
     plan: ProgressPlan,
-    /// The last value sent as `X_IMPORT_PROGRESS=`.
-    last_progress: Option<u32>,
-    /// Samples the download progress while the downloads run.
-    timer: Option<SourceId>,
 }
 
 impl UrlDownloads {
@@ -89,15 +91,13 @@ impl UrlDownloads {
             url: url.to_string(),
             verify,
             plan,
-            last_progress: None,
-            timer: None,
         }
     }
 
     /// Create the companion jobs the `--verify` mode asks for and begin all jobs: the
     /// image, then `SHA256SUMS`, then `SHA256SUMS.gpg` (the C order). `image` is the image
     /// job's options; it gets `calc_checksum` here.
-    pub fn begin<D: JobHost>(
+    pub fn begin<D: JobOwner>(
         &mut self,
         lp: &mut EventLoop<D>,
         glue: &mut CurlGlue,
@@ -170,11 +170,6 @@ impl UrlDownloads {
         self.image().and_then(|j| j.etag()).map(str::to_string)
     }
 
-    /// Stop every job that still runs (the pull is over).
-    pub fn cancel_all<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
-        self.jobs.cancel_all(lp, glue);
-    }
-
     /// Spec §5.2 checksum check of a fresh download (nothing to do for `--verify=no`).
     /// Cheap: a search through a file of at most 1 MiB.
     pub fn verify_checksum(&self) -> Result<()> {
@@ -225,53 +220,15 @@ impl UrlDownloads {
         percent
     }
 
-    /// Send `X_IMPORT_PROGRESS=` for `phase` (only when the value changed). Leaving the
-    /// download phase stops the sampling timer.
-    pub fn report<D: 'static>(&mut self, lp: &mut EventLoop<D>, phase: Phase) {
-        let percent = match phase {
-            Phase::Downloading => self.download_percent(),
-            Phase::Verifying => self.plan.download,
-            Phase::Unpacking => self.plan.unpacking,
-            Phase::Finalizing => 90,
-            Phase::Copying => 95,
-        };
-        if phase != Phase::Downloading {
-            self.stop_progress_timer(lp);
+    /// The overall progress at `stage`, in percent.
+    pub fn percent(&self, stage: Stage) -> u32 {
+        match stage {
+            Stage::Downloading => self.download_percent(),
+            Stage::Verifying => self.plan.download,
+            Stage::Unpacking => self.plan.unpacking,
+            Stage::Finalizing => 90,
+            Stage::Copying => 95,
         }
-        log::debug!("Combined progress {percent}%");
-        notify::progress(&mut self.last_progress, percent);
-    }
-
-    /// Sample the download progress every second until [`report`](Self::report) moves
-    /// past the download phase. `get` finds this object in the loop's data.
-    pub fn start_progress_timer<D: 'static>(
-        &mut self,
-        lp: &mut EventLoop<D>,
-        get: fn(&mut D) -> &mut UrlDownloads,
-    ) -> Result<()> {
-        let id = lp.add_timer_in(
-            Clock::Monotonic,
-            PROGRESS_INTERVAL,
-            move |lp, data, _, _| {
-                get(data).report(lp, Phase::Downloading);
-                Ok(TimerAction::ToDuration(PROGRESS_INTERVAL))
-            },
-        )?;
-        lp.set_description(id, "import-progress");
-        self.timer = Some(id);
-        Ok(())
-    }
-
-    fn stop_progress_timer<D: 'static>(&mut self, lp: &mut EventLoop<D>) {
-        if let Some(id) = self.timer.take() {
-            lp.remove(id);
-        }
-    }
-
-    /// The pull is over: stop the jobs and the timer.
-    pub fn shut_down<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
-        self.cancel_all(lp, glue);
-        self.stop_progress_timer(lp);
     }
 }
 
@@ -290,101 +247,141 @@ pub fn test_hold(phase: &str, cancel: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// An importer of a URL (pull-tar, pull-raw): its downloads run together, and the steps
-/// after them one at a time as tasks. Implementing this makes it a [`JobOwner`].
-pub trait StepRunner: Sized + 'static {
-    /// Where the running step's task is kept (dropping it cancels and joins the task).
-    fn task_slot(&mut self) -> &mut Option<TaskHandle>;
-    /// End the pull with this (already logged) error.
-    fn fail(&mut self, lp: &mut EventLoop<Self>, e: Error);
-    /// The curl glue and the importer's downloads, borrowed together.
-    fn glue_and_downloads(&mut self) -> (&mut CurlGlue, &mut UrlDownloads);
-    /// The importer's downloads.
-    fn downloads(&mut self) -> &mut UrlDownloads {
-        self.glue_and_downloads().1
-    }
-    /// Whether the pull is still in its download step (a job that completes later, while
-    /// the importer is finishing, is ignored).
-    fn downloading(&self) -> bool;
-    /// Every download completed successfully.
-    fn downloaded(&mut self, lp: &mut EventLoop<Self>);
+/// What makes pull-tar and pull-raw different; the rest of their pull is [`UrlImport`]'s.
+pub trait Flavor: Default + Sized + 'static {
+    /// The kind of cache entry the download becomes.
+    const CACHE: CacheKind;
+    /// What each stage is worth in the progress.
+    const PLAN: ProgressPlan;
+    /// The image job's options, for a download into `temp` (a reserved name the importer
+    /// removes unless it is kept; nothing exists there yet).
+    fn image_job(&mut self, temp: &Path) -> Result<JobOptions>;
+    /// A fresh download was verified: continue from there to the end of the pull.
+    fn verified(import: &mut UrlImport<Self>, lp: &mut EventLoop<UrlImport<Self>>);
+    /// Make the local image from the cache entry, or finish if none was asked for.
+    fn copy(import: &mut UrlImport<Self>, lp: &mut EventLoop<UrlImport<Self>>);
 }
 
-impl<T: StepRunner> JobOwner for T {
+/// One pull-tar or pull-raw run. Field order is drop order: the step's task and the jobs
+/// first (their threads are joined), then the temporary files they may have created,
+/// then the glue.
+pub struct UrlImport<F> {
+    lifecycle: Lifecycle,
+    pub downloads: UrlDownloads,
+    /// The flavor's own state (its temporary files).
+    pub flavor: F,
+    /// The downloaded image, until it is moved into the cache.
+    pub temp: Option<TempPath>,
+    glue: CurlGlue,
+    pub image_root: PathBuf,
+    pub url: String,
+    pub local: Option<String>,
+    pub force: bool,
+    /// The cache entry, once the image response is known.
+    pub final_path: Option<PathBuf>,
+    stage: Stage,
+}
+
+impl<F: Flavor> UrlImport<F> {
+    pub fn new(settings: &Settings, req: UrlRequest) -> Result<Self> {
+        Ok(UrlImport {
+            lifecycle: Lifecycle::new(),
+            downloads: UrlDownloads::new(&req.url, settings.verify, F::PLAN),
+            flavor: F::default(),
+            temp: None,
+            glue: CurlGlue::new(settings.curl.clone())?,
+            image_root: settings.image_root.clone(),
+            url: req.url,
+            local: req.local,
+            force: settings.force,
+            final_path: None,
+            stage: Stage::Downloading,
+        })
+    }
+
+    /// Move on to `stage` and report its progress; the sampling of the download progress
+    /// stops with the download stage.
+    pub fn enter(&mut self, lp: &mut EventLoop<Self>, stage: Stage) {
+        self.stage = stage;
+        if stage != Stage::Downloading {
+            self.lifecycle.stop_progress_timer(lp);
+        }
+        self.report_progress();
+    }
+
+    /// Every download is done (spec §5.3 step 4, §5.4 step 3): name the cache entry after
+    /// the response's ETag. A skipped download (ETag match or 304) goes on to the local
+    /// image unverified, as in the C tool; a fresh one has its checksum checked here
+    /// (cheap) and its signature in a task, then continues with the flavor.
+    fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
+        let etag = self.downloads.etag();
+        self.final_path = Some(cache_path(
+            &self.image_root,
+            F::CACHE,
+            &self.url,
+            etag.as_deref(),
+        ));
+        self.stage = Stage::Verifying;
+        if self.downloads.skipped() {
+            // The cache entry is the image; the unused temporary download goes.
+            self.temp = None;
+            return F::copy(self, lp);
+        }
+        self.enter(lp, Stage::Verifying);
+        if let Err(e) = self.downloads.verify_checksum() {
+            return self.finish(lp, Err(e));
+        }
+        match self.downloads.signature_inputs() {
+            None => F::verified(self, lp),
+            Some(inputs) => self.run_step(
+                lp,
+                "import-gpg",
+                move |cancel| verify_signature_task(inputs, cancel),
+                |me, lp, ()| F::verified(me, lp),
+            ),
+        }
+    }
+}
+
+impl<F: Flavor> JobOwner for UrlImport<F> {
     type Key = UrlJob;
 
     fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<UrlJob>) {
-        let (glue, downloads) = self.glue_and_downloads();
-        (glue, &mut downloads.jobs)
+        (&mut self.glue, &mut self.downloads.jobs)
     }
 
     fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: UrlJob) {
-        if !self.downloading() {
+        // A job that completes once the downloads are over (the pull failed) is ignored.
+        if self.stage != Stage::Downloading || self.lifecycle.is_finished() {
             return;
         }
-        match self.downloads().on_job_complete(key) {
+        match self.downloads.on_job_complete(key) {
             None => {}
-            Some(Err(e)) => self.fail(lp, e),
+            Some(Err(e)) => self.finish(lp, Err(e)),
             Some(Ok(())) => self.downloaded(lp),
         }
     }
 }
 
-/// Every download is done (spec §5.3 step 4, §5.4 step 3): a skipped download (ETag match
-/// or 304) continues with `skipped` unverified, as in the C tool; a fresh one has its
-/// checksum checked here (cheap) and its signature in a task, then continues with
-/// `verified`.
-pub fn verify_download<D: StepRunner>(
-    importer: &mut D,
-    lp: &mut EventLoop<D>,
-    skipped: fn(&mut D, &mut EventLoop<D>),
-    verified: fn(&mut D, &mut EventLoop<D>),
-) {
-    let downloads = importer.downloads();
-    if downloads.skipped() {
-        return skipped(importer, lp);
+impl<F: Flavor> Importer for UrlImport<F> {
+    fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
+        let old_etags = find_old_etags(&self.image_root, F::CACHE, &self.url)?;
+        // Reserved before anything can create it: the image job makes it.
+        let temp = TempPath::next_to(&cache_path(&self.image_root, F::CACHE, &self.url, None));
+        let path = temp.path().to_path_buf();
+        self.temp = Some(temp);
+        let mut options = self.flavor.image_job(&path)?;
+        options.old_etags = old_etags;
+        self.downloads.begin(lp, &mut self.glue, options)?;
+        self.lifecycle.start_progress_timer(lp)
     }
-    downloads.report(lp, Phase::Verifying);
-    if let Err(e) = downloads.verify_checksum() {
-        return importer.fail(lp, e);
-    }
-    match downloads.signature_inputs() {
-        None => verified(importer, lp),
-        Some(inputs) => run_step(
-            importer,
-            lp,
-            "import-gpg",
-            move |cancel| verify_signature_task(inputs, cancel),
-            move |me, lp, ()| verified(me, lp),
-        ),
-    }
-}
 
-/// Run `work` as the importer's current task; with its result, `next` continues the pull
-/// on the loop thread, and an error ends the pull.
-pub fn run_step<D, T, W>(
-    importer: &mut D,
-    lp: &mut EventLoop<D>,
-    name: &str,
-    work: W,
-    next: impl FnOnce(&mut D, &mut EventLoop<D>, T) + 'static,
-) where
-    D: StepRunner,
-    T: Send + 'static,
-    W: FnOnce(&AtomicBool) -> Result<T> + Send + 'static,
-{
-    let spawned = lp.spawn_task(name, work, move |lp, importer: &mut D, result| {
-        importer.task_slot().take();
-        match result {
-            Ok(value) => next(importer, lp, value),
-            Err(e) => importer.fail(lp, e),
-        }
-    });
-    match spawned {
-        Ok(handle) => *importer.task_slot() = Some(handle),
-        Err(e) => {
-            let e = log_error_errno!(e.clone(), "Failed to start {} thread: {}", name, e);
-            importer.fail(lp, e);
-        }
+    fn lifecycle(&mut self) -> &mut Lifecycle {
+        &mut self.lifecycle
+    }
+
+    fn report_progress(&mut self) {
+        let percent = self.downloads.percent(self.stage);
+        self.lifecycle.report_progress(percent);
     }
 }

@@ -9,10 +9,10 @@
 //! the compression, decompresses, hashes and writes to the [`Sink`]. The job is complete
 //! when curl has finished *and* the worker has consumed everything.
 //!
-//! The owner (an importer, which is also the loop's data `D`) routes two kinds of events to
-//! the job and learns from the return value when the job became complete:
-//! * [`CurlHost::on_transfer_done`] → [`ImportJob::on_curl_done`];
-//! * [`JobHost::on_job_wake`] (the worker's eventfd) → [`ImportJob::on_wake`].
+//! The owner (an importer, which is also the loop's data `D`) implements [`JobOwner`]; its
+//! [`JobSet`] routes two kinds of events to the job and tells the owner when the job
+//! became complete: curl's completion ([`ImportJob::on_curl_done`]) and the worker's
+//! wake-up ([`ImportJob::on_wake`]).
 //!
 //! Deviations from the C job, all deliberate (spec §9): headers are matched
 //! case-insensitively (Q2) and only those of the final 2xx/304 response count (Q3); short
@@ -34,7 +34,7 @@ use std::sync::Arc;
 use curl::multi::Easy2Handle;
 use sha2::Sha256;
 
-use crate::curl_glue::{CurlGlue, CurlHost};
+use crate::curl_glue::CurlGlue;
 use crate::event::{EventLoop, SourceId, EPOLLIN};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -175,12 +175,6 @@ impl JobOptions {
     }
 }
 
-/// The owner of jobs: a [`CurlHost`] that also hears from the jobs' worker threads.
-pub trait JobHost: CurlHost {
-    /// The worker of the job with this token has news; call [`ImportJob::on_wake`].
-    fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize);
-}
-
 /// One download. See the module documentation.
 pub struct ImportJob {
     url: String,
@@ -247,7 +241,7 @@ impl ImportJob {
     }
 
     /// Send the request. Fails with EBUSY unless the job is new.
-    pub fn begin<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> Result<()> {
+    pub fn begin<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> Result<()> {
         if self.state != JobState::Init {
             return Err(Error::new(libc::EBUSY));
         }
@@ -294,7 +288,7 @@ impl ImportJob {
             channel.wake.as_raw_fd(),
             EPOLLIN,
             move |lp, d: &mut D, _, _| {
-                d.on_job_wake(lp, token);
+                set::on_worker_wake(lp, d, token);
                 Ok(())
             },
         );
@@ -314,9 +308,9 @@ impl ImportJob {
         Ok(())
     }
 
-    /// curl finished this job's transfer (from [`CurlHost::on_transfer_done`]). Returns
-    /// true if the job just became complete.
-    pub fn on_curl_done<D: JobHost>(
+    /// curl finished this job's transfer (routed by the owner's [`JobSet`]). Returns true
+    /// if the job just became complete.
+    pub fn on_curl_done<D: JobOwner>(
         &mut self,
         lp: &mut EventLoop<D>,
         glue: &mut CurlGlue,
@@ -436,9 +430,9 @@ impl ImportJob {
         self.on_wake(lp, glue)
     }
 
-    /// The worker signalled (from [`JobHost::on_job_wake`]). Returns true if the job just
-    /// became complete.
-    pub fn on_wake<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> bool {
+    /// The worker signalled (routed by the owner's [`JobSet`]). Returns true if the job
+    /// just became complete.
+    pub fn on_wake<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> bool {
         if self.state.is_complete() {
             return false;
         }
@@ -504,7 +498,7 @@ impl ImportJob {
     }
 
     /// `import_job_finish()`: complete the job once; later calls are no-ops (returns false).
-    fn finish<D: JobHost>(&mut self, lp: &mut EventLoop<D>, r: Result<()>) -> bool {
+    fn finish<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, r: Result<()>) -> bool {
         if self.state.is_complete() {
             return false;
         }
@@ -529,7 +523,7 @@ impl ImportJob {
 
     /// Stop the job now (the owner gives up, e.g. another job failed). Marks it failed with
     /// ECANCELED without logging; the worker is told to stop and joined when dropped.
-    pub fn cancel<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
+    pub fn cancel<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
         if let Some(handle) = self.handle.take() {
             if let Ok(easy) = glue.remove(lp, handle) {
                 self.finished = Some(easy);

@@ -6,7 +6,6 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use super::config::{self, ExecConfig};
 use crate::import::common::{self, TempPath};
@@ -32,13 +31,12 @@ pub struct Finish {
     pub exec: ExecConfig,
     /// The config as served.
     pub config: Vec<u8>,
-    /// Set when the pull is abandoned: a local copy stops early.
-    pub cancel: Arc<AtomicBool>,
 }
 
 impl Finish {
-    /// Make the local image and its settings files; errors are logged.
-    pub fn run(self) -> Result<()> {
+    /// Make the local image and its settings files; errors are logged. A local copy stops
+    /// early when `cancel` turns true.
+    pub fn run(self, cancel: &AtomicBool) -> Result<()> {
         let Finish {
             source,
             image_root: root,
@@ -46,7 +44,6 @@ impl Finish {
             force,
             exec,
             config,
-            cancel,
         } = self;
         let Some(local) = local else {
             // No local image: the layers stay cached on btrfs; a plain directory goes.
@@ -58,7 +55,7 @@ impl Finish {
         };
         match source {
             Source::Chain(top) => {
-                common::make_local_copy(&top, &root, &local, force, Some(&cancel))?
+                common::make_local_copy(&top, &root, &local, force, Some(cancel))?
             }
             Source::Directory(temp) => {
                 let target = root.join(&local);

@@ -7,16 +7,18 @@
 //!                                                                   └─ image ─ Config ─ Layers ─ Finishing
 //! ```
 //!
-//! Each [`Stage`] owns what is valid in it: the manifest request's target, the manifest
-//! while its config is fetched, the blobs and layers while they download and apply, the
-//! finishing task. Every request is an [`ImportJob`] on the one loop; a completion (or a
-//! retry timer, or a task's result) is dispatched by one `match` on the request and the
-//! stage, and one that does not belong to the current stage is stale and ignored.
+//! Each `Stage` owns what is valid in it: the index entry a manifest request is for, the
+//! manifest while its config is fetched, the blobs and layers while they download and
+//! apply. Every request is an [`ImportJob`] on the one loop; a completion (or a retry
+//! timer, or a task's result) is dispatched by one `match` on the request and the stage,
+//! and one that does not belong to the current stage is stale and ignored. Finishing once,
+//! the progress timer and the finishing step are the importer [`Lifecycle`]'s; the
+//! authorization and what becomes of a failed request are the [`Session`]'s.
 //!
 //! After the config, all missing layer blobs download in parallel (up to
 //! `--max-concurrent-downloads`, base layers first: [`BlobQueue`](super::blobs::BlobQueue)),
 //! each into a spool file under the image root ([`spool`](super::spool)), its size and
-//! sha256 checked when the job completes. Layers are applied in order by a task
+//! sha256 checked by the job itself. Layers are applied in order by a task
 //! ([`apply`]) that decompresses and unpacks on two threads and checks the DiffID: layer i
 //! starts as soon as layer i-1 is applied and its own download has begun, reading the spool
 //! as it grows (it reaches the end only once the blob was verified). Downloads of the
@@ -48,20 +50,18 @@ use super::manifest::{self, Descriptor, Document, ImageManifest};
 use super::request::{self, BodySlot, Key, PullRequest};
 use super::session::{Failure, Grant, Next, Session};
 use crate::curl_glue::CurlGlue;
-use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
+use crate::event::{Clock, EventLoop, SourceId, TimerAction};
 use crate::import::common::TempPath;
 use crate::import::job::retry::RetryPolicy;
 use crate::import::job::{ImportJob, JobOwner, JobSet, JobState};
-use crate::import::{operation_finished, Importer};
+use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::format::format_bytes;
-use crate::util::{fs, notify, test_seams};
+use crate::util::{fs, test_seams};
 
 /// Largest image config we accept (real ones are KiBs; history can make them larger).
 const CONFIG_MAX: u64 = 16 << 20;
-/// How often the overall progress is recomputed while layers download.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the pull is, with what is valid there.
 enum Stage {
@@ -76,10 +76,9 @@ enum Stage {
     Config(ConfigFetch),
     /// Layer blobs download and layers are applied.
     Layers(Box<Layers>),
-    /// The local image and its settings files are made by a task (held so that an early
-    /// end stops and joins it).
-    Finishing { _task: TaskHandle },
-    /// Over: late completions are ignored.
+    /// The local image and its settings files are made (the lifecycle's step).
+    Finishing,
+    /// Over, everything the pull owned stopped and removed: late completions are ignored.
     Finished,
 }
 
@@ -107,9 +106,11 @@ struct ConfigFetch {
     body: BodySlot,
 }
 
-/// The importer. Field order is drop order: jobs first (their workers are stopped and
-/// joined), then the stage's tasks and temporary paths, the glue last.
+/// The importer. Field order is drop order: the finishing step and the jobs first (their
+/// threads are stopped and joined), then the stage's tasks and temporary paths, the glue
+/// last.
 pub struct OciImport {
+    lifecycle: Lifecycle,
     jobs: JobSet<Key>,
     stage: Stage,
     /// Timers of requests waiting to be retried.
@@ -120,7 +121,6 @@ pub struct OciImport {
     session: Session,
     /// Set when the pull is abandoned: stops the apply and finish work promptly.
     cancel: Arc<AtomicBool>,
-    progress_last: Option<u32>,
 }
 
 impl OciImport {
@@ -132,6 +132,7 @@ impl OciImport {
             RetryPolicy::with_first_delay(test_seams::retry_delay()),
         );
         Ok(OciImport {
+            lifecycle: Lifecycle::new(),
             jobs: JobSet::new(),
             stage: Stage::Ping,
             timers: Vec::new(),
@@ -139,7 +140,6 @@ impl OciImport {
             req,
             session,
             cancel: Arc::new(AtomicBool::new(false)),
-            progress_last: None,
         })
     }
 
@@ -480,29 +480,17 @@ impl OciImport {
                 platform
             );
         }
-        let timer = lp.add_timer_in(
-            Clock::Monotonic,
-            PROGRESS_INTERVAL,
-            |_, d: &mut Self, _, _| {
-                if !matches!(d.stage, Stage::Layers(_)) {
-                    return Ok(TimerAction::Drop);
-                }
-                d.report_progress();
-                Ok(TimerAction::ToDuration(PROGRESS_INTERVAL))
-            },
-        )?;
         let plan = Plan {
             image_root: &self.req.image_root,
             local: self.req.local.as_deref(),
             max_downloads: self.req.max_downloads,
             image: self.req.reference.to_string(),
         };
-        let layers = Layers::plan(plan, manifest, &config, bytes, timer).inspect_err(|_| {
-            lp.remove(timer);
-        })?;
+        let layers = Layers::plan(plan, manifest, &config, bytes)?;
         self.stage = Stage::Layers(Box::new(layers));
         self.report_progress();
         self.start_downloads(lp)?;
+        self.lifecycle.start_progress_timer(lp)?;
         self.advance(lp)
     }
 
@@ -600,7 +588,8 @@ impl OciImport {
 
     // --- Finishing ------------------------------------------------------------------------
 
-    /// Every layer is applied: make the local image and its settings files, on a task.
+    /// Every layer is applied: make the local image and its settings files (a step on a
+    /// task).
     fn start_finishing(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
         let layers = match self.stage.take() {
             Stage::Layers(l) => l,
@@ -609,62 +598,20 @@ impl OciImport {
                 return Ok(());
             }
         };
-        lp.remove(layers.progress_timer);
-        notify::progress(&mut self.progress_last, 95);
-        let work = layers.into_finish(self.req.local.clone(), self.req.force, self.cancel.clone());
-        let task = lp.spawn_task(
+        self.lifecycle.stop_progress_timer(lp);
+        self.lifecycle.report_progress(95);
+        let work = layers.into_finish(self.req.local.clone(), self.req.force);
+        self.stage = Stage::Finishing;
+        self.run_step(
+            lp,
             "oci-finish",
-            move |_| work.run(),
-            |lp, d: &mut Self, result| {
-                if result.is_ok() {
-                    notify::progress(&mut d.progress_last, 100);
-                }
-                d.finish(lp, result);
+            move |cancel| work.run(cancel),
+            |d, lp, ()| {
+                d.lifecycle.report_progress(100);
+                d.finish(lp, Ok(()));
             },
-        )?;
-        self.stage = Stage::Finishing { _task: task };
+        );
         Ok(())
-    }
-
-    /// Overall progress for systemd-importd: 5 % for manifest and config, 45 % for the
-    /// bytes downloaded, 45 % for the layers applied, the rest for the local image.
-    fn report_progress(&mut self) {
-        let Stage::Layers(l) = &self.stage else {
-            return;
-        };
-        let jobs = &self.jobs;
-        let (done, total) = l
-            .blobs
-            .progress(|b| jobs.get(Key::Blob(b)).map_or(0, |j| j.written_compressed()));
-        let share = |done: f64, total: f64| if total == 0.0 { 1.0 } else { done / total };
-        let download = share(done as f64, total as f64);
-        let applied = share(l.next as f64, l.todo.len() as f64);
-        let percent = 5.0 + 45.0 * download + 45.0 * applied;
-        // Never go backwards (a restarted download would).
-        let percent = (percent as u32).max(self.progress_last.unwrap_or(0));
-        notify::progress(&mut self.progress_last, percent);
-    }
-
-    /// `import_finish()`: once, stop everything that still runs and report.
-    fn finish(&mut self, lp: &mut EventLoop<Self>, result: Result<()>) {
-        if lp.exit_requested() {
-            // Finished already, or a signal ended the pull.
-            return;
-        }
-        if result.is_err() {
-            self.abandon();
-        }
-        let OciImport { jobs, glue, .. } = self;
-        jobs.cancel_all(lp, glue);
-        for t in self.timers.drain(..) {
-            lp.remove(t);
-        }
-        if let Stage::Layers(l) = &self.stage {
-            lp.remove(l.progress_timer);
-        }
-        // Stops the stage's tasks and removes its temporary files.
-        self.stage = Stage::Finished;
-        operation_finished(lp, &result);
     }
 
     /// Make running tasks stop at once: the unpack sees the cancel flag, readers of
@@ -694,7 +641,7 @@ impl JobOwner for OciImport {
 
     /// A request finished, one way or the other.
     fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: Key) {
-        if matches!(self.stage, Stage::Finished) {
+        if self.lifecycle.is_finished() {
             return;
         }
         let Some(job) = self.jobs.remove(key) else {
@@ -724,7 +671,42 @@ impl Importer for OciImport {
                 e
             )
         })?;
-        notify::progress(&mut self.progress_last, 0);
+        self.lifecycle.report_progress(0);
         self.begin(lp, Key::Ping)
+    }
+
+    fn lifecycle(&mut self) -> &mut Lifecycle {
+        &mut self.lifecycle
+    }
+
+    /// Overall progress for systemd-importd: 5 % for manifest and config, 45 % for the
+    /// bytes downloaded, 45 % for the layers applied, the rest for the local image.
+    fn report_progress(&mut self) {
+        let Stage::Layers(l) = &self.stage else {
+            return;
+        };
+        let jobs = &self.jobs;
+        let (done, total) = l
+            .blobs
+            .progress(|b| jobs.get(Key::Blob(b)).map_or(0, |j| j.written_compressed()));
+        let share = |done: f64, total: f64| if total == 0.0 { 1.0 } else { done / total };
+        let download = share(done as f64, total as f64);
+        let applied = share(l.next as f64, l.todo.len() as f64);
+        let percent = 5.0 + 45.0 * download + 45.0 * applied;
+        // Never go backwards (a restarted download would).
+        let percent = (percent as u32).max(self.lifecycle.last_progress().unwrap_or(0));
+        self.lifecycle.report_progress(percent);
+    }
+
+    /// The pull is over: a failure makes the running tasks stop at once; retries are off;
+    /// the stage's tasks are joined and its temporary files removed.
+    fn on_finish(&mut self, lp: &mut EventLoop<Self>, result: &Result<()>) {
+        if result.is_err() {
+            self.abandon();
+        }
+        for t in self.timers.drain(..) {
+            lp.remove(t);
+        }
+        self.stage = Stage::Finished;
     }
 }

@@ -8,8 +8,6 @@
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use super::apply::Target;
 use super::blobs::BlobQueue;
@@ -17,7 +15,7 @@ use super::config::{ExecConfig, ImageConfig};
 use super::digest::Digest;
 use super::finish::{Finish, Source};
 use super::manifest::{Descriptor, ImageManifest};
-use crate::event::{SourceId, TaskHandle};
+use crate::event::TaskHandle;
 use crate::import::common::TempPath;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -64,8 +62,6 @@ pub struct Layers {
     /// The config as served and its execution settings, for the settings files.
     pub config: Vec<u8>,
     pub exec: ExecConfig,
-    /// Recomputes the overall progress every second.
-    pub progress_timer: SourceId,
     image_root: PathBuf,
 }
 
@@ -88,7 +84,6 @@ impl Layers {
         manifest: &ImageManifest,
         config: &ImageConfig,
         config_bytes: Vec<u8>,
-        progress_timer: SourceId,
     ) -> Result<Layers> {
         let root = p.image_root;
         let root_fd = fs::open_dir(root)
@@ -137,7 +132,6 @@ impl Layers {
             next: 0,
             config: config_bytes,
             exec: config.exec.clone().unwrap_or_default(),
-            progress_timer,
             image_root: root.to_path_buf(),
         })
     }
@@ -192,12 +186,7 @@ impl Layers {
 
     /// The finishing work, once every layer is applied: the local image `local` (if any)
     /// from the top chain or the image directory, and the settings files.
-    pub fn into_finish(
-        self,
-        local: Option<String>,
-        force: bool,
-        cancel: Arc<AtomicBool>,
-    ) -> Finish {
+    pub fn into_finish(self, local: Option<String>, force: bool) -> Finish {
         let source = match self.storage {
             Storage::BtrfsChains { top } => Source::Chain(chain_path(&self.image_root, &top)),
             Storage::Directory(dir) => Source::Directory(dir),
@@ -209,7 +198,6 @@ impl Layers {
             force,
             exec: self.exec,
             config: self.config,
-            cancel,
         }
     }
 

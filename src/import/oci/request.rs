@@ -3,7 +3,7 @@
 //! [`blobs`](super::blobs)'): URL, headers, size limits and where the body goes.
 //!
 //! Small bodies (ping, token, manifest, config) stay in memory. The manifest and the config
-//! go through a [`bounded_sink`] that refuses more than a limit with pull-oci's own message
+//! go through a bounded sink that refuses more than a limit with pull-oci's own message
 //! and hashes what it kept on the job's worker thread, so the loop thread never hashes.
 
 use std::io::Read;
