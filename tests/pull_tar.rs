@@ -23,7 +23,7 @@ use common::pull::{
     NotifyListener,
 };
 use common::tarball::{self, diff, scratch, snapshot, Header, Snapshot, Tarball};
-use systemd_import::import::common::{cache_path, CacheKind};
+use systemd_import::import::store::{cache_path, CacheKind};
 use systemd_import::import::unpack::Mode;
 use systemd_import::util::btrfs;
 

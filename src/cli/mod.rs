@@ -7,12 +7,11 @@
 mod options;
 mod verbs;
 
-pub use verbs::{DkrRequest, UrlRequest};
-
 pub use options::{Settings, Verify, DEFAULT_IMAGE_ROOT};
 
 use crate::curl_glue::{CurlSettings, PACKAGE_VERSION};
 use crate::event;
+use crate::util::test_seams::TestSettings;
 
 /// The features line of `--version`.
 const FEATURES: &str = "+CURL +XZ +ZLIB +BZIP2 +ZSTD +GPG +QCOW2 +OCI";
@@ -50,8 +49,8 @@ pub fn main() -> i32 {
             0
         }
         options::Parsed::Run { mut settings, args } => {
-            settings.curl =
-                CurlSettings::from_env(&argv0, crate::util::test_seams::low_speed_time());
+            settings.test = TestSettings::from_env();
+            settings.curl = CurlSettings::from_env(&argv0, settings.test.low_speed_time);
             verbs::dispatch(&argv0, &settings, &args)
         }
     }

@@ -4,13 +4,14 @@
 use super::options::{help_text, Settings, Verify};
 use super::program_short_name;
 use crate::import;
-use crate::import::dkr::DkrImport;
+use crate::import::dkr::{DkrImport, DkrRequest};
 use crate::import::oci::credentials;
 use crate::import::oci::platform::Platform;
 use crate::import::oci::reference::{Reference, ReferenceError};
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
 use crate::import::raw::RawImport;
 use crate::import::tar::TarImport;
+use crate::import::url_pull::UrlRequest;
 use crate::util::{image, names, validate};
 
 /// A verb: its names (seed, then the v219 short alias), and its argument counts including
@@ -81,23 +82,6 @@ fn verb_help(argv0: &str, _: &Settings, _: &[String]) -> i32 {
     0
 }
 
-/// What pull-tar and pull-raw were asked to do, after validation.
-#[derive(Debug, Clone)]
-pub struct UrlRequest {
-    pub url: String,
-    /// The local image name, `None` for "download into the cache only".
-    pub local: Option<String>,
-}
-
-/// What pull-dkr was asked to do, after validation.
-#[derive(Debug, Clone)]
-pub struct DkrRequest {
-    pub index_url: String,
-    pub name: String,
-    pub tag: String,
-    pub local: Option<String>,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Suffixes {
     Tar,
@@ -121,12 +105,19 @@ fn validate_url_request(
             log::error!("Failed get final component of URL: {e}");
         })?,
     };
+    let request = |local| UrlRequest {
+        url: url.clone(),
+        local,
+        image_root: settings.image_root.clone(),
+        force: settings.force,
+        verify: settings.verify,
+        curl: settings.curl.clone(),
+        keyring: settings.test.pubring.clone(),
+        hold: settings.test.hold,
+    };
     if local.is_empty() || local == "-" {
         log::info!("Pulling '{url}'.");
-        return Ok(UrlRequest {
-            url: url.clone(),
-            local: None,
-        });
+        return Ok(request(None));
     }
     let local = match suffixes {
         // Q11: the C tool reported this EINVAL as "Out of memory."
@@ -137,10 +128,7 @@ fn validate_url_request(
     };
     check_local(settings, &local)?;
     log::info!("Pulling '{url}', saving as '{local}'.");
-    Ok(UrlRequest {
-        url: url.clone(),
-        local: Some(local),
-    })
+    Ok(request(Some(local)))
 }
 
 /// The local name must be a valid machine name and, unless `--force`, must not exist yet
@@ -170,14 +158,14 @@ fn verb_pull_tar(_: &str, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = validate_url_request(settings, args, Suffixes::Tar) else {
         return 1;
     };
-    import::run(TarImport::new(settings, req))
+    import::run(TarImport::new(req))
 }
 
 fn verb_pull_raw(_: &str, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = validate_url_request(settings, args, Suffixes::Raw) else {
         return 1;
     };
-    import::run(RawImport::new(settings, req))
+    import::run(RawImport::new(req))
 }
 
 /// Spec §1.5 for pull-dkr.
@@ -209,22 +197,23 @@ fn validate_dkr_request(settings: &Settings, args: &[String]) -> Result<DkrReque
             .map_or(name.as_str(), |(_, rest)| rest)
             .to_string(),
     };
-    if local.is_empty() || local == "-" {
+    let local = if local.is_empty() || local == "-" {
         log::info!("Pulling '{name}' with tag '{tag}'.");
-        return Ok(DkrRequest {
-            index_url,
-            name,
-            tag,
-            local: None,
-        });
-    }
-    check_local(settings, &local)?;
-    log::info!("Pulling '{name}' with tag '{tag}', saving as '{local}'.");
+        None
+    } else {
+        check_local(settings, &local)?;
+        log::info!("Pulling '{name}' with tag '{tag}', saving as '{local}'.");
+        Some(local)
+    };
     Ok(DkrRequest {
         index_url,
         name,
         tag,
-        local: Some(local),
+        local,
+        image_root: settings.image_root.clone(),
+        force: settings.force,
+        curl: settings.curl.clone(),
+        registry_port: settings.test.dkr_registry_port,
     })
 }
 
@@ -232,7 +221,7 @@ fn verb_pull_dkr(_: &str, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = validate_dkr_request(settings, args) else {
         return 1;
     };
-    import::run(DkrImport::new(settings, req))
+    import::run(DkrImport::new(req))
 }
 
 fn verb_pull_oci(_: &str, settings: &Settings, args: &[String]) -> i32 {
@@ -284,5 +273,6 @@ fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequ
             .unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS),
         credentials,
         curl: settings.curl.clone(),
+        retry_delay: settings.test.retry_delay,
     })
 }

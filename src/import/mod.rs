@@ -10,13 +10,13 @@
 //!   `verify`, `qcow2`;
 //! * below this module: `curl_glue`, `event`, `util`.
 
-pub mod common;
 pub mod dkr;
 pub mod job;
 pub mod lifecycle;
 pub mod oci;
 pub mod qcow2;
 pub mod raw;
+pub mod store;
 pub mod stream;
 pub mod tar;
 pub mod unpack;

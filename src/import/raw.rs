@@ -12,8 +12,10 @@
 //! 5. **Copying**: `<root>/<local>.raw` (mode 0664) is made as a reflink, or a copy that
 //!    keeps the holes.
 //!
-//! Every failure, SIGINT and SIGTERM leave no temporary file behind (each is a
-//! [`TempPath`] the importer holds from before the file is created).
+//! Every failure, SIGINT and SIGTERM leave no temporary file behind: each is a
+//! [`TempPath`] held, from before the file is created, by the importer (the download) or
+//! by the task that writes it (the converted image, the local copy), whose thread the
+//! importer joins.
 //!
 //! Deviations from the C tool: the download's temporary file is created when the pull
 //! starts (the job writes to it) and is named after the cache entry without its ETag;
@@ -23,37 +25,30 @@
 //! image atomically (the C tool deleted it first), without `--force` an image that
 //! appeared meanwhile is left alone and the pull fails (the C tool overwrote it).
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 
-use super::common::{install_replacing, CacheKind, TempPath};
 use super::job::{JobOptions, Sink};
 use super::qcow2;
+use super::store::{self, CacheKind, LocalImage, TempPath};
 use super::url_pull::{test_hold, Flavor, ProgressPlan, Stage, UrlImport};
 use super::Importer;
 use crate::event::EventLoop;
+use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::fs;
-use crate::{log_error_errno, log_warning_errno};
+use crate::util::test_seams::Hold;
 
-/// Mode of the local image: writable by owner and group, as in the C tool.
-const LOCAL_IMAGE_MODE: u32 = 0o664;
 /// Mode of the downloaded (and converted) file before it is made read-only.
 const DOWNLOAD_MODE: u32 = 0o644;
 
 /// What pull-raw adds to a URL pull: the image is a sparse file, converted from qcow2 if
 /// it is one, and copied as a file.
 #[derive(Default)]
-pub struct Raw {
-    /// The qcow2 conversion's output while it is made.
-    converted: Option<TempPath>,
-    /// The local copy while it is made.
-    copy_temp: Option<TempPath>,
-}
+pub struct Raw;
 
 /// One pull-raw run.
 pub type RawImport = UrlImport<Raw>;
@@ -66,7 +61,7 @@ impl Flavor for Raw {
     fn image_job(&mut self, temp: &Path) -> Result<JobOptions> {
         // As in the C tool a failure here is not reported: creating the file reports it.
         let _ = fs::mkdir_parents(temp, 0o700);
-        let fd = create_image_file(temp, OFlag::O_RDWR, DOWNLOAD_MODE)?;
+        let fd = store::create_image_file(temp, OFlag::O_RDWR, DOWNLOAD_MODE)?;
         Ok(JobOptions::new(Sink::File(fd)))
     }
 
@@ -76,52 +71,45 @@ impl Flavor for Raw {
         let (Some(temp), Some(final_path)) = (&me.temp, &me.final_path) else {
             return me.finish(lp, Err(Error::new(libc::EINVAL)));
         };
-        let source = temp.path().to_path_buf();
-        let converted = TempPath::next_to(final_path);
-        let target = converted.path().to_path_buf();
-        me.flavor.converted = Some(converted);
+        let (source, final_path) = (temp.path().to_path_buf(), final_path.clone());
+        let hold = me.req.hold;
         me.run_step(
             lp,
             "import-qcow2",
-            move |cancel| convert_if_qcow2(&source, &target, cancel),
+            move |cancel| convert_if_qcow2(&source, &final_path, hold, cancel),
             |me, lp, converted| {
-                if converted {
+                if let Some(converted) = converted {
                     // The download itself is no longer needed (dropping it unlinks it).
-                    me.temp = me.flavor.converted.take();
-                } else {
-                    me.flavor.converted = None;
+                    me.temp = Some(converted);
                 }
                 finalize(me, lp)
             },
         );
     }
 
-    /// Make the local image, if one was asked for (a task).
+    /// Make the local image `<root>/<local>.raw`, if one was asked for (a task).
     fn copy(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
         me.enter(lp, Stage::Copying);
-        let (Some(local), Some(source)) = (me.local.clone(), me.final_path.clone()) else {
+        let (Some(local), Some(source)) = (me.req.local.clone(), me.final_path.clone()) else {
             return me.finish(lp, Ok(()));
         };
-        let target = me.image_root.join(format!("{local}.raw"));
-        let temp = TempPath::next_to(&target);
-        let copy = LocalCopy {
-            source,
-            temp: temp.path().to_path_buf(),
-            target,
-            local,
-            force: me.force,
-        };
-        me.flavor.copy_temp = Some(temp);
+        let (root, force, hold) = (me.req.image_root.clone(), me.req.force, me.req.hold);
         me.run_step(
             lp,
             "import-copy",
-            move |cancel| copy.run(cancel),
-            |me, lp, ()| {
-                if let Some(t) = me.flavor.copy_temp.take() {
-                    t.keep();
+            move |cancel| {
+                let image = LocalImage::new(&root, &format!("{local}.raw"), &local, force);
+                store::copy_file(&source, &image)?;
+                test_hold(hold, Hold::LocalCopy, cancel)?;
+                if cancel.load(Ordering::Acquire) {
+                    // The user gave up: do not make a new image appear now.
+                    return Err(Error::new(libc::ECANCELED));
                 }
-                me.finish(lp, Ok(()))
+                image.install().map_err(|e| {
+                    log_error_errno!(e.clone(), "Failed to move writable image into place: {}", e)
+                })
             },
+            |me, lp, ()| me.finish(lp, Ok(())),
         );
     }
 }
@@ -148,45 +136,14 @@ fn finalize(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
     Raw::copy(me, lp)
 }
 
-/// Create an image file for writing (`O_EXCL`, `mode` subject to the umask) and turn
-/// copy-on-write off for it (disk images are rewritten in place; a failure only warns).
-fn create_image_file(path: &Path, flags: OFlag, mode: u32) -> Result<OwnedFd> {
-    let flags = flags | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-    let fd = nix::fcntl::open(path, flags, Mode::from_bits_truncate(mode)).map_err(|e| {
-        let e = Error::from(e);
-        log_error_errno!(e.clone(), "Failed to create {}: {}", path.display(), e)
-    })?;
-    set_nocow(&fd, path);
-    Ok(fd)
-}
-
-/// Turn copy-on-write off (btrfs). A file system without the flag (ext4, xfs, tmpfs) is
-/// only worth a debug line, as in later systemd; other failures warn, as in the C tool.
-fn set_nocow(fd: &OwnedFd, path: &Path) {
-    match fs::chattr_nocow(fd.as_fd()) {
-        Ok(()) => {}
-        Err(e) if matches!(e.errno(), libc::EOPNOTSUPP | libc::ENOTTY) => {
-            log::debug!("Failed to set file attributes on {}: {}", path.display(), e);
-        }
-        Err(e) => {
-            log_warning_errno!(
-                e.clone(),
-                "Failed to set file attributes on {}: {}",
-                path.display(),
-                e
-            );
-        }
-    }
-}
-
-fn open_read_only(path: &Path) -> Result<OwnedFd> {
-    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-    Ok(nix::fcntl::open(path, flags, Mode::empty())?)
-}
-
-/// Spec §5.5: if `source` is a qcow2 image, convert it into the new file `target`.
-/// Returns whether it did. Blocks; runs in a task.
-fn convert_if_qcow2(source: &Path, target: &Path, cancel: &AtomicBool) -> Result<bool> {
+/// Spec §5.5: if `source` is a qcow2 image, convert it into a new temporary file next to
+/// `final_path`, and return that. Blocks; runs in a task.
+fn convert_if_qcow2(
+    source: &Path,
+    final_path: &Path,
+    hold: Option<Hold>,
+    cancel: &AtomicBool,
+) -> Result<Option<TempPath>> {
     let detect_failed = |e: Error| {
         log_error_errno!(
             e.clone(),
@@ -194,11 +151,12 @@ fn convert_if_qcow2(source: &Path, target: &Path, cancel: &AtomicBool) -> Result
             e
         )
     };
-    let src = open_read_only(source).map_err(detect_failed)?;
+    let src = store::open_read_only(source).map_err(detect_failed)?;
     if !qcow2::qcow2_detect(src.as_fd()).map_err(detect_failed)? {
-        return Ok(false);
+        return Ok(None);
     }
-    let dst = create_image_file(target, OFlag::O_RDWR, DOWNLOAD_MODE)?;
+    let target = TempPath::next_to(final_path);
+    let dst = store::create_image_file(target.path(), OFlag::O_RDWR, DOWNLOAD_MODE)?;
     log::info!("Unpacking QCOW2 file.");
     if let Err(e) = qcow2::qcow2_convert(src.as_fd(), dst.as_fd(), Some(cancel)) {
         // A cancelled conversion is not a failure to report: the user gave up.
@@ -215,61 +173,6 @@ fn convert_if_qcow2(source: &Path, target: &Path, cancel: &AtomicBool) -> Result
     // downloaded raw image does (the C tool left this out). Best effort.
     let _ = fs::copy_xattrs(src.as_fd(), dst.as_fd());
     let _ = fs::copy_times(src.as_fd(), dst.as_fd());
-    test_hold("qcow2", cancel)?;
-    Ok(true)
-}
-
-/// The local copy of a cached raw image: `<root>/<local>.raw`.
-struct LocalCopy {
-    source: PathBuf,
-    /// Where the copy is written, next to `target`.
-    temp: PathBuf,
-    target: PathBuf,
-    local: String,
-    force: bool,
-}
-
-impl LocalCopy {
-    /// Blocks; runs in a task.
-    fn run(&self, cancel: &AtomicBool) -> Result<()> {
-        let src = open_read_only(&self.source)
-            .map_err(|e| log_error_errno!(e.clone(), "Failed to open vendor image: {}", e))?;
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
-        let flags = flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-        let create_failed = |e: Error| {
-            log_error_errno!(e.clone(), "Failed to create writable copy of image: {}", e)
-        };
-        let dst = nix::fcntl::open(
-            &self.temp,
-            flags,
-            Mode::from_bits_truncate(LOCAL_IMAGE_MODE),
-        )
-        .map_err(|e| create_failed(e.into()))?;
-        // The umask must not make the image read-only for the group.
-        nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(LOCAL_IMAGE_MODE))
-            .map_err(|e| create_failed(e.into()))?;
-        set_nocow(&dst, &self.temp);
-        fs::copy_file_data(src.as_fd(), dst.as_fd()).map_err(|e| {
-            log_error_errno!(e.clone(), "Failed to make writable copy of image: {}", e)
-        })?;
-        // Best effort, as in the C tool.
-        let _ = fs::copy_times(src.as_fd(), dst.as_fd());
-        let _ = fs::copy_xattrs(src.as_fd(), dst.as_fd());
-        drop(dst);
-        test_hold("local-copy", cancel)?;
-        if cancel.load(Ordering::Acquire) {
-            // The user gave up: do not make a new image appear now.
-            return Err(Error::new(libc::ECANCELED));
-        }
-        let moved = if self.force {
-            install_replacing(&self.temp, &self.target)
-        } else {
-            fs::rename_noreplace(&self.temp, &self.target)
-        };
-        moved.map_err(|e| {
-            log_error_errno!(e.clone(), "Failed to move writable image into place: {}", e)
-        })?;
-        log::info!("Created new local image '{}'.", self.local);
-        Ok(())
-    }
+    test_hold(hold, Hold::Qcow2, cancel)?;
+    Ok(Some(target))
 }

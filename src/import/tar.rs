@@ -21,20 +21,18 @@
 //! `--force` an existing image is replaced only once the new one is complete.
 
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::sys::stat::Mode as FileMode;
-
-use super::common::{self, CacheKind};
 use super::job::{JobOptions, Sink, StreamContext};
+use super::store::{self, CacheKind};
 use super::unpack::{self, Mode};
 use super::url_pull::{Flavor, ProgressPlan, Stage, UrlImport};
 use super::Importer;
 use crate::event::EventLoop;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::{btrfs, fs};
+use crate::util::fs;
 
 /// What pull-tar adds to a URL pull: the body is unpacked as it arrives, and the tree is
 /// installed as the cache entry.
@@ -81,14 +79,14 @@ impl Flavor for Tar {
     /// Make the local image, if one was asked for.
     fn copy(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
         me.enter(lp, Stage::Copying);
-        let (Some(local), Some(final_path)) = (me.local.clone(), me.final_path.clone()) else {
+        let (Some(local), Some(final_path)) = (me.req.local.clone(), me.final_path.clone()) else {
             return me.finish(lp, Ok(()));
         };
-        let (root, force) = (me.image_root.clone(), me.force);
+        let (root, force) = (me.req.image_root.clone(), me.req.force);
         me.run_step(
             lp,
             "import-copy",
-            move |cancel| common::make_local_copy(&final_path, &root, &local, force, Some(cancel)),
+            move |cancel| store::copy_tree(&final_path, &root, &local, force, Some(cancel)),
             |me, lp, ()| me.finish(lp, Ok(())),
         );
     }
@@ -98,7 +96,7 @@ impl Flavor for Tar {
 /// a stale entry of the same name (Q10: one without an ETag).
 fn install_into_cache(temp: &Path, final_path: &Path) -> Result<()> {
     fs::make_read_only(temp)?;
-    common::install_replacing(temp, final_path)
+    store::install_replacing(temp, final_path)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to rename to final image name: {}", e))
 }
 
@@ -107,48 +105,9 @@ fn install_into_cache(temp: &Path, final_path: &Path) -> Result<()> {
 fn unpack_into(temp: &Path, ctx: &StreamContext, body: &mut dyn Read) -> Result<()> {
     // As in the C tool a failure here is not reported: creating the tree reports it.
     let _ = fs::mkdir_parents(temp, 0o700);
-    let tree = create_tree(temp)?;
+    let tree = store::make_tree(temp)?;
     let mut options = unpack::Options::new(Mode::Plain);
     options.cancel = Some(ctx.cancel.clone());
     unpack::unpack(tree.as_fd(), body, &options)?;
     Ok(())
-}
-
-/// A new subvolume at `path`, or a directory (mode 0755) where the file system has no
-/// subvolumes; returns it opened.
-fn create_tree(path: &Path) -> Result<OwnedFd> {
-    let (parent, name) = fs::split_parent(path)?;
-    let dir = fs::open_dir(parent).map_err(|e| {
-        log_error_errno!(
-            e.clone(),
-            "Failed to create directory {}: {}",
-            path.display(),
-            e
-        )
-    })?;
-    match btrfs::subvol_make(dir.as_fd(), name) {
-        Ok(()) => {}
-        Err(e) if e.errno() == libc::ENOTTY => {
-            nix::sys::stat::mkdirat(dir.as_fd(), name, FileMode::from_bits_truncate(0o755))
-                .map_err(|e| {
-                    let e = Error::from(e);
-                    log_error_errno!(
-                        e.clone(),
-                        "Failed to create directory {}: {}",
-                        path.display(),
-                        e
-                    )
-                })?;
-        }
-        Err(e) => {
-            return Err(log_error_errno!(
-                e.clone(),
-                "Failed to create subvolume {}: {}",
-                path.display(),
-                e
-            ))
-        }
-    }
-    fs::open_dir_at(dir.as_fd(), name)
-        .map_err(|e| log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e))
 }

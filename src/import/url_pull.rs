@@ -13,16 +13,54 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use super::common::{cache_path, find_old_etags, CacheKind, TempPath};
 use super::job::{ImportJob, JobOptions, JobOwner, JobSet, Sink};
+use super::store::{cache_path, find_old_etags, CacheKind, TempPath};
 use super::verify;
 use super::{Importer, Lifecycle};
-use crate::cli::{Settings, UrlRequest, Verify};
-use crate::curl_glue::CurlGlue;
+use crate::curl_glue::{CurlGlue, CurlSettings};
 use crate::event::EventLoop;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::{names, test_seams};
+use crate::util::names;
+use crate::util::test_seams::{self, Hold};
+
+/// `--verify=` modes. `sum` (seed) and `checksum` (v219) are the same.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Verify {
+    No,
+    Checksum,
+    Signature,
+}
+
+impl Verify {
+    /// Parse a `--verify=` value.
+    pub fn parse(s: &str) -> Option<Verify> {
+        match s {
+            "no" => Some(Verify::No),
+            "sum" | "checksum" => Some(Verify::Checksum),
+            "signature" => Some(Verify::Signature),
+            _ => None,
+        }
+    }
+}
+
+/// What pull-tar or pull-raw is asked to do, validated by the command line.
+#[derive(Clone, Debug)]
+pub struct UrlRequest {
+    pub url: String,
+    /// The local image name, `None` for "download into the cache only".
+    pub local: Option<String>,
+    pub image_root: PathBuf,
+    /// Replace an existing local image.
+    pub force: bool,
+    pub verify: Verify,
+    /// What the easy handles get.
+    pub curl: CurlSettings,
+    /// Test setting: the keyring gpg is given instead of the system's.
+    pub keyring: Option<PathBuf>,
+    /// Test setting: where a step's task waits to be cancelled.
+    pub hold: Option<Hold>,
+}
 
 /// The companions are small text files: 1 MiB is plenty (the C tool's limit).
 const VERIFY_FILE_MAX: u64 = 1 << 20;
@@ -232,16 +270,20 @@ impl UrlDownloads {
     }
 }
 
-/// `gpg --verify` of `SHA256SUMS` (blocks; run it in a task).
-pub fn verify_signature_task(inputs: (Vec<u8>, Vec<u8>), cancel: &AtomicBool) -> Result<()> {
+/// `gpg --verify` of `SHA256SUMS` against `keyring` (blocks; run it in a task).
+fn verify_signature_task(
+    inputs: (Vec<u8>, Vec<u8>),
+    keyring: &Path,
+    cancel: &AtomicBool,
+) -> Result<()> {
     let (sums, signature) = inputs;
-    verify::verify_signature(&sums, &signature, Some(cancel))
+    verify::verify_signature(&sums, &signature, keyring, Some(cancel))
 }
 
-/// The test seam [`test_seams::hold`] for a task at `phase`: returns ECANCELED once the
-/// task was cancelled there, `Ok` when no hold was asked for.
-pub fn test_hold(phase: &str, cancel: &AtomicBool) -> Result<()> {
-    if test_seams::hold(phase, cancel) {
+/// The test setting `hold` for a task at `at`: returns ECANCELED once the task was
+/// cancelled there, `Ok` when it was not to be held there.
+pub fn test_hold(hold: Option<Hold>, at: Hold, cancel: &AtomicBool) -> Result<()> {
+    if test_seams::hold_at(hold, at, cancel) {
         return Err(Error::new(libc::ECANCELED));
     }
     Ok(())
@@ -268,32 +310,26 @@ pub trait Flavor: Default + Sized + 'static {
 pub struct UrlImport<F> {
     lifecycle: Lifecycle,
     pub downloads: UrlDownloads,
-    /// The flavor's own state (its temporary files).
+    /// The flavor's own state.
     pub flavor: F,
     /// The downloaded image, until it is moved into the cache.
     pub temp: Option<TempPath>,
     glue: CurlGlue,
-    pub image_root: PathBuf,
-    pub url: String,
-    pub local: Option<String>,
-    pub force: bool,
+    pub req: UrlRequest,
     /// The cache entry, once the image response is known.
     pub final_path: Option<PathBuf>,
     stage: Stage,
 }
 
 impl<F: Flavor> UrlImport<F> {
-    pub fn new(settings: &Settings, req: UrlRequest) -> Result<Self> {
+    pub fn new(req: UrlRequest) -> Result<Self> {
         Ok(UrlImport {
             lifecycle: Lifecycle::new(),
-            downloads: UrlDownloads::new(&req.url, settings.verify, F::PLAN),
+            downloads: UrlDownloads::new(&req.url, req.verify, F::PLAN),
             flavor: F::default(),
             temp: None,
-            glue: CurlGlue::new(settings.curl.clone())?,
-            image_root: settings.image_root.clone(),
-            url: req.url,
-            local: req.local,
-            force: settings.force,
+            glue: CurlGlue::new(req.curl.clone())?,
+            req,
             final_path: None,
             stage: Stage::Downloading,
         })
@@ -316,9 +352,9 @@ impl<F: Flavor> UrlImport<F> {
     fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
         let etag = self.downloads.etag();
         self.final_path = Some(cache_path(
-            &self.image_root,
+            &self.req.image_root,
             F::CACHE,
-            &self.url,
+            &self.req.url,
             etag.as_deref(),
         ));
         self.stage = Stage::Verifying;
@@ -333,12 +369,15 @@ impl<F: Flavor> UrlImport<F> {
         }
         match self.downloads.signature_inputs() {
             None => F::verified(self, lp),
-            Some(inputs) => self.run_step(
-                lp,
-                "import-gpg",
-                move |cancel| verify_signature_task(inputs, cancel),
-                |me, lp, ()| F::verified(me, lp),
-            ),
+            Some(inputs) => {
+                let keyring = verify::keyring_path(self.req.keyring.as_deref());
+                self.run_step(
+                    lp,
+                    "import-gpg",
+                    move |cancel| verify_signature_task(inputs, &keyring, cancel),
+                    |me, lp, ()| F::verified(me, lp),
+                )
+            }
         }
     }
 }
@@ -365,9 +404,10 @@ impl<F: Flavor> JobOwner for UrlImport<F> {
 
 impl<F: Flavor> Importer for UrlImport<F> {
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
-        let old_etags = find_old_etags(&self.image_root, F::CACHE, &self.url)?;
+        let (root, url) = (&self.req.image_root, &self.req.url);
+        let old_etags = find_old_etags(root, F::CACHE, url)?;
         // Reserved before anything can create it: the image job makes it.
-        let temp = TempPath::next_to(&cache_path(&self.image_root, F::CACHE, &self.url, None));
+        let temp = TempPath::next_to(&cache_path(root, F::CACHE, url, None));
         let path = temp.path().to_path_buf();
         self.temp = Some(temp);
         let mut options = self.flavor.image_job(&path)?;

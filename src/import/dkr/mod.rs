@@ -28,18 +28,34 @@ mod layer;
 
 use std::path::PathBuf;
 
-use crate::cli::{DkrRequest, Settings};
-use crate::curl_glue::CurlGlue;
+use crate::curl_glue::{CurlGlue, CurlSettings};
 use crate::event::EventLoop;
-use crate::import::common::TempPath;
 use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink, StreamContext};
+use crate::import::store::{self, TempPath};
 use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::{test_seams, validate};
+use crate::util::validate;
 
 /// Registries are always spoken to over HTTPS.
 const PROTOCOL_PREFIX: &str = "https://";
+
+/// What pull-dkr is asked to do, validated by the command line.
+#[derive(Debug, Clone)]
+pub struct DkrRequest {
+    pub index_url: String,
+    pub name: String,
+    pub tag: String,
+    /// The local image name, `None` for "layers only".
+    pub local: Option<String>,
+    pub image_root: PathBuf,
+    /// Replace an existing local image.
+    pub force: bool,
+    /// What the easy handles get.
+    pub curl: CurlSettings,
+    /// Test setting: the port of the registry the index names.
+    pub registry_port: Option<u16>,
+}
 
 /// The five jobs, by what they fetch.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -111,6 +127,8 @@ pub struct DkrImport {
     tag: String,
     local: Option<String>,
     force_local: bool,
+    /// Test setting: appended to the registry host (see [`DkrImport::registry_url`]).
+    registry_port: Option<u16>,
 
     /// The image id the tag resolved to (set by the tags job).
     id: Option<String>,
@@ -128,7 +146,7 @@ pub struct DkrImport {
 
 impl DkrImport {
     /// `dkr_import_new()`: refuses an index URL that is not http(s) (EINVAL).
-    pub fn new(settings: &Settings, req: DkrRequest) -> Result<Self> {
+    pub fn new(req: DkrRequest) -> Result<Self> {
         if !validate::http_url_is_valid(&req.index_url) {
             return Err(Error::new(libc::EINVAL));
         }
@@ -140,13 +158,14 @@ impl DkrImport {
             lifecycle: Lifecycle::new(),
             jobs: JobSet::new(),
             temp: None,
-            glue: CurlGlue::new(settings.curl.clone())?,
+            glue: CurlGlue::new(req.curl)?,
             index_url,
-            image_root: settings.image_root.clone(),
+            image_root: req.image_root,
             name: req.name,
             tag: req.tag,
             local: req.local,
-            force_local: settings.force,
+            force_local: req.force,
+            registry_port: req.registry_port,
             id: None,
             token: None,
             registries: Vec::new(),
@@ -157,10 +176,11 @@ impl DkrImport {
         })
     }
 
-    /// `https://<first registry>` (plus the tests' port, see
-    /// [`test_seams::dkr_registry_port`]).
+    /// `https://<first registry>`, plus `:<port>` with the test setting
+    /// ([`crate::util::test_seams::TestSettings::dkr_registry_port`]).
     fn registry_url(&self) -> String {
-        let port = test_seams::dkr_registry_port()
+        let port = self
+            .registry_port
             .map(|p| format!(":{p}"))
             .unwrap_or_default();
         format!("{PROTOCOL_PREFIX}{}{port}", self.registries[0])
@@ -362,7 +382,7 @@ impl DkrImport {
         self.run_step(
             lp,
             "dkr-local-copy",
-            move |cancel| layer::make_local_copy(&top_layer, &root, &local, force, cancel),
+            move |cancel| store::copy_tree(&top_layer, &root, &local, force, Some(cancel)),
             |me, lp, ()| me.finish(lp, Ok(())),
         );
     }

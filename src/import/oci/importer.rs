@@ -51,14 +51,14 @@ use super::request::{self, BodySlot, Key, PullRequest};
 use super::session::{Failure, Grant, Next, Session};
 use crate::curl_glue::CurlGlue;
 use crate::event::{Clock, EventLoop, SourceId, TimerAction};
-use crate::import::common::TempPath;
 use crate::import::job::retry::RetryPolicy;
 use crate::import::job::{ImportJob, JobOwner, JobSet, JobState};
+use crate::import::store::TempPath;
 use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::format::format_bytes;
-use crate::util::{fs, test_seams};
+use crate::util::fs;
 
 /// Largest image config we accept (real ones are KiBs; history can make them larger).
 const CONFIG_MAX: u64 = 16 << 20;
@@ -129,7 +129,7 @@ impl OciImport {
             req.reference.registry_host(),
             req.reference.repository(),
             req.credentials.clone(),
-            RetryPolicy::with_first_delay(test_seams::retry_delay()),
+            RetryPolicy::with_first_delay(req.retry_delay),
         );
         Ok(OciImport {
             lifecycle: Lifecycle::new(),

@@ -16,7 +16,7 @@ use super::digest::Digest;
 use super::finish::{Finish, Source};
 use super::manifest::{Descriptor, ImageManifest};
 use crate::event::TaskHandle;
-use crate::import::common::TempPath;
+use crate::import::store::TempPath;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::{btrfs, fs};

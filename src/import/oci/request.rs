@@ -9,6 +9,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::auth::{self, Credentials};
 use super::digest::Digest;
@@ -39,6 +40,8 @@ pub struct PullRequest {
     pub credentials: Option<(Credentials, PathBuf)>,
     /// What the easy handles get.
     pub curl: CurlSettings,
+    /// Test setting: the first retry's delay (see `RetryPolicy::with_first_delay`).
+    pub retry_delay: Option<Duration>,
 }
 
 impl PullRequest {
