@@ -297,14 +297,14 @@ impl OciImport {
         let grant = match challenges {
             Some(headers) => self.session.on_ping_challenge(headers)?,
             // The registry lets anyone in.
-            None => Grant::Basic,
+            None => Grant::Ready,
         };
         match grant {
             Grant::Token => {
                 self.stage = Stage::Auth;
                 self.begin(lp, Key::Token)
             }
-            Grant::Basic => self.fetch_manifest(lp, None),
+            Grant::Ready => self.fetch_manifest(lp, None),
         }
     }
 

@@ -37,8 +37,8 @@ pub struct Bearer {
 pub enum Grant {
     /// Get a token first (the Bearer challenge is stored).
     Token,
-    /// The Basic credentials are in use: go ahead.
-    Basic,
+    /// Requests may go now (with the Basic credentials, if the registry asked for them).
+    Ready,
 }
 
 /// What to do with a request that failed.
@@ -192,7 +192,7 @@ impl Session {
             };
             self.auth = Authorization::Basic(creds.basic());
             self.generation += 1;
-            return Ok(Grant::Basic);
+            return Ok(Grant::Ready);
         }
         Err(log_error_errno!(
             Error::new(libc::EPROTONOSUPPORT),
