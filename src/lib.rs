@@ -1,20 +1,14 @@
 //! `systemd-import`: a drop-in replacement for systemd's image downloader.
 //!
-//! Architecture (one module per object, as in the C original):
+//! Architecture (one module per object, as in the C original), top down; each module
+//! uses only those below it:
+//! * [`import`]: the command line (`import::cli`), the importers and what they are built
+//!   of (`ImportJob`, the byte pipeline, the unpacker, the store);
+//! * [`curl_glue`]: libcurl's multi-socket interface driven by the loop;
 //! * [`event`]: an sd-event-style epoll loop (io, time, signal, defer and exit sources);
-//! * [`curl_glue`]: libcurl's multi-socket interface driven by that loop;
-//! * [`import`]: `ImportJob` (one HTTP GET), the unpacker, and the importers;
-//! * [`util`]: validators, escaping, formatting, errors, logging, file-system helpers;
-//! * [`cli`]: the `systemd-import` command line.
+//! * [`util`]: validators, escaping, formatting, errors, logging, file-system helpers.
 
-pub mod cli;
 pub mod curl_glue;
 pub mod event;
 pub mod import;
 pub mod util;
-
-/// The mutation-test support of `tests/common/`, for the campaigns of parsers that are
-/// private to the crate (their unit tests run them).
-#[cfg(test)]
-#[path = "../tests/common/mutate.rs"]
-pub(crate) mod test_mutate;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use common::gpg::{gpg_binary, TestKey};
-use systemd_import::import::verify::{
+use systemd_import::import::url::verify::{
     keyring_path, verify_checksum, verify_signature, USER_KEYRING_PATH, VENDOR_KEYRING_PATH,
 };
 use systemd_import::util::error::Error;

@@ -1,27 +1,25 @@
-//! Downloading and unpacking images: the [`Importer`] trait, the one runner ([`run`]),
-//! and below them the importers and their building blocks.
+//! Downloading and unpacking images: the [`Importer`] trait and the one runner ([`run`]),
+//! with the command line above them and the importers and their building blocks below.
 //!
 //! Layers, each using only those below it:
-//! * the importers: `tar` and `raw` (pull-tar, pull-raw, sharing `url_pull`), `dkr`,
-//!   `oci`;
+//! * [`cli`]: argv → typed requests; it calls the importers' constructors and [`run`].
+//!   Nothing else uses it;
+//! * the importers: [`url`] (pull-tar, pull-raw), [`dkr`] (pull-dkr), [`oci`] (pull-oci);
 //! * what they are built of: [`lifecycle`] (finish once, the progress timer, cancel all,
-//!   steps as tasks), `job` (one HTTP GET), `stream` (the byte pipeline), `unpack` (the
-//!   tar unpacker), `common` (temporary names, installation, cache names, local copies),
-//!   `verify`, `qcow2`;
+//!   steps as tasks), [`job`] (one HTTP GET and the routing of its events; retry
+//!   policy), [`store`] (temporary names, installation, local copies, the download
+//!   cache), [`stream`] (the byte pipeline), [`unpack`] (the tar unpacker);
 //! * below this module: `curl_glue`, `event`, `util`.
 
+pub mod cli;
 pub mod dkr;
 pub mod job;
 pub mod lifecycle;
 pub mod oci;
-pub mod qcow2;
-pub mod raw;
 pub mod store;
 pub mod stream;
-pub mod tar;
 pub mod unpack;
-pub mod url_pull;
-pub mod verify;
+pub mod url;
 
 use std::sync::atomic::AtomicBool;
 

@@ -8,8 +8,10 @@ pub mod format; // human-readable sizes and durations; HTTP dates
 pub mod fs; // fd-relative file-system operations: open, stat, mkdir, rename, remove, copy…
 pub mod image; // finding an existing machine image by name
 pub mod log; // logging as systemd's command-line tools do it
+#[cfg(test)]
+pub(crate) mod mutate; // the mutation-test engine (tests only; tests/common includes it)
 pub mod names; // local image names and SHA256SUMS URLs derived from URLs
 pub mod notify; // sd_notify() state messages
 pub mod sys; // the raw system calls nix lacks, each once, each `unsafe` with its SAFETY
-pub mod test_seams; // the test-only settings read from the environment
+pub mod test_seams; // the test-only settings, read once at start-up (TestSettings)
 pub mod validate; // syntax checks for URLs, names, tags, ids and ETags

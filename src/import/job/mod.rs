@@ -241,7 +241,7 @@ impl ImportJob {
     }
 
     /// Send the request. Fails with EBUSY unless the job is new.
-    pub fn begin<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> Result<()> {
+    fn begin<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> Result<()> {
         if self.state != JobState::Init {
             return Err(Error::new(libc::EBUSY));
         }
@@ -310,7 +310,7 @@ impl ImportJob {
 
     /// curl finished this job's transfer (routed by the owner's [`JobSet`]). Returns true
     /// if the job just became complete.
-    pub fn on_curl_done<D: JobOwner>(
+    fn on_curl_done<D: JobOwner>(
         &mut self,
         lp: &mut EventLoop<D>,
         glue: &mut CurlGlue,
@@ -432,7 +432,7 @@ impl ImportJob {
 
     /// The worker signalled (routed by the owner's [`JobSet`]). Returns true if the job
     /// just became complete.
-    pub fn on_wake<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> bool {
+    fn on_wake<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> bool {
         if self.state.is_complete() {
             return false;
         }
@@ -523,7 +523,7 @@ impl ImportJob {
 
     /// Stop the job now (the owner gives up, e.g. another job failed). Marks it failed with
     /// ECANCELED without logging; the worker is told to stop and joined when dropped.
-    pub fn cancel<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
+    fn cancel<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
         if let Some(handle) = self.handle.take() {
             if let Ok(easy) = glue.remove(lp, handle) {
                 self.finished = Some(easy);
@@ -543,7 +543,7 @@ impl ImportJob {
         &self.url
     }
     /// The glue token, once begun.
-    pub fn token(&self) -> Option<usize> {
+    fn token(&self) -> Option<usize> {
         self.token
     }
     pub fn state(&self) -> JobState {

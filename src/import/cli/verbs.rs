@@ -9,9 +9,7 @@ use crate::import::oci::credentials;
 use crate::import::oci::platform::Platform;
 use crate::import::oci::reference::{Reference, ReferenceError};
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
-use crate::import::raw::RawImport;
-use crate::import::tar::TarImport;
-use crate::import::url_pull::UrlRequest;
+use crate::import::url::{RawImport, TarImport, UrlRequest};
 use crate::util::{image, names, validate};
 
 /// A verb: its names (seed, then the v219 short alias), and its argument counts including

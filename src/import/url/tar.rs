@@ -11,7 +11,7 @@
 //! 4. **Copying**: `<root>/<local>` becomes a writable snapshot (btrfs) or copy of it.
 //!
 //! Every failure, SIGINT and SIGTERM leave no temporary tree behind: the temporary name is
-//! reserved (a [`TempPath`]) before the download begins, and the importer's fields drop
+//! reserved (a [`TempPath`](crate::import::store::TempPath)) before the download begins, and the importer's fields drop
 //! the jobs (whose workers are joined) and tasks before that path.
 //!
 //! Deviations from the C tool: the unpacker replaces the `tar` child, and any extraction
@@ -24,12 +24,13 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use super::job::{JobOptions, Sink, StreamContext};
-use super::store::{self, CacheKind};
-use super::unpack::{self, Mode};
-use super::url_pull::{Flavor, ProgressPlan, Stage, UrlImport};
-use super::Importer;
+use super::downloads::{ProgressPlan, Stage};
+use super::pull::{Flavor, UrlImport};
 use crate::event::EventLoop;
+use crate::import::job::{JobOptions, Sink, StreamContext};
+use crate::import::store::{self, CacheKind};
+use crate::import::unpack::{self, Mode};
+use crate::import::Importer;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::fs;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::curl_glue::CurlSettings;
-pub use crate::import::url_pull::Verify;
+pub use crate::import::url::Verify;
 use crate::util::test_seams::TestSettings;
 
 /// Default for `--image-root=`.

@@ -31,12 +31,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
 
-use super::job::{JobOptions, Sink};
+use super::downloads::{ProgressPlan, Stage};
+use super::pull::{test_hold, Flavor, UrlImport};
 use super::qcow2;
-use super::store::{self, CacheKind, LocalImage, TempPath};
-use super::url_pull::{test_hold, Flavor, ProgressPlan, Stage, UrlImport};
-use super::Importer;
 use crate::event::EventLoop;
+use crate::import::job::{JobOptions, Sink};
+use crate::import::store::{self, CacheKind, LocalImage, TempPath};
+use crate::import::Importer;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::fs;
