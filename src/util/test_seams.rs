@@ -57,7 +57,7 @@ pub struct TestSettings {
     pub hold: Option<Hold>,
     /// `SYSTEMD_IMPORT_TEST_RETRY_DELAY_MS=<ms>`: the delay before pull-oci's first retry
     /// of a failed request (default 1 s, doubling with every attempt), so the retry tests
-    /// do not wait for seconds.
+    /// do not wait for seconds. A server's `Retry-After` is still waited for.
     pub retry_delay: Option<Duration>,
     /// `SYSTEMD_IMPORT_TEST_IMPORTD_EXIT_AFTER_MS=<ms>`: how long systemd-importd waits
     /// without work before it exits (default 30 s), so the idle-exit test does not wait

@@ -6,9 +6,9 @@ use super::program_short_name;
 use crate::import;
 use crate::import::dkr::{DkrImport, DkrRequest};
 use crate::import::oci::credentials;
-use crate::import::oci::importer::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
 use crate::import::oci::platform::Platform;
 use crate::import::oci::reference::{Reference, ReferenceError};
+use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
 use crate::import::url::{RawImport, TarImport, UrlRequest};
 use crate::util::{image, names, validate};
 

@@ -2,14 +2,19 @@
 //!
 //! `systemd-import pull-oci REF [LOCAL]` with `--image-root=`, `--force`,
 //! `--platform=OS/ARCH[/VARIANT]` and `--max-concurrent-downloads=N`. REF follows docker's
-//! grammar ([`reference`]); LOCAL defaults to the last path component, and `-` or an
+//! grammar ([`reference`](mod@reference)); LOCAL defaults to the last path component, and `-` or an
 //! empty LOCAL means "no local image" (on btrfs the verified layers are still cached).
 //!
-//! Modules: [`reference`], [`digest`] and [`platform`] (what is asked for), [`auth`],
-//! [`credentials`] and [`encoding`] (who we are), [`manifest`], [`config`] and
-//! [`registry_error`] (what the registry says), [`spool`] (a blob between the network and
-//! the unpacker), [`apply`] (one layer onto the tree) and [`importer`] (the state machine
-//! on the loop).
+//! Modules, each below the ones after it:
+//! * what is asked for: [`reference`](mod@reference), [`digest`], [`platform`];
+//! * who we are: [`encoding`], [`auth`], [`credentials`];
+//! * what the registry says: [`manifest`], [`config`], [`registry_error`];
+//! * a layer on its way: [`spool`] (a blob between the network and the unpacker),
+//!   [`apply`] (one layer onto the tree), [`finish`] (the local image and its settings
+//!   files);
+//! * the pull: [`request`] (what to pull, each request's job), [`session`] (authorization
+//!   and what becomes of a failed request), [`blobs`] (the blob queue), [`layers`] (the
+//!   layer stack and its storage), and [`importer`] (the state machine on the loop).
 //!
 //! Decisions (see also the README's compatibility section):
 //! * registries are reached over https only, loopback ones too; a custom CA goes in
@@ -28,15 +33,23 @@
 
 pub mod apply;
 pub mod auth;
+pub mod blobs;
 pub mod config;
 pub mod credential_helper;
 pub mod credentials;
 pub mod digest;
 pub mod encoding;
+pub mod finish;
 pub mod importer;
+pub mod layers;
 pub mod manifest;
 pub mod platform;
 pub mod reference;
 pub mod registry;
 pub mod registry_error;
+pub mod request;
+pub mod session;
 pub mod spool;
+
+pub use importer::OciImport;
+pub use request::{PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
