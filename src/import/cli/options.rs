@@ -1,21 +1,30 @@
-//! Command-line options, parsed as GNU `getopt_long()` does for the C tool: options may
-//! appear anywhere (also after the verb), `--` ends them, long options take their argument
-//! as `--opt=value` or as the next word, and an unambiguous prefix of a long option name
-//! works (`--forc`). Errors are printed with glibc's wording and make the tool exit 1.
+//! The getopt engine every personality shares ([`walk`]), parsed as GNU `getopt_long()`
+//! does for the C tools: options may appear anywhere (also after the verb), `--` ends
+//! them, long options take their argument as `--opt=value` or as the next word, and an
+//! unambiguous prefix of a long option name works (`--forc`). Errors are printed with
+//! glibc's wording and make the tool exit 1. Also [`Settings`], what the options of any
+//! personality set.
 
 use std::path::PathBuf;
 
 use crate::curl_glue::CurlSettings;
 pub use crate::import::url::Verify;
+use crate::import::Dialect;
+use crate::util::image::ImageClass;
 use crate::util::test_seams::TestSettings;
 
 /// Default for `--image-root=`.
 pub const DEFAULT_IMAGE_ROOT: &str = "/var/lib/machines";
 
-/// Everything the options set; the positional words are returned separately.
+/// Everything the options of any personality set; the positional words are returned
+/// separately. Options a personality does not know keep their defaults.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Which systemd's messages and progress format the run follows.
+    pub dialect: Dialect,
     pub image_root: PathBuf,
+    /// `--image-root=` was given (else the class picks the root, systemd-pull).
+    pub image_root_given: bool,
     pub force: bool,
     pub verify: Verify,
     /// `--dkr-index-url=`; validated when given. There is no built-in default (the C
@@ -25,6 +34,27 @@ pub struct Settings {
     pub platform: Option<String>,
     /// `--max-concurrent-downloads=N` for pull-oci.
     pub max_concurrent_downloads: Option<usize>,
+    /// systemd-pull's side files: `--settings=` (`None`: the class decides),
+    /// `--roothash=`, `--roothash-signature=`, `--verity=`.
+    pub settings: Option<bool>,
+    pub roothash: bool,
+    pub roothash_signature: bool,
+    pub verity: bool,
+    /// `--read-only`: the local image is made read-only.
+    pub read_only: bool,
+    /// `--direct`: no cache, no local copy: straight into NAME.
+    pub direct: bool,
+    pub btrfs_subvol: bool,
+    pub btrfs_quota: bool,
+    pub convert_qcow2: bool,
+    pub sync: bool,
+    /// `--offset=` (raw `--direct` only) and `--size-max=`.
+    pub offset: Option<u64>,
+    pub size_max: Option<u64>,
+    /// `--class=`.
+    pub class: ImageClass,
+    /// `--keep-download=` (`None`: the class decides).
+    pub keep_download: Option<bool>,
     /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
     /// argv[0] and the environment at start-up.
     pub curl: CurlSettings,
@@ -35,12 +65,28 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            dialect: Dialect::V219,
             image_root: PathBuf::from(DEFAULT_IMAGE_ROOT),
+            image_root_given: false,
             force: false,
             verify: Verify::Signature,
             dkr_index_url: None,
             platform: None,
             max_concurrent_downloads: None,
+            settings: None,
+            roothash: true,
+            roothash_signature: true,
+            verity: true,
+            read_only: false,
+            direct: false,
+            btrfs_subvol: true,
+            btrfs_quota: true,
+            convert_qcow2: true,
+            sync: true,
+            offset: None,
+            size_max: None,
+            class: ImageClass::Machine,
+            keep_download: None,
             curl: CurlSettings::default(),
             test: TestSettings::default(),
         }
@@ -62,8 +108,10 @@ pub enum Parsed {
     Version,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Opt {
+/// Every option any personality knows; each personality lists the ones it accepts in its
+/// table of [`LongOption`]s.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Opt {
     Help,
     Version,
     Force,
@@ -72,77 +120,86 @@ enum Opt {
     DkrIndexUrl,
     Platform,
     MaxConcurrentDownloads,
+    Settings,
+    RootHash,
+    RootHashSignature,
+    Verity,
+    ReadOnly,
+    Direct,
+    BtrfsSubvol,
+    BtrfsQuota,
+    ConvertQcow2,
+    Sync,
+    Offset,
+    SizeMax,
+    Class,
+    KeepDownload,
+    System,
 }
 
-struct LongOption {
-    name: &'static str,
-    opt: Opt,
-    takes_arg: bool,
+/// One entry of a personality's `getopt_long()` table.
+pub struct LongOption {
+    pub name: &'static str,
+    pub opt: Opt,
+    pub takes_arg: bool,
 }
 
-const LONG_OPTIONS: &[LongOption] = &[
-    LongOption {
-        name: "help",
-        opt: Opt::Help,
-        takes_arg: false,
-    },
-    LongOption {
-        name: "version",
-        opt: Opt::Version,
-        takes_arg: false,
-    },
-    LongOption {
-        name: "force",
-        opt: Opt::Force,
-        takes_arg: false,
-    },
-    LongOption {
-        name: "image-root",
-        opt: Opt::ImageRoot,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "verify",
-        opt: Opt::Verify,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "dkr-index-url",
-        opt: Opt::DkrIndexUrl,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "platform",
-        opt: Opt::Platform,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "max-concurrent-downloads",
-        opt: Opt::MaxConcurrentDownloads,
-        takes_arg: true,
-    },
-];
+impl LongOption {
+    /// An option without an argument.
+    pub const fn flag(name: &'static str, opt: Opt) -> Self {
+        LongOption {
+            name,
+            opt,
+            takes_arg: false,
+        }
+    }
 
-/// Parse `argv` (without argv[0]). Diagnostics are printed to stderr as glibc's getopt
-/// and systemd's parse_argv() would print them, prefixed with `argv0`; `Err(())` means
-/// "exit with status 1".
-pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
-    let mut settings = Settings::default();
-    let mut args = Vec::new();
+    /// An option with a required argument.
+    pub const fn arg(name: &'static str, opt: Opt) -> Self {
+        LongOption {
+            name,
+            opt,
+            takes_arg: true,
+        }
+    }
+}
+
+/// What one word (or two) of the command line is, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Word {
+    /// An option of the table, with its argument if it takes one.
+    Opt(Opt, Option<String>),
+    /// A positional word (the verb and its arguments).
+    Arg(String),
+}
+
+/// The getopt engine every personality shares: walk `argv` (without argv[0]) against
+/// `table`, calling `each` for every option and positional word in order (`-h` is the
+/// only short option, [`Opt::Help`]). Diagnostics are printed to stderr as glibc's
+/// getopt prints them, prefixed with `argv0`; `Err(())` means "exit with status 1", as
+/// does an `Err` of `each`. `each` returns `Ok(false)` to stop the walk (`--help`).
+pub fn walk(
+    argv0: &str,
+    argv: &[String],
+    table: &'static [LongOption],
+    mut each: impl FnMut(Word) -> Result<bool, ()>,
+) -> Result<(), ()> {
     let mut i = 0;
     while i < argv.len() {
         let word = &argv[i];
         i += 1;
         if word == "--" {
-            args.extend(argv[i..].iter().cloned());
+            for a in &argv[i..] {
+                each(Word::Arg(a.clone()))?;
+            }
             break;
         }
-        let (opt, value) = if let Some(long) = word.strip_prefix("--") {
+        let item = if let Some(long) = word.strip_prefix("--") {
             let (name, inline) = match long.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
-            let lo = find_long(argv0, name)?;
+            let lo = find_long(argv0, table, name)?;
             let value = match (lo.takes_arg, inline) {
                 (true, Some(v)) => Some(v),
                 (true, None) => {
@@ -160,7 +217,7 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
                 }
                 (false, None) => None,
             };
-            (lo.opt, value)
+            Word::Opt(lo.opt, value)
         } else if word.len() > 1 && word.starts_with('-') {
             // Short options: only -h exists; getopt handles a cluster letter by letter,
             // and -h ends parsing.
@@ -169,61 +226,55 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
                     eprintln!("{argv0}: invalid option -- '{c}'");
                     return Err(());
                 }
-                _ => (Opt::Help, None),
+                _ => Word::Opt(Opt::Help, None),
             }
         } else {
-            args.push(word.clone());
-            continue;
+            Word::Arg(word.clone())
         };
-
-        match opt {
-            Opt::Help => return Ok(Parsed::Help),
-            Opt::Version => return Ok(Parsed::Version),
-            Opt::Force => settings.force = true,
-            Opt::ImageRoot => settings.image_root = PathBuf::from(value.unwrap_or_default()),
-            Opt::Verify => {
-                let v = value.unwrap_or_default();
-                match Verify::parse(&v) {
-                    Some(mode) => settings.verify = mode,
-                    None => {
-                        log::error!("Invalid verification setting '{v}'");
-                        return Err(());
-                    }
-                }
-            }
-            Opt::DkrIndexUrl => {
-                let v = value.unwrap_or_default();
-                if !crate::util::validate::http_url_is_valid(&v) {
-                    log::error!("Index URL is not valid: {v}");
-                    return Err(());
-                }
-                settings.dkr_index_url = Some(v);
-            }
-            Opt::Platform => settings.platform = value,
-            Opt::MaxConcurrentDownloads => {
-                let v = value.unwrap_or_default();
-                match v.parse::<usize>() {
-                    Ok(n) if (1..=64).contains(&n) => settings.max_concurrent_downloads = Some(n),
-                    _ => {
-                        log::error!("Invalid number of concurrent downloads '{v}', expected 1…64.");
-                        return Err(());
-                    }
-                }
-            }
+        if !each(item)? {
+            break;
         }
     }
-    Ok(Parsed::Run {
+    Ok(())
+}
+
+/// A personality's parse on the shared engine: `--help` and `--version` end the walk,
+/// positional words are collected, every other option goes to `apply` with `settings`
+/// (which starts as given). `Err(())` means "exit 1".
+pub fn parse_with(
+    argv0: &str,
+    argv: &[String],
+    table: &'static [LongOption],
+    mut settings: Settings,
+    mut apply: impl FnMut(&mut Settings, Opt, Option<String>) -> Result<(), ()>,
+) -> Result<Parsed, ()> {
+    let mut args = Vec::new();
+    let mut outcome = None;
+    walk(argv0, argv, table, |word| {
+        match word {
+            Word::Arg(a) => args.push(a),
+            Word::Opt(Opt::Help, _) => outcome = Some(Parsed::Help),
+            Word::Opt(Opt::Version, _) => outcome = Some(Parsed::Version),
+            Word::Opt(opt, value) => apply(&mut settings, opt, value)?,
+        }
+        Ok(outcome.is_none())
+    })?;
+    Ok(outcome.unwrap_or(Parsed::Run {
         settings: Box::new(settings),
         args,
-    })
+    }))
 }
 
 /// getopt_long's lookup: an exact name, else a unique prefix.
-fn find_long(argv0: &str, name: &str) -> Result<&'static LongOption, ()> {
-    if let Some(lo) = LONG_OPTIONS.iter().find(|lo| lo.name == name) {
+fn find_long(
+    argv0: &str,
+    table: &'static [LongOption],
+    name: &str,
+) -> Result<&'static LongOption, ()> {
+    if let Some(lo) = table.iter().find(|lo| lo.name == name) {
         return Ok(lo);
     }
-    let matches: Vec<&LongOption> = LONG_OPTIONS
+    let matches: Vec<&LongOption> = table
         .iter()
         .filter(|lo| !name.is_empty() && lo.name.starts_with(name))
         .collect();
@@ -244,111 +295,20 @@ fn find_long(argv0: &str, name: &str) -> Result<&'static LongOption, ()> {
     }
 }
 
-/// The help text: the C tool's, plus our additions (pull-oci and its options).
-pub fn help_text(program: &str) -> String {
-    format!(
-        "{program} [OPTIONS...] {{COMMAND}} ...\n\
-         \n\
-         Import container or virtual machine image.\n\
-         \n\
-         \x20 -h --help                   Show this help\n\
-         \x20    --version                Show package version\n\
-         \x20    --force                  Force creation of image\n\
-         \x20    --verify=                Verify downloaded image, one of: 'no', 'sum'\n\
-         \x20                             'signature'.\n\
-         \x20    --image-root=            Image root directory\n\
-         \x20    --dkr-index-url=URL      Specify index URL to use for downloads\n\
-         \x20    --platform=OS/ARCH[/VARIANT]\n\
-         \x20                             Platform to pull for pull-oci\n\
-         \x20    --max-concurrent-downloads=N\n\
-         \x20                             Layers pull-oci downloads at once (default 6)\n\
-         \n\
-         Commands:\n\
-         \x20 pull-tar URL [NAME]         Download a TAR image\n\
-         \x20 pull-raw URL [NAME]         Download a RAW image\n\
-         \x20 pull-dkr REMOTE [NAME]      Download a DKR image\n\
-         \x20 pull-oci REF [NAME]         Download an OCI image\n"
-    )
+/// Test helper: `s` split at white space into words.
+#[cfg(test)]
+pub fn test_words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
 }
 
+/// Test helper: what `parse` makes of the words of `s`, which must run a verb.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn words(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
-
-    fn run(s: &str) -> (Settings, Vec<String>) {
-        match parse("systemd-import", &words(s)) {
-            Ok(Parsed::Run { settings, args }) => (*settings, args),
-            other => panic!("{s}: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn options_may_appear_anywhere() {
-        let (s, a) = run("pull-tar --force http://x/y.tar --image-root /srv --verify=no");
-        assert!(s.force);
-        assert_eq!(s.image_root, PathBuf::from("/srv"));
-        assert_eq!(s.verify, Verify::No);
-        assert_eq!(a, ["pull-tar", "http://x/y.tar"]);
-    }
-
-    #[test]
-    fn double_dash_ends_options() {
-        let (s, a) = run("pull-raw -- --force");
-        assert!(!s.force);
-        assert_eq!(a, ["pull-raw", "--force"]);
-    }
-
-    #[test]
-    fn unique_prefixes_select_long_options() {
-        let (s, _) = run("--forc --veri=sum x");
-        assert!(s.force);
-        assert_eq!(s.verify, Verify::Checksum);
-    }
-
-    #[test]
-    fn ambiguous_unknown_and_missing_arguments_fail() {
-        assert!(
-            parse("p", &words("--ver x")).is_err(),
-            "--ver: --version or --verify"
-        );
-        assert!(
-            parse("p", &words("--ver=sum x")).is_err(),
-            "still ambiguous with a value"
-        );
-        assert!(parse("p", &words("--frobnicate")).is_err());
-        assert!(parse("p", &words("-x")).is_err());
-        assert!(parse("p", &words("pull-tar --verify")).is_err());
-        assert!(parse("p", &words("--force=yes")).is_err());
-        assert!(parse("p", &words("--verify=maybe")).is_err());
-        assert!(parse("p", &words("--dkr-index-url=ftp://x")).is_err());
-    }
-
-    #[test]
-    fn help_and_version_win_over_the_verb() {
-        assert!(matches!(
-            parse("p", &words("pull-tar -h")),
-            Ok(Parsed::Help)
-        ));
-        assert!(matches!(
-            parse("p", &words("--version pull-tar")),
-            Ok(Parsed::Version)
-        ));
-        assert!(
-            matches!(parse("p", &words("-hx")), Ok(Parsed::Help)),
-            "getopt stops at -h"
-        );
-    }
-
-    #[test]
-    fn verify_modes() {
-        assert_eq!(Verify::parse("sum"), Some(Verify::Checksum));
-        assert_eq!(Verify::parse("checksum"), Some(Verify::Checksum));
-        assert_eq!(Verify::parse("signature"), Some(Verify::Signature));
-        assert_eq!(Verify::parse("no"), Some(Verify::No));
-        assert_eq!(Verify::parse("yes"), None);
+pub fn test_run(
+    parse: fn(&str, &[String]) -> Result<Parsed, ()>,
+    s: &str,
+) -> (Settings, Vec<String>) {
+    match parse("prog", &test_words(s)) {
+        Ok(Parsed::Run { settings, args }) => (*settings, args),
+        other => panic!("{s}: {other:?}"),
     }
 }

@@ -60,7 +60,7 @@ pub struct UrlImport<F> {
 impl<F: Flavor> UrlImport<F> {
     pub fn new(req: UrlRequest) -> Result<Self> {
         Ok(UrlImport {
-            lifecycle: Lifecycle::new(),
+            lifecycle: Lifecycle::with_dialect(req.dialect),
             downloads: UrlDownloads::new(&req.url, req.verify, F::PLAN),
             flavor: F::default(),
             temp: None,
