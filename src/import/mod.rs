@@ -27,27 +27,10 @@ use std::sync::atomic::AtomicBool;
 
 use crate::event::EventLoop;
 use crate::log_notice;
+pub use crate::util::dialect::Dialect;
 use crate::util::error::Result;
 use job::JobOwner;
 pub use lifecycle::Lifecycle;
-
-/// Which systemd release a run's messages and progress reports follow: the seed
-/// personality speaks v219's, the `systemd-pull` personality v252's.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub enum Dialect {
-    #[default]
-    V219,
-    V252,
-}
-
-impl Dialect {
-    /// Whether `X_IMPORT_PROGRESS=` carries a `%`: v219's importd takes a bare `NN`,
-    /// v240 and later only `NN%` (so a v252 worker gets `NN%`, see modern-systemd.md
-    /// §2.3: systemd's own v252 worker sent `NN` and was ignored).
-    pub fn progress_percent_sign(self) -> bool {
-        self == Dialect::V252
-    }
-}
 
 /// An importer: the event loop's data for one pull. It owns its `CurlGlue`, its jobs
 /// (routed to it as their [`JobOwner`]), its [`Lifecycle`] and its temporary files;

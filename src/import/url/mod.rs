@@ -13,6 +13,7 @@ pub mod downloads;
 pub mod pull;
 pub mod qcow2;
 pub mod raw;
+pub mod side;
 pub mod tar;
 pub mod verify;
 

@@ -15,6 +15,8 @@ use crate::util::sys;
 
 /// `FS_NOCOW_FL` from `linux/fs.h`: no copy-on-write for this file (btrfs).
 const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
+/// `FS_IMMUTABLE_FL`: the inode may not be changed, renamed, linked to or deleted.
+const FS_IMMUTABLE_FL: libc::c_int = 0x0000_0010;
 
 /// Drop the write bits of the inode `fd` (`chmod a-w`), keeping setuid/setgid/sticky.
 pub(crate) fn drop_write_bits(fd: BorrowedFd<'_>) -> Result<()> {
@@ -72,6 +74,58 @@ fn make_read_only_fd(fd: BorrowedFd<'_>) -> Result<()> {
             e
         )),
     }
+}
+
+/// systemd 252's `fs_make_very_read_only()`: a btrfs subvolume gets its read-only flag, any
+/// other directory `FS_IMMUTABLE_FL` (`chattr +i`, the top directory only), a regular
+/// file loses its write bits.
+pub fn make_very_read_only(path: &Path) -> Result<()> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        let e = Error::from(e);
+        log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
+    })?;
+    let meta = stat_fd(fd.as_fd())?;
+    if meta.mode & libc::S_IFMT != libc::S_IFDIR {
+        return make_read_only_fd(fd.as_fd());
+    }
+    match btrfs::subvol_set_read_only(fd.as_fd(), true) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.errno(), libc::ENOTTY | libc::ENOTDIR | libc::EINVAL) => {
+            set_immutable(fd.as_fd(), true).map_err(|e| {
+                log_error_errno!(
+                    e.clone(),
+                    "Failed to make {} immutable: {}",
+                    path.display(),
+                    e
+                )
+            })
+        }
+        Err(e) => Err(log_error_errno!(
+            e.clone(),
+            "Failed to mark {} read-only: {}",
+            path.display(),
+            e
+        )),
+    }
+}
+
+/// Set or clear `FS_IMMUTABLE_FL` on `fd`.
+pub fn set_immutable(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let flags = sys::inode_flags(fd)?;
+    let new = if on {
+        flags | FS_IMMUTABLE_FL
+    } else {
+        flags & !FS_IMMUTABLE_FL
+    };
+    if new != flags {
+        sys::set_inode_flags(fd, new)?;
+    }
+    Ok(())
 }
 
 /// Set `FS_NOCOW_FL` on `fd` (btrfs: no copy-on-write, for disk images). Errors are
