@@ -240,6 +240,18 @@ pub fn copy_file_with(source: &Path, image: &LocalImage, exact_mode: bool) -> Re
     // Best effort, as in the C tool.
     let _ = fs::copy_times(src.as_fd(), dst.as_fd());
     let _ = fs::copy_xattrs(src.as_fd(), dst.as_fd());
+    if !exact_mode {
+        // systemd 252 also keeps the source's birth time, as `user.crtime_usec`
+        // (little-endian microseconds).
+        let born = std::fs::metadata(source).and_then(|m| m.created());
+        if let Ok(usec) = born.map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64)
+        }) {
+            let _ =
+                crate::util::sys::fsetxattr(dst.as_fd(), c"user.crtime_usec", &usec.to_le_bytes());
+        }
+    }
     Ok(())
 }
 

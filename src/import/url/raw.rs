@@ -26,7 +26,7 @@
 //! appeared meanwhile is left alone and the pull fails (the C tool overwrote it).
 
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
@@ -34,7 +34,7 @@ use nix::fcntl::OFlag;
 use super::downloads::{ProgressPlan, Side, Stage};
 use super::pull::{test_hold, Flavor, UrlImport};
 use super::qcow2;
-use super::side::{self, Owner};
+use super::side::{self, Fetched, Owner};
 use super::SideFiles;
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink};
@@ -128,7 +128,14 @@ impl Flavor for Raw {
                 image.install().map_err(|e| {
                     log_error_errno!(e.clone(), "Failed to move writable image into place: {}", e)
                 })?;
-                install_sides(&options.side_files, &source, None, &root, &local, force);
+                install_sides(
+                    &options.side_files,
+                    &side_base(&source),
+                    None,
+                    &root,
+                    &local,
+                    force,
+                );
                 Ok(())
             },
             |me, lp, ()| me.finish(lp, Ok(())),
@@ -136,23 +143,25 @@ impl Flavor for Raw {
     }
 }
 
+/// What the side files of the cache entry `entry` (`.raw-<url>[.<etag>].raw`) are named
+/// after: the entry without its `.raw`.
+fn side_base(entry: &Path) -> PathBuf {
+    let s = entry.as_os_str().as_encoded_bytes();
+    let s = s.strip_suffix(b".raw").unwrap_or(s);
+    PathBuf::from(String::from_utf8_lossy(s).into_owned())
+}
+
 /// Install the side files `wanted` next to `<root>/<local>.raw`: from `fetched` when
 /// given (`--keep-download=no`), else from the copies next to the cache entry `entry`.
 fn install_sides(
     wanted: &SideFiles,
     entry: &Path,
-    fetched: Option<&[(Side, Vec<u8>)]>,
+    fetched: Option<&[Fetched]>,
     root: &Path,
     local: &str,
     force: bool,
 ) {
-    let fetched_content = |side| {
-        fetched.map(|f| {
-            f.iter()
-                .find(|(s, _)| *s == side)
-                .map(|(_, c)| c.as_slice())
-        })
-    };
+    let fetched_content = |side| fetched.map(|f| f.iter().find(|f| f.side == side));
     for side in Side::ALL {
         let wanted = match side {
             Side::Settings => wanted.settings,
@@ -227,7 +236,7 @@ fn finalize(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
             let e = Error::from(e);
             log_error_errno!(e.clone(), "Failed to move RAW file into place: {}", e)
         })?;
-        side::cache(final_path, &sides, read_only)
+        side::cache(&side_base(final_path), &sides, read_only)
     })();
     if let Err(e) = moved {
         return me.finish(lp, Err(e));

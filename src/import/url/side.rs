@@ -6,7 +6,9 @@
 //! umask), or, with `--keep-download=no`, written there directly. An existing one is
 //! kept unless `--force` ("already exists, not replacing").
 
+use std::ffi::CString;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,31 @@ use super::downloads::Side;
 use crate::import::store::TempPath;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::fs;
+use crate::util::{fs, sys};
+
+/// Extended attributes, name and value.
+type Xattrs = Vec<(CString, Vec<u8>)>;
+
+/// A side file as downloaded: its content and where it came from (kept as the
+/// `user.source_url` and `user.source_etag` xattrs, as systemd's jobs write them).
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub side: Side,
+    pub content: Vec<u8>,
+    pub url: String,
+    pub etag: Option<String>,
+}
+
+impl Fetched {
+    fn xattrs(&self) -> Xattrs {
+        let mut x = Vec::new();
+        if let Some(etag) = &self.etag {
+            x.push((c"user.source_etag".to_owned(), etag.as_bytes().to_vec()));
+        }
+        x.push((c"user.source_url".to_owned(), self.url.as_bytes().to_vec()));
+        x
+    }
+}
 
 /// Which importer's messages and modes the local side files get.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -39,9 +65,16 @@ pub fn with_suffix(path: &Path, side: Side) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Write `content` to `path` through a temporary file with `mode` (exactly), replacing
-/// what is there only with `replace`. EEXIST when it exists and may not be replaced.
-fn write_file(path: &Path, content: &[u8], mode: u32, replace: bool) -> Result<()> {
+/// Write `content` to `path` through a temporary file with `mode` (exactly) and the
+/// `xattrs` (best effort), replacing what is there only with `replace`. EEXIST when it
+/// exists and may not be replaced.
+fn write_file(
+    path: &Path,
+    content: &[u8],
+    xattrs: &[(CString, Vec<u8>)],
+    mode: u32,
+    replace: bool,
+) -> Result<()> {
     let temp = TempPath::next_to(path);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -49,6 +82,9 @@ fn write_file(path: &Path, content: &[u8], mode: u32, replace: bool) -> Result<(
         .mode(mode)
         .open(temp.path())?;
     file.write_all(content)?;
+    for (key, value) in xattrs {
+        let _ = sys::fsetxattr(file.as_fd(), key, value);
+    }
     file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     drop(file);
     if replace {
@@ -62,11 +98,11 @@ fn write_file(path: &Path, content: &[u8], mode: u32, replace: bool) -> Result<(
 
 /// Keep the fetched side files next to the cache entry `entry`, read-only (0444) when
 /// `read_only`, else writable (0644).
-pub fn cache(entry: &Path, files: &[(Side, Vec<u8>)], read_only: bool) -> Result<()> {
+pub fn cache(entry: &Path, files: &[Fetched], read_only: bool) -> Result<()> {
     let mode = if read_only { 0o444 } else { 0o644 };
-    for (side, content) in files {
-        let path = with_suffix(entry, *side);
-        write_file(&path, content, mode, true).map_err(|e| {
+    for f in files {
+        let path = with_suffix(entry, f.side);
+        write_file(&path, &f.content, &f.xattrs(), mode, true).map_err(|e| {
             log_error_errno!(
                 e.clone(),
                 "Failed to move '{}' into place: {}",
@@ -85,15 +121,15 @@ pub fn install(
     owner: Owner,
     side: Side,
     entry: &Path,
-    content: Option<&[u8]>,
+    fetched: Option<&Fetched>,
     root: &Path,
     local: &str,
     force: bool,
 ) {
     let target = root.join(format!("{local}{}", side.suffix()));
-    let content = match content {
-        Some(c) => c.to_vec(),
-        None => match std::fs::read(with_suffix(entry, side)) {
+    let (content, xattrs) = match fetched {
+        Some(f) => (f.content.clone(), f.xattrs()),
+        None => match read_with_xattrs(&with_suffix(entry, side)) {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 match owner {
@@ -109,7 +145,7 @@ pub fn install(
             Err(e) => return warn_failed(owner, &target, &Error::from(e)),
         },
     };
-    match write_file(&target, &content, owner.local_mode(), force) {
+    match write_file(&target, &content, &xattrs, owner.local_mode(), force) {
         Ok(()) => match owner {
             Owner::Tar => log::info!("Created new settings file {}.", target.display()),
             Owner::Raw => log::info!("Created new file {}.", target.display()),
@@ -123,6 +159,14 @@ pub fn install(
         },
         Err(e) => warn_failed(owner, &target, &e),
     }
+}
+
+/// A cached side file's content and xattrs.
+fn read_with_xattrs(path: &Path) -> std::io::Result<(Vec<u8>, Xattrs)> {
+    let file = std::fs::File::open(path)?;
+    let xattrs = fs::read_xattrs(file.as_fd()).unwrap_or_default();
+    let content = std::fs::read(path)?;
+    Ok((content, xattrs))
 }
 
 fn warn_failed(owner: Owner, target: &Path, e: &Error) {

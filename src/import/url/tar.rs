@@ -91,16 +91,8 @@ impl Flavor for Tar {
                     if options.read_only {
                         fs::make_very_read_only(&root.join(&local))?;
                     }
-                    for (side, content) in &sides {
-                        side::install(
-                            Owner::Tar,
-                            *side,
-                            &root,
-                            Some(content),
-                            &root,
-                            &local,
-                            force,
-                        );
+                    for f in &sides {
+                        side::install(Owner::Tar, f.side, &root, Some(f), &root, &local, force);
                     }
                     Ok(())
                 },
