@@ -145,6 +145,11 @@ fn validate_url_request(
 ) -> Result<UrlRequest, ()> {
     let url = &args[1];
     let v219 = settings.dialect == Dialect::V219;
+    if settings.direct {
+        // Not implemented: refused rather than ignored (it would write elsewhere).
+        log::error!("--direct is not supported by this implementation.");
+        return Err(());
+    }
     if !validate::http_url_is_valid(url) {
         log::error!("URL '{url}' is not valid.");
         return Err(());
