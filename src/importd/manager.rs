@@ -29,14 +29,10 @@ use crate::event::{EventLoop, EPOLLIN, PRIORITY_NORMAL};
 use crate::util::error::Result;
 use crate::util::log::{LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING};
 
-pub const BUS_NAME: &str = "org.freedesktop.import1";
-pub const MANAGER_PATH: &str = "/org/freedesktop/import1";
-pub const MANAGER_INTERFACE: &str = "org.freedesktop.import1.Manager";
-pub const TRANSFER_INTERFACE: &str = "org.freedesktop.import1.Transfer";
-
-/// systemd's `BUS_ERROR_TRANSFER_IN_PROGRESS` and `BUS_ERROR_NO_SUCH_TRANSFER`.
-pub const ERROR_TRANSFER_IN_PROGRESS: &str = "org.freedesktop.import1.TransferInProgress";
-pub const ERROR_NO_SUCH_TRANSFER: &str = "org.freedesktop.import1.NoSuchTransfer";
+pub use crate::bus::import1::{
+    BUS_NAME, ERROR_NO_SUCH_TRANSFER, ERROR_TRANSFER_IN_PROGRESS, MANAGER_INTERFACE,
+    MANAGER_PATH, TRANSFER_INTERFACE,
+};
 
 pub struct Manager {
     pub bus: Bus<Manager>,
