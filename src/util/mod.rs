@@ -11,6 +11,7 @@ pub mod log; // logging as systemd's command-line tools do it
 pub mod names; // local image names and SHA256SUMS URLs derived from URLs
 pub mod notify; // sd_notify() state messages
 pub mod oci_ref; // the grammar of image references (shared by pull-oci and systemd-importd)
+pub mod progress; // the extended progress fields a worker sends beside X_IMPORT_PROGRESS
 pub mod sys; // the raw system calls nix lacks, each once, each `unsafe` with its SAFETY
 pub mod test_seams; // the test-only settings read from the environment
 pub mod validate; // syntax checks for URLs, names, tags, ids and ETags
