@@ -6,6 +6,7 @@ pub mod error; // the errno-carrying `Error`, printed as `%m` is
 pub mod escape; // systemd's C escaping of URLs and ETags into file names, and back
 pub mod format; // human-readable sizes and durations; HTTP dates
 pub mod fs; // fd-relative file-system operations: open, stat, mkdir, rename, remove, copy…
+pub mod getopt; // command lines parsed as GNU getopt_long() parses them
 pub mod image; // finding an existing machine image by name
 pub mod log; // logging as systemd's command-line tools do it
 pub mod names; // local image names and SHA256SUMS URLs derived from URLs
