@@ -5,13 +5,15 @@
 //! * [`curl_glue`]: libcurl's multi-socket interface driven by that loop;
 //! * [`import`]: `ImportJob` (one HTTP GET), the unpacker, and the importers;
 //! * [`util`]: validators, escaping, formatting, errors, logging, file-system helpers;
-//! * [`cli`]: the `systemd-import` command line.
+//! * [`cli`]: the `systemd-import` command line;
+//! * [`bus`], [`importd`], [`importctl`]: the D-Bus layer, `systemd-importd` and its client.
 
 pub mod bus;
 pub mod cli;
 pub mod curl_glue;
 pub mod event;
 pub mod import;
+pub mod importctl;
 pub mod importd;
 pub mod util;
 

@@ -34,6 +34,22 @@ pub const FLAG_KEEP_DOWNLOAD: u64 = 4;
 pub const EXT_TRANSFER_INTERFACE: &str = "io.github.systemd_import.Transfer1";
 pub const DETAILS_UPDATE: &str = "DetailsUpdate";
 
+/// A row of `ListImages`: class, name, type, path, read-only, crtime, mtime, usage,
+/// usage exclusive, limit, limit exclusive (times in µs, sizes `u64::MAX` unknown).
+pub type ImageRow = (
+    String,
+    String,
+    String,
+    String,
+    bool,
+    u64,
+    u64,
+    u64,
+    u64,
+    u64,
+    u64,
+);
+
 /// Image classes (`--class=`), each with its own image directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ImageClass {
