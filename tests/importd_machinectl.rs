@@ -8,14 +8,12 @@ mod common;
 use std::time::Duration;
 
 use common::cli::CliOutput;
-use common::importd::{Importd, Options, Seen, SignalRecorder};
+use common::importd::{relayed_lines, Importd, Options, Seen, SignalRecorder, ENQUEUED};
 use common::pull::{
     assert_aborted, assert_checksum_pull_log, assert_log, download_lines, is_progress_line,
     ImageServer,
 };
 use common::tarball::Tarball;
-
-const ENQUEUED: &str = "Press C-c to continue download in background.";
 
 fn small_tar(marker: &str) -> Vec<u8> {
     Tarball::new()
@@ -30,23 +28,9 @@ fn daemon(server: &ImageServer) -> Importd {
 }
 
 /// machinectl's output after its first line (`Enqueued transfer job ID. …`): the worker's
-/// lines as relayed; also checks they are the daemon's `(transferID) …` lines, in order.
+/// lines as relayed (checked against the daemon's `(transferID) …` lines).
 fn relayed(d: &Importd, out: &CliOutput, id: u32) -> CliOutput {
-    let first = out.stderr_lines.first().map(String::as_str);
-    assert_eq!(
-        first,
-        Some(format!("Enqueued transfer job {id}. {ENQUEUED}").as_str()),
-        "{}",
-        out.stderr
-    );
-    let lines = out.stderr_lines[1..].to_vec();
-    let prefix = format!("(transfer{id}) ");
-    let logged: Vec<String> = d
-        .log()
-        .iter()
-        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
-        .collect();
-    assert_eq!(lines, logged, "machinectl and the daemon's log differ");
+    let lines = relayed_lines(d, &out.stderr_lines, id, |_| false);
     CliOutput {
         status: out.status,
         stdout: String::new(),
