@@ -1,24 +1,20 @@
 //! `systemd-import`: a drop-in replacement for systemd's image downloader.
 //!
-//! Architecture (one module per object, as in the C original):
+//! Architecture (one module per object, as in the C original), top down; each module
+//! uses only those below it:
+//! * [`importctl`]: the client people type, talking to `systemd-importd` (on [`bus`]);
+//! * [`importd`]: `systemd-importd`, the D-Bus daemon that runs the workers (on [`bus`]);
+//! * [`import`]: the worker's command line (`import::cli`), the importers and what they
+//!   are built of (`ImportJob`, the byte pipeline, the unpacker, the store), and export;
+//! * [`bus`]: a D-Bus connection driven by the loop;
+//! * [`curl_glue`]: libcurl's multi-socket interface driven by the loop;
 //! * [`event`]: an sd-event-style epoll loop (io, time, signal, defer and exit sources);
-//! * [`curl_glue`]: libcurl's multi-socket interface driven by that loop;
-//! * [`import`]: `ImportJob` (one HTTP GET), the unpacker, and the importers;
-//! * [`util`]: validators, escaping, formatting, errors, logging, file-system helpers;
-//! * [`cli`]: the `systemd-import` command line;
-//! * [`bus`], [`importd`], [`importctl`]: the D-Bus layer, `systemd-importd` and its client.
+//! * [`util`]: validators, escaping, formatting, errors, logging, file-system helpers.
 
 pub mod bus;
-pub mod cli;
 pub mod curl_glue;
 pub mod event;
 pub mod import;
 pub mod importctl;
 pub mod importd;
 pub mod util;
-
-/// The mutation-test support of `tests/common/`, for the campaigns of parsers that are
-/// private to the crate (their unit tests run them).
-#[cfg(test)]
-#[path = "../tests/common/mutate.rs"]
-pub(crate) mod test_mutate;

@@ -12,10 +12,10 @@ use std::time::Duration;
 use common::http::{HttpServer, Request, Response, Router};
 use common::tls::TestCa;
 use sha2::{Digest, Sha256};
-use systemd_import::curl_glue::{CurlGlue, CurlHost, CurlSettings};
+use systemd_import::curl_glue::{CurlGlue, CurlSettings};
 use systemd_import::event::EventLoop;
 use systemd_import::import::job::{
-    Compression, ImportJob, JobHost, JobOptions, JobSet, JobState, Sink,
+    Compression, Expected, ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink,
 };
 
 /// Runs a set of jobs on one loop until all are complete.
@@ -47,27 +47,13 @@ impl Host {
     }
 }
 
-impl CurlHost for Host {
-    fn glue(&mut self) -> &mut CurlGlue {
-        &mut self.glue
+impl JobOwner for Host {
+    type Key = usize;
+    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<usize>) {
+        (&mut self.glue, &mut self.jobs)
     }
-    fn on_transfer_done(
-        &mut self,
-        lp: &mut EventLoop<Self>,
-        token: usize,
-        result: Result<(), curl::Error>,
-    ) {
-        if let Some(key) = self.jobs.on_curl_done(lp, &mut self.glue, token, result) {
-            self.note_completed(lp, key);
-        }
-    }
-}
-
-impl JobHost for Host {
-    fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize) {
-        if let Some(key) = self.jobs.on_wake(lp, &mut self.glue, token) {
-            self.note_completed(lp, key);
-        }
+    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: usize) {
+        self.note_completed(lp, key);
     }
 }
 
@@ -482,27 +468,13 @@ fn a_slow_stream_consumer_does_not_stall_the_loop() {
         inner: Host,
         gate: Arc<(Mutex<bool>, Condvar)>,
     }
-    impl CurlHost for Gate {
-        fn glue(&mut self) -> &mut CurlGlue {
-            &mut self.inner.glue
+    impl JobOwner for Gate {
+        type Key = usize;
+        fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<usize>) {
+            (&mut self.inner.glue, &mut self.inner.jobs)
         }
-        fn on_transfer_done(
-            &mut self,
-            lp: &mut EventLoop<Self>,
-            token: usize,
-            result: Result<(), curl::Error>,
-        ) {
-            let done = self
-                .inner
-                .jobs
-                .on_curl_done(lp, &mut self.inner.glue, token, result);
-            self.after(lp, done);
-        }
-    }
-    impl JobHost for Gate {
-        fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize) {
-            let done = self.inner.jobs.on_wake(lp, &mut self.inner.glue, token);
-            self.after(lp, done);
+        fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: usize) {
+            self.after(lp, Some(key));
         }
     }
     impl Gate {
@@ -653,4 +625,66 @@ fn limits_refuse_oversized_content() {
             libc::EFBIG
         );
     }
+}
+
+#[test]
+fn a_job_checks_the_size_and_digest_it_expects_by_itself() {
+    let body = b"the expected content".to_vec();
+    let sum = hex_sha256(&body);
+    let resumed: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+    let router = Router::new()
+        .serve_bytes("/body", body.clone())
+        .route("/resumed", {
+            let resumed = resumed.clone();
+            move |req: &Request| Response::ranged(req, resumed.clone())
+        });
+    let server = HttpServer::start(None, router.into_handler());
+    let job = |size: Option<u64>, sha256: Option<&str>| {
+        let mut o = JobOptions::new(Sink::Memory);
+        o.expected = Some(Expected::new(size, sha256.map(str::to_string)));
+        ImportJob::new(&server.url("/body"), o)
+    };
+    let wrong = "0".repeat(64);
+    // A resumed download counts from its start: the prefix plus this transfer's bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob.partial");
+    let prefix = 70_000usize;
+    std::fs::write(&path, &resumed[..prefix]).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mut o = JobOptions::new(Sink::File(file.into()));
+    o.resume_from = Some(prefix as u64);
+    o.checksum_seed = Some(Sha256::new_with_prefix(&resumed[..prefix]));
+    o.expected = Some(Expected::new(
+        Some(resumed.len() as u64),
+        Some(hex_sha256(&resumed)),
+    ));
+    let host = run(
+        None,
+        vec![
+            job(Some(body.len() as u64), Some(&sum)),
+            job(Some(body.len() as u64 + 1), Some(&sum)),
+            job(None, Some(&wrong)),
+            ImportJob::new(&server.url("/resumed"), o),
+        ],
+    );
+    let ok = host.jobs.get(0).unwrap();
+    assert_eq!(ok.state(), JobState::Done, "{:?}", ok.error());
+    assert_eq!(ok.checksum(), Some(sum.as_str()), "hashed without asking");
+    let size = host.jobs.get(1).unwrap();
+    assert_eq!(error_msg(size), "Content does not have expected size.");
+    assert!(size.content_mismatch());
+    assert_eq!(size.error().unwrap().errno(), libc::EBADMSG);
+    assert_eq!(
+        error_msg(host.jobs.get(2).unwrap()),
+        "Checksum of downloaded resource does not match expected checksum, yikes."
+    );
+    let resumed_job = host.jobs.get(3).unwrap();
+    assert_eq!(
+        resumed_job.state(),
+        JobState::Done,
+        "{:?}",
+        resumed_job.error()
+    );
+    assert_eq!(resumed_job.response_code(), 206);
+    assert!(!resumed_job.content_mismatch());
 }

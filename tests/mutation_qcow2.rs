@@ -1,4 +1,4 @@
-//! Mutation tests of the qcow2 → raw converter (`import::qcow2`).
+//! Mutation tests of the qcow2 → raw converter (`import::url::qcow2`).
 //!
 //! Seeds: images qemu-img makes from a small patterned disk: version 2 and 3, cluster
 //! sizes 512 B, 4 KiB and 64 KiB, compressed and not, v3 zero clusters, an empty image.
@@ -27,7 +27,7 @@ use std::sync::{Once, OnceLock};
 use common::isolate::in_own_process;
 use common::mutate::{self, Campaign, CountingAlloc, Sources};
 use common::qemu::qemu;
-use systemd_import::import::qcow2::{qcow2_convert, qcow2_detect};
+use systemd_import::import::url::qcow2::{qcow2_convert, qcow2_detect};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

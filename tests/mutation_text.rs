@@ -1,7 +1,7 @@
 //! Mutation tests of the small parsers that read server or user text: C escapes
 //! (`util::escape`), HTTP dates (`util::format::parse_http_time`), URL-derived names
 //! (`util::names`), the syntax checks (`util::validate`), `SHA256SUMS` lines
-//! (`import::verify::verify_checksum`), and compression detection with the four stream
+//! (`import::url::verify::verify_checksum`), and compression detection with the four stream
 //! decoders (`import::job::compress`). (The Docker v1 JSON tokenizer and the HTTP header
 //! parsing are private to the crate; their campaigns are unit tests next to them.)
 //!
@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 
 use common::mutate::{self, Campaign, CountingAlloc, Rng, Sources};
 use systemd_import::import::job::Compression;
-use systemd_import::import::verify::verify_checksum;
+use systemd_import::import::url::verify::verify_checksum;
 use systemd_import::util::escape::{cunescape, cunescape_bytes, xescape, xescape_bytes};
 use systemd_import::util::format::parse_http_time;
 use systemd_import::util::{names, validate};

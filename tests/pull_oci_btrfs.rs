@@ -17,6 +17,7 @@ use common::oci::{
 };
 use common::registry::{sha256_digest, Registry, RegistryOptions};
 use common::tarball::Tarball;
+use nix::sys::signal::Signal;
 use systemd_import::util::btrfs::{is_subvolume, subvol_get_read_only};
 
 /// `sha256:…` ChainIDs of `image`'s layers (image-spec: ChainID(n) = sha256(ChainID(n-1) +
@@ -184,7 +185,8 @@ fn force_replaces_a_local_subvolume_atomically() {
 fn sigint_keeps_completed_layers_and_nothing_else() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let (_mount, env) = btrfs_env();
-    let (image, _) = pull_interrupted_mid_layer(&reg, &env, "stall/ocit-btrfs", || {});
+    let (image, _) =
+        pull_interrupted_mid_layer(&reg, &env, "stall/ocit-btrfs", Signal::SIGINT, || {});
     // The verified base layer stays (it is useful); no spool, no partial layer, no image.
     assert_eq!(env.top_level(), [chain_dir(&chain_ids(&image)[0])]);
 }

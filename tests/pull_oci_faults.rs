@@ -6,7 +6,8 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::fault_proxy::FaultProxy;
 use common::http::{forward, HttpServer, Request, Response, Router};
@@ -17,6 +18,7 @@ use common::oci::{
 };
 use common::registry::{sha256_digest, Registry, RegistryOptions, OCI_INDEX, OCI_MANIFEST};
 use common::tarball::Tarball;
+use nix::sys::signal::Signal;
 
 /// An image with a small base layer and a large second layer (1 MiB of noise).
 fn two_layer_image() -> common::oci::Image {
@@ -217,6 +219,113 @@ fn server_errors_are_retried_then_succeed() {
     assert!(env.path("ocit-app/etc/hostname").exists());
 }
 
+/// `secs` since the epoch as an HTTP date (IMF-fixdate).
+fn http_date(secs: u64) -> String {
+    let out = std::process::Command::new("date")
+        .env("LC_ALL", "C")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{secs}"),
+            "+%a, %d %b %Y %H:%M:%S GMT",
+        ])
+        .output()
+        .expect("run date");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn retry_after_in_seconds_and_as_a_date_is_waited_for() {
+    // The test seam shortens our own backoff (20 ms here) but never a server's Retry-After.
+    let reg = Arc::new(Registry::start(RegistryOptions::plain()));
+    let image = two_layer_image();
+    image.push(&reg, "after/ocit-app", Some("latest"));
+    let config = image.config_digest.clone();
+    let arrivals: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let log = Arc::clone(&arrivals);
+    let date = Arc::new(Mutex::new(String::new()));
+    let date_sent = Arc::clone(&date);
+    let proxy = FaultProxy::start(&reg, move |req, upstream| {
+        let kind = if req.path.ends_with("/manifests/latest") {
+            "manifest"
+        } else if req.path.ends_with(&format!("/blobs/{config}")) {
+            "config"
+        } else {
+            return upstream();
+        };
+        let mut log = log.lock().unwrap();
+        log.push((kind.to_string(), Instant::now()));
+        if log.iter().filter(|(k, _)| k == kind).count() > 1 {
+            return upstream();
+        }
+        if kind == "manifest" {
+            return Response::status(503).header("Retry-After", "1");
+        }
+        // Two to three seconds from now, whole seconds as HTTP dates have.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let when = http_date(now + 3);
+        *date_sent.lock().unwrap() = when.clone();
+        Response::status(429).header("Retry-After", &when)
+    });
+    let env = PullEnv::new();
+    let out = env.pull(&reg, &[&format!("{}/after/ocit-app", proxy.host())]);
+    assert_success(&out);
+    let url = |p: &str| format!("https://{}/v2/after/ocit-app/{p}", proxy.host());
+    assert_line(
+        &out,
+        &format!(
+            "{} answered HTTP 503, retrying in 1s (attempt 2 of 4).",
+            url("manifests/latest")
+        ),
+    );
+    // The delay the date gives, as the pull printed it (e.g. "2.718s").
+    let prefix = format!(
+        "{} answered HTTP 429, retrying in ",
+        url(&format!("blobs/{}", image.config_digest))
+    );
+    let line = out
+        .stderr_lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no retry line for the config in:\n{}", out.stderr));
+    let secs: f64 = line
+        .strip_suffix("s (attempt 2 of 4).")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "unexpected delay in {line:?} (date {})",
+                date.lock().unwrap()
+            )
+        });
+    assert!((1.5..=3.0).contains(&secs), "{line}");
+    // And the requests were that far apart.
+    let arrivals = arrivals.lock().unwrap();
+    let gap = |kind: &str| {
+        let times: Vec<Instant> = arrivals
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(times.len(), 2, "{kind}: {}", out.stderr);
+        times[1] - times[0]
+    };
+    assert!(
+        gap("manifest") >= Duration::from_millis(950),
+        "{:?}",
+        gap("manifest")
+    );
+    assert!(
+        gap("config") >= Duration::from_millis(1450),
+        "{:?}",
+        gap("config")
+    );
+    assert!(env.path("ocit-app/etc/hostname").exists());
+}
+
 #[test]
 fn persistent_server_errors_fail_after_four_attempts() {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
@@ -342,9 +451,18 @@ fn a_tampered_config_is_refused() {
 
 #[test]
 fn sigint_mid_layer_leaves_nothing_behind() {
+    interrupted_mid_layer_leaves_nothing_behind(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_mid_layer_leaves_nothing_behind() {
+    interrupted_mid_layer_leaves_nothing_behind(Signal::SIGTERM);
+}
+
+fn interrupted_mid_layer_leaves_nothing_behind(signal: Signal) {
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let env = PullEnv::new();
-    pull_interrupted_mid_layer(&reg, &env, "stall/ocit-app", || {
+    pull_interrupted_mid_layer(&reg, &env, "stall/ocit-app", signal, || {
         // The base layer sits in the temporary image while the top one stalls.
         assert!(
             env.top_level().iter().any(|n| n.starts_with(".#")),
@@ -399,18 +517,10 @@ fn a_blob_redirect_to_another_port_gets_no_credentials() {
     assert_eq!(read(&env.path("ocit-app/data/noise")).len(), 1 << 20);
 }
 
-/// A proxy serving `image`'s manifest itself (distribution refuses manifests with `urls`
-/// unless configured to allow them) and forwarding everything else.
-fn serve_manifest(reg: &Arc<Registry>, image: &common::oci::Image) -> FaultProxy {
-    let (manifest, digest) = (image.manifest.clone(), image.manifest_digest.clone());
-    FaultProxy::start(reg, move |req, upstream| {
-        if req.path.ends_with("/manifests/latest") {
-            return Response::ok(manifest.clone())
-                .header("Content-Type", OCI_MANIFEST)
-                .header("Docker-Content-Digest", &digest);
-        }
-        upstream()
-    })
+/// A proxy serving `image`'s manifest as `latest` itself (distribution refuses manifests
+/// with `urls` unless configured to allow them) and forwarding everything else.
+fn serve_image_manifest(reg: &Arc<Registry>, image: &common::oci::Image) -> FaultProxy {
+    common::oci::serve_manifest(reg, "latest", image.manifest.clone())
 }
 
 #[test]
@@ -433,7 +543,7 @@ fn foreign_layer_urls_are_fetched_without_credentials_then_the_registry() {
         )
         .build();
     image.push_blobs(&reg, "foreign/ocit-app");
-    let proxy = serve_manifest(&reg, &image);
+    let proxy = serve_image_manifest(&reg, &image);
     let env = PullEnv::new();
     common::oci::write_docker_config(env.home.path(), &proxy.host(), "alice", "s3cret");
     let out = env.pull(&reg, &[&format!("{}/foreign/ocit-app", proxy.host())]);
@@ -459,7 +569,7 @@ fn foreign_layer_urls_are_fetched_without_credentials_then_the_registry() {
         )
         .build();
     image.push_blobs(&reg, "foreign/ocit-fallback");
-    let proxy = serve_manifest(&reg, &image);
+    let proxy = serve_image_manifest(&reg, &image);
     common::oci::write_docker_config(env.home.path(), &proxy.host(), "alice", "s3cret");
     let out = env.pull(&reg, &[&format!("{}/foreign/ocit-fallback", proxy.host())]);
     assert_success(&out);

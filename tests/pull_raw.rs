@@ -27,7 +27,7 @@ use common::pull::{
 };
 use common::qemu::qemu_img;
 use common::tarball::xattrs;
-use systemd_import::import::common::{cache_path, CacheKind};
+use systemd_import::import::store::{cache_path, CacheKind};
 
 const DIR: &str = "/images";
 const MIB: u64 = 1 << 20;

@@ -23,7 +23,7 @@ use common::pull::{
     NotifyListener,
 };
 use common::tarball::{self, diff, scratch, snapshot, Header, Snapshot, Tarball};
-use systemd_import::import::common::{cache_path, CacheKind};
+use systemd_import::import::store::{cache_path, CacheKind};
 use systemd_import::import::unpack::Mode;
 use systemd_import::util::btrfs;
 
@@ -787,10 +787,28 @@ fn start_stalled_pull(server: &ImageServer, root: &Path, name: &str) -> common::
 
 #[test]
 fn sigint_during_the_download_leaves_nothing_behind() {
+    signal_during_the_download_leaves_nothing_behind(Signal::SIGINT, "sdimport-tartest-sigint.tar");
+}
+
+/// SIGTERM off btrfs: the temporary directory (not a subvolume) goes.
+#[test]
+fn sigterm_during_the_download_leaves_nothing_behind() {
+    signal_during_the_download_leaves_nothing_behind(
+        Signal::SIGTERM,
+        "sdimport-tartest-sigterm.tar",
+    );
+}
+
+/// On the temporary root's file system (the root file system: ext4 on the test machines).
+fn signal_during_the_download_leaves_nothing_behind(signal: Signal, name: &str) {
     let server = ImageServer::new();
     let root = TempRoot::new();
-    let run = start_stalled_pull(&server, root.path(), "sdimport-tartest-sigint.tar");
-    run.signal(Signal::SIGINT);
+    let run = start_stalled_pull(&server, root.path(), name);
+    let temp = temporaries(root.path());
+    assert_eq!(temp.len(), 1, "{temp:?}");
+    assert!(root.path().join(&temp[0]).is_dir());
+    assert!(!btrfs::is_fs_btrfs(open(root.path()).as_fd()).unwrap());
+    run.signal(signal);
     let out = run.wait();
     assert_aborted(&out);
     assert!(root.list_all().is_empty(), "{:?}", root.list_all());

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 use common::isolate::in_own_process;
 use common::qemu::{qemu, qemu_img};
 use flate2::{Compress, Compression, FlushCompress, Status};
-use systemd_import::import::qcow2::{qcow2_convert, qcow2_detect};
+use systemd_import::import::url::qcow2::{qcow2_convert, qcow2_detect};
 use systemd_import::util::error::Error;
 use tempfile::TempDir;
 

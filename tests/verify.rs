@@ -1,7 +1,7 @@
 //! `--verify` checks (spec §5.2): SHA256SUMS matching and gpg signature verification.
 //!
 //! Signature tests need `gpg` and `gpgconf` (Debian package `gnupg`). They share
-//! process-wide state (the keyring seam variable, PATH, `/tmp/sig*`), so they hold
+//! process-wide state (PATH, `/tmp/sig*`), so they hold
 //! [`GPG_LOCK`]. A wrapper script put first on PATH passes everything to the real gpg,
 //! except when a marker file sits next to the keyring it is given: then it hangs
 //! (`.hang`, a FIFO it reports its pid through), kills itself (`.die`), or exits 0
@@ -16,13 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use common::gpg::{gpg_binary, TestKey};
-use systemd_import::import::verify::{
+use systemd_import::import::url::verify::{
     keyring_path, verify_checksum, verify_signature, USER_KEYRING_PATH, VENDOR_KEYRING_PATH,
 };
 use systemd_import::util::error::Error;
 use tempfile::TempDir;
 
-const PUBRING_SEAM: &str = "SYSTEMD_IMPORT_TEST_PUBRING";
 const HASH: &str = "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 const OTHER_HASH: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -191,8 +190,8 @@ fn tmp_leftovers() -> BTreeSet<String> {
         .collect()
 }
 
-/// Run `verify_signature` with `keyring` as the test seam's keyring and check that it
-/// leaves no temporary files.
+/// Run `verify_signature` against `keyring` (as the keyring test setting gives it) and
+/// check that it leaves no temporary files.
 fn verify_with(
     keyring: &Path,
     sums: &[u8],
@@ -200,9 +199,7 @@ fn verify_with(
     cancel: Option<&AtomicBool>,
 ) -> Result<(), Error> {
     let before = tmp_leftovers();
-    std::env::set_var(PUBRING_SEAM, keyring);
-    let result = verify_signature(sums, signature, cancel);
-    std::env::remove_var(PUBRING_SEAM);
+    let result = verify_signature(sums, signature, &keyring_path(Some(keyring)), cancel);
     let after = tmp_leftovers();
     assert!(
         after.is_subset(&before),
@@ -371,25 +368,21 @@ fn missing_gpg_binary_is_reported() {
 }
 
 #[test]
-fn keyring_follows_the_seam_then_the_v219_rule() {
+fn keyring_follows_the_test_setting_then_the_v219_rule() {
     let _lock = gpg_test();
-    std::env::set_var(PUBRING_SEAM, "/some/where/ring.gpg");
-    assert_eq!(keyring_path(), PathBuf::from("/some/where/ring.gpg"));
-    // Relative seam paths are made absolute (gpg would look them up in its home).
-    std::env::set_var(PUBRING_SEAM, "ring.gpg");
+    let ring = Path::new("/some/where/ring.gpg");
+    assert_eq!(keyring_path(Some(ring)), ring);
+    // Relative paths are made absolute (gpg would look them up in its home).
     assert_eq!(
-        keyring_path(),
+        keyring_path(Some(Path::new("ring.gpg"))),
         std::env::current_dir().unwrap().join("ring.gpg")
     );
-    std::env::set_var(PUBRING_SEAM, "");
     let expected = if Path::new(USER_KEYRING_PATH).exists() {
         USER_KEYRING_PATH
     } else {
         VENDOR_KEYRING_PATH
     };
-    assert_eq!(keyring_path(), PathBuf::from(expected));
-    std::env::remove_var(PUBRING_SEAM);
-    assert_eq!(keyring_path(), PathBuf::from(expected));
+    assert_eq!(keyring_path(None), PathBuf::from(expected));
 }
 
 fn marker(keyring: &Path, kind: &str) -> PathBuf {

@@ -1,59 +1,123 @@
-//! Downloading and unpacking images: `ImportJob` (one HTTP GET), the shared unpacker,
-//! and the importers built on them.
+//! Downloading and unpacking images: the [`Importer`] trait and the one runner ([`run`]),
+//! with the command line above them and the importers and their building blocks below.
+//!
+//! Layers, each using only those below it:
+//! * [`cli`]: argv → typed requests; it calls the importers' constructors and [`run`].
+//!   Nothing else uses it;
+//! * the importers: [`url`] (pull-tar, pull-raw), [`dkr`] (pull-dkr), [`oci`] (pull-oci);
+//! * what they are built of: [`lifecycle`] (finish once, the progress timer, cancel all,
+//!   steps as tasks), [`job`] (one HTTP GET and the routing of its events; retry
+//!   policy), [`store`] (temporary names, installation, local copies, the download
+//!   cache), [`stream`] (the byte pipeline), [`unpack`] (the tar unpacker);
+//! * [`export`]: a tree or raw image streamed out as an archive (used by systemd-export).
+//! * below this module: `curl_glue`, `event`, `util`.
 
-pub mod common;
+pub mod cli;
 pub mod dkr;
+pub mod export;
 pub mod job;
+pub mod lifecycle;
 pub mod oci;
-pub mod qcow2;
-pub mod raw;
+pub mod store;
 pub mod stream;
-pub mod tar;
 pub mod unpack;
-pub mod url_pull;
-pub mod verify;
+pub mod url;
 
-use crate::cli::{DkrRequest, Settings, UrlRequest};
+use std::sync::atomic::AtomicBool;
+
 use crate::event::EventLoop;
+use crate::log_notice;
 use crate::util::error::Result;
-use job::JobHost;
+use job::JobOwner;
+pub use lifecycle::Lifecycle;
 
-/// An importer: the event loop's data for one pull. It owns its `CurlGlue`, its jobs and
-/// its temporary files; dropping it removes whatever temporary state is left.
-pub trait Importer: JobHost {
+/// An importer: the event loop's data for one pull. It owns its `CurlGlue`, its jobs
+/// (routed to it as their [`JobOwner`]), its [`Lifecycle`] and its temporary files;
+/// dropping it removes whatever temporary state is left.
+pub trait Importer: JobOwner {
     /// Start pulling (the C `*_import_pull()`): validate, create the first jobs and begin
-    /// them. When the pull is over, the importer calls [`operation_finished`].
+    /// them. An error ends the run ("Failed to pull image: …"); once started, the pull
+    /// ends with [`finish`](Importer::finish).
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()>;
-}
 
-/// The C tool's completion callback: log success, and stop the loop with the error (0 for
-/// success). Failures were logged where they happened.
-pub fn operation_finished<D: 'static>(lp: &mut EventLoop<D>, result: &Result<()>) {
-    match result {
-        Ok(()) => {
-            log::info!("Operation completed successfully.");
-            lp.exit(0);
-        }
-        Err(e) => lp.exit(e.errno()),
+    /// The importer's lifecycle state.
+    fn lifecycle(&mut self) -> &mut Lifecycle;
+
+    /// Recompute the overall progress and send it ([`Lifecycle::report_progress`]); the
+    /// progress timer calls this every second while it runs.
+    fn report_progress(&mut self);
+
+    /// The pull is over with `result`: stop what only this importer knows about (called
+    /// once, by [`finish`](Importer::finish), before its jobs are cancelled).
+    fn on_finish(&mut self, _lp: &mut EventLoop<Self>, _result: &Result<()>) {}
+
+    /// End the pull once ([`lifecycle::finish`]).
+    fn finish(&mut self, lp: &mut EventLoop<Self>, result: Result<()>) {
+        lifecycle::finish(self, lp, result);
+    }
+
+    /// Run blocking work as the next step ([`lifecycle::run_step`]).
+    fn run_step<T, W>(
+        &mut self,
+        lp: &mut EventLoop<Self>,
+        name: &str,
+        work: W,
+        next: impl FnOnce(&mut Self, &mut EventLoop<Self>, T) + 'static,
+    ) where
+        T: Send + 'static,
+        W: FnOnce(&AtomicBool) -> Result<T> + Send + 'static,
+    {
+        lifecycle::run_step(self, lp, name, work, next);
     }
 }
 
-/// `pull-tar`, after the command line was validated. Returns the exit status.
-pub fn pull_tar(settings: &Settings, req: UrlRequest) -> i32 {
-    tar::pull(settings, req)
-}
-
-/// `pull-raw`, after the command line was validated. Returns the exit status.
-pub fn pull_raw(settings: &Settings, req: UrlRequest) -> i32 {
-    raw::pull(settings, req)
-}
-
-/// `pull-dkr`, after the command line was validated. Returns the exit status.
-pub fn pull_dkr(settings: &Settings, req: DkrRequest) -> i32 {
-    dkr::pull(settings, req)
-}
-
-/// `pull-oci REF [LOCAL]` (the words after the verb). Returns the exit status.
-pub fn pull_oci(settings: &Settings, args: &[String]) -> i32 {
-    oci::pull(settings, args)
+/// Run an importer to completion on a fresh event loop, as the C tool's pull verbs do:
+/// SIGINT/SIGTERM log "Transfer aborted." and stop the loop with EINTR; the importer's
+/// completion stops it with its error; then "Exiting." and the importer is dropped, which
+/// removes whatever temporary state it still holds. `importer` is what its constructor
+/// returned. Returns the exit status: 0 on success, 1 on any failure, as the C tool's.
+pub fn run<I: Importer>(importer: Result<I>) -> i32 {
+    let mut importer = match importer {
+        Ok(i) => i,
+        Err(e) => {
+            log::error!("Failed to allocate importer: {e}");
+            return 1;
+        }
+    };
+    let mut lp = match EventLoop::<I>::new() {
+        Ok(lp) => lp,
+        Err(e) => {
+            log::error!("Failed to allocate event loop: {e}");
+            return 1;
+        }
+    };
+    for signo in [libc::SIGTERM, libc::SIGINT] {
+        let r = lp.add_signal(signo, |lp, _, _, _| {
+            log_notice!("Transfer aborted.");
+            lp.exit(libc::EINTR);
+            Ok(())
+        });
+        if let Err(e) = r {
+            log::error!("Failed to install signal handler: {e}");
+            return 1;
+        }
+    }
+    if let Err(e) = importer.start(&mut lp) {
+        log::error!("Failed to pull image: {e}");
+        return 1;
+    }
+    let code = match lp.run(&mut importer) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("Failed to run event loop: {e}");
+            return 1;
+        }
+    };
+    log::info!("Exiting.");
+    drop(importer);
+    if code == 0 {
+        0
+    } else {
+        1
+    }
 }

@@ -20,7 +20,7 @@
 //! upstream's daemon honours it; default `/usr/lib/systemd/systemd-pull`),
 //! `NOTIFY_SOCKET`, `WATCHDOG_USEC`/`WATCHDOG_PID` (from the service manager),
 //! `DBUS_SYSTEM_BUS_ADDRESS` (read by libdbus), `SYSTEMD_LOG_*` (logging), and the test
-//! setting `SYSTEMD_IMPORT_TEST_IMPORTD_EXIT_AFTER_MS` (`util::test_seams`).
+//! setting `SYSTEMD_IMPORT_TEST_IMPORTD_EXIT_AFTER_MS` (through `util::test_seams::TestSettings`).
 
 mod api;
 mod images;
@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::event::{self, EventLoop};
-use crate::util::test_seams;
+use crate::util::test_seams::TestSettings;
 
 /// Where systemd installs its pull worker.
 pub const DEFAULT_PULL_PATH: &str = "/usr/lib/systemd/systemd-pull";
@@ -74,7 +74,9 @@ impl Settings {
             pull_path: env("SYSTEMD_PULL_PATH")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PULL_PATH)),
-            exit_after: test_seams::importd_exit_after().unwrap_or(DEFAULT_EXIT_AFTER),
+            exit_after: TestSettings::from_env()
+                .importd_exit_after
+                .unwrap_or(DEFAULT_EXIT_AFTER),
             watchdog,
             notify_socket: env("NOTIFY_SOCKET"),
         }

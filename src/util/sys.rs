@@ -1,6 +1,6 @@
 //! The raw system calls nix does not wrap, each written once: `getrandom`, `statx`,
-//! `fchmodat2`, the xattr calls, the inode-flag ioctls, glibc's `strerror_r`, the
-//! terminal size (`TIOCGWINSZ`) and `localtime_r`.
+//! `fchmodat2`, the xattr calls, the inode-flag ioctls, `pidfd_open`, glibc's
+//! `strerror_r`, the terminal size (`TIOCGWINSZ`) and `localtime_r`.
 //!
 //! Every function here is a safe, thin shape of one call: it takes borrowed fds, C
 //! strings and slices, and returns nix's `Errno` on failure, like nix itself. The
@@ -9,7 +9,7 @@
 
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
@@ -20,6 +20,17 @@ pub fn getrandom(buf: &mut [u8]) -> nix::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
     Errno::result(n).map(|n| n as usize)
+}
+
+/// `pidfd_open(pid, 0)`: a descriptor (close-on-exec) that becomes readable when the
+/// process exits. `pid` should be an unreaped child of ours, so that it cannot be reused.
+pub fn pidfd_open(pid: libc::pid_t) -> nix::Result<OwnedFd> {
+    // SAFETY: the call takes a pid and flags and returns a new descriptor or -1; a new
+    // descriptor is owned by nobody else, so wrapping it once is sound.
+    unsafe {
+        let fd = Errno::result(libc::syscall(libc::SYS_pidfd_open, pid, 0))?;
+        Ok(OwnedFd::from_raw_fd(fd as i32))
+    }
 }
 
 /// `statx(dir, name, flags, mask)`. The fields the kernel did not fill are zero; check

@@ -119,3 +119,83 @@ pub fn mknod(path: &Path, kind: libc::mode_t, mode: libc::mode_t, major: u32, mi
     let r = unsafe { libc::mknod(p.as_ptr(), kind | mode, libc::makedev(major, minor)) };
     check(r, "mknod", path);
 }
+
+/// The data segments `(offset, length)` of the file at `path`, as `SEEK_DATA` and
+/// `SEEK_HOLE` report them (what a copy that keeps holes would write).
+pub fn data_map(path: &Path) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let size = f.metadata().unwrap().len() as i64;
+    let fd = f.as_raw_fd();
+    let mut map = Vec::new();
+    let mut pos = 0i64;
+    while pos < size {
+        // SAFETY: `fd` is open for the duration of the loop.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::ENXIO),
+                "SEEK_DATA {}",
+                path.display()
+            );
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) }.min(size);
+        assert!(
+            hole >= data,
+            "SEEK_HOLE {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        map.push((data as u64, (hole - data) as u64));
+        pos = hole;
+    }
+    map
+}
+
+/// Bytes allocated to the file at `path` (`st_blocks` × 512).
+pub fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().blocks() * 512
+}
+
+/// A SHA-256 of a file's content that costs nothing for its holes: the size, then every
+/// 4 KiB block of its data segments that is not all zeros, with its offset. Two files
+/// have the same digest exactly when they hold the same bytes, wherever their holes
+/// are (a hole reads as zeros), so a 9 GiB sparse file is compared by reading its data.
+pub fn content_digest(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let size = f.metadata().unwrap().len();
+    let mut h = Sha256::new();
+    h.update(size.to_le_bytes());
+    const B: u64 = 4096;
+    let mut buf = vec![0u8; 1 << 20];
+    // The next aligned block not hashed yet (segments may share a block).
+    let mut next = 0u64;
+    for (offset, len) in data_map(path) {
+        // Every aligned block the segment touches, read whole (hole parts read as zero).
+        let mut at = (offset / B * B).max(next);
+        let end = (offset + len).div_ceil(B) * B;
+        while at < end {
+            let want = ((end - at) as usize).min(buf.len());
+            let n = f.read_at(&mut buf[..want], at).unwrap();
+            if n == 0 {
+                break; // the last block was partial: end of file
+            }
+            for (i, block) in buf[..n].chunks(B as usize).enumerate() {
+                if block.iter().any(|&b| b != 0) {
+                    h.update((at + i as u64 * B).to_le_bytes());
+                    h.update(block);
+                }
+            }
+            at += n as u64;
+        }
+        next = end;
+    }
+    format!("{:x}", h.finalize())
+}

@@ -332,6 +332,12 @@ pub fn relayed_lines(
         .cloned()
         .collect();
     let prefix = format!("(transfer{id}) ");
+    // The daemon's stderr is collected by a reader thread: wait until it has caught up
+    // with the last line the client printed before comparing.
+    if let Some(last) = lines.last() {
+        let want = format!("{prefix}{last}");
+        d.wait_log(|l| l == want);
+    }
     let logged: Vec<String> = d
         .log()
         .iter()

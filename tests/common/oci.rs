@@ -328,6 +328,25 @@ pub fn pull_oci(ca_pem: &Path, root: &Path, home: &Path, args: &[&str]) -> Comma
     cmd
 }
 
+/// A proxy in front of `reg` answering requests for `/manifests/<tag>` with `body` (an OCI
+/// manifest, its true digest as `Docker-Content-Digest`) and forwarding everything else.
+pub fn serve_manifest(
+    reg: &std::sync::Arc<Registry>,
+    tag: &str,
+    body: Vec<u8>,
+) -> super::fault_proxy::FaultProxy {
+    let suffix = format!("/manifests/{tag}");
+    let digest = sha256_digest(&body);
+    super::fault_proxy::FaultProxy::start(reg, move |req, upstream| {
+        if req.path.ends_with(&suffix) {
+            return super::http::Response::ok(body.clone())
+                .header("Content-Type", OCI_MANIFEST)
+                .header("Docker-Content-Digest", &digest);
+        }
+        upstream()
+    })
+}
+
 /// A small base layer: a directory tree with a few files, a symlink and a hard link.
 pub fn base_layer() -> Vec<u8> {
     Tarball::new()
@@ -599,13 +618,14 @@ pub fn big_file_layer(name: &str, len: usize) -> Vec<u8> {
 }
 
 /// Push a two-layer image (small base, 1 MiB noise on top) as `repo:latest`, pull it
-/// through a proxy that stalls the top layer after 100 kB, and send SIGINT once the base
-/// layer is applied. `while_stalled` looks at the image root before the signal. Returns the
-/// image and the pull's output.
+/// through a proxy that stalls the top layer after 100 kB, and send `signal` (SIGINT or
+/// SIGTERM) once the base layer is applied. `while_stalled` looks at the image root before
+/// the signal. Returns the image and the pull's output.
 pub fn pull_interrupted_mid_layer(
     reg: &std::sync::Arc<Registry>,
     env: &PullEnv,
     repo: &str,
+    signal: nix::sys::signal::Signal,
     while_stalled: impl FnOnce(),
 ) -> (Image, CliOutput) {
     let image = ImageBuilder::oci()
@@ -627,7 +647,7 @@ pub fn pull_interrupted_mid_layer(
         std::time::Duration::from_secs(60),
     );
     while_stalled();
-    watched.signal(nix::sys::signal::Signal::SIGINT);
+    watched.signal(signal);
     let out = watched.wait();
     assert_eq!(out.status, 1, "{}", out.stderr);
     let n = out.stderr_lines.len();

@@ -297,7 +297,9 @@ pub fn sha256_file(path: &Path) -> String {
     format!("{:x}", h.finalize())
 }
 
-/// Walk a tree without following symlinks.
+/// Walk a tree without following symlinks. File content is compared through
+/// [`super::fsmeta::content_digest`], which reads only data segments, so that large
+/// sparse files cost what their data costs (and a hole equals written zeros).
 pub fn snapshot(root: &Path) -> Snapshot {
     let mut out = Snapshot::new();
     let mut inodes: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
@@ -343,7 +345,7 @@ pub fn snapshot(root: &Path) -> Snapshot {
             uid: md.uid(),
             gid: md.gid(),
             size: if kind == "dir" { 0 } else { md.size() },
-            sha256: (kind == "file").then(|| sha256_file(&path)),
+            sha256: (kind == "file").then(|| super::fsmeta::content_digest(&path)),
             link: ft.is_symlink().then(|| {
                 fs::read_link(&path)
                     .unwrap()

@@ -516,13 +516,13 @@ mod tests {
         );
     }
 
-    /// Mutation campaign (`tests/common/mutate.rs`; `MUTATION_ITERATIONS` for long runs):
+    /// Mutation campaign (`util::mutate`; `MUTATION_ITERATIONS` for long runs):
     /// mutated tag and ancestry bodies never panic, every accepted id is valid, errors
     /// carry the documented errnos, and wherever serde_json reads the body as the same
     /// document with valid ids, the tokenizer returns the same ids.
     #[test]
     fn mutated_bodies() {
-        use crate::test_mutate::{mutate_bytes, note_outcome, Campaign, Sources};
+        use crate::util::mutate::{mutate_bytes, note_outcome, Campaign, Sources};
         let seeds: Vec<Vec<u8>> = [
             &br#""3f1dfa6e1c9cd4ba5e3c0e4ba1ab57b0d2f5f70ef6fa7bb3ce8f09b8da0fbd11""#[..],
             br#" "ab" "#,

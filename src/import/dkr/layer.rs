@@ -14,10 +14,8 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::stat::Mode;
-
-use crate::import::common;
 use crate::import::job::{StreamConsumer, StreamContext};
+use crate::import::store;
 use crate::import::unpack::{self, Mode as UnpackMode};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -51,7 +49,8 @@ fn make_tree(temp: &Path, base: Option<&Path>, cancel: &AtomicBool) -> Result<()
     let _ = fs::mkdir_parents(temp, 0o700);
     let made = match base {
         Some(base) => fs::snapshot_or_copy(base, temp, false, Some(cancel)),
-        None => make_empty(temp),
+        // The first layer starts empty: a new subvolume on btrfs, a directory elsewhere.
+        None => store::create_tree(temp).map(drop),
     };
     made.map_err(|e| {
         if cancel.load(Ordering::Acquire) {
@@ -66,20 +65,6 @@ fn make_tree(temp: &Path, base: Option<&Path>, cancel: &AtomicBool) -> Result<()
             )
         }
     })
-}
-
-/// The first layer starts empty: a new subvolume on btrfs, a directory (0755) elsewhere.
-fn make_empty(temp: &Path) -> Result<()> {
-    let (parent, name) = fs::split_parent(temp)?;
-    let dir = fs::open_dir(parent)?;
-    if btrfs::is_fs_btrfs(dir.as_fd())? {
-        return btrfs::subvol_make(dir.as_fd(), name);
-    }
-    nix::unistd::mkdir(temp, Mode::from_bits_truncate(0o755))?;
-    // Independent of the umask.
-    let made = fs::open_dir(temp)?;
-    nix::sys::stat::fchmod(made.as_fd(), Mode::from_bits_truncate(0o755))?;
-    Ok(())
 }
 
 /// Seal a finished layer: read-only (the subvolume flag, or the top directory's write
@@ -100,19 +85,6 @@ fn make_read_only(path: &Path) -> Result<()> {
     } else {
         fs::drop_write_bits(fd.as_fd())
     }
-}
-
-/// The local image (spec §4.7): a writable snapshot or copy of the top layer at
-/// `<root>/<local>`, replacing an existing one with `force`. Blocks (a copy can take
-/// long off btrfs): run it in a task. Logs "Created new local image '<local>'." or why not.
-pub fn make_local_copy(
-    top_layer: &Path,
-    image_root: &Path,
-    local: &str,
-    force: bool,
-    cancel: &AtomicBool,
-) -> Result<()> {
-    common::make_local_copy(top_layer, image_root, local, force, Some(cancel))
 }
 
 /// `<root>/.dkr-<id>`.

@@ -27,24 +27,35 @@ mod json;
 mod layer;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::cli::{self, DkrRequest, Settings};
-use crate::curl_glue::CurlGlue;
-use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
-use crate::import::common::TempPath;
+use crate::curl_glue::{CurlGlue, CurlSettings};
+use crate::event::EventLoop;
 use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, JobState, Sink, StreamContext};
-use crate::import::{operation_finished, Importer};
+use crate::import::store::{self, TempPath};
+use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::{notify, test_seams, validate};
+use crate::util::validate;
 
 /// Registries are always spoken to over HTTPS.
 const PROTOCOL_PREFIX: &str = "https://";
 
-/// How often the combined progress is recomputed while jobs run (the C jobs reported at
-/// most once a second, when they logged their own progress).
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// What pull-dkr is asked to do, validated by the command line.
+#[derive(Debug, Clone)]
+pub struct DkrRequest {
+    pub index_url: String,
+    pub name: String,
+    pub tag: String,
+    /// The local image name, `None` for "layers only".
+    pub local: Option<String>,
+    pub image_root: PathBuf,
+    /// Replace an existing local image.
+    pub force: bool,
+    /// What the easy handles get.
+    pub curl: CurlSettings,
+    /// Test setting: the port of the registry the index names.
+    pub registry_port: Option<u16>,
+}
 
 /// The five jobs, by what they fetch.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -83,7 +94,7 @@ impl JobKind {
 
 /// How far the pull is. Also selects the progress weights (v219's `DkrProgress`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Phase {
+enum Stage {
     /// Asking the index where the repository is (0–5 %).
     Searching,
     /// Resolving the tag to an image id (5–10 %).
@@ -98,12 +109,12 @@ enum Phase {
 
 /// One `pull-dkr`. See the module documentation.
 pub struct DkrImport {
-    // Field order is drop order: the jobs (their workers cancelled and joined) and the copy
-    // task first, then the temporary layer tree they may have been writing, and the glue
-    // after every job.
+    // Field order is drop order: the copy task and the jobs (their workers cancelled and
+    // joined) first, then the temporary layer tree they may have been writing, and the
+    // glue after every job.
+    /// Runs the local copy, the last step.
+    lifecycle: Lifecycle,
     jobs: JobSet<JobKind>,
-    /// Some while the local copy is made.
-    copy_task: Option<TaskHandle>,
     /// The layer being pulled, under its temporary name. Set before the layer job begins
     /// (its worker creates the tree); kept only once renamed into place.
     temp: Option<TempPath>,
@@ -116,6 +127,8 @@ pub struct DkrImport {
     tag: String,
     local: Option<String>,
     force_local: bool,
+    /// Test setting: appended to the registry host (see [`DkrImport::registry_url`]).
+    registry_port: Option<u16>,
 
     /// The image id the tag resolved to (set by the tags job).
     id: Option<String>,
@@ -128,18 +141,12 @@ pub struct DkrImport {
     /// `<root>/.dkr-<current layer>` while a layer job runs.
     final_path: Option<PathBuf>,
 
-    phase: Phase,
-    /// The once-a-second progress timer, while the pull runs.
-    progress_timer: Option<SourceId>,
-    /// The last `X_IMPORT_PROGRESS` value sent.
-    last_progress: Option<u32>,
-    /// `finish()` ran: later completions are ignored.
-    finished: bool,
+    stage: Stage,
 }
 
 impl DkrImport {
     /// `dkr_import_new()`: refuses an index URL that is not http(s) (EINVAL).
-    pub fn new(settings: &Settings, req: DkrRequest) -> Result<Self> {
+    pub fn new(req: DkrRequest) -> Result<Self> {
         if !validate::http_url_is_valid(&req.index_url) {
             return Err(Error::new(libc::EINVAL));
         }
@@ -148,33 +155,32 @@ impl DkrImport {
             index_url.pop();
         }
         Ok(DkrImport {
+            lifecycle: Lifecycle::new(),
             jobs: JobSet::new(),
-            copy_task: None,
             temp: None,
-            glue: CurlGlue::new(settings.curl.clone())?,
+            glue: CurlGlue::new(req.curl)?,
             index_url,
-            image_root: settings.image_root.clone(),
+            image_root: req.image_root,
             name: req.name,
             tag: req.tag,
             local: req.local,
-            force_local: settings.force,
+            force_local: req.force,
+            registry_port: req.registry_port,
             id: None,
             token: None,
             registries: Vec::new(),
             ancestry: Vec::new(),
             current: 0,
             final_path: None,
-            phase: Phase::Searching,
-            progress_timer: None,
-            last_progress: None,
-            finished: false,
+            stage: Stage::Searching,
         })
     }
 
-    /// `https://<first registry>` (plus the tests' port, see
-    /// [`test_seams::dkr_registry_port`]).
+    /// `https://<first registry>`, plus `:<port>` with the test setting
+    /// ([`crate::util::test_seams::TestSettings::dkr_registry_port`]).
     fn registry_url(&self) -> String {
-        let port = test_seams::dkr_registry_port()
+        let port = self
+            .registry_port
             .map(|p| format!(":{p}"))
             .unwrap_or_default();
         format!("{PROTOCOL_PREFIX}{}{port}", self.registries[0])
@@ -249,7 +255,7 @@ impl DkrImport {
             ));
         };
         log::info!("Index lookup succeeded, directed to registry {registry}.");
-        self.set_phase(Phase::Resolving);
+        self.set_stage(Stage::Resolving);
 
         let url = format!(
             "{}/v1/repositories/{}/tags/{}",
@@ -266,7 +272,7 @@ impl DkrImport {
         let id = json::parse_id(self.payload(JobKind::Tags))
             .map_err(|e| log_error_errno!(e, "Failed to parse JSON id."))?;
         log::info!("Tag lookup succeeded, resolved to layer {id}.");
-        self.set_phase(Phase::Metadata);
+        self.set_stage(Stage::Metadata);
 
         let base = format!("{}/v1/images/{id}", self.registry_url());
         self.id = Some(id);
@@ -299,7 +305,7 @@ impl DkrImport {
         }
         self.ancestry = ancestry;
         self.current = 0;
-        self.set_phase(Phase::Downloading);
+        self.set_stage(Stage::Downloading);
         self.pull_layer(lp)
     }
 
@@ -361,90 +367,45 @@ impl DkrImport {
             && done(JobKind::Json)
             && self.jobs.get(JobKind::Layer).is_none()
             && self.current >= self.ancestry.len()
-            && self.phase == Phase::Downloading
+            && self.stage == Stage::Downloading
     }
 
     /// The last step: the local image, in a task (a copy off btrfs takes long).
     fn make_local_copy(&mut self, lp: &mut EventLoop<Self>) {
-        self.set_phase(Phase::Copying);
+        self.set_stage(Stage::Copying);
         let (Some(local), Some(id)) = (self.local.clone(), self.id.as_deref()) else {
             return self.finish(lp, Ok(()));
         };
         let top_layer = layer::layer_path(&self.image_root, id);
         let root = self.image_root.clone();
         let force = self.force_local;
-        let task = lp.spawn_task(
+        self.run_step(
+            lp,
             "dkr-local-copy",
-            move |cancel| layer::make_local_copy(&top_layer, &root, &local, force, cancel),
-            |lp, d: &mut DkrImport, result| {
-                d.copy_task = None;
-                d.finish(lp, result);
-            },
+            move |cancel| store::copy_tree(&top_layer, &root, &local, force, Some(cancel)),
+            |me, lp, ()| me.finish(lp, Ok(())),
         );
-        match task {
-            Ok(task) => self.copy_task = Some(task),
-            Err(e) => {
-                let e = log_error_errno!(e.clone(), "Failed to create local image: {}", e);
-                self.finish(lp, Err(e));
-            }
-        }
     }
 
-    /// End the pull once: stop what still runs and report (the C `on_finished`).
-    fn finish(&mut self, lp: &mut EventLoop<Self>, result: Result<()>) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        self.jobs.cancel_all(lp, &mut self.glue);
-        if let Some(timer) = self.progress_timer.take() {
-            lp.remove(timer);
-        }
-        operation_finished(lp, &result);
-    }
-
-    fn set_phase(&mut self, phase: Phase) {
-        self.phase = phase;
+    fn set_stage(&mut self, stage: Stage) {
+        self.stage = stage;
         self.report_progress();
     }
 
     /// v219's `dkr_pull_report_progress()`.
     fn progress_percent(&self) -> u32 {
         let job = |k| self.jobs.get(k).map_or(0, ImportJob::progress_percent);
-        match self.phase {
-            Phase::Searching => job(JobKind::Images) * 5 / 100,
-            Phase::Resolving => 5 + job(JobKind::Tags) * 5 / 100,
-            Phase::Metadata => 10 + job(JobKind::Ancestry) * 5 / 100 + job(JobKind::Json) * 5 / 100,
-            Phase::Downloading => {
+        match self.stage {
+            Stage::Searching => job(JobKind::Images) * 5 / 100,
+            Stage::Resolving => 5 + job(JobKind::Tags) * 5 / 100,
+            Stage::Metadata => 10 + job(JobKind::Ancestry) * 5 / 100 + job(JobKind::Json) * 5 / 100,
+            Stage::Downloading => {
                 let n = self.ancestry.len().max(1) as u32;
                 let done = self.current.min(self.ancestry.len()) as u32;
                 20 + 75 * done / n + job(JobKind::Layer) * 75 / n / 100
             }
-            Phase::Copying => 95,
+            Stage::Copying => 95,
         }
-    }
-
-    fn report_progress(&mut self) {
-        let percent = self.progress_percent();
-        if self.last_progress != Some(percent) {
-            log::debug!("Combined progress {percent}%");
-        }
-        notify::progress(&mut self.last_progress, percent);
-    }
-
-    /// Recompute the progress every [`PROGRESS_INTERVAL`] while the pull runs.
-    fn start_progress_timer(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
-        let timer = lp.add_timer_in(
-            Clock::Monotonic,
-            PROGRESS_INTERVAL,
-            |_, d: &mut DkrImport, _, _| {
-                d.report_progress();
-                Ok(TimerAction::ToDuration(PROGRESS_INTERVAL))
-            },
-        )?;
-        lp.set_description(timer, "dkr-progress");
-        self.progress_timer = Some(timer);
-        Ok(())
     }
 }
 
@@ -457,7 +418,7 @@ impl JobOwner for DkrImport {
 
     /// A job completed (either way): the C `dkr_import_job_on_finished()`.
     fn on_job_done(&mut self, lp: &mut EventLoop<Self>, kind: JobKind) {
-        if self.finished {
+        if self.lifecycle.is_finished() {
             return;
         }
         let advanced = self.advance(lp, kind);
@@ -496,17 +457,15 @@ impl Importer for DkrImport {
         // Errors are reported by the caller ("Failed to pull image: …"), as in C.
         let job = self.job(&url, check_endpoints);
         self.jobs.begin(lp, &mut self.glue, JobKind::Images, job)?;
-        self.start_progress_timer(lp)
+        self.lifecycle.start_progress_timer(lp)
     }
-}
 
-/// Run `pull-dkr` for a validated request; returns the exit status.
-pub fn pull(settings: &Settings, req: DkrRequest) -> i32 {
-    match DkrImport::new(settings, req) {
-        Ok(import) => cli::run_importer(import),
-        Err(e) => {
-            log::error!("Failed to allocate importer: {e}");
-            1
-        }
+    fn lifecycle(&mut self) -> &mut Lifecycle {
+        &mut self.lifecycle
+    }
+
+    fn report_progress(&mut self) {
+        let percent = self.progress_percent();
+        self.lifecycle.report_progress(percent);
     }
 }

@@ -327,7 +327,7 @@ mod tests {
         assert_eq!(parse_status_line(b"ETag: x\r\n"), None);
     }
 
-    /// Mutation campaign (`tests/common/mutate.rs`; `MUTATION_ITERATIONS` for long runs):
+    /// Mutation campaign (`util::mutate`; `MUTATION_ITERATIONS` for long runs):
     /// sequences of mutated status and header lines go through one handler's header
     /// callback. No panic; a split header has a name without ':' and a value without
     /// surrounding blanks, and neither holds a NUL; a status code only comes from an
@@ -336,7 +336,7 @@ mod tests {
     #[test]
     fn mutated_header_lines() {
         use crate::import::job::Sink;
-        use crate::test_mutate::{mutate_bytes, Campaign, Sources};
+        use crate::util::mutate::{mutate_bytes, Campaign, Sources};
         const MAX: u64 = 1 << 30;
         let seeds: Vec<Vec<u8>> = [
             &b"HTTP/1.1 200 OK\r\n"[..],

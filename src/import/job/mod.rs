@@ -9,10 +9,10 @@
 //! the compression, decompresses, hashes and writes to the [`Sink`]. The job is complete
 //! when curl has finished *and* the worker has consumed everything.
 //!
-//! The owner (an importer, which is also the loop's data `D`) routes two kinds of events to
-//! the job and learns from the return value when the job became complete:
-//! * [`CurlHost::on_transfer_done`] → [`ImportJob::on_curl_done`];
-//! * [`JobHost::on_job_wake`] (the worker's eventfd) → [`ImportJob::on_wake`].
+//! The owner (an importer, which is also the loop's data `D`) implements [`JobOwner`]; its
+//! [`JobSet`] routes two kinds of events to the job and tells the owner when the job
+//! became complete: curl's completion ([`ImportJob::on_curl_done`]) and the worker's
+//! wake-up ([`ImportJob::on_wake`]).
 //!
 //! Deviations from the C job, all deliberate (spec §9): headers are matched
 //! case-insensitively (Q2) and only those of the final 2xx/304 response count (Q3); short
@@ -21,7 +21,9 @@
 //! libcurl itself noticed (it says "Transferred a partial file"); an error response's body
 //! never reaches the destination.
 
+mod expect;
 mod handler;
+pub mod retry;
 mod set;
 mod worker;
 
@@ -32,7 +34,7 @@ use std::sync::Arc;
 use curl::multi::Easy2Handle;
 use sha2::Sha256;
 
-use crate::curl_glue::{CurlGlue, CurlHost};
+use crate::curl_glue::CurlGlue;
 use crate::event::{EventLoop, SourceId, EPOLLIN};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -42,6 +44,7 @@ use worker::{Channel, InputEnd, WorkerSpec};
 pub use worker::DEFAULT_QUEUE_LIMIT;
 
 pub use crate::import::stream::Compression;
+pub use expect::{Expected, Mismatch, Wording};
 pub use set::{JobOwner, JobSet};
 
 /// The C job's default limit on compressed and uncompressed sizes: 8 GiB.
@@ -146,6 +149,9 @@ pub struct JobOptions {
     /// Bytes that may wait for the worker before the transfer is paused. An owner running
     /// many jobs at once lowers it so their sum stays bounded.
     pub queue_limit: usize,
+    /// The size and digest the bytes as served must have (a resumed download's counted
+    /// from its start); the job fails by itself when they do not.
+    pub expected: Option<Expected>,
 }
 
 impl JobOptions {
@@ -164,14 +170,9 @@ impl JobOptions {
             checksum_seed: None,
             quiet_http_errors: false,
             queue_limit: DEFAULT_QUEUE_LIMIT,
+            expected: None,
         }
     }
-}
-
-/// The owner of jobs: a [`CurlHost`] that also hears from the jobs' worker threads.
-pub trait JobHost: CurlHost {
-    /// The worker of the job with this token has news; call [`ImportJob::on_wake`].
-    fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize);
 }
 
 /// One download. See the module documentation.
@@ -196,6 +197,10 @@ pub struct ImportJob {
     /// curl's own error, when the transfer itself failed (for owners that retry).
     transfer_error: Option<curl::Error>,
     quiet_http_errors: bool,
+    /// Checked once the body is complete (taken from the options by `new`).
+    expected: Option<Expected>,
+    /// The body was complete but not what `expected` said.
+    mismatch: bool,
     // Results of the worker.
     payload: Vec<u8>,
     checksum: Option<String>,
@@ -206,11 +211,17 @@ pub struct ImportJob {
 
 impl ImportJob {
     /// A job for `url`; nothing happens until [`begin`](Self::begin).
-    pub fn new(url: &str, options: JobOptions) -> Self {
+    pub fn new(url: &str, mut options: JobOptions) -> Self {
+        let expected = options.expected.take();
+        if expected.as_ref().is_some_and(Expected::needs_checksum) {
+            options.calc_checksum = true;
+        }
         ImportJob {
             url: url.to_string(),
             state: JobState::Init,
             quiet_http_errors: options.quiet_http_errors,
+            expected,
+            mismatch: false,
             options: Some(options),
             token: None,
             handle: None,
@@ -230,7 +241,7 @@ impl ImportJob {
     }
 
     /// Send the request. Fails with EBUSY unless the job is new.
-    pub fn begin<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> Result<()> {
+    fn begin<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> Result<()> {
         if self.state != JobState::Init {
             return Err(Error::new(libc::EBUSY));
         }
@@ -277,7 +288,7 @@ impl ImportJob {
             channel.wake.as_raw_fd(),
             EPOLLIN,
             move |lp, d: &mut D, _, _| {
-                d.on_job_wake(lp, token);
+                set::on_worker_wake(lp, d, token);
                 Ok(())
             },
         );
@@ -297,9 +308,9 @@ impl ImportJob {
         Ok(())
     }
 
-    /// curl finished this job's transfer (from [`CurlHost::on_transfer_done`]). Returns
-    /// true if the job just became complete.
-    pub fn on_curl_done<D: JobHost>(
+    /// curl finished this job's transfer (routed by the owner's [`JobSet`]). Returns true
+    /// if the job just became complete.
+    fn on_curl_done<D: JobOwner>(
         &mut self,
         lp: &mut EventLoop<D>,
         glue: &mut CurlGlue,
@@ -419,9 +430,9 @@ impl ImportJob {
         self.on_wake(lp, glue)
     }
 
-    /// The worker signalled (from [`JobHost::on_job_wake`]). Returns true if the job just
-    /// became complete.
-    pub fn on_wake<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> bool {
+    /// The worker signalled (routed by the owner's [`JobSet`]). Returns true if the job
+    /// just became complete.
+    fn on_wake<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) -> bool {
         if self.state.is_complete() {
             return false;
         }
@@ -446,7 +457,13 @@ impl ImportJob {
                 self.written_uncompressed = out.written_uncompressed;
                 self.compression = out.compression;
                 channel.join();
-                self.finish(lp, Ok(()))
+                let size = out.resumed_from + self.written_compressed();
+                let checked = match &self.expected {
+                    Some(expected) => expected.check(size, self.checksum.as_deref()),
+                    None => Ok(()),
+                };
+                self.mismatch = checked.is_err();
+                self.finish(lp, checked)
             }
             Some(Err(e)) => {
                 // Stop the transfer if it still runs; the worker logged the reason.
@@ -481,7 +498,7 @@ impl ImportJob {
     }
 
     /// `import_job_finish()`: complete the job once; later calls are no-ops (returns false).
-    fn finish<D: JobHost>(&mut self, lp: &mut EventLoop<D>, r: Result<()>) -> bool {
+    fn finish<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, r: Result<()>) -> bool {
         if self.state.is_complete() {
             return false;
         }
@@ -506,7 +523,7 @@ impl ImportJob {
 
     /// Stop the job now (the owner gives up, e.g. another job failed). Marks it failed with
     /// ECANCELED without logging; the worker is told to stop and joined when dropped.
-    pub fn cancel<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
+    fn cancel<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
         if let Some(handle) = self.handle.take() {
             if let Ok(easy) = glue.remove(lp, handle) {
                 self.finished = Some(easy);
@@ -526,7 +543,7 @@ impl ImportJob {
         &self.url
     }
     /// The glue token, once begun.
-    pub fn token(&self) -> Option<usize> {
+    fn token(&self) -> Option<usize> {
         self.token
     }
     pub fn state(&self) -> JobState {
@@ -538,6 +555,11 @@ impl ImportJob {
     /// Why the job failed.
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
+    }
+    /// The body arrived whole but its size or digest was not the expected one (the job
+    /// logged which): nothing another attempt or another source should be asked for.
+    pub fn content_mismatch(&self) -> bool {
+        self.mismatch
     }
     /// curl's error if the transfer itself failed (connection, TLS, timeout, truncation),
     /// so an owner can tell transient failures from permanent ones.
@@ -574,9 +596,6 @@ impl ImportJob {
     /// Memory mode: the decompressed body.
     pub fn payload(&self) -> &[u8] {
         &self.payload
-    }
-    pub fn take_payload(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.payload)
     }
     /// The (bounded) body of a non-2xx response.
     pub fn error_body(&self) -> &[u8] {

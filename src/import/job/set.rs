@@ -1,23 +1,29 @@
-//! `JobSet`: an importer's jobs, keyed by what they are for.
+//! `JobSet` and [`JobOwner`]: an importer's jobs, keyed by what they are for, and the one
+//! route from the loop to them.
 //!
-//! Every importer routes the same two events (curl completion, worker wake-up) from a glue
-//! token to "its" job and then reacts to the job that completed. The C code compares job
+//! Two kinds of events concern a job: curl finished its transfer (reported by the glue
+//! with the transfer's token) and the job's worker woke the loop (its eventfd). Both are
+//! routed the same way: from the token to the job's key in the owner's set, to the job,
+//! and, if the job just completed, to [`JobOwner::on_job_done`]. The C code compares job
 //! pointers (`if (j == i->images_job)`); here the set maps tokens to keys the importer
 //! chooses (an enum such as `JobKind::Tags`, or a layer index).
+//!
+//! `curl_glue` lies below this module and knows only its own [`CurlHost`]; every
+//! `JobOwner` is one, by the blanket impl here, so an owner implements `JobOwner` alone.
 
-use super::{ImportJob, JobHost};
+use super::ImportJob;
 use crate::curl_glue::{CurlGlue, CurlHost};
 use crate::event::EventLoop;
 use crate::util::error::Result;
 
-/// An owner of keyed jobs (every importer): implementing this gives it the [`CurlHost`] and
-/// [`JobHost`] plumbing, which only routes both kinds of events to the job set and reports
-/// the job that completed.
+/// The loop's data when it runs jobs (every importer): the one routing trait. It lends
+/// out its glue and job set, and hears which job completed.
 pub trait JobOwner: Sized + 'static {
     type Key: Copy + Eq;
     /// The glue and the jobs, borrowed together.
     fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<Self::Key>);
-    /// The job under `key` has just completed (done or failed).
+    /// The job under `key` has just completed (done or failed). Not called for jobs the
+    /// owner cancelled.
     fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: Self::Key);
 }
 
@@ -39,12 +45,12 @@ impl<T: JobOwner> CurlHost for T {
     }
 }
 
-impl<T: JobOwner> JobHost for T {
-    fn on_job_wake(&mut self, lp: &mut EventLoop<Self>, token: usize) {
-        let (glue, jobs) = self.glue_and_jobs();
-        if let Some(key) = jobs.on_wake(lp, glue, token) {
-            self.on_job_done(lp, key);
-        }
+/// The worker of the job with this token woke the loop (the callback of the io source
+/// [`ImportJob::begin`] adds).
+pub(super) fn on_worker_wake<D: JobOwner>(lp: &mut EventLoop<D>, owner: &mut D, token: usize) {
+    let (glue, jobs) = owner.glue_and_jobs();
+    if let Some(key) = jobs.on_wake(lp, glue, token) {
+        owner.on_job_done(lp, key);
     }
 }
 
@@ -65,7 +71,7 @@ impl<K: Copy + Eq> JobSet<K> {
     }
 
     /// Add `job` under `key` and begin it.
-    pub fn begin<D: JobHost>(
+    pub fn begin<D: JobOwner>(
         &mut self,
         lp: &mut EventLoop<D>,
         glue: &mut CurlGlue,
@@ -119,7 +125,7 @@ impl<K: Copy + Eq> JobSet<K> {
     }
 
     /// Route a curl completion. Returns the key of the job if it just became complete.
-    pub fn on_curl_done<D: JobHost>(
+    fn on_curl_done<D: JobOwner>(
         &mut self,
         lp: &mut EventLoop<D>,
         glue: &mut CurlGlue,
@@ -132,7 +138,7 @@ impl<K: Copy + Eq> JobSet<K> {
     }
 
     /// Route a worker wake-up. Returns the key of the job if it just became complete.
-    pub fn on_wake<D: JobHost>(
+    fn on_wake<D: JobOwner>(
         &mut self,
         lp: &mut EventLoop<D>,
         glue: &mut CurlGlue,
@@ -144,7 +150,7 @@ impl<K: Copy + Eq> JobSet<K> {
     }
 
     /// Cancel every job that is still running (e.g. one job failed and the pull is over).
-    pub fn cancel_all<D: JobHost>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
+    pub fn cancel_all<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
         for (_, job) in self.jobs.iter_mut() {
             if !job.is_complete() {
                 job.cancel(lp, glue);

@@ -15,13 +15,14 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
 use nix::unistd::Whence;
 use sha2::{Digest, Sha256};
@@ -59,6 +60,9 @@ pub(crate) struct WorkerOutput {
     /// The body, for [`Sink::Memory`].
     pub payload: Vec<u8>,
     pub compression: Option<Compression>,
+    /// Where the bytes of this transfer start in the whole (a resumed download's offset;
+    /// 0 when the server sent everything).
+    pub resumed_from: u64,
 }
 
 /// State shared by the loop thread (producer) and the worker (consumer).
@@ -86,18 +90,15 @@ pub(crate) struct Channel {
     /// Set to stop the worker early; shared with stream sinks (the unpacker polls it).
     pub cancel: Arc<AtomicBool>,
     /// Readable when the loop should look at the job (queue drained, or worker finished).
-    pub wake: OwnedFd,
+    pub wake: EventFd,
     /// The worker thread, once spawned; joined by the job.
     pub thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Channel {
     pub fn new(queue_limit: usize) -> Result<Arc<Channel>> {
-        // SAFETY: plain syscall; the result is checked and then owned.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(Error::last_os_error());
-        }
+        let wake =
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         Ok(Arc::new(Channel {
             state: Mutex::new(ChannelState {
                 meta: None,
@@ -112,8 +113,7 @@ impl Channel {
             low_water: queue_limit / 4,
             cond: Condvar::new(),
             cancel: Arc::new(AtomicBool::new(false)),
-            // SAFETY: fresh eventfd, owned from here on.
-            wake: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+            wake,
             thread: Mutex::new(None),
         }))
     }
@@ -157,28 +157,13 @@ impl Channel {
 
     /// Ask the loop to look at this job.
     fn wake_loop(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: 8-byte write to our own eventfd; a full counter (EAGAIN) still wakes.
-        unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                one.as_ptr() as *const libc::c_void,
-                8,
-            )
-        };
+        // A full counter (EAGAIN) is still readable: the loop wakes either way.
+        let _ = self.wake.write(1);
     }
 
-    /// Loop side: consume the wake-up.
+    /// Loop side: consume the wake-up (EAGAIN: there was none).
     pub fn clear_wake(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: 8-byte read from our own non-blocking eventfd.
-        unsafe {
-            libc::read(
-                self.wake.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                8,
-            )
-        };
+        let _ = self.wake.read();
     }
 
     /// Join the worker thread if one was spawned.
@@ -399,6 +384,7 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
 
     let mut out = WorkerOutput {
         compression,
+        resumed_from: resume_from.unwrap_or(0),
         ..Default::default()
     };
     match spec.sink {
@@ -545,15 +531,6 @@ mod tests {
             !channel.lock().paused,
             "drained: the loop is woken to unpause"
         );
-        let mut counter = [0u8; 8];
-        // SAFETY: 8-byte read from the channel's own non-blocking eventfd.
-        let n = unsafe {
-            libc::read(
-                channel.wake.as_raw_fd(),
-                counter.as_mut_ptr() as *mut libc::c_void,
-                8,
-            )
-        };
-        assert_eq!(n, 8, "the eventfd was signalled");
+        assert_eq!(channel.wake.read(), Ok(1), "the eventfd was signalled");
     }
 }

@@ -26,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
 use super::spool::SpoolReader;
-use crate::import::common::TempPath;
+use crate::import::store::{self, TempPath};
 use crate::import::stream::{self, HashingReader};
 use crate::import::unpack::{self, Mode};
 use crate::log_error_errno;
@@ -124,30 +124,10 @@ fn prepare_target(target: &Target) -> Result<std::os::fd::OwnedFd> {
                 })
                 .map(|()| path)
         }
-        Target::Subvolume { parent: None, path } => {
-            let (dir, name) = fs::split_parent(path)?;
-            btrfs::subvol_make(fs::open_dir(dir)?.as_fd(), name)
-                .map_err(|e| {
-                    log_error_errno!(
-                        e.clone(),
-                        "Failed to create subvolume {}: {}",
-                        path.display(),
-                        e
-                    )
-                })
-                .map(|()| path)
+        // A new subvolume (btrfs) or directory (elsewhere).
+        Target::Subvolume { parent: None, path } | Target::Directory { path, create: true } => {
+            return store::make_tree(path)
         }
-        Target::Directory { path, create: true } => std::fs::create_dir(path)
-            .map_err(|e| {
-                let e = Error::from(e);
-                log_error_errno!(
-                    e.clone(),
-                    "Failed to create directory {}: {}",
-                    path.display(),
-                    e
-                )
-            })
-            .map(|()| path),
         Target::Directory {
             path,
             create: false,

@@ -2,14 +2,19 @@
 //!
 //! `systemd-import pull-oci REF [LOCAL]` with `--image-root=`, `--force`,
 //! `--platform=OS/ARCH[/VARIANT]` and `--max-concurrent-downloads=N`. REF follows docker's
-//! grammar ([`reference`]); LOCAL defaults to the last path component, and `-` or an
+//! grammar ([`reference`](mod@reference)); LOCAL defaults to the last path component, and `-` or an
 //! empty LOCAL means "no local image" (on btrfs the verified layers are still cached).
 //!
-//! Modules: [`reference`], [`digest`] and [`platform`] (what is asked for), [`auth`],
-//! [`credentials`] and [`encoding`] (who we are), [`manifest`], [`config`] and
-//! [`registry_error`] (what the registry says), [`spool`] (a blob between the network and
-//! the unpacker), [`apply`] (one layer onto the tree) and [`importer`] (the state machine
-//! on the loop).
+//! Modules, each below the ones after it:
+//! * what is asked for: [`reference`](mod@reference), [`digest`], [`platform`];
+//! * who we are: [`encoding`], [`auth`], [`credentials`];
+//! * what the registry says: [`manifest`], [`config`], [`registry_error`];
+//! * a layer on its way: [`spool`] (a blob between the network and the unpacker),
+//!   [`apply`] (one layer onto the tree), [`finish`] (the local image and its settings
+//!   files);
+//! * the pull: [`request`] (what to pull, each request's job), [`session`] (authorization
+//!   and what becomes of a failed request), [`blobs`] (the blob queue), [`layers`] (the
+//!   layer stack and its storage), and [`importer`] (the state machine on the loop).
 //!
 //! Decisions (see also the README's compatibility section):
 //! * registries are reached over https only, loopback ones too; a custom CA goes in
@@ -28,79 +33,23 @@
 
 pub mod apply;
 pub mod auth;
+pub mod blobs;
 pub mod config;
 pub mod credential_helper;
 pub mod credentials;
 pub mod digest;
 pub mod encoding;
+pub mod finish;
 pub mod importer;
+pub mod layers;
 pub mod manifest;
 pub mod platform;
 pub mod reference;
 pub mod registry;
 pub mod registry_error;
+pub mod request;
+pub mod session;
 pub mod spool;
 
-use crate::cli::Settings;
-use importer::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
-use platform::Platform;
-use reference::{Reference, ReferenceError};
-
-/// Run the verb on its words (`REF [LOCAL]`); returns the exit status.
-pub fn pull(settings: &Settings, args: &[String]) -> i32 {
-    let Ok(req) = validate(settings, args) else {
-        return 1;
-    };
-    match OciImport::new(req) {
-        Ok(importer) => crate::cli::run_importer(importer),
-        Err(e) => {
-            log::error!("Failed to allocate importer: {e}");
-            1
-        }
-    }
-}
-
-/// The command-line checks, in the style of the other verbs. `Err(())`: logged, exit 1.
-fn validate(settings: &Settings, args: &[String]) -> Result<PullRequest, ()> {
-    let text = args.first().map(String::as_str).unwrap_or("");
-    let reference = Reference::parse(text).map_err(|e| match e {
-        ReferenceError::Invalid => log::error!("Reference '{text}' is not valid."),
-        ReferenceError::UnsupportedDigest(algorithm) => log::error!(
-            "Reference '{text}' uses the digest algorithm '{algorithm}', only sha256 is supported."
-        ),
-    })?;
-    let platform = match &settings.platform {
-        Some(p) => Platform::parse(p).ok_or_else(|| {
-            log::error!("Platform '{p}' is not valid, expected OS/ARCH[/VARIANT].");
-        })?,
-        None => Platform::native(),
-    };
-    let local = args
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| reference.local_name().to_string());
-    let local = if local.is_empty() || local == "-" {
-        log::info!("Pulling '{reference}'.");
-        None
-    } else {
-        crate::cli::check_local(settings, &local)?;
-        log::info!("Pulling '{reference}', saving as '{local}'.");
-        Some(local)
-    };
-    let credentials = credentials::find(&reference);
-    if let Some((c, path)) = &credentials {
-        log::debug!("Using credentials of '{}' from {}.", c.user, path.display());
-    }
-    Ok(PullRequest {
-        reference,
-        local,
-        image_root: settings.image_root.clone(),
-        force: settings.force,
-        platform,
-        max_downloads: settings
-            .max_concurrent_downloads
-            .unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS),
-        credentials,
-        curl: settings.curl.clone(),
-    })
-}
+pub use importer::OciImport;
+pub use request::{PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};

@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use crate::util::sys;
 
 /// 64 random bits from the kernel (`getrandom(2)`).
-fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     let mut filled = 0;
     while filled < bytes.len() {

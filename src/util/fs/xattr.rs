@@ -1,5 +1,6 @@
-//! Extended attributes: copying all of them from one inode to another, and setting one
-//! on a node that is not opened (a symlink or device node, addressed as `dir` + name).
+//! Extended attributes: reading or copying all of them from one inode to another, and
+//! setting one on a node that is not opened (a symlink or device node, addressed as
+//! `dir` + name).
 //! An open file's single attribute is set with `util::sys::fsetxattr`.
 
 use std::ffi::{CStr, CString};
@@ -74,19 +75,38 @@ impl XattrTarget<'_> {
         }
     }
 
+    /// Every xattr of `self`, in the order the file system lists them.
+    fn read_all(&self) -> nix::Result<Vec<(CString, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for name in self.list()? {
+            match self.get(&name) {
+                Ok(value) => out.push((name, value)),
+                // Removed since it was listed.
+                Err(Errno::ENODATA) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Copy every xattr of `self` to `dst`.
     fn copy_all_to(&self, dst: &XattrTarget<'_>) -> nix::Result<()> {
-        for name in self.list()? {
-            let value = match self.get(&name) {
-                Ok(value) => value,
-                // Removed since it was listed.
-                Err(Errno::ENODATA) => continue,
-                Err(e) => return Err(e),
-            };
+        for (name, value) in self.read_all()? {
             dst.set(&name, &value)?;
         }
         Ok(())
     }
+}
+
+/// Every extended attribute of the open file `fd` (name, value), as far as the
+/// caller's privileges let it see them.
+pub fn read_xattrs(fd: BorrowedFd<'_>) -> nix::Result<Vec<(CString, Vec<u8>)>> {
+    XattrTarget::Fd(fd).read_all()
+}
+
+/// [`read_xattrs`] of `dir/name`, without following `name` (symlinks, devices, FIFOs).
+pub fn read_xattrs_at(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<Vec<(CString, Vec<u8>)>> {
+    XattrTarget::at(dir, name)?.read_all()
 }
 
 /// Copy every extended attribute of `src` to `dst` (including `trusted.*`,

@@ -3,6 +3,13 @@
 
 use super::options::{help_text, Settings, Verify};
 use super::program_short_name;
+use crate::import;
+use crate::import::dkr::{DkrImport, DkrRequest};
+use crate::import::oci::credentials;
+use crate::import::oci::platform::Platform;
+use crate::import::oci::reference::{Reference, ReferenceError};
+use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
+use crate::import::url::{RawImport, TarImport, UrlRequest};
 use crate::util::{image, names, validate};
 
 /// A verb: its names (seed, then the v219 short alias), and its argument counts including
@@ -73,23 +80,6 @@ fn verb_help(argv0: &str, _: &Settings, _: &[String]) -> i32 {
     0
 }
 
-/// What pull-tar and pull-raw were asked to do, after validation.
-#[derive(Debug, Clone)]
-pub struct UrlRequest {
-    pub url: String,
-    /// The local image name, `None` for "download into the cache only".
-    pub local: Option<String>,
-}
-
-/// What pull-dkr was asked to do, after validation.
-#[derive(Debug, Clone)]
-pub struct DkrRequest {
-    pub index_url: String,
-    pub name: String,
-    pub tag: String,
-    pub local: Option<String>,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Suffixes {
     Tar,
@@ -113,12 +103,19 @@ fn validate_url_request(
             log::error!("Failed get final component of URL: {e}");
         })?,
     };
+    let request = |local| UrlRequest {
+        url: url.clone(),
+        local,
+        image_root: settings.image_root.clone(),
+        force: settings.force,
+        verify: settings.verify,
+        curl: settings.curl.clone(),
+        keyring: settings.test.pubring.clone(),
+        hold: settings.test.hold,
+    };
     if local.is_empty() || local == "-" {
         log::info!("Pulling '{url}'.");
-        return Ok(UrlRequest {
-            url: url.clone(),
-            local: None,
-        });
+        return Ok(request(None));
     }
     let local = match suffixes {
         // Q11: the C tool reported this EINVAL as "Out of memory."
@@ -129,15 +126,12 @@ fn validate_url_request(
     };
     check_local(settings, &local)?;
     log::info!("Pulling '{url}', saving as '{local}'.");
-    Ok(UrlRequest {
-        url: url.clone(),
-        local: Some(local),
-    })
+    Ok(request(Some(local)))
 }
 
 /// The local name must be a valid machine name and, unless `--force`, must not exist yet
 /// (Q9: under `--image-root` as well as on the fixed search path).
-pub(crate) fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
+fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
     if !validate::machine_name_is_valid(local) {
         log::error!("Local image name '{local}' is not valid.");
         return Err(());
@@ -162,14 +156,14 @@ fn verb_pull_tar(_: &str, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = validate_url_request(settings, args, Suffixes::Tar) else {
         return 1;
     };
-    crate::import::pull_tar(settings, req)
+    import::run(TarImport::new(req))
 }
 
 fn verb_pull_raw(_: &str, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = validate_url_request(settings, args, Suffixes::Raw) else {
         return 1;
     };
-    crate::import::pull_raw(settings, req)
+    import::run(RawImport::new(req))
 }
 
 /// Spec §1.5 for pull-dkr.
@@ -201,22 +195,23 @@ fn validate_dkr_request(settings: &Settings, args: &[String]) -> Result<DkrReque
             .map_or(name.as_str(), |(_, rest)| rest)
             .to_string(),
     };
-    if local.is_empty() || local == "-" {
+    let local = if local.is_empty() || local == "-" {
         log::info!("Pulling '{name}' with tag '{tag}'.");
-        return Ok(DkrRequest {
-            index_url,
-            name,
-            tag,
-            local: None,
-        });
-    }
-    check_local(settings, &local)?;
-    log::info!("Pulling '{name}' with tag '{tag}', saving as '{local}'.");
+        None
+    } else {
+        check_local(settings, &local)?;
+        log::info!("Pulling '{name}' with tag '{tag}', saving as '{local}'.");
+        Some(local)
+    };
     Ok(DkrRequest {
         index_url,
         name,
         tag,
-        local: Some(local),
+        local,
+        image_root: settings.image_root.clone(),
+        force: settings.force,
+        curl: settings.curl.clone(),
+        registry_port: settings.test.dkr_registry_port,
     })
 }
 
@@ -224,9 +219,58 @@ fn verb_pull_dkr(_: &str, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = validate_dkr_request(settings, args) else {
         return 1;
     };
-    crate::import::pull_dkr(settings, req)
+    import::run(DkrImport::new(req))
 }
 
 fn verb_pull_oci(_: &str, settings: &Settings, args: &[String]) -> i32 {
-    crate::import::pull_oci(settings, &args[1..])
+    let Ok(req) = validate_oci_request(settings, &args[1..]) else {
+        return 1;
+    };
+    import::run(OciImport::new(req))
+}
+
+/// The checks of pull-oci's words (`REF [LOCAL]`), in the style of the other verbs.
+fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequest, ()> {
+    let text = args.first().map(String::as_str).unwrap_or("");
+    let reference = Reference::parse(text).map_err(|e| match e {
+        ReferenceError::Invalid => log::error!("Reference '{text}' is not valid."),
+        ReferenceError::UnsupportedDigest(algorithm) => log::error!(
+            "Reference '{text}' uses the digest algorithm '{algorithm}', only sha256 is supported."
+        ),
+    })?;
+    let platform = match &settings.platform {
+        Some(p) => Platform::parse(p).ok_or_else(|| {
+            log::error!("Platform '{p}' is not valid, expected OS/ARCH[/VARIANT].");
+        })?,
+        None => Platform::native(),
+    };
+    let local = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| reference.local_name().to_string());
+    let local = if local.is_empty() || local == "-" {
+        log::info!("Pulling '{reference}'.");
+        None
+    } else {
+        check_local(settings, &local)?;
+        log::info!("Pulling '{reference}', saving as '{local}'.");
+        Some(local)
+    };
+    let credentials = credentials::find(&reference);
+    if let Some((c, path)) = &credentials {
+        log::debug!("Using credentials of '{}' from {}.", c.user, path.display());
+    }
+    Ok(PullRequest {
+        reference,
+        local,
+        image_root: settings.image_root.clone(),
+        force: settings.force,
+        platform,
+        max_downloads: settings
+            .max_concurrent_downloads
+            .unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS),
+        credentials,
+        curl: settings.curl.clone(),
+        retry_delay: settings.test.retry_delay,
+    })
 }

@@ -22,20 +22,20 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::util::error::{Error, Result};
-use crate::util::{names, test_seams, validate};
+use crate::util::{fs, names, sys, validate};
 use crate::{log_debug_errno, log_error_errno, log_warning_errno};
 
 /// The administrator's keyring; replaces the vendor one when it exists (v219).
@@ -98,13 +98,13 @@ fn sums_have_line(sums: &[u8], sha256: &str, name: &str) -> bool {
     })
 }
 
-/// The keyring gpg is given: the test seam's if set, else the v219 rule (§5.2):
-/// `/etc/systemd/import-pubring.gpg` if it exists, else
+/// The keyring gpg is given: `test_keyring` if given (a test setting), else the v219
+/// rule (§5.2): `/etc/systemd/import-pubring.gpg` if it exists, else
 /// `/usr/lib/systemd/import-pubring.gpg`.
-pub fn keyring_path() -> PathBuf {
-    if let Some(path) = test_seams::import_pubring() {
+pub fn keyring_path(test_keyring: Option<&Path>) -> PathBuf {
+    if let Some(path) = test_keyring {
         // gpg looks up a keyring name without a slash in its home directory.
-        return std::path::absolute(&path).unwrap_or(path);
+        return std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     }
     if Path::new(USER_KEYRING_PATH).exists() {
         PathBuf::from(USER_KEYRING_PATH)
@@ -113,11 +113,17 @@ pub fn keyring_path() -> PathBuf {
     }
 }
 
-/// §5.2 signature check: run gpg on `sums` with the detached `signature`.
+/// §5.2 signature check: run gpg on `sums` with the detached `signature`, against
+/// `keyring` (see [`keyring_path`]).
 ///
 /// Blocks until gpg exits. When `cancel` is given it is polled every 100 ms; once set,
 /// gpg is killed and reaped and ECANCELED returned.
-pub fn verify_signature(sums: &[u8], signature: &[u8], cancel: Option<&AtomicBool>) -> Result<()> {
+pub fn verify_signature(
+    sums: &[u8],
+    signature: &[u8],
+    keyring: &Path,
+    cancel: Option<&AtomicBool>,
+) -> Result<()> {
     if signature.is_empty() {
         return Err(log_error_errno!(
             Errno::EBADMSG,
@@ -136,12 +142,7 @@ pub fn verify_signature(sums: &[u8], signature: &[u8], cancel: Option<&AtomicBoo
     let home = TempHome::create()
         .map_err(|e| fail(e, "Failed to create temporary home directory for gpg"))?;
 
-    let mut gpg = Gpg::spawn(
-        &home.path,
-        &keyring_path(),
-        &signature_file.path,
-        stdin_read,
-    )?;
+    let mut gpg = Gpg::spawn(&home.path, keyring, &signature_file.path, stdin_read)?;
     let delivery = gpg.feed(stdin_write, sums, cancel)?;
     let status = gpg.wait(cancel)?;
     if let Some(signal) = status.signal() {
@@ -198,18 +199,32 @@ struct TempSignature {
 }
 
 impl TempSignature {
+    /// A new file `/tmp/sig<6 random characters>`, mode 0600, as mkostemp() makes them.
     fn create() -> io::Result<TempSignature> {
-        let mut template = *b"/tmp/sigXXXXXX\0";
-        // SAFETY: `template` is a writable, NUL-terminated buffer ending in "XXXXXX", as
-        // mkostemp() requires, and it outlives the call.
-        let fd = unsafe { libc::mkostemp(template.as_mut_ptr().cast(), libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+        const CHARS: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        loop {
+            let mut r = fs::random_u64();
+            let suffix: String = (0..6)
+                .map(|_| {
+                    let c = CHARS[(r % 62) as usize] as char;
+                    r /= 62;
+                    c
+                })
+                .collect();
+            let path = PathBuf::from(format!("/tmp/sig{suffix}"));
+            // std opens with O_CLOEXEC: gpg does not inherit it by accident.
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+            match opened {
+                Ok(file) => return Ok(TempSignature { path, file }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
         }
-        // SAFETY: mkostemp() just returned this descriptor; nothing else owns it.
-        let file = unsafe { File::from_raw_fd(fd) };
-        let path = PathBuf::from(OsString::from_vec(template[..template.len() - 1].to_vec()));
-        Ok(TempSignature { path, file })
     }
 }
 
@@ -398,18 +413,14 @@ fn prefixed(prefix: &str, path: &Path) -> OsString {
 /// ignored), an empty signal mask, stderr kept across exec, and SIGTERM when the parent
 /// thread goes away.
 fn reset_child(parent: nix::unistd::Pid) -> io::Result<()> {
-    for signal in 1..=64 {
-        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in Signal::iterator() {
+        if signal == Signal::SIGKILL || signal == Signal::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL is always sound; a zeroed sigaction is a valid
-        // value (empty mask, no flags). Invalid signal numbers fail with EINVAL, which
-        // we ignore.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
+        // SAFETY: installing SIG_DFL replaces no handler that could run meanwhile and
+        // needs no handler code; failures (none are expected) are ignored.
+        let _ = unsafe { sigaction(signal, &default) };
     }
     nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -419,11 +430,8 @@ fn reset_child(parent: nix::unistd::Pid) -> io::Result<()> {
     // PDEATHSIG follows the thread that forked: the worker thread, which blocks until
     // gpg is reaped, so it cannot fire early.
     // stdin and stdout were dup2()ed (which clears CLOEXEC); stderr is inherited as is.
-    // SAFETY: fcntl(F_SETFD) on fd 2 changes only its flags; an fd 2 that is not open
-    // fails with EBADF, which we ignore.
-    unsafe {
-        libc::fcntl(libc::STDERR_FILENO, libc::F_SETFD, 0);
-    }
+    // An fd 2 that is not open fails with EBADF, which we ignore.
+    let _ = fcntl(io::stderr(), FcntlArg::F_SETFD(FdFlag::empty()));
     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
     if nix::unistd::getppid() != parent {
         // The parent died before prctl(): the signal will never come.
@@ -432,16 +440,10 @@ fn reset_child(parent: nix::unistd::Pid) -> io::Result<()> {
     Ok(())
 }
 
-/// A pidfd for our (unreaped) child; `None` on kernels without pidfd_open (< 5.3).
+/// A pidfd for our (unreaped) child, so it cannot name another process; `None` on
+/// kernels without pidfd_open (< 5.3).
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; the pid
-    // is our own child, not yet reaped, so it cannot name another process.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this descriptor (O_CLOEXEC by default); we own it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    sys::pidfd_open(pid as libc::pid_t).ok()
 }
 
 #[cfg(test)]

@@ -6,26 +6,8 @@
 use std::path::PathBuf;
 
 use crate::curl_glue::CurlSettings;
-
-/// `--verify=` modes. `sum` (seed) and `checksum` (v219) are the same.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Verify {
-    No,
-    Checksum,
-    Signature,
-}
-
-impl Verify {
-    /// Parse a `--verify=` value.
-    pub fn parse(s: &str) -> Option<Verify> {
-        match s {
-            "no" => Some(Verify::No),
-            "sum" | "checksum" => Some(Verify::Checksum),
-            "signature" => Some(Verify::Signature),
-            _ => None,
-        }
-    }
-}
+pub use crate::import::url::Verify;
+use crate::util::test_seams::TestSettings;
 
 /// Default for `--image-root=`.
 pub const DEFAULT_IMAGE_ROOT: &str = "/var/lib/machines";
@@ -46,6 +28,8 @@ pub struct Settings {
     /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
     /// argv[0] and the environment at start-up.
     pub curl: CurlSettings,
+    /// The test-only settings, read from the environment once at start-up.
+    pub test: TestSettings,
 }
 
 impl Default for Settings {
@@ -58,6 +42,7 @@ impl Default for Settings {
             platform: None,
             max_concurrent_downloads: None,
             curl: CurlSettings::default(),
+            test: TestSettings::default(),
         }
     }
 }

@@ -1,0 +1,384 @@
+//! The layer blobs of a pull: each [`Blob`] (its spool file, the places it may come from,
+//! where a retry resumes) and the [`BlobQueue`] that starts their downloads, base layers
+//! first, up to the concurrency limit.
+//!
+//! A blob is queued, active (downloading, waiting to retry, or hashing its spool to resume)
+//! or verified. The queue keeps the three as sets of blob indices, so picking the next
+//! blob, counting the running ones and summing the progress never scan the whole list. A
+//! blob shared by several layers of the image is downloaded once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use super::digest::Digest;
+use super::manifest::Descriptor;
+use super::spool::{self, Spool, SpoolReader};
+use crate::event::TaskHandle;
+use crate::import::job::{Expected, ImportJob, JobOptions, Sink, DEFAULT_QUEUE_LIMIT};
+use crate::import::store::TempPath;
+use crate::log_error_errno;
+use crate::util::error::{Error, Result};
+use crate::util::{fs, validate};
+
+/// Body bytes all layer downloads together may queue for their workers (a share per
+/// download, so the peak stays bounded at any `--max-concurrent-downloads`).
+const QUEUE_BUDGET: usize = 24 << 20;
+
+/// The length of a spool's valid prefix and the sha256 of those bytes.
+pub type Prefix = (u64, Sha256);
+
+/// One blob to download.
+pub struct Blob {
+    /// Hashes the spool's prefix before a resumed attempt; dropped (joined) before `spool`.
+    prefix_task: Option<TaskHandle>,
+    pub descriptor: Descriptor,
+    /// `.#oci-…` under the image root.
+    spool_path: PathBuf,
+    /// The first attempt created the spool file (later ones open it).
+    spool_created: bool,
+    /// Its owner: removes it after the last layer using it is applied (moved into that
+    /// layer's apply task).
+    spool: Option<TempPath>,
+    /// Shared with the download's writer and the apply task's reader.
+    spool_state: Arc<Spool>,
+    /// Bytes already in the spool and their hash, for the next attempt's Range request.
+    resume: Option<Prefix>,
+    /// Index into `descriptor.urls` being tried; `urls.len()` means the registry.
+    source: usize,
+    /// Layers that still have to be applied from this blob.
+    uses_left: usize,
+}
+
+impl Blob {
+    /// The download currently comes from a descriptor's URL, not the registry.
+    pub fn is_foreign(&self) -> bool {
+        self.source < self.descriptor.urls.len()
+    }
+}
+
+/// The blobs of an image and where each stands.
+pub struct BlobQueue {
+    blobs: Vec<Blob>,
+    by_digest: HashMap<Digest, usize>,
+    queued: BTreeSet<usize>,
+    active: BTreeSet<usize>,
+    verified: BTreeSet<usize>,
+    /// Most blobs active at once.
+    limit: usize,
+    total_size: u64,
+    verified_size: u64,
+}
+
+impl BlobQueue {
+    /// An empty queue running at most `limit` downloads at once.
+    pub fn new(limit: usize) -> Self {
+        BlobQueue {
+            blobs: Vec::new(),
+            by_digest: HashMap::new(),
+            queued: BTreeSet::new(),
+            active: BTreeSet::new(),
+            verified: BTreeSet::new(),
+            limit: limit.max(1),
+            total_size: 0,
+            verified_size: 0,
+        }
+    }
+
+    /// Queue the blob of a layer (or count one more use of a blob already queued);
+    /// returns its index. Its spool file will be `.#oci-<digest prefix>…` under `root`.
+    pub fn add(&mut self, descriptor: &Descriptor, root: &Path) -> usize {
+        if let Some(&b) = self.by_digest.get(&descriptor.digest) {
+            self.blobs[b].uses_left += 1;
+            return b;
+        }
+        let mut descriptor = descriptor.clone();
+        descriptor.urls.retain(|u| validate::http_url_is_valid(u));
+        let spool_path =
+            fs::tempfn_random(&root.join(format!("oci-{}", &descriptor.digest.hex()[..12])));
+        let b = self.blobs.len();
+        self.total_size += descriptor.size;
+        self.by_digest.insert(descriptor.digest.clone(), b);
+        self.queued.insert(b);
+        self.blobs.push(Blob {
+            prefix_task: None,
+            descriptor,
+            spool: Some(TempPath::new(spool_path.clone())),
+            spool_path,
+            spool_created: false,
+            spool_state: Spool::new(),
+            resume: None,
+            source: 0,
+            uses_left: 1,
+        });
+        b
+    }
+
+    pub fn get(&self, b: usize) -> &Blob {
+        &self.blobs[b]
+    }
+
+    /// The next blob to start (the lowest queued index: base layers first), if one is
+    /// queued and fewer than the limit are active; it counts as active from now on.
+    pub fn start_next(&mut self) -> Option<usize> {
+        if self.active.len() >= self.limit {
+            return None;
+        }
+        let b = self.queued.pop_first()?;
+        self.active.insert(b);
+        Some(b)
+    }
+
+    /// Its download has begun (it may be read while it grows).
+    pub fn is_started(&self, b: usize) -> bool {
+        !self.queued.contains(&b)
+    }
+
+    /// The blob's download completed (the job checked its size and digest): the readers of its spool may reach the end.
+    pub fn verified(&mut self, b: usize) {
+        if self.active.remove(&b) && self.verified.insert(b) {
+            self.verified_size += self.blobs[b].descriptor.size;
+        }
+        self.blobs[b].spool_state.complete();
+    }
+
+    /// Bytes downloaded (verified blobs whole, active ones as far as `written` says) and
+    /// the total to download.
+    pub fn progress(&self, written: impl Fn(usize) -> u64) -> (u64, u64) {
+        let active: u64 = self
+            .active
+            .iter()
+            .map(|&b| written(b).min(self.blobs[b].descriptor.size))
+            .sum();
+        (self.verified_size + active, self.total_size)
+    }
+
+    /// Make every reader of a spool that is not complete fail with `error` (the pull is
+    /// abandoned).
+    pub fn abort_all(&self, error: &Error) {
+        for blob in &self.blobs {
+            blob.spool_state.abort(error.clone());
+        }
+    }
+
+    /// The blob's current source failed for good: try the next one (a descriptor URL, then
+    /// the registry), from scratch.
+    pub fn next_source(&mut self, b: usize, failed_url: &str) {
+        let blob = &mut self.blobs[b];
+        log::info!(
+            "Could not fetch layer {} from {}, trying the next source.",
+            blob.descriptor.digest,
+            failed_url
+        );
+        blob.source += 1;
+        blob.resume = None;
+    }
+
+    /// The download job for blob `b`'s next attempt: from its current source, into its
+    /// spool, resumed after the prefix a retry hashed (if any). `registry_url` and
+    /// `authorization` are for the registry; a descriptor's URL gets no credentials.
+    pub fn job(
+        &mut self,
+        b: usize,
+        registry_url: String,
+        authorization: Option<String>,
+    ) -> Result<ImportJob> {
+        let limit = self.limit;
+        let blob = &mut self.blobs[b];
+        let from_registry = !blob.is_foreign();
+        let url = if from_registry {
+            registry_url
+        } else {
+            blob.descriptor.urls[blob.source].clone()
+        };
+        let resume = blob.resume.take();
+        // Created on the first attempt and opened here for every attempt, so the worker
+        // writes through an fd that stays valid whatever happens to the name.
+        let path = &blob.spool_path;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(!blob.spool_created)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| {
+                let e = Error::from(e);
+                log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
+            })?;
+        blob.spool_created = true;
+        let consumer = spool::consumer(
+            file,
+            path.clone(),
+            blob.spool_state.clone(),
+            resume.as_ref().map(|r| r.0),
+        );
+        let mut options = JobOptions::new(Sink::Stream(consumer));
+        // Credentials go to the registry only, never to a descriptor's URLs.
+        if from_registry {
+            options.headers.extend(authorization);
+        }
+        options.calc_checksum = true;
+        options.detect_compression = false;
+        options.quiet_http_errors = true;
+        // All downloads together queue at most QUEUE_BUDGET, however many run at once.
+        options.queue_limit = (QUEUE_BUDGET / limit).clamp(256 << 10, DEFAULT_QUEUE_LIMIT);
+        options.compressed_max = blob.descriptor.size;
+        options.uncompressed_max = blob.descriptor.size;
+        options.expected = Some(expectation(&blob.descriptor));
+        if let Some((offset, hasher)) = resume {
+            log::info!(
+                "Resuming download of layer {} at byte {}.",
+                blob.descriptor.digest,
+                offset
+            );
+            options.resume_from = Some(offset);
+            options.checksum_seed = Some(hasher);
+        }
+        Ok(ImportJob::new(&url, options))
+    }
+
+    /// Before a retry: the spool to hash so the next attempt resumes after what it holds
+    /// (`None`: nothing was written yet, start over).
+    pub fn spool_to_resume(&self, b: usize) -> Option<PathBuf> {
+        let blob = &self.blobs[b];
+        blob.spool_created.then(|| blob.spool_path.clone())
+    }
+
+    /// The task hashing blob `b`'s spool (kept so that dropping the queue stops it).
+    pub fn set_prefix_task(&mut self, b: usize, task: TaskHandle) {
+        self.blobs[b].prefix_task = Some(task);
+    }
+
+    /// The hashing is done: the next attempt resumes after `prefix`.
+    pub fn resume_after(&mut self, b: usize, prefix: Option<Prefix>) {
+        let blob = &mut self.blobs[b];
+        blob.prefix_task = None;
+        blob.resume = prefix;
+    }
+
+    /// For applying one layer from blob `b`: a reader of its spool (which may still be
+    /// downloading), and the spool's owner if this is the blob's last use.
+    pub fn open_for_apply(&mut self, b: usize) -> Result<(SpoolReader, Option<TempPath>)> {
+        let blob = &mut self.blobs[b];
+        let input = SpoolReader::open(&blob.spool_path, blob.spool_state.clone())?;
+        blob.uses_left -= 1;
+        let owner = if blob.uses_left == 0 {
+            blob.spool.take()
+        } else {
+            None
+        };
+        Ok((input, owner))
+    }
+}
+
+/// What a blob must be: its descriptor's size and digest (a resumed download counted from
+/// its start), in pull-oci's words.
+fn expectation(descriptor: &Descriptor) -> Expected {
+    let digest = descriptor.digest.clone();
+    Expected::new(Some(descriptor.size), Some(digest.hex().to_string())).worded(move |m| {
+        if m.size_differs() {
+            format!(
+                "Layer {digest} size mismatch: expected {} bytes, got {}.",
+                m.expected_size.unwrap_or(0),
+                m.size
+            )
+        } else {
+            format!(
+                "Layer {digest} digest mismatch: the content is sha256:{}.",
+                m.sha256.unwrap_or_default()
+            )
+        }
+    })
+}
+
+/// The length of the spool and the sha256 of its bytes (`None` if it is empty): run on a
+/// task before a blob's retry.
+pub fn hash_prefix(path: &Path, cancel: &AtomicBool) -> Result<Option<Prefix>> {
+    let mut file = std::fs::File::open(path).map_err(|e| {
+        let e = Error::from(e);
+        log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut len = 0u64;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::new(libc::ECANCELED));
+        }
+        let n = file.read(&mut buf).map_err(|e| {
+            let e = Error::from(e);
+            log_error_errno!(e.clone(), "Failed to read {}: {}", path.display(), e)
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len > 0).then_some((len, hasher)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptor(content: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: String::new(),
+            digest: Digest::of(content),
+            size: content.len() as u64,
+            urls: Vec::new(),
+            platform: None,
+            data: None,
+        }
+    }
+
+    #[test]
+    fn base_layers_start_first_up_to_the_limit() {
+        let root = Path::new("/nonexistent");
+        let mut q = BlobQueue::new(2);
+        let (a, b, c) = (descriptor(b"a"), descriptor(b"bb"), descriptor(b"ccc"));
+        assert_eq!(q.add(&a, root), 0);
+        assert_eq!(q.add(&b, root), 1);
+        // A blob used by two layers is queued once.
+        assert_eq!(q.add(&a, root), 0);
+        assert_eq!(q.add(&c, root), 2);
+        assert!(!q.is_started(0));
+        assert_eq!(q.start_next(), Some(0));
+        assert_eq!(q.start_next(), Some(1));
+        assert_eq!(q.start_next(), None, "two at once");
+        assert!(q.is_started(1) && !q.is_started(2));
+        q.verified(0);
+        assert_eq!(q.start_next(), Some(2));
+        assert_eq!(q.start_next(), None, "none left");
+        // Verified whole, active as far as written (never beyond the size).
+        assert_eq!(q.progress(|b| if b == 1 { 1 } else { 99 }), (1 + 1 + 3, 6));
+        q.verified(1);
+        q.verified(2);
+        q.verified(2);
+        assert_eq!(q.progress(|_| 0), (6, 6));
+    }
+
+    #[test]
+    fn the_last_use_of_a_spool_owns_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = BlobQueue::new(1);
+        let a = descriptor(b"a");
+        q.add(&a, dir.path());
+        q.add(&a, dir.path());
+        // The first attempt creates the spool.
+        assert_eq!(q.spool_to_resume(0), None);
+        let _job = q.job(0, "https://registry.invalid/".into(), None).unwrap();
+        let spool = q.spool_to_resume(0).unwrap();
+        assert!(spool.exists());
+        let (_, owner) = q.open_for_apply(0).unwrap();
+        assert!(owner.is_none(), "another layer still needs it");
+        let (_, owner) = q.open_for_apply(0).unwrap();
+        drop(owner);
+        assert!(!spool.exists(), "removed after its last use");
+    }
+}

@@ -1,0 +1,155 @@
+//! [`UrlImport`]: the importer pull-tar and pull-raw both are, apart from their
+//! [`Flavor`]. It starts the downloads, names the cache entry after the response's ETag,
+//! verifies a fresh download (or goes straight to the local image when the cache had
+//! it), and reports progress by [`Stage`]; the flavor takes over from there.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use super::downloads::{self, ProgressPlan, Stage, UrlDownloads, UrlJob};
+use super::UrlRequest;
+use crate::curl_glue::CurlGlue;
+use crate::event::EventLoop;
+use crate::import::job::{JobOptions, JobOwner, JobSet};
+use crate::import::store::{cache_path, find_old_etags, CacheKind, TempPath};
+use crate::import::{Importer, Lifecycle};
+use crate::util::error::{Error, Result};
+use crate::util::test_seams::{self, Hold};
+
+/// The test setting `hold` for a task at `at`: returns ECANCELED once the task was
+/// cancelled there, `Ok` when it was not to be held there.
+pub fn test_hold(hold: Option<Hold>, at: Hold, cancel: &AtomicBool) -> Result<()> {
+    if test_seams::hold_at(hold, at, cancel) {
+        return Err(Error::new(libc::ECANCELED));
+    }
+    Ok(())
+}
+
+/// What makes pull-tar and pull-raw different; the rest of their pull is [`UrlImport`]'s.
+pub trait Flavor: Default + Sized + 'static {
+    /// The kind of cache entry the download becomes.
+    const CACHE: CacheKind;
+    /// What each stage is worth in the progress.
+    const PLAN: ProgressPlan;
+    /// The image job's options, for a download into `temp` (a reserved name the importer
+    /// removes unless it is kept; nothing exists there yet).
+    fn image_job(&mut self, temp: &Path) -> Result<JobOptions>;
+    /// A fresh download was verified: continue from there to the end of the pull.
+    fn verified(import: &mut UrlImport<Self>, lp: &mut EventLoop<UrlImport<Self>>);
+    /// Make the local image from the cache entry, or finish if none was asked for.
+    fn copy(import: &mut UrlImport<Self>, lp: &mut EventLoop<UrlImport<Self>>);
+}
+
+/// One pull-tar or pull-raw run. Field order is drop order: the step's task and the jobs
+/// first (their threads are joined), then the temporary files they may have created,
+/// then the glue.
+pub struct UrlImport<F> {
+    lifecycle: Lifecycle,
+    pub(super) downloads: UrlDownloads,
+    /// The flavor's own state.
+    pub(super) flavor: F,
+    /// The downloaded image, until it is moved into the cache.
+    pub(super) temp: Option<TempPath>,
+    glue: CurlGlue,
+    pub(super) req: UrlRequest,
+    /// The cache entry, once the image response is known.
+    pub(super) final_path: Option<PathBuf>,
+    stage: Stage,
+}
+
+impl<F: Flavor> UrlImport<F> {
+    pub fn new(req: UrlRequest) -> Result<Self> {
+        Ok(UrlImport {
+            lifecycle: Lifecycle::new(),
+            downloads: UrlDownloads::new(&req.url, req.verify, F::PLAN),
+            flavor: F::default(),
+            temp: None,
+            glue: CurlGlue::new(req.curl.clone())?,
+            req,
+            final_path: None,
+            stage: Stage::Downloading,
+        })
+    }
+
+    /// Move on to `stage` and report its progress; the sampling of the download progress
+    /// stops with the download stage.
+    pub(super) fn enter(&mut self, lp: &mut EventLoop<Self>, stage: Stage) {
+        self.stage = stage;
+        if stage != Stage::Downloading {
+            self.lifecycle.stop_progress_timer(lp);
+        }
+        self.report_progress();
+    }
+
+    /// Every download is done (spec §5.3 step 4, §5.4 step 3): name the cache entry after
+    /// the response's ETag. A skipped download (ETag match or 304) goes on to the local
+    /// image unverified, as in the C tool; a fresh one has its checksum checked here
+    /// (cheap) and its signature in a task, then continues with the flavor.
+    fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
+        let etag = self.downloads.etag();
+        self.final_path = Some(cache_path(
+            &self.req.image_root,
+            F::CACHE,
+            &self.req.url,
+            etag.as_deref(),
+        ));
+        self.stage = Stage::Verifying;
+        if self.downloads.skipped() {
+            // The cache entry is the image; the unused temporary download goes.
+            self.temp = None;
+            return F::copy(self, lp);
+        }
+        self.enter(lp, Stage::Verifying);
+        if let Err(e) = self.downloads.verify_checksum() {
+            return self.finish(lp, Err(e));
+        }
+        match downloads::signature_check(&self.downloads, self.req.keyring.clone()) {
+            None => F::verified(self, lp),
+            Some(check) => self.run_step(lp, "import-gpg", check, |me, lp, ()| F::verified(me, lp)),
+        }
+    }
+}
+
+impl<F: Flavor> JobOwner for UrlImport<F> {
+    type Key = UrlJob;
+
+    fn glue_and_jobs(&mut self) -> (&mut CurlGlue, &mut JobSet<UrlJob>) {
+        (&mut self.glue, &mut self.downloads.jobs)
+    }
+
+    fn on_job_done(&mut self, lp: &mut EventLoop<Self>, key: UrlJob) {
+        // A job that completes once the downloads are over (the pull failed) is ignored.
+        if self.stage != Stage::Downloading || self.lifecycle.is_finished() {
+            return;
+        }
+        match self.downloads.on_job_complete(key) {
+            None => {}
+            Some(Err(e)) => self.finish(lp, Err(e)),
+            Some(Ok(())) => self.downloaded(lp),
+        }
+    }
+}
+
+impl<F: Flavor> Importer for UrlImport<F> {
+    fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
+        let (root, url) = (&self.req.image_root, &self.req.url);
+        let old_etags = find_old_etags(root, F::CACHE, url)?;
+        // Reserved before anything can create it: the image job makes it.
+        let temp = TempPath::next_to(&cache_path(root, F::CACHE, url, None));
+        let path = temp.path().to_path_buf();
+        self.temp = Some(temp);
+        let mut options = self.flavor.image_job(&path)?;
+        options.old_etags = old_etags;
+        self.downloads.begin(lp, &mut self.glue, options)?;
+        self.lifecycle.start_progress_timer(lp)
+    }
+
+    fn lifecycle(&mut self) -> &mut Lifecycle {
+        &mut self.lifecycle
+    }
+
+    fn report_progress(&mut self) {
+        let percent = self.downloads.percent(self.stage);
+        self.lifecycle.report_progress(percent);
+    }
+}

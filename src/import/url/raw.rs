@@ -1,0 +1,179 @@
+//! pull-raw: download a raw or qcow2 disk image into the download cache and make the
+//! local image from it (spec §5.4, §5.5).
+//!
+//! The flow, one step at a time:
+//! 1. **Downloading**: the image job writes the decompressed image sparsely into a
+//!    temporary NOCOW file, which also gets the source URL/ETag xattrs and the server's
+//!    mtime; `SHA256SUMS` and `SHA256SUMS.gpg` download at the same time.
+//! 2. **Verifying** (fresh downloads only): the checksum on the loop, gpg in a task.
+//! 3. **Unpacking**: a qcow2 image is converted to raw, into a second temporary file.
+//! 4. **Finalizing**: the file becomes read-only and is renamed to
+//!    `<root>/.raw-<url>[.<etag>].raw`.
+//! 5. **Copying**: `<root>/<local>.raw` (mode 0664) is made as a reflink, or a copy that
+//!    keeps the holes.
+//!
+//! Every failure, SIGINT and SIGTERM leave no temporary file behind: each is a
+//! [`TempPath`] held, from before the file is created, by the importer (the download) or
+//! by the task that writes it (the converted image, the local copy), whose thread the
+//! importer joins.
+//!
+//! Deviations from the C tool: the download's temporary file is created when the pull
+//! starts (the job writes to it) and is named after the cache entry without its ETag;
+//! the converted qcow2 image keeps the source xattrs and mtime of the download; the local
+//! copy keeps holes on file systems without reflinks, gets mode 0664 whatever the umask,
+//! and is moved into place only when complete: with `--force` it then replaces the old
+//! image atomically (the C tool deleted it first), without `--force` an image that
+//! appeared meanwhile is left alone and the pull fails (the C tool overwrote it).
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::OFlag;
+
+use super::downloads::{ProgressPlan, Stage};
+use super::pull::{test_hold, Flavor, UrlImport};
+use super::qcow2;
+use crate::event::EventLoop;
+use crate::import::job::{JobOptions, Sink};
+use crate::import::store::{self, CacheKind, LocalImage, TempPath};
+use crate::import::Importer;
+use crate::log_error_errno;
+use crate::util::error::{Error, Result};
+use crate::util::fs;
+use crate::util::test_seams::Hold;
+
+/// Mode of the downloaded (and converted) file before it is made read-only.
+const DOWNLOAD_MODE: u32 = 0o644;
+
+/// What pull-raw adds to a URL pull: the image is a sparse file, converted from qcow2 if
+/// it is one, and copied as a file.
+#[derive(Default)]
+pub struct Raw;
+
+/// One pull-raw run.
+pub type RawImport = UrlImport<Raw>;
+
+impl Flavor for Raw {
+    const CACHE: CacheKind = CacheKind::Raw;
+    const PLAN: ProgressPlan = ProgressPlan::RAW;
+
+    /// The job writes into a new NOCOW file at `temp`, created now.
+    fn image_job(&mut self, temp: &Path) -> Result<JobOptions> {
+        // As in the C tool a failure here is not reported: creating the file reports it.
+        let _ = fs::mkdir_parents(temp, 0o700);
+        let fd = store::create_image_file(temp, OFlag::O_RDWR, DOWNLOAD_MODE)?;
+        Ok(JobOptions::new(Sink::File(fd)))
+    }
+
+    /// Convert a qcow2 image to raw (a task); anything else stays as it is.
+    fn verified(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
+        me.enter(lp, Stage::Unpacking);
+        let (Some(temp), Some(final_path)) = (&me.temp, &me.final_path) else {
+            return me.finish(lp, Err(Error::new(libc::EINVAL)));
+        };
+        let (source, final_path) = (temp.path().to_path_buf(), final_path.clone());
+        let hold = me.req.hold;
+        me.run_step(
+            lp,
+            "import-qcow2",
+            move |cancel| convert_if_qcow2(&source, &final_path, hold, cancel),
+            |me, lp, converted| {
+                if let Some(converted) = converted {
+                    // The download itself is no longer needed (dropping it unlinks it).
+                    me.temp = Some(converted);
+                }
+                finalize(me, lp)
+            },
+        );
+    }
+
+    /// Make the local image `<root>/<local>.raw`, if one was asked for (a task).
+    fn copy(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
+        me.enter(lp, Stage::Copying);
+        let (Some(local), Some(source)) = (me.req.local.clone(), me.final_path.clone()) else {
+            return me.finish(lp, Ok(()));
+        };
+        let (root, force, hold) = (me.req.image_root.clone(), me.req.force, me.req.hold);
+        me.run_step(
+            lp,
+            "import-copy",
+            move |cancel| {
+                let image = LocalImage::new(&root, &format!("{local}.raw"), &local, force);
+                store::copy_file(&source, &image)?;
+                test_hold(hold, Hold::LocalCopy, cancel)?;
+                if cancel.load(Ordering::Acquire) {
+                    // The user gave up: do not make a new image appear now.
+                    return Err(Error::new(libc::ECANCELED));
+                }
+                image.install().map_err(|e| {
+                    log_error_errno!(e.clone(), "Failed to move writable image into place: {}", e)
+                })
+            },
+            |me, lp, ()| me.finish(lp, Ok(())),
+        );
+    }
+}
+
+/// Make the image read-only and move it into the cache (cheap: a chmod and a rename,
+/// which replaces a stale entry of the same name atomically).
+fn finalize(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
+    me.enter(lp, Stage::Finalizing);
+    let (Some(temp), Some(final_path)) = (&me.temp, &me.final_path) else {
+        return me.finish(lp, Err(Error::new(libc::EINVAL)));
+    };
+    let moved = fs::make_read_only(temp.path()).and_then(|()| {
+        std::fs::rename(temp.path(), final_path).map_err(|e| {
+            let e = Error::from(e);
+            log_error_errno!(e.clone(), "Failed to move RAW file into place: {}", e)
+        })
+    });
+    if let Err(e) = moved {
+        return me.finish(lp, Err(e));
+    }
+    if let Some(t) = me.temp.take() {
+        t.keep();
+    }
+    Raw::copy(me, lp)
+}
+
+/// Spec §5.5: if `source` is a qcow2 image, convert it into a new temporary file next to
+/// `final_path`, and return that. Blocks; runs in a task.
+fn convert_if_qcow2(
+    source: &Path,
+    final_path: &Path,
+    hold: Option<Hold>,
+    cancel: &AtomicBool,
+) -> Result<Option<TempPath>> {
+    let detect_failed = |e: Error| {
+        log_error_errno!(
+            e.clone(),
+            "Failed to detect whether this is a QCOW2 image: {}",
+            e
+        )
+    };
+    let src = store::open_read_only(source).map_err(detect_failed)?;
+    if !qcow2::qcow2_detect(src.as_fd()).map_err(detect_failed)? {
+        return Ok(None);
+    }
+    let target = TempPath::next_to(final_path);
+    let dst = store::create_image_file(target.path(), OFlag::O_RDWR, DOWNLOAD_MODE)?;
+    log::info!("Unpacking QCOW2 file.");
+    if let Err(e) = qcow2::qcow2_convert(src.as_fd(), dst.as_fd(), Some(cancel)) {
+        // A cancelled conversion is not a failure to report: the user gave up.
+        if e.errno() == libc::ECANCELED {
+            return Err(e);
+        }
+        return Err(log_error_errno!(
+            e.clone(),
+            "Failed to convert qcow2 image: {}",
+            e
+        ));
+    }
+    // The converted image is what gets cached: let it carry where it came from, like a
+    // downloaded raw image does (the C tool left this out). Best effort.
+    let _ = fs::copy_xattrs(src.as_fd(), dst.as_fd());
+    let _ = fs::copy_times(src.as_fd(), dst.as_fd());
+    test_hold(hold, Hold::Qcow2, cancel)?;
+    Ok(Some(target))
+}
