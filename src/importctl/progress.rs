@@ -200,8 +200,10 @@ fn layer_line(l: &Layer) -> String {
                 format_bytes(t)
             ));
         }
+        ("downloading", _) => line.push_str(&format!(" {}", format_bytes(l.done))),
+        // Applying or done: the layer's size, when known (not for layers found present).
         (_, Some(t)) => line.push_str(&format!(" {}", format_bytes(t))),
-        (_, None) => line.push_str(&format!(" {}", format_bytes(l.done))),
+        (_, None) => {}
     }
     line
 }
