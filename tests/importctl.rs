@@ -366,6 +366,22 @@ fn ctrl_c_leaves_the_transfer_running_and_cancel_transfer_ends_it() {
     );
     let out = d.importctl(&[]);
     assert_eq!((out.status, out.stdout.as_str()), (0, "No transfers.\n"));
+
+    // SIGTERM leaves the transfer running just the same.
+    let pull = d.importctl_spawn(&["-m", "--verify=no", "pull-tar", &url, "big2"]);
+    pull.wait_for_stderr_line(|l| l.contains("Enqueued transfer job 2."), PATIENCE);
+    pull.signal(Signal::SIGTERM);
+    let out = pull.wait();
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    assert_eq!(
+        out.stderr_lines.last().map(String::as_str),
+        Some("Continuing download in the background. Use \"importctl cancel-transfer 2\" to abort transfer.")
+    );
+    let out = d.importctl(&["--no-legend", "list-transfers"]);
+    assert!(out.stdout.contains("big2"), "{}", out.stdout);
+    let out = d.importctl(&["cancel-transfer", "2"]);
+    assert_eq!((out.status, out.stderr.as_str()), (0, ""), "{}", out.stderr);
+    assert_eq!(signals.removed(2), "canceled");
 }
 
 #[test]

@@ -23,25 +23,15 @@ const BLOB_RATE: u64 = 160 * 1024;
 /// Each layer's random payload: about three seconds at that rate.
 const LAYER_BYTES: usize = 480 * 1024;
 
-/// Bytes no codec can shrink (xorshift).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn layer(i: u64) -> Vec<u8> {
     let mut t = Tarball::new();
     if i == 0 {
         t.dir("etc/").file("etc/os-release", b"ID=tty\n");
     }
-    t.file(&format!("blob{i}"), &noise(i + 1, LAYER_BYTES));
+    t.file(
+        &format!("blob{i}"),
+        &common::stage::noise(LAYER_BYTES, i + 1),
+    );
     t.finish()
 }
 

@@ -189,6 +189,12 @@ impl PullRequest {
 
 /// Run a pull to its end; returns the exit status.
 pub fn run(req: &PullRequest, quiet: bool, ask_password: bool, program: &str) -> i32 {
+    // Blocked before the call, so that a signal arriving once the transfer is enqueued
+    // (and before its sources exist) waits for them instead of killing us.
+    if let Err(e) = crate::event::block_signals(&[libc::SIGINT, libc::SIGTERM]) {
+        log::error!("Failed to block signals: {e}");
+        return 1;
+    }
     let Ok((mut lp, mut ctl)) = client::connect() else {
         return 1;
     };
