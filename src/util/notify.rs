@@ -52,16 +52,23 @@ pub fn progress(last: &mut LastProgress, percent: u32, details: &Details) {
     }
 }
 
-/// The message [`progress`] sends, or `None` when nothing changed.
+/// The message [`progress`] sends, or `None` when nothing changed. `X_IMPORT_PROGRESS=`
+/// is sent once per value, as v219 does; new details alone go out without it (systemd's
+/// daemons ignore a datagram without that line, ours reads the details).
 fn progress_message(last: &mut LastProgress, percent: u32, details: &Details) -> Option<String> {
     let percent = percent.min(100);
-    if last
-        .as_ref()
-        .is_some_and(|(p, d)| *p == percent && d == details)
-    {
+    let (same_percent, same_details) = match last.as_ref() {
+        Some((p, d)) => (*p == percent, d == details),
+        None => (false, false),
+    };
+    if same_percent && same_details {
         return None;
     }
     *last = Some((percent, details.clone()));
+    if same_percent {
+        let text = progress::format("", details);
+        return Some(text.trim_start_matches('\n').to_string());
+    }
     Some(progress::format(
         &format!("X_IMPORT_PROGRESS={percent}"),
         details,
@@ -85,16 +92,22 @@ mod tests {
             progress_message(&mut last, 150, &none).as_deref(),
             Some("X_IMPORT_PROGRESS=100")
         );
-        // New details alone are worth a datagram; the percentage line stays first.
+        // New details alone are worth a datagram, without the percentage line.
         let bytes = Details {
             bytes: Some((1, Some(2))),
             ..Details::default()
         };
         assert_eq!(
             progress_message(&mut last, 100, &bytes).as_deref(),
-            Some("X_IMPORT_PROGRESS=100\nX_IMPORT_PROGRESS_BYTES=1/2")
+            Some("X_IMPORT_PROGRESS_BYTES=1/2")
         );
         assert_eq!(progress_message(&mut last, 100, &bytes), None);
+        // A new percentage carries the details along.
+        let mut last = None;
+        assert_eq!(
+            progress_message(&mut last, 7, &bytes).as_deref(),
+            Some("X_IMPORT_PROGRESS=7\nX_IMPORT_PROGRESS_BYTES=1/2")
+        );
     }
 
     #[test]
