@@ -22,7 +22,7 @@ use common::importd::{
 use common::oci::{base_layer, Codec, ImageBuilder};
 use common::pull::ImageServer;
 use common::registry::{Registry, RegistryOptions};
-use common::tarball::Tarball;
+use common::tarball::{os_release_tar, Tarball};
 
 /// importctl's plain progress lines (`Total: …`, or `Download: …` from relayed lines).
 fn is_plain_progress(line: &str) -> bool {
@@ -33,14 +33,6 @@ fn is_plain_progress(line: &str) -> bool {
 /// the daemon's `(transferID) …` lines (checked).
 fn relayed(d: &Importd, out: &CliOutput, id: u32) -> Vec<String> {
     relayed_lines(d, &out.stderr_lines, id, is_plain_progress)
-}
-
-fn small_tar(marker: &str) -> Vec<u8> {
-    Tarball::new()
-        .dir("./")
-        .dir("etc/")
-        .file("etc/os-release", format!("ID={marker}\n").as_bytes())
-        .finish()
 }
 
 /// A file holding every CA PEM given, for a daemon whose workers talk to several servers.
@@ -209,7 +201,7 @@ fn usage_errors_have_upstreams_messages_and_exit_1() {
 #[test]
 fn pull_tar_and_raw_relay_the_workers_lines_and_list_the_images() {
     let server = ImageServer::new();
-    let tar = small_tar("importctl");
+    let tar = os_release_tar("importctl");
     server.put("/t/demo.tar", tar);
     let raw = vec![0x5a; 100_000];
     server.put("/r/disk.raw.xz", common::pull::compress("xz", &raw));
@@ -389,11 +381,11 @@ fn pull_oci_and_pull_dkr_through_our_daemon() {
     let reg = Registry::start(RegistryOptions::plain());
     let image = ImageBuilder::oci()
         .layer(base_layer(), Codec::Gzip)
-        .layer(small_tar("top"), Codec::Zstd)
+        .layer(os_release_tar("top"), Codec::Zstd)
         .build();
     image.push(&reg, "tests/importctl", Some("v1"));
     let dkr = DkrRegistry::new();
-    let layer = dkr.add_layer("base", None, &small_tar("dkr"));
+    let layer = dkr.add_layer("base", None, &os_release_tar("dkr"));
     dkr.tag("test/one", "latest", &layer);
     let dir = tempfile::tempdir().unwrap();
     let bundle = ca_bundle(dir.path(), &[reg.ca().ca_pem_path(), dkr.ca.ca_pem_path()]);
@@ -436,7 +428,7 @@ fn pull_oci_and_pull_dkr_through_our_daemon() {
 #[test]
 fn debians_importd_pulls_lists_and_cancels_through_the_legacy_members() {
     let server = ImageServer::new();
-    server.put("/t/deb.tar", small_tar("debian-daemon"));
+    server.put("/t/deb.tar", os_release_tar("debian-daemon"));
     let raw = vec![7u8; 64 * 1024];
     server.put("/r/debraw.raw", raw.clone());
     let mut t = Tarball::new();

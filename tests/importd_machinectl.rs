@@ -13,15 +13,7 @@ use common::pull::{
     assert_aborted, assert_checksum_pull_log, assert_log, download_lines, is_progress_line,
     ImageServer,
 };
-use common::tarball::Tarball;
-
-fn small_tar(marker: &str) -> Vec<u8> {
-    Tarball::new()
-        .dir("./")
-        .dir("etc/")
-        .file("etc/os-release", format!("ID={marker}\n").as_bytes())
-        .finish()
-}
+use common::tarball::{os_release_tar, Tarball};
 
 fn daemon(server: &ImageServer) -> Importd {
     Importd::start(Options::trusting(&server.ca.ca_pem_path()))
@@ -42,7 +34,7 @@ fn relayed(d: &Importd, out: &CliOutput, id: u32) -> CliOutput {
 #[test]
 fn machinectl_pulls_tar_and_raw_images_verified_by_checksum() {
     let server = ImageServer::new();
-    let tar = small_tar("checksum");
+    let tar = os_release_tar("checksum");
     let (tar_sums, _) = server.put_verified("/tar", "demo.tar", &tar, None);
     let raw = vec![0x5a; 100_000];
     let (raw_sums, _) = server.put_verified("/raw", "disk.raw", &raw, None);
@@ -93,7 +85,7 @@ fn machinectl_pulls_tar_and_raw_images_verified_by_checksum() {
 #[test]
 fn machinectl_pulls_tar_and_raw_images_without_verification() {
     let server = ImageServer::new();
-    let tar = small_tar("unverified");
+    let tar = os_release_tar("unverified");
     server.put("/t/plain.tar", tar.clone());
     let raw = vec![7u8; 64 * 1024];
     server.put("/r/plain.raw", raw.clone());
@@ -223,7 +215,7 @@ fn list_transfers_shows_progress_and_cancel_transfer_ends_the_pull() {
 #[test]
 fn a_failing_pull_relays_the_workers_error_and_exits_1() {
     let server = ImageServer::new();
-    server.put("/t/exists.tar", small_tar("x"));
+    server.put("/t/exists.tar", os_release_tar("x"));
     let d = daemon(&server);
     std::fs::create_dir(d.machines.path().join("taken")).unwrap();
     let signals = SignalRecorder::start(&d.bus);

@@ -12,8 +12,9 @@
 use crate::util::format::{format_bytes, format_timespan, USEC_PER_SEC};
 
 /// Where the percentage came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Source {
+    #[default]
     None,
     /// A relayed `Got N% of …` line: one file's share, not the whole transfer's.
     LogLine,
@@ -32,7 +33,7 @@ pub struct Layer {
 }
 
 /// The progress of one transfer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
     /// 0–100.
     pub percent: Option<u32>,
@@ -41,18 +42,6 @@ pub struct Progress {
     /// Bytes per second.
     pub rate: Option<u64>,
     pub layers: Vec<Layer>,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress {
-            percent: None,
-            source: Source::None,
-            bytes: None,
-            rate: None,
-            layers: Vec::new(),
-        }
-    }
 }
 
 /// `u64::MAX` means unknown on our interface.

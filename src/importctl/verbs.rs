@@ -7,7 +7,7 @@ use super::list;
 use super::options::{help_text, Settings};
 use super::pull::{self, PullRequest};
 use crate::bus::import1::{ImageClass, Verify, FLAG_FORCE, FLAG_KEEP_DOWNLOAD};
-use crate::util::{names, oci_ref, validate};
+use crate::util::{getopt, names, oci_ref, validate};
 
 /// A verb, its argument counts including the verb itself (`None`: any), and its code.
 struct VerbSpec {
@@ -93,12 +93,7 @@ pub fn dispatch(program: &str, settings: &Settings, args: &[String]) -> i32 {
         }
         return 1;
     };
-    if args.len() < verb.min_args {
-        log::error!("Too few arguments.");
-        return 1;
-    }
-    if verb.max_args.is_some_and(|max| args.len() > max) {
-        log::error!("Too many arguments.");
+    if !getopt::verb_arg_count_ok(args.len(), verb.min_args, verb.max_args) {
         return 1;
     }
     (verb.run)(&Ctx { settings, program }, args)

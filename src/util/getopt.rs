@@ -8,6 +8,21 @@
 //! first error, so `--help --bogus` prints the help and `--bogus --help` fails, as with
 //! getopt.
 
+/// systemd's verb dispatch check: a verb's words (the verb included) number at least
+/// `min` and at most `max` (`None`: any); otherwise `Too few arguments.` or `Too many
+/// arguments.` is logged and false returned.
+pub fn verb_arg_count_ok(words: usize, min: usize, max: Option<usize>) -> bool {
+    if words < min {
+        log::error!("Too few arguments.");
+        return false;
+    }
+    if max.is_some_and(|max| words > max) {
+        log::error!("Too many arguments.");
+        return false;
+    }
+    true
+}
+
 /// Whether an option takes an argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HasArg {
