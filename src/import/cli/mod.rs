@@ -11,6 +11,7 @@ pub use options::{Settings, Verify, DEFAULT_IMAGE_ROOT};
 
 use crate::curl_glue::{CurlSettings, PACKAGE_VERSION};
 use crate::event;
+use crate::import::oci::registry::ConfigPaths;
 use crate::util::test_seams::TestSettings;
 
 /// The features line of `--version`.
@@ -51,6 +52,7 @@ pub fn main() -> i32 {
         options::Parsed::Run { mut settings, args } => {
             settings.test = TestSettings::from_env();
             settings.curl = CurlSettings::from_env(&argv0, settings.test.low_speed_time);
+            settings.registry_paths = ConfigPaths::from_env(settings.registry_config.as_deref());
             verbs::dispatch(&argv0, &settings, &args)
         }
     }

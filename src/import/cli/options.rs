@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::curl_glue::CurlSettings;
+use crate::import::oci::registry::ConfigPaths;
 pub use crate::import::url::Verify;
 use crate::util::test_seams::TestSettings;
 
@@ -25,6 +26,12 @@ pub struct Settings {
     pub platform: Option<String>,
     /// `--max-concurrent-downloads=N` for pull-oci.
     pub max_concurrent_downloads: Option<usize>,
+    /// `--registry-config=DIR` for pull-oci: read the registry configuration only below
+    /// this root (else `$SYSTEMD_IMPORT_REGISTRY_CONFIG`, else the system and user files).
+    pub registry_config: Option<PathBuf>,
+    /// Where pull-oci's registry configuration is read, decided once at start-up from
+    /// `registry_config` and the environment.
+    pub registry_paths: ConfigPaths,
     /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
     /// argv[0] and the environment at start-up.
     pub curl: CurlSettings,
@@ -41,6 +48,8 @@ impl Default for Settings {
             dkr_index_url: None,
             platform: None,
             max_concurrent_downloads: None,
+            registry_config: None,
+            registry_paths: ConfigPaths::system(),
             curl: CurlSettings::default(),
             test: TestSettings::default(),
         }
@@ -72,6 +81,7 @@ enum Opt {
     DkrIndexUrl,
     Platform,
     MaxConcurrentDownloads,
+    RegistryConfig,
 }
 
 struct LongOption {
@@ -119,6 +129,11 @@ const LONG_OPTIONS: &[LongOption] = &[
     LongOption {
         name: "max-concurrent-downloads",
         opt: Opt::MaxConcurrentDownloads,
+        takes_arg: true,
+    },
+    LongOption {
+        name: "registry-config",
+        opt: Opt::RegistryConfig,
         takes_arg: true,
     },
 ];
@@ -200,6 +215,14 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
                 settings.dkr_index_url = Some(v);
             }
             Opt::Platform => settings.platform = value,
+            Opt::RegistryConfig => {
+                let v = value.unwrap_or_default();
+                if v.is_empty() {
+                    log::error!("Registry configuration directory must not be empty.");
+                    return Err(());
+                }
+                settings.registry_config = Some(PathBuf::from(v));
+            }
             Opt::MaxConcurrentDownloads => {
                 let v = value.unwrap_or_default();
                 match v.parse::<usize>() {
@@ -262,6 +285,8 @@ pub fn help_text(program: &str) -> String {
          \x20                             Platform to pull for pull-oci\n\
          \x20    --max-concurrent-downloads=N\n\
          \x20                             Layers pull-oci downloads at once (default 6)\n\
+         \x20    --registry-config=DIR    Read pull-oci's registry configuration below DIR\n\
+         \x20                             only (DIR/etc/containers/registries.conf, ...)\n\
          \n\
          Commands:\n\
          \x20 pull-tar URL [NAME]         Download a TAR image\n\

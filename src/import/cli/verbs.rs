@@ -5,9 +5,10 @@ use super::options::{help_text, Settings, Verify};
 use super::program_short_name;
 use crate::import;
 use crate::import::dkr::{DkrImport, DkrRequest};
-use crate::import::oci::credentials;
+use crate::import::oci::credentials::CredentialStore;
 use crate::import::oci::platform::Platform;
-use crate::import::oci::reference::{Reference, ReferenceError};
+use crate::import::oci::reference::{ImageName, ReferenceError};
+use crate::import::oci::registry::RegistryConfig;
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
 use crate::import::url::{RawImport, TarImport, UrlRequest};
 use crate::util::{image, names, validate};
@@ -232,12 +233,13 @@ fn verb_pull_oci(_: &str, settings: &Settings, args: &[String]) -> i32 {
 /// The checks of pull-oci's words (`REF [LOCAL]`), in the style of the other verbs.
 fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequest, ()> {
     let text = args.first().map(String::as_str).unwrap_or("");
-    let reference = Reference::parse(text).map_err(|e| match e {
+    let name = ImageName::parse(text).map_err(|e| match e {
         ReferenceError::Invalid => log::error!("Reference '{text}' is not valid."),
         ReferenceError::UnsupportedDigest(algorithm) => log::error!(
             "Reference '{text}' uses the digest algorithm '{algorithm}', only sha256 is supported."
         ),
     })?;
+    let reference = name.clone().into_reference();
     let platform = match &settings.platform {
         Some(p) => Platform::parse(p).ok_or_else(|| {
             log::error!("Platform '{p}' is not valid, expected OS/ARCH[/VARIANT].");
@@ -256,12 +258,20 @@ fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequ
         log::info!("Pulling '{reference}', saving as '{local}'.");
         Some(local)
     };
-    let credentials = credentials::find(&reference);
-    if let Some((c, path)) = &credentials {
-        log::debug!("Using credentials of '{}' from {}.", c.user, path.display());
+    // The registry configuration applies before any request: a blocked registry or an
+    // ambiguous short name fails here.
+    let config = RegistryConfig::load(&settings.registry_paths).map_err(|e| log::error!("{e}"))?;
+    let resolution = config.resolve(&name).map_err(|e| log::error!("{e}"))?;
+    for c in &resolution.candidates {
+        log::debug!("Candidate '{}' ({}).", c.image, c.how);
+    }
+    let mut credentials = CredentialStore::from_env();
+    if let Some(helpers) = config.credential_helpers() {
+        credentials = credentials.with_credential_helpers(helpers);
     }
     Ok(PullRequest {
         reference,
+        resolution,
         local,
         image_root: settings.image_root.clone(),
         force: settings.force,

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use curl::multi::Easy2Handle;
 use sha2::Sha256;
 
-use crate::curl_glue::CurlGlue;
+use crate::curl_glue::{CurlGlue, Transport};
 use crate::event::{EventLoop, SourceId, EPOLLIN};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -152,6 +152,10 @@ pub struct JobOptions {
     /// The size and digest the bytes as served must have (a resumed download's counted
     /// from its start); the job fails by itself when they do not.
     pub expected: Option<Expected>,
+    /// What the request adds to the glue's curl settings (a registry endpoint's TLS).
+    pub transport: Transport,
+    /// Send this form (`application/x-www-form-urlencoded`) with `POST` instead of a `GET`.
+    pub post_form: Option<String>,
 }
 
 impl JobOptions {
@@ -171,6 +175,8 @@ impl JobOptions {
             quiet_http_errors: false,
             queue_limit: DEFAULT_QUEUE_LIMIT,
             expected: None,
+            transport: Transport::default(),
+            post_form: None,
         }
     }
 }
@@ -264,7 +270,7 @@ impl ImportJob {
             options.old_etags.clone(),
             options.compressed_max,
         );
-        let mut easy = glue.make(&self.url, handler)?;
+        let mut easy = glue.make(&self.url, &options.transport, handler)?;
         let eio = |e: curl::Error| Error::with_message(libc::EIO, e.to_string());
         let mut list = curl::easy::List::new();
         for h in &options.headers {
@@ -275,6 +281,10 @@ impl ImportJob {
                 .map_err(eio)?;
         }
         easy.http_headers(list).map_err(eio)?;
+        if let Some(form) = &options.post_form {
+            easy.post(true).map_err(eio)?;
+            easy.post_fields_copy(form.as_bytes()).map_err(eio)?;
+        }
         easy.progress(true).map_err(eio)?;
         // Larger reads mean fewer callbacks and queue operations per byte.
         easy.buffer_size(256 << 10).map_err(eio)?;
