@@ -53,13 +53,12 @@ use std::time::Duration;
 use super::apply::{self, ApplyWork};
 use super::blobs::{self, FromRegistry, Prefix};
 use super::config;
-use super::credentials::Login;
 use super::digest::Digest;
 use super::layers::{Layers, Plan};
 use super::manifest::{self, Descriptor, Document, ImageManifest};
 use super::request::{self, BodySlot, Key, PullRequest};
 use super::route::Route;
-use super::session::{self, Failure, Grant, Next, Session};
+use super::session::{self, Failure, Grant, Logins, Next, Session};
 use crate::curl_glue::CurlGlue;
 use crate::event::{Clock, EventLoop, SourceId, TimerAction};
 use crate::import::job::retry::RetryPolicy;
@@ -135,8 +134,8 @@ pub struct OciImport {
     session: Session,
     /// The endpoint each running request was sent to (by its index in the route).
     sent_to: HashMap<Key, usize>,
-    /// Credentials found per host (looked up once: a helper may be slow).
-    logins: HashMap<String, Option<Login>>,
+    /// Credentials found per endpoint host.
+    logins: Logins,
     /// Set when the pull is abandoned: stops the apply and finish work promptly.
     cancel: Arc<AtomicBool>,
 }
@@ -144,8 +143,9 @@ pub struct OciImport {
 impl OciImport {
     pub fn new(req: PullRequest) -> Result<Self> {
         let route = Route::new(&req.resolution, &req.curl)?;
-        let mut logins = HashMap::new();
-        let session = new_session(&req, &route, &mut logins);
+        let retry = RetryPolicy::with_first_delay(req.retry_delay);
+        let mut logins = Logins::new(req.credentials.clone(), retry);
+        let session = logins.session_for(&route.current().1.endpoint);
         Ok(OciImport {
             lifecycle: Lifecycle::new(),
             jobs: JobSet::new(),
@@ -179,7 +179,7 @@ impl OciImport {
     /// `key` (and whatever waited for a token) is sent there.
     fn use_current_endpoint(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
         let mut waiters = self.session.take_waiters();
-        self.session = new_session(&self.req, &self.route, &mut self.logins);
+        self.session = self.logins.session_for(&self.route.current().1.endpoint);
         log::info!("Using {}.", self.route.current().1.endpoint);
         if self.route.is_resolving() {
             // The manifest is still looked for: start over at the new endpoint.
@@ -456,7 +456,7 @@ impl OciImport {
             // The image is found: its content comes from the first endpoint that serves it.
             self.route.choose_current();
             if self.route.current().0 != served_by {
-                self.session = new_session(&self.req, &self.route, &mut self.logins);
+                self.session = self.logins.session_for(&self.route.current().1.endpoint);
                 log::info!("Using {} for the content.", self.route.current().1.endpoint);
             }
         }
@@ -819,37 +819,4 @@ impl Importer for OciImport {
         }
         self.stage = Stage::Finished;
     }
-}
-
-/// A session for the route's current endpoint, with the credentials of its host (looked
-/// up once per host and repository; a helper that fails is one warning, and the pull goes
-/// on without credentials there).
-fn new_session(
-    req: &PullRequest,
-    route: &Route,
-    logins: &mut HashMap<String, Option<Login>>,
-) -> Session {
-    let e = &route.current().1.endpoint;
-    let login = logins
-        .entry(format!("{}/{}", e.auth_host, e.repository))
-        .or_insert_with(|| {
-            let found = req
-                .credentials
-                .lookup(&e.auth_host, &e.repository)
-                .unwrap_or_else(|err| {
-                    log::warn!("{err}");
-                    None
-                });
-            if let Some(l) = &found {
-                log::debug!("Using credentials of '{}' from {}.", l.user, l.source);
-            }
-            found
-        })
-        .clone();
-    Session::new(
-        &e.host,
-        &e.repository,
-        login,
-        RetryPolicy::with_first_delay(req.retry_delay),
-    )
 }

@@ -23,7 +23,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::auth::{self, Authorization, Credentials};
-use super::credentials::{self, Login, Secret};
+use super::credentials::{self, CredentialStore, Login, Secret};
+use super::registry::Endpoint;
 use super::registry_error;
 use super::request::{Key, TokenGrant};
 use crate::import::job::retry::{self, RetryPolicy};
@@ -472,5 +473,46 @@ impl Session {
             Some(l) => format!("the credentials of '{}' from {}", l.user, l.source),
             None => "anonymous access".to_string(),
         }
+    }
+}
+
+/// Sessions for endpoints, with the credentials of each endpoint's host: looked up once
+/// per host and repository (a helper may be slow); a helper that fails is one warning,
+/// and the pull goes on without credentials there.
+pub struct Logins {
+    store: CredentialStore,
+    retry: RetryPolicy,
+    found: HashMap<String, Option<Login>>,
+}
+
+impl Logins {
+    pub fn new(store: CredentialStore, retry: RetryPolicy) -> Logins {
+        Logins {
+            store,
+            retry,
+            found: HashMap::new(),
+        }
+    }
+
+    /// A new session for endpoint `e`.
+    pub fn session_for(&mut self, e: &Endpoint) -> Session {
+        let store = &self.store;
+        let login = self
+            .found
+            .entry(format!("{}/{}", e.auth_host, e.repository))
+            .or_insert_with(|| {
+                let found = store
+                    .lookup(&e.auth_host, &e.repository)
+                    .unwrap_or_else(|err| {
+                        log::warn!("{err}");
+                        None
+                    });
+                if let Some(l) = &found {
+                    log::debug!("Using credentials of '{}' from {}.", l.user, l.source);
+                }
+                found
+            })
+            .clone();
+        Session::new(&e.host, &e.repository, login, self.retry)
     }
 }
