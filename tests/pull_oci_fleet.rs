@@ -11,6 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::connect_proxy::ConnectProxy;
 use common::daemon::eventually;
@@ -675,6 +676,75 @@ fn a_failing_or_missing_helper_is_one_warning_and_the_pull_goes_on_without_crede
             open.host()
         )),
         "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_mirror_answering_5xx_mid_pull_hands_over_to_the_registry_without_retries() {
+    mirror_failing_blobs(|_| common::http::Response::status(503), &[]);
+}
+
+#[test]
+fn a_mirror_stalling_below_the_low_speed_limit_hands_over_to_the_registry() {
+    // The config blob (207 bytes) stalls after 16; the low-speed window is 1 s here.
+    mirror_failing_blobs(
+        |upstream| upstream().stall_after(16, Duration::from_secs(4)),
+        &[("SYSTEMD_IMPORT_TEST_LOW_SPEED_TIME", "1")],
+    );
+}
+
+/// A pull through a mirror that serves the manifest but answers every blob with `blob()`
+/// (`vars` set for the pull): the registry must serve the blobs.
+fn mirror_failing_blobs(
+    blob: impl Fn(&dyn Fn() -> common::http::Response) -> common::http::Response + Send + Sync + 'static,
+    vars: &[(&str, &str)],
+) {
+    let o = origin_with(RegistryOptions::plain());
+    let image = o.image;
+    let reg = std::sync::Arc::new(o.reg);
+    // A mirror that has the manifest but fails every blob.
+    let mirror = common::fault_proxy::FaultProxy::start(&reg, move |req, upstream| {
+        if req.path.contains("/blobs/") {
+            blob(upstream)
+        } else {
+            upstream()
+        }
+    });
+    let root = ConfigRoot::new();
+    root.registries_conf(&format!(
+        "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
+        reg.host(),
+        mirror.host()
+    ));
+    let env = PullEnv::new();
+    let reference = format!("{}/library/demo:v1", reg.host());
+    let mut cmd = env.cmd(&reg, &[&root.option(), &reference]);
+    cmd.envs(vars.iter().copied());
+    let out = run_pull(&mut cmd);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    assert_line_contains(
+        &out,
+        &format!(
+            "Fetched manifest of '{}/library/demo:v1' from mirror https://{}/v2",
+            reg.host(),
+            mirror.host()
+        ),
+    );
+    assert_line_contains(
+        &out,
+        &format!(
+            "Fetched layer {} from registry {}/v2",
+            image.layers[0].digest,
+            reg.url()
+        ),
+    );
+    // One blob request reached the mirror: no retries there.
+    assert_eq!(mirror.requests_for("/blobs/").len(), 1, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("larger than"),
+        "the mirror failed the way it should: {}",
         out.stderr
     );
 }
