@@ -55,6 +55,8 @@ Import container or virtual machine image.
                               Platform to pull for pull-oci
      --max-concurrent-downloads=N
                               Layers pull-oci downloads at once (default 6)
+     --registry-config=DIR    Read pull-oci's registry configuration below DIR
+                              only (DIR/etc/containers/registries.conf, ...)
 
 Commands:
   pull-tar URL [NAME]         Download a TAR image

@@ -6,8 +6,20 @@
 //! [`CurlSettings::from_env`] is the one place the CA environment variables are read
 //! (`CURL_CA_BUNDLE`, `SSL_CERT_FILE`, `SSL_CERT_DIR`, as curl(1) reads them); the command
 //! line calls it once at start-up and passes the value down to the importers.
+//!
+//! A request may add a [`Transport`] on top (a registry endpoint's configuration): extra
+//! CA certificates, a client certificate, no verification, a connect timeout. libcurl
+//! takes one CA file (`CURLOPT_CAINFO`), and an in-memory bundle (`CURLOPT_CAINFO_BLOB`)
+//! replaces that file rather than adding to it; so extra CAs are given as a blob holding
+//! the CA file the glue would have used (the settings' file, else libcurl's built-in one,
+//! else the first of the usual distribution bundles that exists) followed by the extra
+//! certificates. The CA directory (`CURLOPT_CAPATH`) stays in use either way. Nothing here
+//! sets `CURLOPT_PROXY` or `CURLOPT_NOPROXY`: libcurl's proxy environment variables
+//! (`https_proxy`, `HTTPS_PROXY`, `http_proxy`, `ALL_PROXY`, `NO_PROXY`, …) apply as in
+//! curl(1).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use curl::easy::{Easy2, Handler};
@@ -83,12 +95,97 @@ pub fn user_agent(argv0: &str, version: &str) -> String {
     format!("{name}/{version}")
 }
 
+/// The CA bundles distributions install, tried when neither the settings nor libcurl name
+/// one.
+const DISTRIBUTION_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// What one request adds to the glue's settings (a registry endpoint's TLS, timeout). The
+/// default adds nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// The whole trust (PEM): the usual CA file and the extra certificates, see
+    /// [`Transport::trust_with`]. `None`: the usual CA file alone.
+    pub ca_bundle: Option<Arc<[u8]>>,
+    /// A client certificate (PEM) and its key (`None`: in the certificate file).
+    pub client_cert: Option<(PathBuf, Option<PathBuf>)>,
+    /// Do not verify the server's certificate or name.
+    pub skip_verify: bool,
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Transport {
+    /// The CA bundle that trusts what `settings` trust plus the certificates in `extra`
+    /// (PEM files). Fails naming the file that could not be read.
+    pub fn trust_with(settings: &CurlSettings, extra: &[PathBuf]) -> Result<Arc<[u8]>> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| {
+                let e = Error::from(e);
+                Error::with_message(
+                    e.errno(),
+                    format!("Failed to read CA file {}: {}", p.display(), e),
+                )
+            })
+        };
+        let base = settings
+            .ca_file
+            .clone()
+            .or_else(|| curl::Version::get().cainfo().map(PathBuf::from))
+            .or_else(|| {
+                DISTRIBUTION_BUNDLES
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file())
+            });
+        let mut bundle = match &base {
+            Some(p) => read(p)?,
+            None => Vec::new(),
+        };
+        for file in extra {
+            if !bundle.is_empty() && !bundle.ends_with(b"\n") {
+                bundle.push(b'\n');
+            }
+            bundle.extend(read(file)?);
+        }
+        Ok(bundle.into())
+    }
+
+    fn apply<H>(&self, easy: &mut Easy2<H>) -> Result<()> {
+        if let Some(bundle) = &self.ca_bundle {
+            easy.ssl_cainfo_blob(bundle).map_err(eio)?;
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            easy.ssl_cert(cert).map_err(eio)?;
+            if let Some(key) = key {
+                easy.ssl_key(key).map_err(eio)?;
+            }
+        }
+        if self.skip_verify {
+            easy.ssl_verify_peer(false).map_err(eio)?;
+            easy.ssl_verify_host(false).map_err(eio)?;
+        }
+        if let Some(t) = self.connect_timeout {
+            easy.connect_timeout(t).map_err(eio)?;
+        }
+        Ok(())
+    }
+}
+
 fn eio(e: curl::Error) -> Error {
     Error::with_message(libc::EIO, e.to_string())
 }
 
-/// An easy handle for `url` with the defaults of the module documentation.
-pub(super) fn make<H: Handler>(settings: &CurlSettings, url: &str, handler: H) -> Result<Easy2<H>> {
+/// An easy handle for `url` with the defaults of the module documentation and what
+/// `transport` adds.
+pub(super) fn make<H: Handler>(
+    settings: &CurlSettings,
+    transport: &Transport,
+    url: &str,
+    handler: H,
+) -> Result<Easy2<H>> {
     let mut easy = Easy2::new(handler);
     easy.url(url).map_err(eio)?;
     easy.useragent(&settings.user_agent).map_err(eio)?;
@@ -102,6 +199,7 @@ pub(super) fn make<H: Handler>(settings: &CurlSettings, url: &str, handler: H) -
     if let Some(d) = &settings.ca_dir {
         easy.capath(d).map_err(eio)?;
     }
+    transport.apply(&mut easy)?;
     restrict_protocols(&mut easy)?;
     Ok(easy)
 }

@@ -21,7 +21,7 @@
 
 mod easy;
 
-pub use easy::{CurlSettings, PACKAGE_VERSION};
+pub use easy::{CurlSettings, Transport, PACKAGE_VERSION};
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -137,9 +137,15 @@ impl CurlGlue {
 
     /// `curl_glue_make()`: an easy handle for `url` with the defaults every handle gets:
     /// URL, User-Agent, redirects followed, NOSIGNAL, the low-speed limit, HTTP(S) only
-    /// (also for redirects), and the CA bundle and directory of the settings.
-    pub fn make<H: Handler>(&self, url: &str, handler: H) -> Result<Easy2<H>> {
-        easy::make(&self.settings, url, handler)
+    /// (also for redirects), and the CA bundle and directory of the settings; then what
+    /// the request's `transport` adds.
+    pub fn make<H: Handler>(
+        &self,
+        url: &str,
+        transport: &Transport,
+        handler: H,
+    ) -> Result<Easy2<H>> {
+        easy::make(&self.settings, transport, url, handler)
     }
 
     /// Attach `easy` to the multi handle; returns the handle and its token (never reused).

@@ -209,6 +209,10 @@ pub struct TokenOptions {
     pub service: String,
     /// `iss` of the tokens, as the registry expects.
     pub issuer: String,
+    /// An identity (refresh) token the server accepts, and the user it stands for: a
+    /// `POST /token` with the form `grant_type=refresh_token&refresh_token=…&service=…&scope=…`
+    /// (the OAuth2 flow docker's identity tokens use) gets an `access_token` for that user.
+    pub refresh_token: Option<(String, String)>,
 }
 
 impl Default for TokenOptions {
@@ -219,6 +223,7 @@ impl Default for TokenOptions {
             anonymous_pull: true,
             service: "test-registry".to_string(),
             issuer: "test-token-issuer".to_string(),
+            refresh_token: None,
         }
     }
 }
@@ -287,19 +292,53 @@ struct TokenPolicy {
 
 impl TokenPolicy {
     fn handle(&self, req: &Request) -> Response {
-        if req.method != "GET" || req.path != "/token" {
+        if req.path != "/token" {
             return Response::not_found();
         }
-        let subject = match (req.basic_auth(), &self.options.credentials) {
+        let form;
+        let (req, subject) = match req.method.as_str() {
+            "GET" => (req, self.basic_subject(req)),
+            "POST" => {
+                // The OAuth2 form: its parameters are read like a query.
+                form = Request {
+                    query: String::from_utf8_lossy(&req.body).into_owned(),
+                    ..req.clone()
+                };
+                let given = form.query_param("refresh_token");
+                let subject = match (&self.options.refresh_token, given) {
+                    _ if form.query_param("grant_type").as_deref() != Some("refresh_token") => {
+                        Err(Response::status(400).body("unsupported grant_type\n"))
+                    }
+                    (Some((token, user)), Some(given)) if *token == given => Ok(Some(user.clone())),
+                    _ => Err(Response::status(401).body("invalid refresh token\n")),
+                };
+                (&form, subject)
+            }
+            _ => return Response::not_found(),
+        };
+        let subject = match subject {
+            Ok(s) => s,
+            Err(refusal) => return refusal,
+        };
+        self.grant(req, subject)
+    }
+
+    /// The subject of a `GET` token request: its Basic credentials, or anonymous.
+    fn basic_subject(&self, req: &Request) -> Result<Option<String>, Response> {
+        Ok(match (req.basic_auth(), &self.options.credentials) {
             (Some((user, password)), Some(known))
                 if user == known.user && password == known.password =>
             {
                 Some(user)
             }
-            (Some(_), _) => return Response::status(401).body("bad credentials\n"),
+            (Some(_), _) => return Err(Response::status(401).body("bad credentials\n")),
             (None, _) if self.options.anonymous_pull => None,
-            (None, _) => return Response::status(401).body("credentials required\n"),
-        };
+            (None, _) => return Err(Response::status(401).body("credentials required\n")),
+        })
+    }
+
+    /// A token for `subject` (`None`: anonymous, `pull` only) with the scopes asked for.
+    fn grant(&self, req: &Request, subject: Option<String>) -> Response {
         if req.query_param("service").as_deref() != Some(self.options.service.as_str()) {
             return Response::status(400).body("unknown or missing service\n");
         }

@@ -21,6 +21,7 @@ pub use options::{Settings, Verify, DEFAULT_IMAGE_ROOT};
 
 use crate::curl_glue::CurlSettings;
 use crate::event;
+use crate::import::oci::registry::ConfigPaths;
 use crate::import::Dialect;
 use crate::util::test_seams::TestSettings;
 
@@ -61,6 +62,7 @@ pub fn main() -> i32 {
                 personality.version,
                 settings.test.low_speed_time,
             );
+            settings.registry_paths = ConfigPaths::from_env(settings.registry_config.as_deref());
             let inv = verbs::Invocation {
                 personality,
                 argv0: &argv0,

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use crate::curl_glue::CurlSettings;
+use crate::import::oci::registry::ConfigPaths;
 pub use crate::import::url::Verify;
 use crate::import::Dialect;
 use crate::util::image::ImageClass;
@@ -55,6 +56,12 @@ pub struct Settings {
     pub class: ImageClass,
     /// `--keep-download=` (`None`: the class decides).
     pub keep_download: Option<bool>,
+    /// `--registry-config=DIR` for pull-oci: read the registry configuration only below
+    /// this root (else `$SYSTEMD_IMPORT_REGISTRY_CONFIG`, else the system and user files).
+    pub registry_config: Option<PathBuf>,
+    /// Where pull-oci's registry configuration is read, decided once at start-up from
+    /// `registry_config` and the environment.
+    pub registry_paths: ConfigPaths,
     /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
     /// argv[0] and the environment at start-up.
     pub curl: CurlSettings,
@@ -87,6 +94,8 @@ impl Default for Settings {
             size_max: None,
             class: ImageClass::Machine,
             keep_download: None,
+            registry_config: None,
+            registry_paths: ConfigPaths::system(),
             curl: CurlSettings::default(),
             test: TestSettings::default(),
         }
@@ -135,6 +144,7 @@ pub enum Opt {
     Class,
     KeepDownload,
     System,
+    RegistryConfig,
 }
 
 /// One entry of a personality's `getopt_long()` table.

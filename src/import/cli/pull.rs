@@ -49,6 +49,7 @@ const OPTIONS: &[LongOption] = &[
     LongOption::arg("dkr-index-url", Opt::DkrIndexUrl),
     LongOption::arg("platform", Opt::Platform),
     LongOption::arg("max-concurrent-downloads", Opt::MaxConcurrentDownloads),
+    LongOption::arg("registry-config", Opt::RegistryConfig),
 ];
 
 const VERBS: &[VerbSpec] = &[
@@ -249,6 +250,7 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
             Opt::DkrIndexUrl => verbs::set_dkr_index_url(settings, value)?,
             Opt::Platform => settings.platform = value,
             Opt::MaxConcurrentDownloads => verbs::set_max_downloads(settings, value)?,
+            Opt::RegistryConfig => verbs::set_registry_config(settings, value)?,
             // --help and --version are the engine's.
             Opt::Help | Opt::Version => {}
         }
@@ -342,7 +344,9 @@ pub fn help_text(program: &str) -> String {
          \x20    --platform=OS/ARCH[/VARIANT]\n\
          \x20                             Platform to pull for oci\n\
          \x20    --max-concurrent-downloads=N\n\
-         \x20                             Layers oci downloads at once (default 6)\n"
+         \x20                             Layers oci downloads at once (default 6)\\n\
+         \x20    --registry-config=DIR    Read oci's registry configuration below DIR\n\
+         \x20                             only (DIR/etc/containers/registries.conf, ...)\n"
     )
 }
 

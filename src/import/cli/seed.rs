@@ -30,6 +30,7 @@ const OPTIONS: &[LongOption] = &[
     LongOption::arg("dkr-index-url", Opt::DkrIndexUrl),
     LongOption::arg("platform", Opt::Platform),
     LongOption::arg("max-concurrent-downloads", Opt::MaxConcurrentDownloads),
+    LongOption::arg("registry-config", Opt::RegistryConfig),
 ];
 
 /// The verbs: the seed's names, then v219's short aliases.
@@ -70,6 +71,7 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
                 Opt::DkrIndexUrl => verbs::set_dkr_index_url(settings, value)?,
                 Opt::Platform => settings.platform = value,
                 Opt::MaxConcurrentDownloads => verbs::set_max_downloads(settings, value)?,
+                Opt::RegistryConfig => verbs::set_registry_config(settings, value)?,
                 // Options outside this personality's table never come.
                 _ => {}
             }
@@ -96,6 +98,8 @@ pub fn help_text(program: &str) -> String {
          \x20                             Platform to pull for pull-oci\n\
          \x20    --max-concurrent-downloads=N\n\
          \x20                             Layers pull-oci downloads at once (default 6)\n\
+         \x20    --registry-config=DIR    Read pull-oci's registry configuration below DIR\n\
+         \x20                             only (DIR/etc/containers/registries.conf, ...)\n\
          \n\
          Commands:\n\
          \x20 pull-tar URL [NAME]         Download a TAR image\n\

@@ -6,9 +6,10 @@ use super::personality::Personality;
 use super::program_short_name;
 use crate::import;
 use crate::import::dkr::{DkrImport, DkrRequest};
-use crate::import::oci::credentials;
+use crate::import::oci::credentials::CredentialStore;
 use crate::import::oci::platform::Platform;
-use crate::import::oci::reference::{Reference, ReferenceError};
+use crate::import::oci::reference::{ImageName, ReferenceError};
+use crate::import::oci::registry::RegistryConfig;
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
 use crate::import::url::{PullOptions, RawImport, SideFiles, TarImport, UrlRequest};
 use crate::import::Dialect;
@@ -124,6 +125,17 @@ pub fn set_max_downloads(settings: &mut Settings, value: Option<String>) -> Resu
             Err(())
         }
     }
+}
+
+/// `--registry-config=DIR`: pull-oci reads its registry configuration below DIR only.
+pub fn set_registry_config(settings: &mut Settings, value: Option<String>) -> Result<(), ()> {
+    let v = value.unwrap_or_default();
+    if v.is_empty() {
+        log::error!("Registry configuration directory must not be empty.");
+        return Err(());
+    }
+    settings.registry_config = Some(std::path::PathBuf::from(v));
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -328,12 +340,13 @@ pub fn pull_oci(inv: &Invocation, args: &[String]) -> i32 {
 /// The checks of pull-oci's words (`REF [LOCAL]`), in the style of the other verbs.
 fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequest, ()> {
     let text = args.first().map(String::as_str).unwrap_or("");
-    let reference = Reference::parse(text).map_err(|e| match e {
+    let name = ImageName::parse(text).map_err(|e| match e {
         ReferenceError::Invalid => log::error!("Reference '{text}' is not valid."),
         ReferenceError::UnsupportedDigest(algorithm) => log::error!(
             "Reference '{text}' uses the digest algorithm '{algorithm}', only sha256 is supported."
         ),
     })?;
+    let reference = name.clone().into_reference();
     let platform = match &settings.platform {
         Some(p) => Platform::parse(p).ok_or_else(|| {
             log::error!("Platform '{p}' is not valid, expected OS/ARCH[/VARIANT].");
@@ -352,12 +365,20 @@ fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequ
         log::info!("Pulling '{reference}', saving as '{local}'.");
         Some(local)
     };
-    let credentials = credentials::find(&reference);
-    if let Some((c, path)) = &credentials {
-        log::debug!("Using credentials of '{}' from {}.", c.user, path.display());
+    // The registry configuration applies before any request: a blocked registry or an
+    // ambiguous short name fails here.
+    let config = RegistryConfig::load(&settings.registry_paths).map_err(|e| log::error!("{e}"))?;
+    let resolution = config.resolve(&name).map_err(|e| log::error!("{e}"))?;
+    for c in &resolution.candidates {
+        log::debug!("Candidate '{}' ({}).", c.image, c.how);
+    }
+    let mut credentials = CredentialStore::from_env();
+    if let Some(helpers) = config.credential_helpers() {
+        credentials = credentials.with_credential_helpers(helpers);
     }
     Ok(PullRequest {
         reference,
+        resolution,
         local,
         image_root: settings.image_root.clone(),
         force: settings.force,

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use curl::multi::Easy2Handle;
 use sha2::Sha256;
 
-use crate::curl_glue::CurlGlue;
+use crate::curl_glue::{CurlGlue, Transport};
 use crate::event::{EventLoop, SourceId, EPOLLIN};
 use crate::log_error_errno;
 use crate::util::dialect::Dialect;
@@ -160,6 +160,10 @@ pub struct JobOptions {
     /// A 404 fails the job with ENOMEDIUM without a message: the owner tries another
     /// URL or reports the file as absent itself.
     pub quiet_not_found: bool,
+    /// What the request adds to the glue's curl settings (a registry endpoint's TLS).
+    pub transport: Transport,
+    /// Send this form (`application/x-www-form-urlencoded`) with `POST` instead of a `GET`.
+    pub post_form: Option<String>,
 }
 
 impl JobOptions {
@@ -181,6 +185,8 @@ impl JobOptions {
             expected: None,
             dialect: Dialect::V219,
             quiet_not_found: false,
+            transport: Transport::default(),
+            post_form: None,
         }
     }
 }
@@ -279,7 +285,7 @@ impl ImportJob {
             options.compressed_max,
             options.dialect,
         );
-        let mut easy = glue.make(&self.url, handler)?;
+        let mut easy = glue.make(&self.url, &options.transport, handler)?;
         let eio = |e: curl::Error| Error::with_message(libc::EIO, e.to_string());
         let mut list = curl::easy::List::new();
         for h in &options.headers {
@@ -290,6 +296,10 @@ impl ImportJob {
                 .map_err(eio)?;
         }
         easy.http_headers(list).map_err(eio)?;
+        if let Some(form) = &options.post_form {
+            easy.post(true).map_err(eio)?;
+            easy.post_fields_copy(form.as_bytes()).map_err(eio)?;
+        }
         easy.progress(true).map_err(eio)?;
         // Larger reads mean fewer callbacks and queue operations per byte.
         easy.buffer_size(256 << 10).map_err(eio)?;

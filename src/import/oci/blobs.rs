@@ -19,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 use super::digest::Digest;
 use super::manifest::Descriptor;
 use super::spool::{self, Spool, SpoolReader};
+use crate::curl_glue::Transport;
 use crate::event::TaskHandle;
 use crate::import::job::{Expected, ImportJob, JobOptions, Sink, DEFAULT_QUEUE_LIMIT};
 use crate::import::store::TempPath;
@@ -32,6 +33,14 @@ const QUEUE_BUDGET: usize = 24 << 20;
 
 /// The length of a spool's valid prefix and the sha256 of those bytes.
 pub type Prefix = (u64, Sha256);
+
+/// How the registry endpoint in use is asked for a blob.
+pub struct FromRegistry {
+    pub url: String,
+    /// The authorization and the endpoint's headers, `Name: value` each.
+    pub headers: Vec<String>,
+    pub transport: Transport,
+}
 
 /// One blob to download.
 pub struct Blob {
@@ -185,19 +194,15 @@ impl BlobQueue {
     }
 
     /// The download job for blob `b`'s next attempt: from its current source, into its
-    /// spool, resumed after the prefix a retry hashed (if any). `registry_url` and
-    /// `authorization` are for the registry; a descriptor's URL gets no credentials.
-    pub fn job(
-        &mut self,
-        b: usize,
-        registry_url: String,
-        authorization: Option<String>,
-    ) -> Result<ImportJob> {
+    /// spool, resumed after the prefix a retry hashed (if any). `registry` is how the
+    /// registry endpoint in use is asked; a descriptor's URL gets none of it (no
+    /// credentials, no endpoint headers or TLS settings).
+    pub fn job(&mut self, b: usize, registry: FromRegistry) -> Result<ImportJob> {
         let limit = self.limit;
         let blob = &mut self.blobs[b];
         let from_registry = !blob.is_foreign();
         let url = if from_registry {
-            registry_url
+            registry.url.clone()
         } else {
             blob.descriptor.urls[blob.source].clone()
         };
@@ -224,7 +229,8 @@ impl BlobQueue {
         let mut options = JobOptions::new(Sink::Stream(consumer));
         // Credentials go to the registry only, never to a descriptor's URLs.
         if from_registry {
-            options.headers.extend(authorization);
+            options.headers = registry.headers;
+            options.transport = registry.transport;
         }
         options.calc_checksum = true;
         options.detect_compression = false;
@@ -377,7 +383,12 @@ mod tests {
         q.add(&a, dir.path());
         // The first attempt creates the spool.
         assert_eq!(q.spool_to_resume(0), None);
-        let _job = q.job(0, "https://registry.invalid/".into(), None).unwrap();
+        let registry = FromRegistry {
+            url: "https://registry.invalid/".into(),
+            headers: Vec::new(),
+            transport: Transport::default(),
+        };
+        let _job = q.job(0, registry).unwrap();
         let spool = q.spool_to_resume(0).unwrap();
         assert!(spool.exists());
         let (_, owner) = q.open_for_apply(0).unwrap();

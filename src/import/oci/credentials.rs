@@ -14,8 +14,8 @@
 //! matching prefix wins). Docker Hub answers to `docker.io`, `index.docker.io` and
 //! `registry-1.docker.io`.
 //!
-//! [`find`] (what the importer uses today) reads only those passwords. [`CredentialStore`]
-//! (for the importer that follows the registry configuration) also runs the credential
+//! [`find`] reads only those passwords (kept for its unit tests of the key rules).
+//! [`CredentialStore`] (what the importer uses, per endpoint host) also runs the credential
 //! helpers the files name, per file as docker does: `credHelpers[host]`, else
 //! `credsStore`, then `auths` (where an `identitytoken` wins over the password). A helper
 //! is `docker-credential-<name>` from the search path, run as `get` with the registry on

@@ -36,19 +36,29 @@
 //! (a blob resumes with a Range request from what its spool holds); a 401 gets a new token
 //! (or Basic credentials) once per request; anything else fails the pull with one message,
 //! and dropping the importer removes every temporary file.
+//!
+//! Endpoints ([`route`](super::route)): requests go to the route's current endpoint (a
+//! mirror, or the registry); one that fails there while another endpoint may take over
+//! moves the pull on to it (`Next::NextSource`, as a layer moves on from a descriptor's
+//! URL): a new [`Session`] with that host's credentials, a new ping while the manifest is
+//! still being looked for, else the request simply goes again. Requests still running at
+//! the endpoint left behind are sent again at the new one if they fail. Which endpoint
+//! served the manifest and each layer is logged.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::apply::{self, ApplyWork};
-use super::blobs::{self, Prefix};
+use super::blobs::{self, FromRegistry, Prefix};
 use super::config;
 use super::digest::Digest;
 use super::layers::{Layers, Plan};
 use super::manifest::{self, Descriptor, Document, ImageManifest};
 use super::request::{self, BodySlot, Key, PullRequest};
-use super::session::{Failure, Grant, Next, Session};
+use super::route::Route;
+use super::session::{self, Failure, Grant, Logins, Next, Session};
 use crate::curl_glue::CurlGlue;
 use crate::event::{Clock, EventLoop, SourceId, TimerAction};
 use crate::import::job::retry::RetryPolicy;
@@ -118,19 +128,24 @@ pub struct OciImport {
     glue: CurlGlue,
 
     req: PullRequest,
+    /// The endpoints and the one in use.
+    route: Route,
+    /// The authorization at the current endpoint.
     session: Session,
+    /// The endpoint each running request was sent to (by its index in the route).
+    sent_to: HashMap<Key, usize>,
+    /// Credentials found per endpoint host.
+    logins: Logins,
     /// Set when the pull is abandoned: stops the apply and finish work promptly.
     cancel: Arc<AtomicBool>,
 }
 
 impl OciImport {
     pub fn new(req: PullRequest) -> Result<Self> {
-        let session = Session::new(
-            req.reference.registry_host(),
-            req.reference.repository(),
-            req.credentials.clone(),
-            RetryPolicy::with_first_delay(req.retry_delay),
-        );
+        let route = Route::new(&req.resolution, &req.curl)?;
+        let retry = RetryPolicy::with_first_delay(req.retry_delay);
+        let mut logins = Logins::new(req.credentials.clone(), retry);
+        let session = logins.session_for(&route.current().1.endpoint);
         Ok(OciImport {
             lifecycle: Lifecycle::new(),
             jobs: JobSet::new(),
@@ -138,9 +153,47 @@ impl OciImport {
             timers: Vec::new(),
             glue: CurlGlue::new(req.curl.clone())?,
             req,
+            route,
             session,
+            sent_to: HashMap::new(),
+            logins,
             cancel: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The current endpoint failed for good: move on to the next one (there is one) and
+    /// send what waited there again: the ping while the manifest is looked for, else
+    /// `key` and the requests that waited for a token.
+    fn next_endpoint(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
+        if !self.route.advance() {
+            return Err(log_error_errno!(
+                Error::new(libc::EIO),
+                "No registry endpoint left for '{}'.",
+                self.req.reference
+            ));
+        }
+        self.use_current_endpoint(lp, key)
+    }
+
+    /// Requests go to the route's current endpoint from now on: a new session for it;
+    /// `key` (and whatever waited for a token) is sent there.
+    fn use_current_endpoint(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
+        let mut waiters = self.session.take_waiters();
+        self.session = self.logins.session_for(&self.route.current().1.endpoint);
+        log::info!("Using {}.", self.route.current().1.endpoint);
+        if self.route.is_resolving() {
+            // The manifest is still looked for: start over at the new endpoint.
+            self.stage = Stage::Ping;
+            return self.begin(lp, Key::Ping);
+        }
+        waiters.retain(|k| *k != key);
+        waiters.insert(0, key);
+        for k in waiters {
+            if k != Key::Token {
+                self.begin(lp, k)?;
+            }
+        }
+        Ok(())
     }
 
     // --- Requests -------------------------------------------------------------------------
@@ -148,26 +201,36 @@ impl OciImport {
     /// Send (or send again) the request `key`, if it belongs to the current stage.
     fn begin(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
         let authorization = self.session.header();
-        let req = &self.req;
+        let (index, src) = self.route.current();
         let job = match (key, &mut self.stage) {
-            (Key::Ping, Stage::Ping) => request::ping(req),
+            (Key::Ping, Stage::Ping) => request::ping(src),
             (Key::Token, _) => match self.session.bearer() {
-                Some(b) => request::token(req, &b.realm, b.service.as_deref()),
+                Some(b) => request::token(
+                    src,
+                    &b.realm,
+                    b.service.as_deref(),
+                    self.session.token_grant(),
+                ),
                 None => return Ok(()),
             },
             (Key::Manifest, Stage::Manifest(f)) => {
-                request::manifest(req, authorization, f.entry.as_ref(), f.body.clone())
+                request::manifest(src, authorization, f.entry.as_ref(), f.body.clone())
             }
             (Key::Config, Stage::Config(f)) => {
-                request::config(req, authorization, &f.manifest.config, f.body.clone())
+                request::config(src, authorization, &f.manifest.config, f.body.clone())
             }
             (Key::Blob(b), Stage::Layers(l)) => {
-                let url = req.blob_url(&l.blobs.get(b).descriptor.digest);
-                l.blobs.job(b, url, authorization)?
+                let registry = FromRegistry {
+                    url: src.endpoint.blob_url(&l.blobs.get(b).descriptor.digest),
+                    headers: authorization.into_iter().chain(src.headers()).collect(),
+                    transport: src.transport.clone(),
+                };
+                l.blobs.job(b, registry)?
             }
             // A request of another stage (a retry timer that fired late): nothing to send.
             _ => return Ok(()),
         };
+        self.sent_to.insert(key, index);
         self.session.begun(key);
         let OciImport { jobs, glue, .. } = self;
         jobs.begin(lp, glue, key, job)
@@ -188,14 +251,15 @@ impl OciImport {
     /// Request `key` failed: the session decides whether it is sent again, waits for a
     /// token, moves on to the next source, or fails the pull.
     fn on_failed(&mut self, lp: &mut EventLoop<Self>, key: Key, f: Failure) -> Result<()> {
-        let reference = &self.req.reference;
+        let src = self.route.current().1;
+        let reference = &src.image;
         let (what, foreign) = match (key, &self.stage) {
             // A 401 to the ping is an answer: the registry wants credentials.
             (Key::Ping, Stage::Ping) if f.code == 401 => {
                 return self.on_ping(lp, Some(&f.challenges))
             }
             (Key::Ping, Stage::Ping) => (
-                format!("Failed to reach registry {}", reference.registry_host()),
+                format!("Failed to reach registry {}", src.endpoint.host),
                 false,
             ),
             (Key::Token, _) => ("Failed to get a token".to_string(), false),
@@ -214,18 +278,29 @@ impl OciImport {
             }
             _ => return Ok(()),
         };
-        match self.session.on_failure(key, &f, foreign, &what) {
+        let route = session::Route {
+            foreign,
+            has_next: foreign || self.route.has_next(),
+        };
+        if key == Key::Ping && f.tls_handshake && !route.has_next {
+            log::error!(
+                "The TLS handshake with registry {} failed: a registry that speaks plain HTTP must be marked 'insecure = true' in registries.conf, one that wants a client certificate needs it in certs.d or hosts.toml.",
+                src.endpoint.host
+            );
+        }
+        match self.session.on_failure(key, &f, route, &what) {
             Next::Retry(delay) => self.schedule_retry(lp, key, delay),
             Next::Reauthorize => self.begin(lp, key),
             Next::NeedToken => self.begin(lp, Key::Token),
             Next::Wait => Ok(()),
-            Next::NextSource => {
+            Next::NextSource if foreign => {
                 if let (Key::Blob(b), Stage::Layers(l)) = (key, &mut self.stage) {
                     // The next source starts from scratch (the job truncates the spool).
                     l.blobs.next_source(b, &f.url);
                 }
                 self.begin(lp, key)
             }
+            Next::NextSource => self.next_endpoint(lp, key),
             Next::Fail(e) => Err(e),
         }
     }
@@ -295,7 +370,15 @@ impl OciImport {
             return Ok(());
         }
         let grant = match challenges {
-            Some(headers) => self.session.on_ping_challenge(headers)?,
+            Some(headers) => match self
+                .session
+                .on_ping_challenge(headers, self.route.has_next())
+            {
+                Ok(grant) => grant,
+                Err(Next::Fail(e)) => return Err(e),
+                // The session moves on (it gives nothing else for a challenge).
+                Err(_) => return self.next_endpoint(lp, Key::Ping),
+            },
             // The registry lets anyone in.
             None => Grant::Ready,
         };
@@ -342,7 +425,9 @@ impl OciImport {
         let body = request::take_body(&fetch.body);
         let entry = fetch.entry.clone();
         let digest = &body.digest;
-        let reference = &self.req.reference;
+        let (served_by, src) = self.route.current();
+        let reference = &src.image.clone();
+        let endpoint = src.endpoint.to_string();
         let what = match &entry {
             Some(entry) => format!("manifest {}", entry.digest),
             None => format!("manifest of '{reference}'"),
@@ -366,6 +451,15 @@ impl OciImport {
         let document = manifest::parse(job.header("Content-Type"), &body.bytes).map_err(|why| {
             log_error_errno!(Error::new(libc::EBADMSG), "Refusing {what}: {why}.")
         })?;
+        log::info!("Fetched {what} from {endpoint}.");
+        if entry.is_none() {
+            // The image is found: its content comes from the first endpoint that serves it.
+            self.route.choose_current();
+            if self.route.current().0 != served_by {
+                self.session = self.logins.session_for(&self.route.current().1.endpoint);
+                log::info!("Using {} for the content.", self.route.current().1.endpoint);
+            }
+        }
         match document {
             Document::Index(entries) => {
                 if entry.is_some() {
@@ -484,7 +578,7 @@ impl OciImport {
             image_root: &self.req.image_root,
             local: self.req.local.as_deref(),
             max_downloads: self.req.max_downloads,
-            image: self.req.reference.to_string(),
+            image: self.route.current().1.image.to_string(),
         };
         let layers = Layers::plan(plan, manifest, &config, bytes)?;
         self.stage = Stage::Layers(Box::new(layers));
@@ -514,6 +608,13 @@ impl OciImport {
         let Stage::Layers(l) = &mut self.stage else {
             return Ok(());
         };
+        let blob = l.blobs.get(b);
+        if !blob.is_foreign() {
+            if let Some(&i) = self.sent_to.get(&Key::Blob(b)) {
+                let from = &self.route.get(i).endpoint;
+                log::info!("Fetched layer {} from {from}.", blob.descriptor.digest);
+            }
+        }
         // Only now may the apply task reach the end of the layer.
         l.blobs.verified(b);
         self.start_downloads(lp)?;
@@ -647,7 +748,16 @@ impl JobOwner for OciImport {
         let Some(job) = self.jobs.remove(key) else {
             return;
         };
-        let r = if job.state() == JobState::Done {
+        let current = self.route.current().0;
+        let stale = self.sent_to.get(&key).is_some_and(|&i| i != current);
+        let r = if stale && matches!(key, Key::Ping | Key::Token) {
+            // For an endpoint left behind.
+            return;
+        } else if stale && job.state() != JobState::Done {
+            // Sent to an endpoint left behind: send it again at the current one.
+            drop(job);
+            self.begin(lp, key)
+        } else if job.state() == JobState::Done {
             self.on_done(lp, key, &job)
         } else {
             let failure = Failure::of(&job);

@@ -11,12 +11,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::auth::{self, Credentials};
+use super::auth;
+use super::credentials::CredentialStore;
 use super::digest::Digest;
+use super::encoding::percent_encode;
 use super::manifest::{self, Descriptor};
 use super::platform::Platform;
 use super::reference::Reference;
-use crate::curl_glue::CurlSettings;
+use super::registry::Resolution;
+use super::route::Source;
+use crate::curl_glue::{CurlSettings, Transport};
 use crate::import::job::{Expected, ImportJob, JobOptions, Sink, DEFAULT_SIZE_MAX};
 use crate::log_error_errno;
 use crate::util::error::Error;
@@ -29,31 +33,34 @@ const SMALL_BODY_MAX: u64 = 1 << 20;
 
 /// What to pull, validated by the command line.
 pub struct PullRequest {
+    /// The reference as the user gave it (normalized): the default local name, messages.
     pub reference: Reference,
+    /// Where it is pulled from: the registry configuration's candidates and endpoints.
+    pub resolution: Resolution,
     /// `None`: layers only (kept on btrfs), no local image.
     pub local: Option<String>,
     pub image_root: PathBuf,
     pub force: bool,
     pub platform: Platform,
     pub max_downloads: usize,
-    /// From the auth files, with the file they came from.
-    pub credentials: Option<(Credentials, PathBuf)>,
+    /// The auth files and credential helpers credentials are looked up in, per endpoint.
+    pub credentials: CredentialStore,
     /// What the easy handles get.
     pub curl: CurlSettings,
     /// Test setting: the first retry's delay (see `RetryPolicy::with_first_delay`).
     pub retry_delay: Option<Duration>,
 }
 
-impl PullRequest {
-    /// `https://<registry>/v2/<path>`.
-    pub fn registry_url(&self, path: &str) -> String {
-        format!("https://{}/v2/{}", self.reference.registry_host(), path)
-    }
+/// The `client_id` of the OAuth2 token request.
+const OAUTH_CLIENT_ID: &str = "systemd-import";
 
-    /// The URL of a blob of the repository.
-    pub fn blob_url(&self, digest: &Digest) -> String {
-        self.registry_url(&format!("{}/blobs/{digest}", self.reference.repository()))
-    }
+/// What a token request presents.
+pub enum TokenGrant {
+    Anonymous,
+    /// `Basic …` of the user's password.
+    Basic(String),
+    /// An identity (refresh) token from a credential helper or an auth file.
+    RefreshToken(String),
 }
 
 /// The requests of a pull, as keys of the job set.
@@ -92,27 +99,54 @@ pub fn take_body(slot: &BodySlot) -> Body {
 }
 
 /// `GET /v2/`: is it a Registry v2, does it want credentials?
-pub fn ping(req: &PullRequest) -> ImportJob {
-    let options = small_job(Vec::new(), Sink::Memory, SMALL_BODY_MAX);
-    ImportJob::new(&req.registry_url(""), options)
+pub fn ping(src: &Source) -> ImportJob {
+    let options = small_job(src, Vec::new(), Sink::Memory, SMALL_BODY_MAX);
+    ImportJob::new(&format!("{}/", src.endpoint.base_url), options)
 }
 
 /// The token request to a Bearer challenge's `realm` (with its `service`), for pulling the
-/// repository; the user's credentials (if any) go with it.
-pub fn token(req: &PullRequest, realm: &str, service: Option<&str>) -> ImportJob {
-    let scope = format!("repository:{}:pull", req.reference.repository());
-    let mut headers = Vec::new();
-    if let Some((creds, _)) = &req.credentials {
-        headers.push(format!("Authorization: {}", creds.basic()));
-    }
-    let url = auth::token_url(realm, service, &[scope]);
-    ImportJob::new(&url, small_job(headers, Sink::Memory, SMALL_BODY_MAX))
+/// repository at the endpoint. With a password the credentials go with it; an identity
+/// token is traded for an access token with the OAuth2 form, `POST` to the realm.
+pub fn token(src: &Source, realm: &str, service: Option<&str>, grant: TokenGrant) -> ImportJob {
+    let scope = format!("repository:{}:pull", src.endpoint.repository);
+    let (url, headers, form) = match grant {
+        TokenGrant::Basic(basic) => (
+            auth::token_url(realm, service, &[scope]),
+            vec![format!("Authorization: {basic}")],
+            None,
+        ),
+        TokenGrant::Anonymous => (auth::token_url(realm, service, &[scope]), Vec::new(), None),
+        TokenGrant::RefreshToken(token) => {
+            let mut form = format!(
+                "grant_type=refresh_token&refresh_token={}",
+                percent_encode(&token)
+            );
+            if let Some(service) = service {
+                form.push_str(&format!("&service={}", percent_encode(service)));
+            }
+            form.push_str(&format!(
+                "&scope={}&client_id={OAUTH_CLIENT_ID}",
+                percent_encode(&scope)
+            ));
+            (realm.to_string(), Vec::new(), Some(form))
+        }
+    };
+    let mut options = small_job(src, headers, Sink::Memory, SMALL_BODY_MAX);
+    options.post_form = form;
+    // The realm is another server: it gets the endpoint's trust, not its client
+    // certificate, and is always verified (credentials may go there).
+    options.transport = Transport {
+        ca_bundle: src.transport.ca_bundle.clone(),
+        connect_timeout: src.transport.connect_timeout,
+        ..Transport::default()
+    };
+    ImportJob::new(&url, options)
 }
 
 /// The manifest (or index) of the reference, or the one an index `entry` names. A manifest
 /// fetched by digest must have that digest (and the entry's size); the job checks it.
 pub fn manifest(
-    req: &PullRequest,
+    src: &Source,
     authorization: Option<String>,
     entry: Option<&Descriptor>,
     slot: BodySlot,
@@ -121,26 +155,22 @@ pub fn manifest(
     headers.extend(authorization);
     let target = match entry {
         Some(e) => e.digest.to_string(),
-        None => req.reference.manifest_reference(),
+        None => src.image.manifest_reference(),
     };
-    let url = req.registry_url(&format!(
-        "{}/manifests/{target}",
-        req.reference.repository()
-    ));
     let too_large = format!(
         "Manifest of '{}' is larger than {}, refusing.",
-        req.reference,
+        src.image,
         format_bytes(manifest::MANIFEST_MAX)
     );
     let sink = bounded_sink(manifest::MANIFEST_MAX, slot, too_large);
-    let mut options = small_job(headers, sink, DEFAULT_SIZE_MAX);
-    options.expected = manifest_expectation(req, entry);
-    ImportJob::new(&url, options)
+    let mut options = small_job(src, headers, sink, DEFAULT_SIZE_MAX);
+    options.expected = manifest_expectation(&src.image, entry);
+    ImportJob::new(&src.endpoint.manifest_url(&target), options)
 }
 
 /// What a manifest must be: the index entry it was chosen from, or the digest the
 /// reference names. By tag nothing: the registry's claim is checked on arrival.
-fn manifest_expectation(req: &PullRequest, entry: Option<&Descriptor>) -> Option<Expected> {
+fn manifest_expectation(image: &Reference, entry: Option<&Descriptor>) -> Option<Expected> {
     let (want, size, what) = match entry {
         Some(e) => (
             e.digest.clone(),
@@ -148,9 +178,9 @@ fn manifest_expectation(req: &PullRequest, entry: Option<&Descriptor>) -> Option
             format!("manifest {}", e.digest),
         ),
         None => (
-            req.reference.digest()?.clone(),
+            image.digest()?.clone(),
             None,
-            format!("manifest of '{}'", req.reference),
+            format!("manifest of '{image}'"),
         ),
     };
     let hex = want.hex().to_string();
@@ -172,7 +202,7 @@ fn manifest_expectation(req: &PullRequest, entry: Option<&Descriptor>) -> Option
 
 /// The image config blob `config` describes; the job checks its size and digest.
 pub fn config(
-    req: &PullRequest,
+    src: &Source,
     authorization: Option<String>,
     config: &Descriptor,
     slot: BodySlot,
@@ -183,9 +213,9 @@ pub fn config(
     );
     let sink = bounded_sink(config.size, slot, too_large);
     let headers = authorization.into_iter().collect();
-    let mut options = small_job(headers, sink, DEFAULT_SIZE_MAX);
+    let mut options = small_job(src, headers, sink, DEFAULT_SIZE_MAX);
     options.expected = Some(config_expectation(config));
-    ImportJob::new(&req.blob_url(&config.digest), options)
+    ImportJob::new(&src.endpoint.blob_url(&config.digest), options)
 }
 
 /// What the config blob must be: its descriptor in the manifest (for an inline config
@@ -201,10 +231,13 @@ pub fn config_expectation(want: &Descriptor) -> Expected {
     })
 }
 
-/// The options of a small registry answer: taken as served, HTTP errors left to us.
-fn small_job(headers: Vec<String>, sink: Sink, max: u64) -> JobOptions {
+/// The options of a small answer from `src`'s endpoint (or its token realm): taken as
+/// served, HTTP errors left to us, the endpoint's headers and transport.
+fn small_job(src: &Source, mut headers: Vec<String>, sink: Sink, max: u64) -> JobOptions {
     let mut options = JobOptions::new(sink);
+    headers.extend(src.headers());
     options.headers = headers;
+    options.transport = src.transport.clone();
     options.detect_compression = false;
     options.quiet_http_errors = true;
     options.compressed_max = max;

@@ -10,17 +10,23 @@
 //!   says (four attempts, backoff doubling from 1 s, or the server's `Retry-After` up to
 //!   60 s); a download whose size or digest is wrong is not;
 //! * a layer fetched from a descriptor's URL falls back to the next URL, then the registry;
+//! * a request to a registry endpoint that has a next one ([`super::route`]: a mirror
+//!   before the registry) is not retried: whatever fails it (down, 5xx, 404, a login we
+//!   cannot give) moves on to that endpoint, with one info line;
 //! * anything else fails the pull with one message naming what was asked and the
 //!   registry's answer.
+//!
+//! A session belongs to one endpoint: the importer makes a new one, with the credentials
+//! of the new endpoint's host, when it moves on.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::auth::{self, Authorization, Credentials};
-use super::credentials;
+use super::credentials::{self, CredentialStore, Login, Secret};
+use super::registry::Endpoint;
 use super::registry_error;
-use super::request::Key;
+use super::request::{Key, TokenGrant};
 use crate::import::job::retry::{self, RetryPolicy};
 use crate::import::job::ImportJob;
 use crate::log_error_errno;
@@ -52,7 +58,8 @@ pub enum Next {
     NeedToken,
     /// A token request already runs; the request is sent again when the token is there.
     Wait,
-    /// The layer's current source failed for good: try the next one.
+    /// The current source failed for good: try the next one (a layer's next URL, the next
+    /// registry endpoint).
     NextSource,
     /// Give up: the pull fails with this error (logged).
     Fail(Error),
@@ -74,6 +81,9 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
     /// The `WWW-Authenticate` headers of the response.
     pub challenges: Vec<String>,
+    /// No TLS session could be set up (the server speaks plain HTTP, or wants a client
+    /// certificate).
+    pub tls_handshake: bool,
 }
 
 impl Failure {
@@ -97,6 +107,9 @@ impl Failure {
                 .filter(|(n, _)| n.eq_ignore_ascii_case("WWW-Authenticate"))
                 .map(|(_, v)| v.clone())
                 .collect(),
+            tls_handshake: job
+                .transfer_error()
+                .is_some_and(curl::Error::is_ssl_connect_error),
         }
     }
 }
@@ -112,13 +125,22 @@ struct RequestState {
     auth_retried: bool,
 }
 
-/// The authorization of one pull's requests, and their retry bookkeeping.
+/// Where a failed request went.
+#[derive(Clone, Copy)]
+pub struct Route {
+    /// To a descriptor's URL, not the registry.
+    pub foreign: bool,
+    /// Another source can take over (the next URL, the next registry endpoint).
+    pub has_next: bool,
+}
+
+/// The authorization of one endpoint's requests, and their retry bookkeeping.
 pub struct Session {
-    /// The registry's host (for messages) and the repository pulled.
+    /// The endpoint's host (for messages) and the repository pulled.
     host: String,
     repository: String,
-    /// From the auth files, with the file they came from.
-    credentials: Option<(Credentials, PathBuf)>,
+    /// For the endpoint's host, from the auth files or a credential helper.
+    login: Option<Login>,
     /// Attempts and delays of failed requests.
     retry: RetryPolicy,
     auth: Authorization,
@@ -134,16 +156,11 @@ pub struct Session {
 impl Session {
     /// A session for `repository` on `host`, anonymous until the registry asks, retrying
     /// failed requests as `retry` says.
-    pub fn new(
-        host: &str,
-        repository: &str,
-        credentials: Option<(Credentials, PathBuf)>,
-        retry: RetryPolicy,
-    ) -> Self {
+    pub fn new(host: &str, repository: &str, login: Option<Login>, retry: RetryPolicy) -> Self {
         Session {
             host: host.to_string(),
             repository: repository.to_string(),
-            credentials,
+            login,
             retry,
             auth: Authorization::Anonymous,
             generation: 0,
@@ -163,6 +180,50 @@ impl Session {
         self.bearer.as_ref()
     }
 
+    /// `Basic …` for the user's password, if there is one.
+    pub fn basic(&self) -> Option<String> {
+        match &self.login.as_ref()?.secret {
+            Secret::Password(password) => Some(
+                Credentials {
+                    user: self.login.as_ref()?.user.clone(),
+                    password: password.clone(),
+                }
+                .basic(),
+            ),
+            Secret::IdentityToken(_) => None,
+        }
+    }
+
+    /// What the token request presents: the identity token, the password, or nothing.
+    pub fn token_grant(&self) -> TokenGrant {
+        match (&self.login, self.basic()) {
+            (
+                Some(Login {
+                    secret: Secret::IdentityToken(t),
+                    ..
+                }),
+                _,
+            ) => TokenGrant::RefreshToken(t.clone()),
+            (_, Some(basic)) => TokenGrant::Basic(basic),
+            _ => TokenGrant::Anonymous,
+        }
+    }
+
+    /// The requests waiting for a token (taken: the session is being replaced).
+    pub fn take_waiters(&mut self) -> Vec<Key> {
+        std::mem::take(&mut self.token_waiters)
+    }
+
+    /// The pull cannot go on here: with `has_next`, move on (one info line), else fail with
+    /// `message` (logged as the error).
+    fn give_up(&self, has_next: bool, errno: i32, message: String) -> Next {
+        if has_next {
+            log::info!("{message} Trying the next endpoint.");
+            return Next::NextSource;
+        }
+        Next::Fail(log_error_errno!(Error::new(errno), "{message}"))
+    }
+
     /// `key` was just sent (again), with the current authorization.
     pub fn begun(&mut self, key: Key) {
         let generation = self.generation;
@@ -176,58 +237,72 @@ impl Session {
         self.requests.remove(&key);
     }
 
-    /// The ping answered 401 with these `WWW-Authenticate` headers.
-    pub fn on_ping_challenge(&mut self, headers: &[String]) -> Result<Grant> {
+    /// The ping answered 401 with these `WWW-Authenticate` headers. `Err`: what to do
+    /// instead ([`Next::NextSource`] or [`Next::Fail`], see `has_next`).
+    pub fn on_ping_challenge(
+        &mut self,
+        headers: &[String],
+        has_next: bool,
+    ) -> std::result::Result<Grant, Next> {
         let challenges: Vec<auth::Challenge> = headers
             .iter()
             .flat_map(|h| auth::parse_challenges(h))
             .collect();
         if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
-            self.use_bearer(bearer)?;
+            self.use_bearer(bearer, has_next)?;
             return Ok(Grant::Token);
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
-            let Some((creds, _)) = &self.credentials else {
-                return Err(self.no_credentials());
+            let Some(basic) = self.basic() else {
+                return Err(self.no_credentials(has_next));
             };
-            self.auth = Authorization::Basic(creds.basic());
+            self.auth = Authorization::Basic(basic);
             self.generation += 1;
             return Ok(Grant::Ready);
         }
-        Err(log_error_errno!(
-            Error::new(libc::EPROTONOSUPPORT),
-            "Registry {} asks for an authentication scheme we do not support ({}).",
-            self.host,
-            headers
-                .first()
-                .map_or("no WWW-Authenticate header", String::as_str)
+        Err(self.give_up(
+            has_next,
+            libc::EPROTONOSUPPORT,
+            format!(
+                "Registry {} asks for an authentication scheme we do not support ({}).",
+                self.host,
+                headers
+                    .first()
+                    .map_or("no WWW-Authenticate header", String::as_str)
+            ),
         ))
     }
 
-    /// Decide what becomes of request `key` that failed as `f`. `foreign`: it went to a
-    /// descriptor's URL, not the registry. `what` says what was asked for, for the message
-    /// if the pull fails ("Failed to fetch the image config").
-    pub fn on_failure(&mut self, key: Key, f: &Failure, foreign: bool, what: &str) -> Next {
+    /// Decide what becomes of request `key` that failed as `f` after going where `route`
+    /// says. `what` says what was asked for, for the message if the pull fails ("Failed to
+    /// fetch the image config").
+    pub fn on_failure(&mut self, key: Key, f: &Failure, route: Route, what: &str) -> Next {
+        let Route { foreign, has_next } = route;
         if f.mismatch {
             // Logged by the job; no other attempt or source can make it right.
             return Next::Fail(f.error.clone());
         }
         if f.code == 401 && !foreign {
             if key == Key::Token {
-                return Next::Fail(log_error_errno!(
-                    Error::new(libc::EACCES),
-                    "Token server refused {}: {}.",
-                    self.credentials_description(),
-                    f.description
-                ));
+                return self.give_up(
+                    has_next,
+                    libc::EACCES,
+                    format!(
+                        "Token server refused {}: {}.",
+                        self.credentials_description(),
+                        f.description
+                    ),
+                );
             }
-            return self.on_unauthorized(key, f);
+            return self.on_unauthorized(key, f, has_next);
         }
         let attempts = self.requests.get(&key).map_or(1, |s| s.attempts);
+        // A mirror is not retried: the next endpoint takes over at once.
         let delay = f
             .retryable
-            .then(|| self.retry.next_delay(attempts, f.retry_after))
-            .flatten();
+            .then_some(())
+            .filter(|()| foreign || !has_next)
+            .and_then(|()| self.retry.next_delay(attempts, f.retry_after));
         if let Some(delay) = delay {
             let why = if f.code >= 300 {
                 format!("{} answered {}", f.url, f.description)
@@ -247,6 +322,15 @@ impl Session {
                 s.attempts = 0;
             }
             return Next::NextSource;
+        }
+        if has_next {
+            self.requests.remove(&key);
+            let why = if f.code >= 300 {
+                format!("{} answered {}", f.url, f.description)
+            } else {
+                format!("Download of {} failed", f.url)
+            };
+            return self.give_up(true, libc::EIO, format!("{why}."));
         }
         if f.code < 300 {
             // Already logged by the job.
@@ -268,17 +352,17 @@ impl Session {
 
     /// A registry request got 401: get a new token (or use the Basic credentials) and send
     /// it again, once.
-    fn on_unauthorized(&mut self, key: Key, f: &Failure) -> Next {
+    fn on_unauthorized(&mut self, key: Key, f: &Failure, has_next: bool) -> Next {
         let st = self.requests.entry(key).or_default();
         if st.auth_retried {
-            return Next::Fail(log_error_errno!(
-                Error::new(libc::EACCES),
+            let message = format!(
                 "Registry {} refused access to {} with {}: {}.",
                 self.host,
                 self.repository,
                 self.credentials_description(),
                 f.description
-            ));
+            );
+            return self.give_up(has_next, libc::EACCES, message);
         }
         st.auth_retried = true;
         st.attempts = st.attempts.saturating_sub(1);
@@ -297,27 +381,30 @@ impl Session {
             .collect();
         if let Some(bearer) = parsed.iter().find(|c| c.scheme == "bearer") {
             log::info!("Registry {} asks for a new token, getting one.", self.host);
-            if let Err(e) = self.use_bearer(bearer) {
-                return Next::Fail(e);
+            if let Err(next) = self.use_bearer(bearer, has_next) {
+                return next;
             }
             self.token_waiters.push(key);
             self.requests.remove(&Key::Token);
             return Next::NeedToken;
         }
-        match (&self.credentials, &self.auth) {
-            (Some((creds, _)), a) if !matches!(a, Authorization::Basic(_)) => {
-                self.auth = Authorization::Basic(creds.basic());
+        match (self.basic(), &self.auth) {
+            (Some(basic), a) if !matches!(a, Authorization::Basic(_)) => {
+                self.auth = Authorization::Basic(basic);
                 self.generation += 1;
                 Next::Reauthorize
             }
-            (None, _) => Next::Fail(self.no_credentials()),
-            _ => Next::Fail(log_error_errno!(
-                Error::new(libc::EACCES),
-                "Registry {} refused {}: {}.",
-                self.host,
-                self.credentials_description(),
-                f.description
-            )),
+            (None, _) => self.no_credentials(has_next),
+            _ => self.give_up(
+                has_next,
+                libc::EACCES,
+                format!(
+                    "Registry {} refused {}: {}.",
+                    self.host,
+                    self.credentials_description(),
+                    f.description
+                ),
+            ),
         }
     }
 
@@ -336,23 +423,33 @@ impl Session {
     }
 
     /// Remember a Bearer challenge's realm and service (the realm must be https: Basic
-    /// credentials may go there).
-    fn use_bearer(&mut self, challenge: &auth::Challenge) -> Result<()> {
+    /// credentials may go there). `Err`: what to do instead.
+    fn use_bearer(
+        &mut self,
+        challenge: &auth::Challenge,
+        has_next: bool,
+    ) -> std::result::Result<(), Next> {
         let Some(realm) = challenge
             .param("realm")
             .filter(|r| r.starts_with("https://") && r.len() > 8)
         else {
-            return Err(log_error_errno!(
-                Error::new(libc::EPROTO),
-                "Registry {} sent a Bearer challenge without an https realm, refusing.",
-                self.host
+            return Err(self.give_up(
+                has_next,
+                libc::EPROTO,
+                format!(
+                    "Registry {} sent a Bearer challenge without an https realm, refusing.",
+                    self.host
+                ),
             ));
         };
         if realm.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(log_error_errno!(
-                Error::new(libc::EPROTO),
-                "Registry {} sent an invalid token realm, refusing.",
-                self.host
+            return Err(self.give_up(
+                has_next,
+                libc::EPROTO,
+                format!(
+                    "Registry {} sent an invalid token realm, refusing.",
+                    self.host
+                ),
             ));
         }
         self.bearer = Some(Bearer {
@@ -362,19 +459,60 @@ impl Session {
         Ok(())
     }
 
-    fn no_credentials(&self) -> Error {
-        log_error_errno!(
-            Error::new(libc::EACCES),
+    fn no_credentials(&self, has_next: bool) -> Next {
+        let message = format!(
             "Registry {} requires a login, but no credentials for it were found in {}.",
             self.host,
             credentials::describe_paths()
-        )
+        );
+        self.give_up(has_next, libc::EACCES, message)
     }
 
     fn credentials_description(&self) -> String {
-        match &self.credentials {
-            Some((c, path)) => format!("the credentials of '{}' from {}", c.user, path.display()),
+        match &self.login {
+            Some(l) => format!("the credentials of '{}' from {}", l.user, l.source),
             None => "anonymous access".to_string(),
         }
+    }
+}
+
+/// Sessions for endpoints, with the credentials of each endpoint's host: looked up once
+/// per host and repository (a helper may be slow); a helper that fails is one warning,
+/// and the pull goes on without credentials there.
+pub struct Logins {
+    store: CredentialStore,
+    retry: RetryPolicy,
+    found: HashMap<String, Option<Login>>,
+}
+
+impl Logins {
+    pub fn new(store: CredentialStore, retry: RetryPolicy) -> Logins {
+        Logins {
+            store,
+            retry,
+            found: HashMap::new(),
+        }
+    }
+
+    /// A new session for endpoint `e`.
+    pub fn session_for(&mut self, e: &Endpoint) -> Session {
+        let store = &self.store;
+        let login = self
+            .found
+            .entry(format!("{}/{}", e.auth_host, e.repository))
+            .or_insert_with(|| {
+                let found = store
+                    .lookup(&e.auth_host, &e.repository)
+                    .unwrap_or_else(|err| {
+                        log::warn!("{err}");
+                        None
+                    });
+                if let Some(l) = &found {
+                    log::debug!("Using credentials of '{}' from {}.", l.user, l.source);
+                }
+                found
+            })
+            .clone();
+        Session::new(&e.host, &e.repository, login, self.retry)
     }
 }

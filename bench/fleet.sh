@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Benchmark: five "machines" (fresh image roots, one after the other) pull the same image
+# with systemd-import pull-oci through a pull-through cache (Debian's docker-registry with
+# `proxy: remoteurl:`) in front of an origin docker-registry, configured the way a fleet
+# is: a registries.conf mirror (`--registry-config=DIR`). Prints the bytes the origin
+# served (blobs and manifests, from its log) against the image's size, and the wall time
+# of each pull (the first fills the cache, the later ones are served from it).
+#
+# Run as root on Debian 12 with docker-registry, openssl, curl, tar, gzip installed,
+# after `cargo build --release`:
+#
+#   bench/fleet.sh                  # 256 MiB image (4 layers of noise)
+#   BENCH_MB=8 bench/fleet.sh       # a small one (a smoke test of the script)
+#   BENCH_DIR=/dev/shm bench/fleet.sh
+set -euo pipefail
+
+die() { echo "bench: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root (the unpacker restores ownership)"
+cd "$(dirname "$0")/.."
+REPO_ROOT=$PWD
+BIN=$REPO_ROOT/target/release/systemd-import
+# shellcheck source=scripts/local-registry.sh
+. "$REPO_ROOT/scripts/local-registry.sh"
+[ -x "$BIN" ] || die "build first: cargo build --release"
+for tool in docker-registry openssl curl tar gzip sha256sum; do
+    command -v "$tool" >/dev/null || die "'$tool' not found"
+done
+
+MB=${BENCH_MB:-256}
+MACHINES=5
+WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/fleet-bench.XXXXXX")
+CACHE_PID=
+cleanup() {
+    [ -n "$CACHE_PID" ] && { kill "$CACHE_PID" 2>/dev/null || true; wait "$CACHE_PID" 2>/dev/null || true; }
+    lr_stop_registry
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The origin, logging every request (for the bytes it serves).
+LR_DIR=$WORK/origin
+mkdir -p "$LR_DIR"
+lr_start_registry
+sed -i 's/level: warn/level: info\n  formatter: text/' "$LR_DIR/registry.yml"
+lr_stop_registry
+docker-registry serve "$LR_DIR/registry.yml" >"$LR_DIR/registry.log" 2>&1 &
+LR_PID=$!
+for _ in $(seq 100); do
+    curl -sf --cacert "$LR_CA" "https://$LR_REGISTRY/v2/" >/dev/null && break
+    sleep 0.1
+done
+
+# The image: 4 gzip layers of noise (they do not compress: bytes on the wire = size).
+echo "bench: building a ${MB} MiB image" >&2
+configs=
+layers=()
+for i in 1 2 3 4; do
+    mkdir -p "$WORK/layer$i/data"
+    head -c $((MB * 1024 * 1024 / 4)) /dev/urandom >"$WORK/layer$i/data/blob$i"
+    tar -C "$WORK/layer$i" -cf "$WORK/layer$i.tar" data
+    configs+="${configs:+,}\"$(lr_diff_id "$WORK/layer$i.tar")\""
+    gzip -1 -c "$WORK/layer$i.tar" >"$WORK/layer$i.tar.gz"
+    layers+=("$WORK/layer$i.tar.gz")
+done
+printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]}}' \
+    "$(dpkg --print-architecture 2>/dev/null || echo amd64)" "$configs" >"$WORK/config.json"
+lr_push_image bench/image latest "$WORK/config.json" "${layers[@]}"
+IMAGE_BYTES=$(cat "${layers[@]}" "$WORK/config.json" | wc -c)
+
+# The pull-through cache (same CA; it trusts the origin through SSL_CERT_FILE).
+CACHE_PORT=$((20000 + RANDOM % 40000))
+mkdir -p "$WORK/cache"
+cat >"$WORK/cache/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $WORK/cache/storage
+http:
+  addr: 127.0.0.1:$CACHE_PORT
+  tls:
+    certificate: $LR_DIR/tls/server.pem
+    key: $LR_DIR/tls/server.key
+proxy:
+  remoteurl: https://$LR_REGISTRY
+EOF
+SSL_CERT_FILE=$LR_CA docker-registry serve "$WORK/cache/config.yml" >"$WORK/cache/log" 2>&1 &
+CACHE_PID=$!
+for _ in $(seq 100); do
+    curl -sf --cacert "$LR_CA" "https://127.0.0.1:$CACHE_PORT/v2/" >/dev/null && break
+    sleep 0.1
+done
+
+# The fleet's configuration: the cache mirrors the origin.
+mkdir -p "$WORK/config/etc/containers"
+cat >"$WORK/config/etc/containers/registries.conf" <<EOF
+[[registry]]
+location = "$LR_REGISTRY"
+[[registry.mirror]]
+location = "127.0.0.1:$CACHE_PORT"
+EOF
+
+origin_bytes() {
+    # distribution logs `http.response.written=N` for every answer it completed.
+    sed -n 's/.*msg="response completed".*http\.response\.written=\([0-9]*\).*/\1/p' \
+        "$LR_DIR/registry.log" | awk '{ s += $1 } END { print s + 0 }'
+}
+
+before=$(origin_bytes)
+for m in $(seq "$MACHINES"); do
+    root=$WORK/machine$m
+    mkdir -p "$root"
+    start=$(date +%s.%N)
+    env -u CURL_CA_BUNDLE SSL_CERT_FILE="$LR_CA" "$BIN" pull-oci --image-root="$root" \
+        --registry-config="$WORK/config" "$LR_REGISTRY/bench/image:latest" image \
+        >"$WORK/pull$m.log" 2>&1 || { cat "$WORK/pull$m.log" >&2; die "pull $m failed"; }
+    end=$(date +%s.%N)
+    grep -q "Fetched layer .* from mirror https://127.0.0.1:$CACHE_PORT" "$WORK/pull$m.log" ||
+        die "pull $m did not go through the cache"
+    awk -v m="$m" -v a="$start" -v b="$end" 'BEGIN { printf "machine %d: %.2f s wall\n", m, b - a }'
+    rm -rf "$root"
+    # The cache stores a blob in the background after streaming it: let it finish.
+    [ "$m" = 1 ] && sleep 2
+done
+served=$(( $(origin_bytes) - before ))
+awk -v i="$IMAGE_BYTES" -v s="$served" -v n="$MACHINES" 'BEGIN {
+    printf "image: %d bytes (layers + config); the origin served %d bytes (%.2f copies) for %d machines\n", i, s, s / i, n }'

@@ -1,0 +1,750 @@
+//! pull-oci in a fleet: the registry configuration (`--registry-config=DIR`) wired into the
+//! pull, against real servers on loopback: an origin `docker-registry` (TLS, htpasswd), a
+//! pull-through cache in front of it, a plain-HTTP registry, a registry demanding a client
+//! certificate, nginx serving a registry under a path prefix, and tinyproxy.
+//!
+//! The origin's CA is the pull's `SSL_CERT_FILE` (the "system" trust); every other server's
+//! CA reaches the pull only through the configuration (certs.d or hosts.toml `ca`), which
+//! so also shows that those CAs are added to the system trust, not put in its place.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::connect_proxy::ConnectProxy;
+use common::daemon::eventually;
+use common::fleet_registry::{logged_requests, ExtraRegistry, LoggedRequest};
+use common::nginx::PathPrefixProxy;
+use common::oci::PullOutput;
+use common::oci::{assert_success, base_layer, run_pull, Codec, Image, ImageBuilder, PullEnv};
+use common::registry::{Registry, RegistryOptions};
+use serde_json::json;
+
+/// Our User-Agent, as registries log it.
+const OUR_AGENT: &str = "systemd-import/";
+
+/// A configuration root for `--registry-config=`.
+struct ConfigRoot(tempfile::TempDir);
+
+impl ConfigRoot {
+    fn new() -> ConfigRoot {
+        ConfigRoot(tempfile::tempdir().expect("config root"))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Write `rel` (below the root) with `text`.
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.0.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `etc/containers/registries.conf`.
+    fn registries_conf(&self, text: &str) -> PathBuf {
+        self.write("etc/containers/registries.conf", text)
+    }
+
+    /// `ca` as the certs.d CA of `host`.
+    fn trust(&self, host: &str, ca: &Path) {
+        let text = std::fs::read_to_string(ca).unwrap();
+        self.write(&format!("etc/containers/certs.d/{host}/ca.crt"), &text);
+    }
+
+    fn option(&self) -> String {
+        format!("--registry-config={}", self.path().display())
+    }
+}
+
+/// The origin: TLS and htpasswd (`alice`/`s3cret`), with `library/demo:v1` (and `demo:v1`).
+struct Origin {
+    reg: Registry,
+    image: Image,
+}
+
+fn origin() -> Origin {
+    origin_with(RegistryOptions::basic("alice", "s3cret"))
+}
+
+/// An origin with `options`, with `library/demo:v1`.
+fn origin_with(options: RegistryOptions) -> Origin {
+    let reg = Registry::start(options);
+    let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
+    image.push(&reg, "library/demo", Some("v1"));
+    Origin { reg, image }
+}
+
+/// A pull environment with the origin's credentials in its `~/.docker/config.json`.
+fn env_with_login(origin: &Registry) -> PullEnv {
+    let env = PullEnv::new();
+    let path = env.home.path().join(".docker/config.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let auth = openssl::base64::encode_block(b"alice:s3cret");
+    let doc = json!({"auths": {origin.host(): {"auth": auth}}});
+    std::fs::write(path, doc.to_string()).unwrap();
+    env
+}
+
+fn pull(env: &PullEnv, origin: &Registry, root: &ConfigRoot, args: &[&str]) -> PullOutput {
+    let option = root.option();
+    let mut all = vec![option.as_str()];
+    all.extend_from_slice(args);
+    let mut cmd: Command = env.cmd(origin, &all);
+    // Never a proxy of the machine the tests run on.
+    for var in [
+        "https_proxy",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    run_pull(&mut cmd)
+}
+
+/// The requests a registry logged that came from us.
+fn ours(log: &str) -> Vec<LoggedRequest> {
+    logged_requests(log)
+        .into_iter()
+        .filter(|r| r.user_agent.starts_with(OUR_AGENT))
+        .collect()
+}
+
+fn assert_line_contains(out: &PullOutput, needle: &str) {
+    assert!(
+        out.stderr_lines.iter().any(|l| l.contains(needle)),
+        "no line with {needle:?} in:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_registries_conf_mirror_serves_the_pull_and_the_origin_takes_over_when_it_is_down() {
+    let o = origin();
+    let mut cache = ExtraRegistry::pull_through_cache(&o.reg);
+    let root = ConfigRoot::new();
+    let conf = root.registries_conf(&format!(
+        "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
+        o.reg.host(),
+        cache.host()
+    ));
+    root.trust(&cache.host(), &cache.ca().unwrap().ca_pem_path());
+    let reference = format!("{}/library/demo:v1", o.reg.host());
+
+    let env = env_with_login(&o.reg);
+    let out = pull(&env, &o.reg, &root, &[&reference, "demo"]);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    let mirror = format!("mirror {}/v2 (from {})", cache.url(), conf.display());
+    assert_line_contains(&out, &format!("from {mirror}."));
+    assert_line_contains(
+        &out,
+        &format!("Fetched layer {} from {mirror}", o.image.layers[0].digest),
+    );
+    // The origin saw the cache, never us.
+    eventually("the cache to log our requests", || {
+        (!ours(&cache.log()).is_empty()).then_some(())
+    });
+    assert!(ours(&o.reg.log()).is_empty(), "{:?}", ours(&o.reg.log()));
+    assert!(logged_requests(&o.reg.log())
+        .iter()
+        .any(|r| r.uri.starts_with("/v2/library/demo/")));
+
+    // The cache goes down: the origin serves the next machine, with its credentials.
+    cache.stop();
+    let env = env_with_login(&o.reg);
+    let out = pull(&env, &o.reg, &root, &[&reference, "demo"]);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    assert_line_contains(
+        &out,
+        &format!(
+            "Using registry {}/v2 (from {}).",
+            o.reg.url(),
+            conf.display()
+        ),
+    );
+    eventually("the origin to log our requests", || {
+        ours(&o.reg.log())
+            .iter()
+            .any(|r| r.uri.contains("/blobs/") && r.status == 200)
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_digest_only_mirror_serves_digest_pulls_only() {
+    let o = origin();
+    let cache = ExtraRegistry::pull_through_cache(&o.reg);
+    let root = ConfigRoot::new();
+    root.registries_conf(&format!(
+        "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\npull-from-mirror = \"digest-only\"\n",
+        o.reg.host(),
+        cache.host()
+    ));
+    root.trust(&cache.host(), &cache.ca().unwrap().ca_pem_path());
+
+    // By tag: the mirror is not asked at all.
+    let env = env_with_login(&o.reg);
+    let out = pull(
+        &env,
+        &o.reg,
+        &root,
+        &[&format!("{}/library/demo:v1", o.reg.host()), "demo"],
+    );
+    assert_success(&out);
+    assert!(ours(&cache.log()).is_empty(), "{}", cache.log());
+    // By digest: the mirror serves it.
+    let env = env_with_login(&o.reg);
+    let by_digest = format!("{}/library/demo@{}", o.reg.host(), o.image.manifest_digest);
+    let before = ours(&o.reg.log()).len();
+    let out = pull(&env, &o.reg, &root, &[&by_digest, "demo"]);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    eventually("the cache to log the manifest by digest", || {
+        ours(&cache.log())
+            .iter()
+            .any(|r| {
+                r.uri
+                    .ends_with(&format!("/manifests/{}", o.image.manifest_digest))
+            })
+            .then_some(())
+    });
+    assert_eq!(ours(&o.reg.log()).len(), before, "the origin was asked");
+}
+
+#[test]
+fn blocked_registries_are_refused_and_locations_rewrite_names() {
+    let o = origin();
+    let root = ConfigRoot::new();
+    let conf = root.registries_conf(&format!(
+        "[[registry]]\nprefix = \"fleet.example/team\"\nlocation = \"{}/library\"\n\n\
+         [[registry]]\nlocation = \"blocked.example\"\nblocked = true\n",
+        o.reg.host()
+    ));
+    let env = env_with_login(&o.reg);
+    let out = pull(&env, &o.reg, &root, &["fleet.example/team/demo:v1"]);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists(), "{}", out.stderr);
+
+    let out = pull(&env, &o.reg, &root, &["blocked.example/x/demo:v1", "other"]);
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    assert_eq!(
+        out.errors,
+        [format!(
+            "Registry 'blocked.example' is blocked in {}, refusing to pull 'blocked.example/x/demo:v1'.",
+            conf.display()
+        )]
+    );
+    assert!(!env.path("other").exists());
+}
+
+#[test]
+fn an_insecure_plain_http_registry_is_used_only_when_configured() {
+    let plain_origin = origin_with(RegistryOptions::plain()).reg;
+    let http = ExtraRegistry::plain_http(&plain_origin);
+    let reference = format!("{}/library/demo:v1", http.host());
+    let root = ConfigRoot::new();
+
+    // Not configured: https only, which it does not speak.
+    let env = PullEnv::new();
+    let out = pull(&env, &plain_origin, &root, &[&reference, "demo"]);
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    assert_eq!(
+        out.errors,
+        [
+            "Transfer failed: SSL connect error".to_string(),
+            format!("The TLS handshake with registry {} failed: a registry that speaks plain HTTP must be marked 'insecure = true' in registries.conf, one that wants a client certificate needs it in certs.d or hosts.toml.", http.host())
+        ],
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("demo").exists());
+    assert!(
+        ours(&http.log()).is_empty(),
+        "no HTTP request: {}",
+        http.log()
+    );
+
+    root.registries_conf(&format!(
+        "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+        http.host()
+    ));
+    let out = pull(&env, &plain_origin, &root, &[&reference, "demo"]);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    assert_line_contains(&out, &format!("from registry {}/v2", http.url()));
+}
+
+#[test]
+fn short_names_follow_aliases_and_the_search_order_and_ambiguity_is_an_error() {
+    let o = origin();
+    o.image.push(&o.reg, "demo", Some("v1"));
+    // The first search registry does not have it.
+    let empty = Registry::start(RegistryOptions::plain());
+    let root = ConfigRoot::new();
+    root.trust(&empty.host(), &empty.ca().ca_pem_path());
+    let conf = root.registries_conf(&format!(
+        "unqualified-search-registries = [\"{}\", \"{}\"]\nshort-name-mode = \"permissive\"\n\
+         [aliases]\n\"fleet-demo\" = \"{}/library/demo\"\n",
+        empty.host(),
+        o.reg.host(),
+        o.reg.host()
+    ));
+
+    let env = env_with_login(&o.reg);
+    let out = pull(&env, &o.reg, &root, &["demo:v1"]);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    assert_line_contains(
+        &out,
+        &format!(
+            "Fetched manifest of '{}/demo:v1' from registry",
+            o.reg.host()
+        ),
+    );
+    // (distribution logs a 404 as "response completed with error").
+    assert!(
+        empty.log().contains(
+            "http.request.uri=/v2/demo/manifests/v1 http.request.useragent=systemd-import/"
+        ),
+        "the first search registry was asked first: {}",
+        empty.log()
+    );
+
+    let out = pull(&env, &o.reg, &root, &["fleet-demo:v1", "aliased"]);
+    assert_success(&out);
+    assert!(env.path("aliased/etc/hostname").exists());
+    assert_line_contains(
+        &out,
+        &format!(
+            "Fetched manifest of '{}/library/demo:v1' from registry",
+            o.reg.host()
+        ),
+    );
+
+    let conf_text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("permissive", "enforcing");
+    std::fs::write(&conf, conf_text).unwrap();
+    let out = pull(&env, &o.reg, &root, &["demo:v1", "third"]);
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    assert_eq!(
+        out.errors,
+        [format!(
+            "Short name 'demo:v1' is ambiguous and short-name-mode is enforcing (in {}), which needs a prompt we never show; candidates: {}/demo:v1, {}/demo:v1. Use a fully qualified name or add an alias.",
+            conf.display(),
+            empty.host(),
+            o.reg.host()
+        )]
+    );
+}
+
+#[test]
+fn hosts_toml_override_path_mirror_with_its_own_ca_and_headers() {
+    let plain_origin = origin_with(RegistryOptions::plain()).reg;
+    let front = PathPrefixProxy::start(&plain_origin, "/mirror");
+    let root = ConfigRoot::new();
+    let host = plain_origin.host();
+    root.write(
+        &format!("etc/containerd/certs.d/{host}/hosts.toml"),
+        &format!(
+            "server = \"https://{host}\"\n\n[host.\"{}\"]\ncapabilities = [\"pull\", \"resolve\"]\noverride_path = true\nca = \"{}\"\n[host.\"{}\".header]\nX-Fleet = \"node-7\"\n",
+            front.api_root(),
+            front.ca().ca_pem_path().display(),
+            front.api_root()
+        ),
+    );
+    let env = PullEnv::new();
+    let out = pull(
+        &env,
+        &plain_origin,
+        &root,
+        &[&format!("{host}/library/demo:v1"), "demo"],
+    );
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    let requests = eventually("nginx to log our requests", || {
+        Some(front.requests()).filter(|r| r.iter().any(|q| q.uri.contains("/blobs/")))
+    });
+    let manifest = requests
+        .iter()
+        .find(|r| r.uri.starts_with("/mirror/v2/library/demo/manifests/v1"))
+        .unwrap_or_else(|| panic!("{requests:?}"));
+    assert_eq!(
+        manifest.uri,
+        format!(
+            "/mirror/v2/library/demo/manifests/v1?ns={}",
+            host.replace(':', "%3A")
+        )
+    );
+    assert_eq!(
+        (manifest.status, manifest.x_fleet.as_str()),
+        (200, "node-7")
+    );
+    assert!(manifest.user_agent.starts_with(OUR_AGENT), "{manifest:?}");
+    // Everything went through nginx: the registry saw `ns=` on each request of ours.
+    let direct: Vec<LoggedRequest> = ours(&plain_origin.log())
+        .into_iter()
+        .filter(|r| r.uri != "/v2/" && !r.uri.contains("?ns="))
+        .collect();
+    assert!(direct.is_empty(), "{direct:?}");
+}
+
+#[test]
+fn hosts_toml_client_certificate_and_default_directory() {
+    let Origin {
+        reg: plain_origin,
+        image,
+    } = origin_with(RegistryOptions::plain());
+    let reg = ExtraRegistry::requiring_client_cert(&plain_origin);
+    let reference = format!("{}/library/demo:v1", reg.host());
+    let root = ConfigRoot::new();
+    // Its CA alone: no client certificate, refused.
+    root.trust(&reg.host(), &reg.ca().unwrap().ca_pem_path());
+    let env = PullEnv::new();
+    let out = pull(&env, &plain_origin, &root, &[&reference, "demo"]);
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    assert!(!env.path("demo").exists());
+
+    // hosts.toml for the host: CA and client certificate.
+    root.write(
+        &format!("etc/containerd/certs.d/{}/hosts.toml", reg.host()),
+        &format!(
+            "server = \"{}\"\nca = \"{}\"\nclient = [[\"{}\", \"{}\"]]\n",
+            reg.url(),
+            reg.ca().unwrap().ca_pem_path().display(),
+            reg.client_cert_path().display(),
+            reg.client_key_path().display()
+        ),
+    );
+    let out = pull(&env, &plain_origin, &root, &[&reference, "demo"]);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+
+    // `_default` applies to every registry: here a mirror (the client-cert registry) that
+    // may only serve content, so the tag is resolved at the origin and the layers come
+    // from the mirror.
+    let root = ConfigRoot::new();
+    root.write(
+        "etc/containerd/certs.d/_default/hosts.toml",
+        &format!(
+            "[host.\"{}/v2\"]\ncapabilities = [\"pull\"]\nca = \"{}\"\nclient = [[\"{}\", \"{}\"]]\n",
+            reg.url(),
+            reg.ca().unwrap().ca_pem_path().display(),
+            reg.client_cert_path().display(),
+            reg.client_key_path().display()
+        ),
+    );
+    let env = PullEnv::new();
+    let reference = format!("{}/library/demo:v1", plain_origin.host());
+    let out = pull(&env, &plain_origin, &root, &[&reference, "demo"]);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    assert_line_contains(
+        &out,
+        &format!(
+            "Fetched layer {} from mirror {}/v2",
+            image.layers[0].digest,
+            reg.url()
+        ),
+    );
+    let origin_saw = ours(&plain_origin.log());
+    assert!(
+        origin_saw
+            .iter()
+            .any(|r| r.uri == "/v2/library/demo/manifests/v1")
+            && !origin_saw.iter().any(|r| r.uri.contains("/blobs/")),
+        "{origin_saw:?}"
+    );
+}
+
+#[test]
+fn oci_registry_files_name_the_registry() {
+    let o = origin();
+    let root = ConfigRoot::new();
+    // A reference without a registry: default.oci-registry's defaultRegistry.
+    root.write(
+        "etc/systemd/oci-registry/default.oci-registry",
+        &json!({"defaultRegistry": o.reg.host()}).to_string(),
+    );
+    // A registry replaced by another.
+    root.write(
+        "usr/lib/systemd/oci-registry/registry.fleet.example.oci-registry",
+        &json!({"overrideRegistry": o.reg.host()}).to_string(),
+    );
+    let env = env_with_login(&o.reg);
+    let out = pull(&env, &o.reg, &root, &["library/demo:v1", "by-default"]);
+    assert_success(&out);
+    assert!(env.path("by-default/etc/hostname").exists());
+    let out = pull(
+        &env,
+        &o.reg,
+        &root,
+        &["fleet.example/library/demo:v1", "by-override"],
+    );
+    assert_success(&out);
+    assert!(env.path("by-override/etc/hostname").exists());
+}
+
+#[test]
+fn https_proxy_is_used_and_no_proxy_bypasses_it() {
+    let o = origin();
+    let proxy = ConnectProxy::start();
+    let root = ConfigRoot::new();
+    let env = env_with_login(&o.reg);
+    let reference = format!("{}/library/demo:v1", o.reg.host());
+    let mut cmd = env.cmd(&o.reg, &[&root.option(), &reference, "proxied"]);
+    cmd.env("https_proxy", proxy.url())
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY");
+    assert_success(&run_pull(&mut cmd));
+    assert!(env.path("proxied/etc/hostname").exists());
+    let targets = proxy.connect_targets();
+    assert!(
+        !targets.is_empty() && targets.iter().all(|t| *t == o.reg.host()),
+        "{}",
+        proxy.log()
+    );
+
+    let seen = proxy.requests().len();
+    let mut cmd = env.cmd(&o.reg, &[&root.option(), &reference, "direct"]);
+    cmd.env("https_proxy", proxy.url())
+        .env("NO_PROXY", "127.0.0.1");
+    assert_success(&run_pull(&mut cmd));
+    assert!(env.path("direct/etc/hostname").exists());
+    assert_eq!(proxy.requests().len(), seen, "{}", proxy.log());
+}
+
+/// A directory with `docker-credential-<name>` scripts, for `PATH`.
+struct Helpers(tempfile::TempDir);
+
+impl Helpers {
+    fn new() -> Helpers {
+        Helpers(tempfile::tempdir().unwrap())
+    }
+
+    /// `docker-credential-<name>` running `body` (sh; the server is on stdin).
+    fn add(&self, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.path().join(format!("docker-credential-{name}"));
+        std::fs::write(&path, format!("#!/bin/sh\nread server\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn path_var(&self) -> String {
+        format!(
+            "{}:{}",
+            self.0.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+}
+
+/// Pull `reference` from `reg` in a new environment whose `~/.docker/config.json` is
+/// `config`, with `helpers` on `PATH`.
+fn helper_pull(
+    reg: &Registry,
+    helpers: &Helpers,
+    config: serde_json::Value,
+    reference: &str,
+) -> (PullEnv, PullOutput) {
+    let env = PullEnv::new();
+    let path = env.home.path().join(".docker/config.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, config.to_string()).unwrap();
+    let root = ConfigRoot::new();
+    let mut cmd = env.cmd(reg, &[&root.option(), reference]);
+    cmd.env("PATH", helpers.path_var());
+    let out = run_pull(&mut cmd);
+    (env, out)
+}
+
+#[test]
+fn credential_helpers_give_passwords_and_identity_tokens() {
+    let o = origin();
+    let helpers = Helpers::new();
+    helpers.add(
+        "fleet",
+        &format!(
+            "[ \"$server\" = \"{}\" ] || exit 1\necho '{{\"ServerURL\":\"{}\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}'",
+            o.reg.host(),
+            o.reg.host()
+        ),
+    );
+    let reference = format!("{}/library/demo:v1", o.reg.host());
+    let (env, out) = helper_pull(
+        &o.reg,
+        &helpers,
+        json!({"credHelpers": {o.reg.host(): "fleet"}}),
+        &reference,
+    );
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+
+    // An identity token, traded at the token server (OAuth2 refresh-token grant).
+    let options = common::registry::TokenOptions {
+        anonymous_pull: false,
+        refresh_token: Some(("rt-fleet-7".to_string(), "bob".to_string())),
+        ..Default::default()
+    };
+    let reg = Registry::start(RegistryOptions::token(options));
+    let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
+    image.push(&reg, "team/app", Some("1.0"));
+    helpers.add(
+        "vault",
+        &format!(
+            "echo '{{\"ServerURL\":\"{}\",\"Username\":\"<token>\",\"Secret\":\"rt-fleet-7\"}}'",
+            reg.host()
+        ),
+    );
+    let (env, out) = helper_pull(
+        &reg,
+        &helpers,
+        json!({"credsStore": "vault"}),
+        &format!("{}/team/app:1.0", reg.host()),
+    );
+    assert_success(&out);
+    assert!(env.path("app/etc/hostname").exists());
+    let tokens = reg.token_server().requests();
+    assert!(
+        tokens
+            .iter()
+            .all(|r| r.method == "POST" && r.basic_auth().is_none()),
+        "{tokens:?}"
+    );
+    let form = String::from_utf8_lossy(&tokens[0].body).into_owned();
+    assert!(
+        form.starts_with("grant_type=refresh_token&refresh_token=rt-fleet-7&service=")
+            && form.contains("&scope=repository%3Ateam%2Fapp%3Apull&client_id=systemd-import"),
+        "{form}"
+    );
+}
+
+#[test]
+fn a_failing_or_missing_helper_is_one_warning_and_the_pull_goes_on_without_credentials() {
+    let helpers = Helpers::new();
+    helpers.add("broken", "echo 'keychain locked'\nexit 3");
+    // The origin wants a login: without the helper's credentials the pull fails.
+    let o = origin();
+    let (_env, out) = helper_pull(
+        &o.reg,
+        &helpers,
+        json!({"credHelpers": {o.reg.host(): "broken"}}),
+        &format!("{}/library/demo:v1", o.reg.host()),
+    );
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    let warning = format!(
+        "Credential helper docker-credential-broken for registry {} ",
+        o.reg.host()
+    );
+    assert_eq!(
+        out.stderr_lines
+            .iter()
+            .filter(|l| l.starts_with(&warning))
+            .count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.errors
+            .iter()
+            .any(|e| e.starts_with(&format!("Registry {} requires a login", o.reg.host()))),
+        "{}",
+        out.stderr
+    );
+
+    // A registry without login: a missing helper is a warning, the pull succeeds.
+    let open = origin_with(RegistryOptions::plain()).reg;
+    let (_env, out) = helper_pull(
+        &open,
+        &helpers,
+        json!({"credsStore": "nowhere"}),
+        &format!("{}/library/demo:v1", open.host()),
+    );
+    assert_success(&out);
+    assert!(
+        out.stderr_lines.contains(&format!(
+            "Credential helper docker-credential-nowhere for registry {} is not installed (not found in the search path).",
+            open.host()
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_mirror_answering_5xx_mid_pull_hands_over_to_the_registry_without_retries() {
+    mirror_failing_blobs(|_| common::http::Response::status(503), &[]);
+}
+
+#[test]
+fn a_mirror_stalling_below_the_low_speed_limit_hands_over_to_the_registry() {
+    // The config blob (207 bytes) stalls after 16; the low-speed window is 1 s here.
+    mirror_failing_blobs(
+        |upstream| upstream().stall_after(16, Duration::from_secs(4)),
+        &[("SYSTEMD_IMPORT_TEST_LOW_SPEED_TIME", "1")],
+    );
+}
+
+/// A pull through a mirror that serves the manifest but answers every blob with `blob()`
+/// (`vars` set for the pull): the registry must serve the blobs.
+fn mirror_failing_blobs(
+    blob: impl Fn(&dyn Fn() -> common::http::Response) -> common::http::Response + Send + Sync + 'static,
+    vars: &[(&str, &str)],
+) {
+    let o = origin_with(RegistryOptions::plain());
+    let image = o.image;
+    let reg = std::sync::Arc::new(o.reg);
+    // A mirror that has the manifest but fails every blob.
+    let mirror = common::fault_proxy::FaultProxy::start(&reg, move |req, upstream| {
+        if req.path.contains("/blobs/") {
+            blob(upstream)
+        } else {
+            upstream()
+        }
+    });
+    let root = ConfigRoot::new();
+    root.registries_conf(&format!(
+        "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
+        reg.host(),
+        mirror.host()
+    ));
+    let env = PullEnv::new();
+    let reference = format!("{}/library/demo:v1", reg.host());
+    let mut cmd = env.cmd(&reg, &[&root.option(), &reference]);
+    cmd.envs(vars.iter().copied());
+    let out = run_pull(&mut cmd);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    assert_line_contains(
+        &out,
+        &format!(
+            "Fetched manifest of '{}/library/demo:v1' from mirror https://{}/v2",
+            reg.host(),
+            mirror.host()
+        ),
+    );
+    assert_line_contains(
+        &out,
+        &format!(
+            "Fetched layer {} from registry {}/v2",
+            image.layers[0].digest,
+            reg.url()
+        ),
+    );
+    // One blob request reached the mirror: no retries there.
+    assert_eq!(mirror.requests_for("/blobs/").len(), 1, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("larger than"),
+        "the mirror failed the way it should: {}",
+        out.stderr
+    );
+}
