@@ -4,6 +4,7 @@
 //! Exit status is 0 on success and 1 on any failure, as the C tool's. Every message is one
 //! plain line on stderr (see [`crate::util::log`]).
 
+mod local;
 mod options;
 mod verbs;
 
@@ -34,13 +35,18 @@ pub fn main() -> i32 {
         return 1;
     }
 
-    let parsed = match options::parse(&argv0, &argv[1..]) {
+    let short = program_short_name(&argv0);
+    let personality = local::Personality::from_program(&short);
+    let parsed = match options::parse_with(&argv0, &argv[1..], env_defaults()) {
         Ok(p) => p,
         Err(()) => return 1,
     };
     match parsed {
         options::Parsed::Help => {
-            print!("{}", options::help_text(&program_short_name(&argv0)));
+            match personality {
+                Some(p) => print!("{}", p.help(&short)),
+                None => print!("{}", options::help_text(&short)),
+            }
             0
         }
         options::Parsed::Version => {
@@ -51,9 +57,33 @@ pub fn main() -> i32 {
         options::Parsed::Run { mut settings, args } => {
             settings.test = TestSettings::from_env();
             settings.curl = CurlSettings::from_env(&argv0, settings.test.low_speed_time);
-            verbs::dispatch(&argv0, &settings, &args)
+            match personality {
+                Some(p) => p.dispatch(&short, &settings, &args),
+                None => verbs::dispatch(&argv0, &settings, &args),
+            }
         }
     }
+}
+
+/// The settings before the options: `$SYSTEMD_IMPORT_BTRFS_SUBVOL`,
+/// `$SYSTEMD_IMPORT_BTRFS_QUOTA` and `$SYSTEMD_IMPORT_SYNC` (booleans; a bad value warns).
+fn env_defaults() -> Settings {
+    let mut settings = Settings::default();
+    let local = &mut settings.local;
+    for (name, field) in [
+        ("SYSTEMD_IMPORT_BTRFS_SUBVOL", &mut local.btrfs_subvol),
+        ("SYSTEMD_IMPORT_BTRFS_QUOTA", &mut local.btrfs_quota),
+        ("SYSTEMD_IMPORT_SYNC", &mut local.sync),
+    ] {
+        let Some(value) = std::env::var_os(name) else {
+            continue;
+        };
+        match options::parse_boolean(&value.to_string_lossy()) {
+            Some(b) => *field = b,
+            None => log::warn!("Failed to parse ${name}: Invalid argument"),
+        }
+    }
+    settings
 }
 
 /// `program_invocation_short_name`.

@@ -30,6 +30,107 @@ pub struct Settings {
     pub curl: CurlSettings,
     /// The test-only settings, read from the environment once at start-up.
     pub test: TestSettings,
+    /// The local import and export options (systemd-import tar|raw, systemd-import-fs,
+    /// systemd-export); the pull verbs ignore them.
+    pub local: LocalSettings,
+}
+
+/// The options of the local verbs (systemd 252's, plus v256's `--class=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// `--image-root=` was given (else the class decides).
+    pub image_root_set: bool,
+    pub read_only: bool,
+    pub direct: bool,
+    pub btrfs_subvol: bool,
+    /// Accepted; quota groups are not set up (see README).
+    pub btrfs_quota: bool,
+    pub convert_qcow2: bool,
+    pub sync: bool,
+    pub offset: Option<u64>,
+    pub size_max: Option<u64>,
+    /// `--class=`: the image root when `--image-root=` is not given.
+    pub class: ImageClass,
+    /// `--format=` of systemd-export.
+    pub format: Option<String>,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            image_root_set: false,
+            read_only: false,
+            direct: false,
+            btrfs_subvol: true,
+            btrfs_quota: true,
+            convert_qcow2: true,
+            sync: true,
+            offset: None,
+            size_max: None,
+            class: ImageClass::Machine,
+            format: None,
+        }
+    }
+}
+
+/// `--class=` (v256): which kind of image, and so which image root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageClass {
+    Machine,
+    Portable,
+    Sysext,
+    Confext,
+}
+
+impl ImageClass {
+    pub fn parse(s: &str) -> Option<ImageClass> {
+        match s {
+            "machine" => Some(ImageClass::Machine),
+            "portable" => Some(ImageClass::Portable),
+            "sysext" => Some(ImageClass::Sysext),
+            "confext" => Some(ImageClass::Confext),
+            _ => None,
+        }
+    }
+
+    /// The class's image root.
+    pub fn image_root(self) -> &'static str {
+        match self {
+            ImageClass::Machine => DEFAULT_IMAGE_ROOT,
+            ImageClass::Portable => "/var/lib/portables",
+            ImageClass::Sysext => "/var/lib/extensions",
+            ImageClass::Confext => "/var/lib/confexts",
+        }
+    }
+}
+
+/// systemd's `parse_boolean()`.
+pub fn parse_boolean(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "y" | "true" | "t" | "on" => Some(true),
+        "0" | "no" | "n" | "false" | "f" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// systemd's `parse_size()` with base 1024: a number with an optional B, K, M, G, T, P
+/// or E suffix.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match suffix.trim() {
+        "" | "B" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        "P" => 50,
+        "E" => 60,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
 }
 
 impl Default for Settings {
@@ -43,6 +144,7 @@ impl Default for Settings {
             max_concurrent_downloads: None,
             curl: CurlSettings::default(),
             test: TestSettings::default(),
+            local: LocalSettings::default(),
         }
     }
 }
@@ -72,6 +174,16 @@ enum Opt {
     DkrIndexUrl,
     Platform,
     MaxConcurrentDownloads,
+    ReadOnly,
+    Direct,
+    BtrfsSubvol,
+    BtrfsQuota,
+    ConvertQcow2,
+    Sync,
+    Offset,
+    SizeMax,
+    Class,
+    Format,
 }
 
 struct LongOption {
@@ -121,13 +233,69 @@ const LONG_OPTIONS: &[LongOption] = &[
         opt: Opt::MaxConcurrentDownloads,
         takes_arg: true,
     },
+    LongOption {
+        name: "read-only",
+        opt: Opt::ReadOnly,
+        takes_arg: false,
+    },
+    LongOption {
+        name: "direct",
+        opt: Opt::Direct,
+        takes_arg: false,
+    },
+    LongOption {
+        name: "btrfs-subvol",
+        opt: Opt::BtrfsSubvol,
+        takes_arg: true,
+    },
+    LongOption {
+        name: "btrfs-quota",
+        opt: Opt::BtrfsQuota,
+        takes_arg: true,
+    },
+    LongOption {
+        name: "convert-qcow2",
+        opt: Opt::ConvertQcow2,
+        takes_arg: true,
+    },
+    LongOption {
+        name: "sync",
+        opt: Opt::Sync,
+        takes_arg: true,
+    },
+    LongOption {
+        name: "offset",
+        opt: Opt::Offset,
+        takes_arg: true,
+    },
+    LongOption {
+        name: "size-max",
+        opt: Opt::SizeMax,
+        takes_arg: true,
+    },
+    LongOption {
+        name: "class",
+        opt: Opt::Class,
+        takes_arg: true,
+    },
+    LongOption {
+        name: "format",
+        opt: Opt::Format,
+        takes_arg: true,
+    },
 ];
 
 /// Parse `argv` (without argv[0]). Diagnostics are printed to stderr as glibc's getopt
 /// and systemd's parse_argv() would print them, prefixed with `argv0`; `Err(())` means
 /// "exit with status 1".
+#[cfg(test)]
 pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
-    let mut settings = Settings::default();
+    parse_with(argv0, argv, Settings::default())
+}
+
+/// [`parse`], starting from `settings` (the defaults the environment set).
+pub fn parse_with(argv0: &str, argv: &[String], settings: Settings) -> Result<Parsed, ()> {
+    let mut settings = settings;
     let mut args = Vec::new();
     let mut i = 0;
     while i < argv.len() {
@@ -180,7 +348,47 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
             Opt::Help => return Ok(Parsed::Help),
             Opt::Version => return Ok(Parsed::Version),
             Opt::Force => settings.force = true,
-            Opt::ImageRoot => settings.image_root = PathBuf::from(value.unwrap_or_default()),
+            Opt::ImageRoot => {
+                settings.image_root = PathBuf::from(value.unwrap_or_default());
+                settings.local.image_root_set = true;
+            }
+            Opt::ReadOnly => settings.local.read_only = true,
+            Opt::Direct => settings.local.direct = true,
+            Opt::BtrfsSubvol | Opt::BtrfsQuota | Opt::ConvertQcow2 | Opt::Sync => {
+                let v = value.unwrap_or_default();
+                let Some(b) = parse_boolean(&v) else {
+                    log::error!("Failed to parse --{} argument '{v}'.", option_name(opt));
+                    return Err(());
+                };
+                let local = &mut settings.local;
+                match opt {
+                    Opt::BtrfsSubvol => local.btrfs_subvol = b,
+                    Opt::BtrfsQuota => local.btrfs_quota = b,
+                    Opt::ConvertQcow2 => local.convert_qcow2 = b,
+                    _ => local.sync = b,
+                }
+            }
+            Opt::Offset | Opt::SizeMax => {
+                let v = value.unwrap_or_default();
+                let Some(n) = parse_size(&v) else {
+                    log::error!("Failed to parse --{} argument '{v}'.", option_name(opt));
+                    return Err(());
+                };
+                if opt == Opt::Offset {
+                    settings.local.offset = Some(n);
+                } else {
+                    settings.local.size_max = Some(n);
+                }
+            }
+            Opt::Class => {
+                let v = value.unwrap_or_default();
+                let Some(class) = ImageClass::parse(&v) else {
+                    log::error!("Failed to parse --class= argument: {v}");
+                    return Err(());
+                };
+                settings.local.class = class;
+            }
+            Opt::Format => settings.local.format = value,
             Opt::Verify => {
                 let v = value.unwrap_or_default();
                 match Verify::parse(&v) {
@@ -216,6 +424,14 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
         settings: Box::new(settings),
         args,
     })
+}
+
+/// The long name of `opt`, for messages.
+fn option_name(opt: Opt) -> &'static str {
+    LONG_OPTIONS
+        .iter()
+        .find(|lo| lo.opt == opt)
+        .map_or("", |lo| lo.name)
 }
 
 /// getopt_long's lookup: an exact name, else a unique prefix.
@@ -267,7 +483,9 @@ pub fn help_text(program: &str) -> String {
          \x20 pull-tar URL [NAME]         Download a TAR image\n\
          \x20 pull-raw URL [NAME]         Download a RAW image\n\
          \x20 pull-dkr REMOTE [NAME]      Download a DKR image\n\
-         \x20 pull-oci REF [NAME]         Download an OCI image\n"
+         \x20 pull-oci REF [NAME]         Download an OCI image\n\
+         {}",
+        super::local::IMPORT_HELP
     )
 }
 

@@ -2,9 +2,10 @@
 //! Each check logs the C tool's message and makes the tool exit 1.
 
 use super::options::{help_text, Settings, Verify};
-use super::program_short_name;
+use super::{local, program_short_name};
 use crate::import;
 use crate::import::dkr::{DkrImport, DkrRequest};
+use crate::import::local::ImportKind;
 use crate::import::oci::credentials;
 use crate::import::oci::platform::Platform;
 use crate::import::oci::reference::{Reference, ReferenceError};
@@ -153,6 +154,9 @@ fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
 }
 
 fn verb_pull_tar(_: &str, settings: &Settings, args: &[String]) -> i32 {
+    if args[0] == "tar" && local::is_local_source(&args[1]) {
+        return local::verb_import(ImportKind::Tar, settings, args);
+    }
     let Ok(req) = validate_url_request(settings, args, Suffixes::Tar) else {
         return 1;
     };
@@ -160,6 +164,9 @@ fn verb_pull_tar(_: &str, settings: &Settings, args: &[String]) -> i32 {
 }
 
 fn verb_pull_raw(_: &str, settings: &Settings, args: &[String]) -> i32 {
+    if args[0] == "raw" && local::is_local_source(&args[1]) {
+        return local::verb_import(ImportKind::Raw, settings, args);
+    }
     let Ok(req) = validate_url_request(settings, args, Suffixes::Raw) else {
         return 1;
     };

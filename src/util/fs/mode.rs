@@ -15,6 +15,8 @@ use crate::util::sys;
 
 /// `FS_NOCOW_FL` from `linux/fs.h`: no copy-on-write for this file (btrfs).
 const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
+/// `FS_IMMUTABLE_FL` from `linux/fs.h`: the inode cannot be changed (`chattr +i`).
+const FS_IMMUTABLE_FL: libc::c_int = 0x0000_0010;
 
 /// Drop the write bits of the inode `fd` (`chmod a-w`), keeping setuid/setgid/sticky.
 pub(crate) fn drop_write_bits(fd: BorrowedFd<'_>) -> Result<()> {
@@ -71,6 +73,25 @@ fn make_read_only_fd(fd: BorrowedFd<'_>) -> Result<()> {
             "Failed to make subvolume read-only: {}",
             e
         )),
+    }
+}
+
+/// Make an image read-only the way systemd 252 marks a local image (`--read-only` of
+/// systemd-import and systemd-import-fs): a btrfs subvolume gets its read-only flag, any
+/// other directory `FS_IMMUTABLE_FL` on its top inode only (`chattr +i`), a regular file
+/// loses its write bits. Errors are returned, not logged.
+pub fn make_very_read_only(fd: BorrowedFd<'_>) -> Result<()> {
+    let meta = stat_fd(fd)?;
+    if meta.mode & libc::S_IFMT != libc::S_IFDIR {
+        return drop_write_bits(fd);
+    }
+    match btrfs::subvol_set_read_only(fd, true) {
+        Err(e) if matches!(e.errno(), libc::ENOTTY | libc::EINVAL) => {
+            let flags = sys::inode_flags(fd)?;
+            sys::set_inode_flags(fd, flags | FS_IMMUTABLE_FL)?;
+            Ok(())
+        }
+        r => r,
     }
 }
 
