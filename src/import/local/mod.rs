@@ -32,6 +32,8 @@ use std::sync::Arc;
 
 pub use export::{ExportKind, ExportRequest};
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+
 use crate::curl_glue::{CurlGlue, CurlSettings};
 use crate::event::EventLoop;
 use crate::import::job::{JobOwner, JobSet};
@@ -107,30 +109,60 @@ impl Progress {
     }
 }
 
-/// A reader that counts what it reads into a [`Progress`] and stops with ECANCELED once
-/// `cancel` is set.
-pub struct Counting<'a, R> {
-    inner: R,
+/// How often a reader waiting on a pipe looks at the cancel flag.
+const CANCEL_POLL_MS: u16 = 100;
+
+/// The input file read by a local import: what is read is counted into a [`Progress`],
+/// and a set `cancel` stops it with ECANCELED, also while it waits on a pipe or socket
+/// that stays silent (stdin from importd or a shell).
+pub struct Counting<'a> {
+    file: std::fs::File,
+    /// Set for inputs that can block (not regular files): waited on before each read.
+    waiter: Option<Epoll>,
     progress: &'a Progress,
     cancel: &'a AtomicBool,
 }
 
-impl<'a, R: Read> Counting<'a, R> {
-    pub fn new(inner: R, progress: &'a Progress, cancel: &'a AtomicBool) -> Self {
+impl<'a> Counting<'a> {
+    pub fn new(file: std::fs::File, progress: &'a Progress, cancel: &'a AtomicBool) -> Self {
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        let waiter = (!regular)
+            .then(|| {
+                let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok()?;
+                let event = EpollEvent::new(EpollFlags::EPOLLIN, 0);
+                epoll.add(&file, event).ok()?;
+                Some(epoll)
+            })
+            .flatten();
         Counting {
-            inner,
+            file,
+            waiter,
             progress,
             cancel,
         }
     }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
 }
 
-impl<R: Read> Read for Counting<'_, R> {
+impl Read for Counting<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.cancel.load(Ordering::Acquire) {
-            return Err(io::Error::from(Error::new(libc::ECANCELED)));
+        let canceled = || io::Error::from(Error::new(libc::ECANCELED));
+        if self.cancelled() {
+            return Err(canceled());
         }
-        let n = self.inner.read(buf)?;
+        if let Some(epoll) = &self.waiter {
+            let mut events = [EpollEvent::empty()];
+            // Readable, or hung up (then the read returns 0).
+            while epoll.wait(&mut events, CANCEL_POLL_MS)? == 0 {
+                if self.cancelled() {
+                    return Err(canceled());
+                }
+            }
+        }
+        let n = self.file.read(buf)?;
         self.progress.add(n as u64);
         Ok(n)
     }
