@@ -14,7 +14,7 @@ use curl::easy::{Easy2, Handler};
 
 use crate::util::error::{Error, Result};
 
-/// The version we report in the User-Agent and `--version`, as systemd's PACKAGE_VERSION.
+/// The version the User-Agent names by default (the seed's, v219's PACKAGE_VERSION).
 pub const PACKAGE_VERSION: &str = "219";
 
 /// The program name of the User-Agent when argv[0] gives none.
@@ -42,7 +42,7 @@ impl Default for CurlSettings {
     /// `systemd-import/219`, 60 s, libcurl's CA defaults.
     fn default() -> Self {
         CurlSettings {
-            user_agent: user_agent(DEFAULT_PROGRAM_NAME),
+            user_agent: user_agent(DEFAULT_PROGRAM_NAME, PACKAGE_VERSION),
             low_speed_time: DEFAULT_LOW_SPEED_TIME,
             ca_file: None,
             ca_dir: None,
@@ -55,14 +55,14 @@ impl CurlSettings {
     /// bundle and directory from the environment as curl(1) reads them (`CURL_CA_BUNDLE`,
     /// else `SSL_CERT_FILE`; `SSL_CERT_DIR`; empty means unset), and `low_speed_time` if
     /// given (a test setting), else 60 s. The only place the CA variables are read.
-    pub fn from_env(argv0: &str, low_speed_time: Option<Duration>) -> Self {
+    pub fn from_env(argv0: &str, version: &str, low_speed_time: Option<Duration>) -> Self {
         let env_path = |name: &str| {
             std::env::var_os(name)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
         CurlSettings {
-            user_agent: user_agent(argv0),
+            user_agent: user_agent(argv0, version),
             low_speed_time: low_speed_time.unwrap_or(DEFAULT_LOW_SPEED_TIME),
             ca_file: env_path("CURL_CA_BUNDLE").or_else(|| env_path("SSL_CERT_FILE")),
             ca_dir: env_path("SSL_CERT_DIR"),
@@ -70,16 +70,17 @@ impl CurlSettings {
     }
 }
 
-/// `<program>/<version>`, e.g. `systemd-import/219`, where the program is what
-/// `program_invocation_short_name` is for the C tool: the basename of `argv0`.
-pub fn user_agent(argv0: &str) -> String {
+/// `<program>/<version>`, e.g. `systemd-import/219` or `systemd-pull/252`, where the
+/// program is what `program_invocation_short_name` is for the C tool: the basename of
+/// `argv0`.
+pub fn user_agent(argv0: &str, version: &str) -> String {
     let name = argv0.rsplit('/').next().unwrap_or(argv0);
     let name = if name.is_empty() {
         DEFAULT_PROGRAM_NAME
     } else {
         name
     };
-    format!("{name}/{PACKAGE_VERSION}")
+    format!("{name}/{version}")
 }
 
 fn eio(e: curl::Error) -> Error {
@@ -130,12 +131,12 @@ mod tests {
     #[test]
     fn the_user_agent_names_the_program_by_its_basename() {
         assert_eq!(
-            user_agent("/usr/lib/systemd/systemd-import"),
+            user_agent("/usr/lib/systemd/systemd-import", "219"),
             "systemd-import/219"
         );
-        assert_eq!(user_agent("pull"), "pull/219");
-        assert_eq!(user_agent("/weird/"), "systemd-import/219");
-        assert_eq!(user_agent(""), "systemd-import/219");
+        assert_eq!(user_agent("pull", "219"), "pull/219");
+        assert_eq!(user_agent("/weird/", "219"), "systemd-import/219");
+        assert_eq!(user_agent("", "219"), "systemd-import/219");
         assert_eq!(CurlSettings::default().user_agent, "systemd-import/219");
     }
 }

@@ -43,11 +43,21 @@ pub struct Lifecycle {
     last_progress: Option<u32>,
     /// Set by the first [`finish`].
     finished: bool,
+    /// The progress format (`NN` or `NN%`).
+    dialect: super::Dialect,
 }
 
 impl Lifecycle {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A lifecycle whose progress reports follow `dialect`.
+    pub fn with_dialect(dialect: super::Dialect) -> Self {
+        Lifecycle {
+            dialect,
+            ..Self::default()
+        }
     }
 
     /// Whether [`finish`] ran: the pull is over.
@@ -66,7 +76,8 @@ impl Lifecycle {
         if self.last_progress != Some(percent.min(100)) {
             log::debug!("Combined progress {percent}%");
         }
-        notify::progress(&mut self.last_progress, percent);
+        let sign = self.dialect.progress_percent_sign();
+        notify::progress(&mut self.last_progress, percent, sign);
     }
 
     /// The value sent last, if any.

@@ -28,6 +28,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::event::EventLoop;
 use crate::log_notice;
+pub use crate::util::dialect::Dialect;
 use crate::util::error::Result;
 use job::JobOwner;
 pub use lifecycle::Lifecycle;

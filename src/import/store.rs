@@ -226,6 +226,12 @@ pub fn copy_tree(
 /// 0664 whatever the umask, NOCOW, holes kept, times and xattrs kept where possible) to
 /// the local image's temporary name. The caller installs it. Blocks: call it from a task.
 pub fn copy_file(source: &Path, image: &LocalImage) -> Result<()> {
+    copy_file_with(source, image, true)
+}
+
+/// [`copy_file`], with the mode 0664 subject to the umask unless `exact_mode` (systemd
+/// 252 leaves it to the umask: 0644 under 022).
+pub fn copy_file_with(source: &Path, image: &LocalImage, exact_mode: bool) -> Result<()> {
     let src = open_read_only(source)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to open vendor image: {}", e))?;
     let path = image.path();
@@ -235,8 +241,10 @@ pub fn copy_file(source: &Path, image: &LocalImage) -> Result<()> {
     let flags = flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     let mode = Mode::from_bits_truncate(LOCAL_FILE_MODE);
     let dst = nix::fcntl::open(path, flags, mode).map_err(|e| create_failed(e.into()))?;
-    // The umask must not make the image read-only for the group.
-    nix::sys::stat::fchmod(dst.as_fd(), mode).map_err(|e| create_failed(e.into()))?;
+    if exact_mode {
+        // The umask must not make the image read-only for the group.
+        nix::sys::stat::fchmod(dst.as_fd(), mode).map_err(|e| create_failed(e.into()))?;
+    }
     set_nocow(&dst, path);
     fs::copy_file_data(src.as_fd(), dst.as_fd())
         .map_err(|e| log_error_errno!(e.clone(), "Failed to make writable copy of image: {}", e))?;

@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use super::request::ImageClass;
 use crate::util::error::Result;
+use crate::util::image::ImageClass as Class;
 use crate::util::validate::image_name_is_valid;
 
 /// A `ListImages` row.
@@ -38,30 +39,13 @@ pub type ImageRow = (
 /// The root inode of every btrfs subvolume.
 const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
 
-/// Where each class's images live, in search order.
+/// Where each class's images live, in search order (machines: v219's four directories).
 fn search_path(class: ImageClass) -> &'static [&'static str] {
     match class {
         ImageClass::Machine => &crate::util::image::IMAGE_SEARCH_PATH,
-        ImageClass::Portable => &[
-            "/etc/portables",
-            "/run/portables",
-            "/var/lib/portables",
-            "/usr/local/lib/portables",
-            "/usr/lib/portables",
-        ],
-        ImageClass::Sysext => &[
-            "/etc/extensions",
-            "/run/extensions",
-            "/var/lib/extensions",
-            "/usr/local/lib/extensions",
-            "/usr/lib/extensions",
-        ],
-        ImageClass::Confext => &[
-            "/run/confexts",
-            "/var/lib/confexts",
-            "/usr/local/lib/confexts",
-            "/usr/lib/confexts",
-        ],
+        ImageClass::Portable => Class::Portable.search_path(),
+        ImageClass::Sysext => Class::Sysext.search_path(),
+        ImageClass::Confext => Class::Confext.search_path(),
     }
 }
 

@@ -19,6 +19,91 @@ pub const IMAGE_SEARCH_PATH: [&str; 4] = [
     "/usr/lib/machines",
 ];
 
+/// The image classes of systemd 256+ (`--class=`), each with its default image root and
+/// the directories `image_find()` searches for it (systemd's `image_search_path`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum ImageClass {
+    #[default]
+    Machine,
+    Portable,
+    Sysext,
+    Confext,
+}
+
+impl ImageClass {
+    /// The class called `s` (`machine`, `portable`, `sysext`, `confext`).
+    pub fn parse(s: &str) -> Option<ImageClass> {
+        match s {
+            "machine" => Some(ImageClass::Machine),
+            "portable" => Some(ImageClass::Portable),
+            "sysext" => Some(ImageClass::Sysext),
+            "confext" => Some(ImageClass::Confext),
+            _ => None,
+        }
+    }
+
+    /// Where pulls of this class put their images by default.
+    pub fn default_root(self) -> &'static str {
+        match self {
+            ImageClass::Machine => "/var/lib/machines",
+            ImageClass::Portable => "/var/lib/portables",
+            ImageClass::Sysext => "/var/lib/extensions",
+            ImageClass::Confext => "/var/lib/confexts",
+        }
+    }
+
+    /// The directories an image of this class is looked for in, in order.
+    pub fn search_path(self) -> &'static [&'static str] {
+        match self {
+            ImageClass::Machine => &[
+                "/etc/machines",
+                "/run/machines",
+                "/var/lib/machines",
+                "/var/lib/container",
+                "/usr/local/lib/machines",
+                "/usr/lib/machines",
+            ],
+            ImageClass::Portable => &[
+                "/etc/portables",
+                "/run/portables",
+                "/var/lib/portables",
+                "/usr/local/lib/portables",
+                "/usr/lib/portables",
+            ],
+            ImageClass::Sysext => &[
+                "/etc/extensions",
+                "/run/extensions",
+                "/var/lib/extensions",
+                "/usr/local/lib/extensions",
+                "/usr/lib/extensions",
+            ],
+            ImageClass::Confext => &[
+                "/run/confexts",
+                "/var/lib/confexts",
+                "/usr/local/lib/confexts",
+                "/usr/lib/confexts",
+            ],
+        }
+    }
+}
+
+/// Look for an image of `class` called `name` in the class's search path only, as
+/// systemd 252+'s `systemd-pull` does (the image root is not consulted).
+pub fn image_find_in_class(name: &str, class: ImageClass) -> Result<Option<PathBuf>> {
+    if !image_name_is_valid(name) {
+        return Ok(None);
+    }
+    for dir in class.search_path() {
+        if let Some(found) = find_in(Path::new(dir), name)? {
+            return Ok(Some(found));
+        }
+    }
+    if class == ImageClass::Machine && name == ".host" {
+        return Ok(Some(PathBuf::from("/")));
+    }
+    Ok(None)
+}
+
 /// Look for an image called `name`: in `image_root` first (the C tool did not, see Q9),
 /// then in each directory of [`IMAGE_SEARCH_PATH`]. An image is an entry `name` that is
 /// a directory (btrfs subvolumes included), or an entry `name.raw` that is a regular

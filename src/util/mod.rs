@@ -2,6 +2,7 @@
 //! `util`; inside it, `sys` and `btrfs` are leaves that `fs` builds on.
 
 pub mod btrfs; // btrfs ioctls: subvolumes, snapshots, the read-only flag, reflinks (a leaf)
+pub mod dialect; // which systemd release the messages and progress reports follow
 pub mod error; // the errno-carrying `Error`, printed as `%m` is
 pub mod escape; // systemd's C escaping of URLs and ETags into file names, and back
 pub mod format; // human-readable sizes and durations; HTTP dates

@@ -36,10 +36,14 @@ pub fn notify_to(path: &std::ffi::OsStr, state: &str) -> Result<()> {
     Ok(())
 }
 
-/// Report overall progress (0–100) the way systemd-importd expects it. Sends only when
-/// the value changed since the last call made through `last`.
-pub fn progress(last: &mut Option<u32>, percent: u32) {
-    if let Some(msg) = progress_message(last, percent) {
+/// Report overall progress (0–100) the way systemd-importd expects it: `NN` for a v219
+/// daemon, `NN%` (`percent_sign`) for v240 and later. Sends only when the value changed
+/// since the last call made through `last`.
+pub fn progress(last: &mut Option<u32>, percent: u32, percent_sign: bool) {
+    if let Some(mut msg) = progress_message(last, percent) {
+        if percent_sign {
+            msg.push('%');
+        }
         if let Err(e) = notify(&msg) {
             log::debug!("Failed to send progress notification: {e}");
         }

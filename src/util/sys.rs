@@ -182,3 +182,18 @@ pub fn strerror(errno: i32) -> Option<String> {
     let text = CStr::from_bytes_until_nul(&buf).ok()?;
     Some(text.to_string_lossy().into_owned())
 }
+
+/// End the process as a C program does when it writes to a pipe nobody reads: restore
+/// SIGPIPE's default action (Rust's runtime ignores it), unblock it and raise it. Used
+/// only on the way out (the pulls themselves rely on EPIPE, e.g. towards gpg). Returns
+/// only if the signal could not be delivered.
+pub fn die_of_sigpipe() {
+    use nix::sys::signal::{raise, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    // SAFETY: SIG_DFL installs no handler code, so nothing can run in a signal context;
+    // no other thread changes SIGPIPE's disposition.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+    let _ = raise(Signal::SIGPIPE);
+}

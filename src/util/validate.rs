@@ -70,6 +70,27 @@ pub fn hostname_is_valid(name: &str) -> bool {
     !after_dot
 }
 
+/// A host name as systemd 247+'s `hostname_is_valid(s, 0)` sees it (the local-name check
+/// of systemd-pull 252): letters, digits, `-` and `.` only; no leading, trailing or
+/// doubled dot; no label that starts or ends with `-`; at most [`HOST_NAME_MAX`] bytes.
+pub fn ldh_hostname_is_valid(name: &str) -> bool {
+    if name.is_empty() || name.len() > HOST_NAME_MAX {
+        return false;
+    }
+    let (mut dot, mut hyphen) = (true, true);
+    for b in name.bytes() {
+        match b {
+            b'.' if dot || hyphen => return false,
+            b'.' => (dot, hyphen) = (true, false),
+            b'-' if dot => return false,
+            b'-' => (dot, hyphen) = (false, true),
+            _ if b.is_ascii_alphanumeric() => (dot, hyphen) = (false, false),
+            _ => return false,
+        }
+    }
+    !dot && !hyphen
+}
+
 /// A machine (and local image) name: a valid host name of at most 64 bytes.
 pub fn machine_name_is_valid(name: &str) -> bool {
     hostname_is_valid(name) && name.len() <= HOST_NAME_MAX
@@ -117,6 +138,27 @@ pub fn image_name_is_valid(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ldh_host_names() {
+        for ok in ["a", "foo.bar", "a-b", "x1.y-2.z", &"a".repeat(64)] {
+            assert!(ldh_hostname_is_valid(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a_b",
+            ".a",
+            "a.",
+            "a..b",
+            "-a",
+            "a-",
+            "a.-b",
+            "a-.b",
+            &"a".repeat(65),
+        ] {
+            assert!(!ldh_hostname_is_valid(bad), "{bad}");
+        }
+    }
 
     fn check(f: fn(&str) -> bool, cases: &[(&str, bool)]) {
         for (input, expected) in cases {

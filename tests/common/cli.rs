@@ -64,6 +64,14 @@ pub fn systemd_import() -> Command {
     program(env!("CARGO_BIN_EXE_systemd-import"))
 }
 
+/// A `Command` for the binary under test run as `systemd-pull` (argv[0]), which makes it
+/// speak systemd 252's command line; otherwise as [`systemd_import`].
+pub fn systemd_pull() -> Command {
+    let mut cmd = systemd_import();
+    cmd.arg0("/usr/lib/systemd/systemd-pull");
+    cmd
+}
+
 /// A `Command` for `path` with the environment and umask [`systemd_import`] gives the
 /// binary under test (for systemd-importd and the wrappers that start it).
 pub fn program(path: impl AsRef<std::ffi::OsStr>) -> Command {

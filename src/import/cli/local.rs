@@ -1,7 +1,9 @@
-//! The local verbs: `systemd-import tar|raw FILE [NAME]` (a FILE that is not an HTTP(S)
-//! URL; with a URL these two words stay v219's aliases of pull-tar and pull-raw),
-//! `systemd-import-fs run DIRECTORY [NAME]` and `systemd-export tar|raw NAME [FILE]`,
-//! with systemd 252's checks and messages. Each builds a request and runs it with
+//! The local verbs and personalities: `systemd-import tar|raw FILE [NAME]` (verbs of the
+//! seed personality: a FILE that is not an HTTP(S) URL; with a URL these two words stay
+//! v219's aliases of pull-tar and pull-raw), and the personalities `systemd-import-fs`
+//! (`run DIRECTORY [NAME]`) and `systemd-export` (`tar|raw NAME [FILE]`), with systemd
+//! 252's options, checks and messages (their options are systemd-pull's, parsed by
+//! [`super::pull::apply`]). Each verb builds a request and runs it with
 //! [`crate::import::run`].
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -10,10 +12,14 @@ use std::path::PathBuf;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::options::Settings;
+use super::options::{parse_with, LongOption, Opt, Parsed, Settings};
+use super::personality::Personality;
+use super::pull;
+use super::verbs::{self, Invocation, VerbSpec};
 use crate::import;
 use crate::import::local::{ExportKind, ExportRequest, ImportKind, ImportRequest, LocalImport};
 use crate::import::stream::Compression;
+use crate::import::Dialect;
 use crate::util::{image, names, validate};
 
 /// The help of `systemd-import-fs`.
@@ -87,10 +93,10 @@ pub fn is_local_source(arg: &str) -> bool {
 
 /// The image root: `--image-root=`, else the class's.
 fn image_root(settings: &Settings) -> PathBuf {
-    if settings.local.image_root_set {
+    if settings.image_root_given {
         settings.image_root.clone()
     } else {
-        PathBuf::from(settings.local.class.image_root())
+        PathBuf::from(settings.class.default_root())
     }
 }
 
@@ -107,65 +113,103 @@ fn std_fd(fd: i32) -> Result<(OwnedFd, String), ()> {
     Ok((owned, path))
 }
 
-/// The personalities besides `systemd-import`/`systemd-pull`, by program name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Personality {
-    ImportFs,
-    Export,
+/// `systemd-import-fs`.
+pub const IMPORT_FS: Personality = Personality {
+    program: "systemd-import-fs",
+    dialect: Dialect::V252,
+    version: "252",
+    parse: parse_import_fs,
+    help: import_fs_help,
+    verbs: &[
+        VerbSpec::new(&["help"], 0, None, verbs::help),
+        VerbSpec::new(&["run"], 2, Some(3), run_fs),
+    ],
+};
+
+/// `systemd-export`.
+pub const EXPORT: Personality = Personality {
+    program: "systemd-export",
+    dialect: Dialect::V252,
+    version: "252",
+    parse: parse_export,
+    help: export_help,
+    verbs: &[
+        VerbSpec::new(&["help"], 0, None, verbs::help),
+        VerbSpec::new(&["tar"], 2, Some(3), export_tar),
+        VerbSpec::new(&["raw"], 2, Some(3), export_raw),
+    ],
+};
+
+const IMPORT_FS_OPTIONS: &[LongOption] = &[
+    LongOption::flag("help", Opt::Help),
+    LongOption::flag("version", Opt::Version),
+    LongOption::flag("force", Opt::Force),
+    LongOption::arg("image-root", Opt::ImageRoot),
+    LongOption::flag("read-only", Opt::ReadOnly),
+    LongOption::flag("direct", Opt::Direct),
+    LongOption::arg("btrfs-subvol", Opt::BtrfsSubvol),
+    LongOption::arg("btrfs-quota", Opt::BtrfsQuota),
+    LongOption::arg("sync", Opt::Sync),
+    LongOption::arg("class", Opt::Class),
+    LongOption::flag("system", Opt::System),
+];
+
+const EXPORT_OPTIONS: &[LongOption] = &[
+    LongOption::flag("help", Opt::Help),
+    LongOption::flag("version", Opt::Version),
+    LongOption::arg("format", Opt::Format),
+    LongOption::arg("class", Opt::Class),
+    LongOption::flag("system", Opt::System),
+];
+
+fn parse_local(argv0: &str, argv: &[String], table: &'static [LongOption]) -> Result<Parsed, ()> {
+    match parse_with(argv0, argv, table, pull::env_defaults(), pull::apply)? {
+        Parsed::Run { mut settings, args } => {
+            pull::finish_settings(&mut settings)?;
+            Ok(Parsed::Run { settings, args })
+        }
+        other => Ok(other),
+    }
 }
 
-impl Personality {
-    pub fn from_program(short_name: &str) -> Option<Personality> {
-        match short_name {
-            "systemd-import-fs" => Some(Personality::ImportFs),
-            "systemd-export" => Some(Personality::Export),
-            _ => None,
-        }
-    }
+fn parse_import_fs(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
+    parse_local(argv0, argv, IMPORT_FS_OPTIONS)
+}
 
-    pub fn help(self, program: &str) -> String {
-        match self {
-            Personality::ImportFs => import_fs_help(program),
-            Personality::Export => export_help(program),
-        }
-    }
+fn parse_export(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
+    parse_local(argv0, argv, EXPORT_OPTIONS)
+}
 
-    /// Run the verb in `args[0]` (systemd 252's verb table and messages).
-    pub fn dispatch(self, program: &str, settings: &Settings, args: &[String]) -> i32 {
-        let Some(verb) = args.first() else {
-            log::error!("Command verb required.");
-            return 1;
-        };
-        let known = match self {
-            Personality::ImportFs => verb == "run",
-            Personality::Export => verb == "tar" || verb == "raw",
-        };
-        if verb == "help" {
-            print!("{}", self.help(program));
-            return 0;
-        }
-        if !known {
-            log::error!("Unknown command verb {verb}.");
-            return 1;
-        }
-        if args.len() < 2 {
-            log::error!("Too few arguments.");
-            return 1;
-        }
-        if args.len() > 3 {
-            log::error!("Too many arguments.");
-            return 1;
-        }
-        match (self, verb.as_str()) {
-            (Personality::ImportFs, _) => verb_import(ImportKind::Fs, settings, args),
-            (Personality::Export, "tar") => verb_export(ExportKind::Tar, settings, args),
-            _ => verb_export(ExportKind::Raw, settings, args),
-        }
+/// The seed's `tar`: a local import, or v219's alias of pull-tar for a URL.
+pub fn tar(inv: &Invocation, args: &[String]) -> i32 {
+    if !is_local_source(&args[1]) {
+        return verbs::pull_tar(inv, args);
     }
+    verb_import(ImportKind::Tar, inv.settings, args)
+}
+
+/// The seed's `raw`: a local import, or v219's alias of pull-raw for a URL.
+pub fn raw(inv: &Invocation, args: &[String]) -> i32 {
+    if !is_local_source(&args[1]) {
+        return verbs::pull_raw(inv, args);
+    }
+    verb_import(ImportKind::Raw, inv.settings, args)
+}
+
+fn run_fs(inv: &Invocation, args: &[String]) -> i32 {
+    verb_import(ImportKind::Fs, inv.settings, args)
+}
+
+fn export_tar(inv: &Invocation, args: &[String]) -> i32 {
+    verb_export(ExportKind::Tar, inv.settings, args)
+}
+
+fn export_raw(inv: &Invocation, args: &[String]) -> i32 {
+    verb_export(ExportKind::Raw, inv.settings, args)
 }
 
 /// `systemd-import tar|raw FILE [NAME]` and `systemd-import-fs run DIRECTORY [NAME]`.
-pub fn verb_import(kind: ImportKind, settings: &Settings, args: &[String]) -> i32 {
+fn verb_import(kind: ImportKind, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = import_request(kind, settings, args) else {
         return 1;
     };
@@ -187,7 +231,11 @@ fn import_request(
         (None, None) => None,
     };
     let root = image_root(settings);
-    let local = if settings.local.direct {
+    if settings.offset.is_some() && !settings.direct {
+        log::error!("File offset only supported in --direct mode.");
+        return Err(());
+    }
+    let local = if settings.direct {
         let Some(local) = local else {
             log::error!("No local path specified.");
             return Err(());
@@ -252,7 +300,7 @@ fn import_request(
         }
     }
     log::info!("Importing '{shown}', saving as '{local}'.");
-    let l = &settings.local;
+    let l = settings;
     Ok(ImportRequest {
         kind,
         input,
@@ -270,7 +318,7 @@ fn import_request(
 }
 
 /// `systemd-export tar|raw NAME [FILE]`.
-pub fn verb_export(kind: ExportKind, settings: &Settings, args: &[String]) -> i32 {
+fn verb_export(kind: ExportKind, settings: &Settings, args: &[String]) -> i32 {
     let Ok(req) = export_request(kind, settings, args) else {
         return 1;
     };
@@ -284,7 +332,7 @@ fn export_request(
 ) -> Result<ExportRequest, ()> {
     let name = &args[1];
     let file = args.get(2).filter(|f| f.as_str() != "-");
-    let compression = match &settings.local.format {
+    let compression = match &settings.format {
         Some(f) => Compression::from_format_name(f).ok_or_else(|| {
             log::error!("Unknown format: {f}");
         })?,

@@ -1,17 +1,28 @@
-//! The `systemd-import` command line: options, verbs and validation; the verbs run an
-//! importer with [`crate::import::run`].
+//! The command line of the worker binary: which personality it speaks (by the name it
+//! is run as, [`personality`]), options and verbs, and the validation of each request;
+//! the verbs run an importer with [`crate::import::run`].
+//!
+//! * `personality.rs`: the table of personalities and the choice by argv[0];
+//! * `seed.rs`: `systemd-import` as v219 shipped it (plus pull-oci);
+//! * `pull.rs`: systemd 252's `systemd-pull` (with the options of v252–v260);
+//! * `options.rs`: the getopt engine they share and [`Settings`];
+//! * `verbs.rs`: the verbs, their checks and the requests they build.
 //!
 //! Exit status is 0 on success and 1 on any failure, as the C tool's. Every message is one
 //! plain line on stderr (see [`crate::util::log`]).
 
 mod local;
 mod options;
+mod personality;
+mod pull;
+mod seed;
 mod verbs;
 
 pub use options::{Settings, Verify, DEFAULT_IMAGE_ROOT};
 
-use crate::curl_glue::{CurlSettings, PACKAGE_VERSION};
+use crate::curl_glue::CurlSettings;
 use crate::event;
+use crate::import::Dialect;
 use crate::util::test_seams::TestSettings;
 
 /// The features line of `--version`.
@@ -27,6 +38,7 @@ pub fn main() -> i32 {
         .cloned()
         .unwrap_or_else(|| "systemd-import".into());
     crate::util::log::init();
+    let personality = personality::by_argv0(&argv0);
 
     // Block SIGINT and SIGTERM before any thread exists (curl's resolver, job workers):
     // they inherit the mask, so the signals only ever arrive through our signalfd.
@@ -35,55 +47,40 @@ pub fn main() -> i32 {
         return 1;
     }
 
-    let short = program_short_name(&argv0);
-    let personality = local::Personality::from_program(&short);
-    let parsed = match options::parse_with(&argv0, &argv[1..], env_defaults()) {
+    let parsed = match (personality.parse)(&argv0, &argv[1..]) {
         Ok(p) => p,
         Err(()) => return 1,
     };
     match parsed {
-        options::Parsed::Help => {
-            match personality {
-                Some(p) => print!("{}", p.help(&short)),
-                None => print!("{}", options::help_text(&short)),
-            }
-            0
-        }
-        options::Parsed::Version => {
-            println!("systemd {PACKAGE_VERSION}");
-            println!("{FEATURES} (systemd-import {})", env!("CARGO_PKG_VERSION"));
-            0
-        }
+        options::Parsed::Help => verbs::print_help(personality, &argv0),
+        options::Parsed::Version => verbs::stdout_or_sigpipe(&version_text(personality)),
         options::Parsed::Run { mut settings, args } => {
+            settings.dialect = personality.dialect;
             settings.test = TestSettings::from_env();
-            settings.curl = CurlSettings::from_env(&argv0, settings.test.low_speed_time);
-            match personality {
-                Some(p) => p.dispatch(&short, &settings, &args),
-                None => verbs::dispatch(&argv0, &settings, &args),
-            }
+            settings.curl = CurlSettings::from_env(
+                &program_short_name(&argv0),
+                personality.version,
+                settings.test.low_speed_time,
+            );
+            let inv = verbs::Invocation {
+                personality,
+                argv0: &argv0,
+                settings: &settings,
+            };
+            verbs::dispatch(&inv, &args)
         }
     }
 }
 
-/// The settings before the options: `$SYSTEMD_IMPORT_BTRFS_SUBVOL`,
-/// `$SYSTEMD_IMPORT_BTRFS_QUOTA` and `$SYSTEMD_IMPORT_SYNC` (booleans; a bad value warns).
-fn env_defaults() -> Settings {
-    let mut settings = Settings::default();
-    let local = &mut settings.local;
-    for (name, field) in [
-        ("SYSTEMD_IMPORT_BTRFS_SUBVOL", &mut local.btrfs_subvol),
-        ("SYSTEMD_IMPORT_BTRFS_QUOTA", &mut local.btrfs_quota),
-        ("SYSTEMD_IMPORT_SYNC", &mut local.sync),
-    ] {
-        let Some(value) = std::env::var_os(name) else {
-            continue;
-        };
-        match options::parse_boolean(&value.to_string_lossy()) {
-            Some(b) => *field = b,
-            None => log::warn!("Failed to parse ${name}: Invalid argument"),
-        }
+/// `--version`: the systemd version followed, the features line, and this
+/// implementation's name and version (v219's layout for the seed, v252's for the others:
+/// there the parenthesis of the first line names the package build).
+fn version_text(personality: &personality::Personality) -> String {
+    let ours = format!("systemd-import {}", env!("CARGO_PKG_VERSION"));
+    match personality.dialect {
+        Dialect::V219 => format!("systemd {}\n{FEATURES} ({ours})\n", personality.version),
+        Dialect::V252 => format!("systemd {} ({ours})\n{FEATURES}\n", personality.version),
     }
-    settings
 }
 
 /// `program_invocation_short_name`.

@@ -1,21 +1,30 @@
-//! Command-line options, parsed as GNU `getopt_long()` does for the C tool: options may
-//! appear anywhere (also after the verb), `--` ends them, long options take their argument
-//! as `--opt=value` or as the next word, and an unambiguous prefix of a long option name
-//! works (`--forc`). Errors are printed with glibc's wording and make the tool exit 1.
+//! The getopt engine every personality shares ([`walk`]), parsed as GNU `getopt_long()`
+//! does for the C tools: options may appear anywhere (also after the verb), `--` ends
+//! them, long options take their argument as `--opt=value` or as the next word, and an
+//! unambiguous prefix of a long option name works (`--forc`). Errors are printed with
+//! glibc's wording and make the tool exit 1. Also [`Settings`], what the options of any
+//! personality set.
 
 use std::path::PathBuf;
 
 use crate::curl_glue::CurlSettings;
 pub use crate::import::url::Verify;
+use crate::import::Dialect;
+use crate::util::image::ImageClass;
 use crate::util::test_seams::TestSettings;
 
 /// Default for `--image-root=`.
 pub const DEFAULT_IMAGE_ROOT: &str = "/var/lib/machines";
 
-/// Everything the options set; the positional words are returned separately.
+/// Everything the options of any personality set; the positional words are returned
+/// separately. Options a personality does not know keep their defaults.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Which systemd's messages and progress format the run follows.
+    pub dialect: Dialect,
     pub image_root: PathBuf,
+    /// `--image-root=` was given (else the class picks the root, systemd-pull).
+    pub image_root_given: bool,
     pub force: bool,
     pub verify: Verify,
     /// `--dkr-index-url=`; validated when given. There is no built-in default (the C
@@ -25,40 +34,51 @@ pub struct Settings {
     pub platform: Option<String>,
     /// `--max-concurrent-downloads=N` for pull-oci.
     pub max_concurrent_downloads: Option<usize>,
+    /// systemd-pull's side files: `--settings=` (`None`: the class decides),
+    /// `--roothash=`, `--roothash-signature=`, `--verity=`.
+    pub settings: Option<bool>,
+    pub roothash: bool,
+    pub roothash_signature: bool,
+    pub verity: bool,
+    /// `--read-only`: the local image is made read-only.
+    pub read_only: bool,
+    /// `--direct`: no cache, no local copy: straight into NAME.
+    pub direct: bool,
+    pub btrfs_subvol: bool,
+    pub btrfs_quota: bool,
+    pub convert_qcow2: bool,
+    pub sync: bool,
+    /// `--offset=` (raw `--direct` only) and `--size-max=`.
+    pub offset: Option<u64>,
+    pub size_max: Option<u64>,
+    /// `--class=`.
+    pub class: ImageClass,
+    /// `--keep-download=` (`None`: the class decides).
+    pub keep_download: Option<bool>,
+    /// systemd-export's `--format=` (`None`: from the output file's name).
+    pub format: Option<String>,
     /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
     /// argv[0] and the environment at start-up.
     pub curl: CurlSettings,
     /// The test-only settings, read from the environment once at start-up.
     pub test: TestSettings,
-    /// The local import and export options (systemd-import tar|raw, systemd-import-fs,
-    /// systemd-export); the pull verbs ignore them.
-    pub local: LocalSettings,
 }
 
-/// The options of the local verbs (systemd 252's, plus v256's `--class=`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalSettings {
-    /// `--image-root=` was given (else the class decides).
-    pub image_root_set: bool,
-    pub read_only: bool,
-    pub direct: bool,
-    pub btrfs_subvol: bool,
-    /// Accepted; quota groups are not set up (see README).
-    pub btrfs_quota: bool,
-    pub convert_qcow2: bool,
-    pub sync: bool,
-    pub offset: Option<u64>,
-    pub size_max: Option<u64>,
-    /// `--class=`: the image root when `--image-root=` is not given.
-    pub class: ImageClass,
-    /// `--format=` of systemd-export.
-    pub format: Option<String>,
-}
-
-impl Default for LocalSettings {
+impl Default for Settings {
     fn default() -> Self {
-        LocalSettings {
-            image_root_set: false,
+        Settings {
+            dialect: Dialect::V219,
+            image_root: PathBuf::from(DEFAULT_IMAGE_ROOT),
+            image_root_given: false,
+            force: false,
+            verify: Verify::Signature,
+            dkr_index_url: None,
+            platform: None,
+            max_concurrent_downloads: None,
+            settings: None,
+            roothash: true,
+            roothash_signature: true,
+            verity: true,
             read_only: false,
             direct: false,
             btrfs_subvol: true,
@@ -68,83 +88,10 @@ impl Default for LocalSettings {
             offset: None,
             size_max: None,
             class: ImageClass::Machine,
+            keep_download: None,
             format: None,
-        }
-    }
-}
-
-/// `--class=` (v256): which kind of image, and so which image root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ImageClass {
-    Machine,
-    Portable,
-    Sysext,
-    Confext,
-}
-
-impl ImageClass {
-    pub fn parse(s: &str) -> Option<ImageClass> {
-        match s {
-            "machine" => Some(ImageClass::Machine),
-            "portable" => Some(ImageClass::Portable),
-            "sysext" => Some(ImageClass::Sysext),
-            "confext" => Some(ImageClass::Confext),
-            _ => None,
-        }
-    }
-
-    /// The class's image root.
-    pub fn image_root(self) -> &'static str {
-        match self {
-            ImageClass::Machine => DEFAULT_IMAGE_ROOT,
-            ImageClass::Portable => "/var/lib/portables",
-            ImageClass::Sysext => "/var/lib/extensions",
-            ImageClass::Confext => "/var/lib/confexts",
-        }
-    }
-}
-
-/// systemd's `parse_boolean()`.
-pub fn parse_boolean(s: &str) -> Option<bool> {
-    match s.to_ascii_lowercase().as_str() {
-        "1" | "yes" | "y" | "true" | "t" | "on" => Some(true),
-        "0" | "no" | "n" | "false" | "f" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-/// systemd's `parse_size()` with base 1024: a number with an optional B, K, M, G, T, P
-/// or E suffix.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits);
-    let number: u64 = number.parse().ok()?;
-    let shift = match suffix.trim() {
-        "" | "B" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        "P" => 50,
-        "E" => 60,
-        _ => return None,
-    };
-    number.checked_mul(1u64 << shift)
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            image_root: PathBuf::from(DEFAULT_IMAGE_ROOT),
-            force: false,
-            verify: Verify::Signature,
-            dkr_index_url: None,
-            platform: None,
-            max_concurrent_downloads: None,
             curl: CurlSettings::default(),
             test: TestSettings::default(),
-            local: LocalSettings::default(),
         }
     }
 }
@@ -164,8 +111,10 @@ pub enum Parsed {
     Version,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Opt {
+/// Every option any personality knows; each personality lists the ones it accepts in its
+/// table of [`LongOption`]s.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Opt {
     Help,
     Version,
     Force,
@@ -174,6 +123,10 @@ enum Opt {
     DkrIndexUrl,
     Platform,
     MaxConcurrentDownloads,
+    Settings,
+    RootHash,
+    RootHashSignature,
+    Verity,
     ReadOnly,
     Direct,
     BtrfsSubvol,
@@ -183,134 +136,74 @@ enum Opt {
     Offset,
     SizeMax,
     Class,
+    KeepDownload,
+    System,
     Format,
 }
 
-struct LongOption {
-    name: &'static str,
-    opt: Opt,
-    takes_arg: bool,
+/// One entry of a personality's `getopt_long()` table.
+pub struct LongOption {
+    pub name: &'static str,
+    pub opt: Opt,
+    pub takes_arg: bool,
 }
 
-const LONG_OPTIONS: &[LongOption] = &[
-    LongOption {
-        name: "help",
-        opt: Opt::Help,
-        takes_arg: false,
-    },
-    LongOption {
-        name: "version",
-        opt: Opt::Version,
-        takes_arg: false,
-    },
-    LongOption {
-        name: "force",
-        opt: Opt::Force,
-        takes_arg: false,
-    },
-    LongOption {
-        name: "image-root",
-        opt: Opt::ImageRoot,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "verify",
-        opt: Opt::Verify,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "dkr-index-url",
-        opt: Opt::DkrIndexUrl,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "platform",
-        opt: Opt::Platform,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "max-concurrent-downloads",
-        opt: Opt::MaxConcurrentDownloads,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "read-only",
-        opt: Opt::ReadOnly,
-        takes_arg: false,
-    },
-    LongOption {
-        name: "direct",
-        opt: Opt::Direct,
-        takes_arg: false,
-    },
-    LongOption {
-        name: "btrfs-subvol",
-        opt: Opt::BtrfsSubvol,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "btrfs-quota",
-        opt: Opt::BtrfsQuota,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "convert-qcow2",
-        opt: Opt::ConvertQcow2,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "sync",
-        opt: Opt::Sync,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "offset",
-        opt: Opt::Offset,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "size-max",
-        opt: Opt::SizeMax,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "class",
-        opt: Opt::Class,
-        takes_arg: true,
-    },
-    LongOption {
-        name: "format",
-        opt: Opt::Format,
-        takes_arg: true,
-    },
-];
+impl LongOption {
+    /// An option without an argument.
+    pub const fn flag(name: &'static str, opt: Opt) -> Self {
+        LongOption {
+            name,
+            opt,
+            takes_arg: false,
+        }
+    }
 
-/// Parse `argv` (without argv[0]). Diagnostics are printed to stderr as glibc's getopt
-/// and systemd's parse_argv() would print them, prefixed with `argv0`; `Err(())` means
-/// "exit with status 1".
-#[cfg(test)]
-pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
-    parse_with(argv0, argv, Settings::default())
+    /// An option with a required argument.
+    pub const fn arg(name: &'static str, opt: Opt) -> Self {
+        LongOption {
+            name,
+            opt,
+            takes_arg: true,
+        }
+    }
 }
 
-/// [`parse`], starting from `settings` (the defaults the environment set).
-pub fn parse_with(argv0: &str, argv: &[String], settings: Settings) -> Result<Parsed, ()> {
-    let mut settings = settings;
-    let mut args = Vec::new();
+/// What one word (or two) of the command line is, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Word {
+    /// An option of the table, with its argument if it takes one.
+    Opt(Opt, Option<String>),
+    /// A positional word (the verb and its arguments).
+    Arg(String),
+}
+
+/// The getopt engine every personality shares: walk `argv` (without argv[0]) against
+/// `table`, calling `each` for every option and positional word in order (`-h` is the
+/// only short option, [`Opt::Help`]). Diagnostics are printed to stderr as glibc's
+/// getopt prints them, prefixed with `argv0`; `Err(())` means "exit with status 1", as
+/// does an `Err` of `each`. `each` returns `Ok(false)` to stop the walk (`--help`).
+pub fn walk(
+    argv0: &str,
+    argv: &[String],
+    table: &'static [LongOption],
+    mut each: impl FnMut(Word) -> Result<bool, ()>,
+) -> Result<(), ()> {
     let mut i = 0;
     while i < argv.len() {
         let word = &argv[i];
         i += 1;
         if word == "--" {
-            args.extend(argv[i..].iter().cloned());
+            for a in &argv[i..] {
+                each(Word::Arg(a.clone()))?;
+            }
             break;
         }
-        let (opt, value) = if let Some(long) = word.strip_prefix("--") {
+        let item = if let Some(long) = word.strip_prefix("--") {
             let (name, inline) = match long.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
-            let lo = find_long(argv0, name)?;
+            let lo = find_long(argv0, table, name)?;
             let value = match (lo.takes_arg, inline) {
                 (true, Some(v)) => Some(v),
                 (true, None) => {
@@ -328,7 +221,7 @@ pub fn parse_with(argv0: &str, argv: &[String], settings: Settings) -> Result<Pa
                 }
                 (false, None) => None,
             };
-            (lo.opt, value)
+            Word::Opt(lo.opt, value)
         } else if word.len() > 1 && word.starts_with('-') {
             // Short options: only -h exists; getopt handles a cluster letter by letter,
             // and -h ends parsing.
@@ -337,109 +230,55 @@ pub fn parse_with(argv0: &str, argv: &[String], settings: Settings) -> Result<Pa
                     eprintln!("{argv0}: invalid option -- '{c}'");
                     return Err(());
                 }
-                _ => (Opt::Help, None),
+                _ => Word::Opt(Opt::Help, None),
             }
         } else {
-            args.push(word.clone());
-            continue;
+            Word::Arg(word.clone())
         };
-
-        match opt {
-            Opt::Help => return Ok(Parsed::Help),
-            Opt::Version => return Ok(Parsed::Version),
-            Opt::Force => settings.force = true,
-            Opt::ImageRoot => {
-                settings.image_root = PathBuf::from(value.unwrap_or_default());
-                settings.local.image_root_set = true;
-            }
-            Opt::ReadOnly => settings.local.read_only = true,
-            Opt::Direct => settings.local.direct = true,
-            Opt::BtrfsSubvol | Opt::BtrfsQuota | Opt::ConvertQcow2 | Opt::Sync => {
-                let v = value.unwrap_or_default();
-                let Some(b) = parse_boolean(&v) else {
-                    log::error!("Failed to parse --{} argument '{v}'.", option_name(opt));
-                    return Err(());
-                };
-                let local = &mut settings.local;
-                match opt {
-                    Opt::BtrfsSubvol => local.btrfs_subvol = b,
-                    Opt::BtrfsQuota => local.btrfs_quota = b,
-                    Opt::ConvertQcow2 => local.convert_qcow2 = b,
-                    _ => local.sync = b,
-                }
-            }
-            Opt::Offset | Opt::SizeMax => {
-                let v = value.unwrap_or_default();
-                let Some(n) = parse_size(&v) else {
-                    log::error!("Failed to parse --{} argument '{v}'.", option_name(opt));
-                    return Err(());
-                };
-                if opt == Opt::Offset {
-                    settings.local.offset = Some(n);
-                } else {
-                    settings.local.size_max = Some(n);
-                }
-            }
-            Opt::Class => {
-                let v = value.unwrap_or_default();
-                let Some(class) = ImageClass::parse(&v) else {
-                    log::error!("Failed to parse --class= argument: {v}");
-                    return Err(());
-                };
-                settings.local.class = class;
-            }
-            Opt::Format => settings.local.format = value,
-            Opt::Verify => {
-                let v = value.unwrap_or_default();
-                match Verify::parse(&v) {
-                    Some(mode) => settings.verify = mode,
-                    None => {
-                        log::error!("Invalid verification setting '{v}'");
-                        return Err(());
-                    }
-                }
-            }
-            Opt::DkrIndexUrl => {
-                let v = value.unwrap_or_default();
-                if !crate::util::validate::http_url_is_valid(&v) {
-                    log::error!("Index URL is not valid: {v}");
-                    return Err(());
-                }
-                settings.dkr_index_url = Some(v);
-            }
-            Opt::Platform => settings.platform = value,
-            Opt::MaxConcurrentDownloads => {
-                let v = value.unwrap_or_default();
-                match v.parse::<usize>() {
-                    Ok(n) if (1..=64).contains(&n) => settings.max_concurrent_downloads = Some(n),
-                    _ => {
-                        log::error!("Invalid number of concurrent downloads '{v}', expected 1…64.");
-                        return Err(());
-                    }
-                }
-            }
+        if !each(item)? {
+            break;
         }
     }
-    Ok(Parsed::Run {
-        settings: Box::new(settings),
-        args,
-    })
+    Ok(())
 }
 
-/// The long name of `opt`, for messages.
-fn option_name(opt: Opt) -> &'static str {
-    LONG_OPTIONS
-        .iter()
-        .find(|lo| lo.opt == opt)
-        .map_or("", |lo| lo.name)
+/// A personality's parse on the shared engine: `--help` and `--version` end the walk,
+/// positional words are collected, every other option goes to `apply` with `settings`
+/// (which starts as given). `Err(())` means "exit 1".
+pub fn parse_with(
+    argv0: &str,
+    argv: &[String],
+    table: &'static [LongOption],
+    mut settings: Settings,
+    mut apply: impl FnMut(&mut Settings, Opt, Option<String>) -> Result<(), ()>,
+) -> Result<Parsed, ()> {
+    let mut args = Vec::new();
+    let mut outcome = None;
+    walk(argv0, argv, table, |word| {
+        match word {
+            Word::Arg(a) => args.push(a),
+            Word::Opt(Opt::Help, _) => outcome = Some(Parsed::Help),
+            Word::Opt(Opt::Version, _) => outcome = Some(Parsed::Version),
+            Word::Opt(opt, value) => apply(&mut settings, opt, value)?,
+        }
+        Ok(outcome.is_none())
+    })?;
+    Ok(outcome.unwrap_or(Parsed::Run {
+        settings: Box::new(settings),
+        args,
+    }))
 }
 
 /// getopt_long's lookup: an exact name, else a unique prefix.
-fn find_long(argv0: &str, name: &str) -> Result<&'static LongOption, ()> {
-    if let Some(lo) = LONG_OPTIONS.iter().find(|lo| lo.name == name) {
+fn find_long(
+    argv0: &str,
+    table: &'static [LongOption],
+    name: &str,
+) -> Result<&'static LongOption, ()> {
+    if let Some(lo) = table.iter().find(|lo| lo.name == name) {
         return Ok(lo);
     }
-    let matches: Vec<&LongOption> = LONG_OPTIONS
+    let matches: Vec<&LongOption> = table
         .iter()
         .filter(|lo| !name.is_empty() && lo.name.starts_with(name))
         .collect();
@@ -460,113 +299,20 @@ fn find_long(argv0: &str, name: &str) -> Result<&'static LongOption, ()> {
     }
 }
 
-/// The help text: the C tool's, plus our additions (pull-oci and its options).
-pub fn help_text(program: &str) -> String {
-    format!(
-        "{program} [OPTIONS...] {{COMMAND}} ...\n\
-         \n\
-         Import container or virtual machine image.\n\
-         \n\
-         \x20 -h --help                   Show this help\n\
-         \x20    --version                Show package version\n\
-         \x20    --force                  Force creation of image\n\
-         \x20    --verify=                Verify downloaded image, one of: 'no', 'sum'\n\
-         \x20                             'signature'.\n\
-         \x20    --image-root=            Image root directory\n\
-         \x20    --dkr-index-url=URL      Specify index URL to use for downloads\n\
-         \x20    --platform=OS/ARCH[/VARIANT]\n\
-         \x20                             Platform to pull for pull-oci\n\
-         \x20    --max-concurrent-downloads=N\n\
-         \x20                             Layers pull-oci downloads at once (default 6)\n\
-         \n\
-         Commands:\n\
-         \x20 pull-tar URL [NAME]         Download a TAR image\n\
-         \x20 pull-raw URL [NAME]         Download a RAW image\n\
-         \x20 pull-dkr REMOTE [NAME]      Download a DKR image\n\
-         \x20 pull-oci REF [NAME]         Download an OCI image\n\
-         {}",
-        super::local::IMPORT_HELP
-    )
+/// Test helper: `s` split at white space into words.
+#[cfg(test)]
+pub fn test_words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
 }
 
+/// Test helper: what `parse` makes of the words of `s`, which must run a verb.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn words(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
-
-    fn run(s: &str) -> (Settings, Vec<String>) {
-        match parse("systemd-import", &words(s)) {
-            Ok(Parsed::Run { settings, args }) => (*settings, args),
-            other => panic!("{s}: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn options_may_appear_anywhere() {
-        let (s, a) = run("pull-tar --force http://x/y.tar --image-root /srv --verify=no");
-        assert!(s.force);
-        assert_eq!(s.image_root, PathBuf::from("/srv"));
-        assert_eq!(s.verify, Verify::No);
-        assert_eq!(a, ["pull-tar", "http://x/y.tar"]);
-    }
-
-    #[test]
-    fn double_dash_ends_options() {
-        let (s, a) = run("pull-raw -- --force");
-        assert!(!s.force);
-        assert_eq!(a, ["pull-raw", "--force"]);
-    }
-
-    #[test]
-    fn unique_prefixes_select_long_options() {
-        let (s, _) = run("--forc --veri=sum x");
-        assert!(s.force);
-        assert_eq!(s.verify, Verify::Checksum);
-    }
-
-    #[test]
-    fn ambiguous_unknown_and_missing_arguments_fail() {
-        assert!(
-            parse("p", &words("--ver x")).is_err(),
-            "--ver: --version or --verify"
-        );
-        assert!(
-            parse("p", &words("--ver=sum x")).is_err(),
-            "still ambiguous with a value"
-        );
-        assert!(parse("p", &words("--frobnicate")).is_err());
-        assert!(parse("p", &words("-x")).is_err());
-        assert!(parse("p", &words("pull-tar --verify")).is_err());
-        assert!(parse("p", &words("--force=yes")).is_err());
-        assert!(parse("p", &words("--verify=maybe")).is_err());
-        assert!(parse("p", &words("--dkr-index-url=ftp://x")).is_err());
-    }
-
-    #[test]
-    fn help_and_version_win_over_the_verb() {
-        assert!(matches!(
-            parse("p", &words("pull-tar -h")),
-            Ok(Parsed::Help)
-        ));
-        assert!(matches!(
-            parse("p", &words("--version pull-tar")),
-            Ok(Parsed::Version)
-        ));
-        assert!(
-            matches!(parse("p", &words("-hx")), Ok(Parsed::Help)),
-            "getopt stops at -h"
-        );
-    }
-
-    #[test]
-    fn verify_modes() {
-        assert_eq!(Verify::parse("sum"), Some(Verify::Checksum));
-        assert_eq!(Verify::parse("checksum"), Some(Verify::Checksum));
-        assert_eq!(Verify::parse("signature"), Some(Verify::Signature));
-        assert_eq!(Verify::parse("no"), Some(Verify::No));
-        assert_eq!(Verify::parse("yes"), None);
+pub fn test_run(
+    parse: fn(&str, &[String]) -> Result<Parsed, ()>,
+    s: &str,
+) -> (Settings, Vec<String>) {
+    match parse("prog", &test_words(s)) {
+        Ok(Parsed::Run { settings, args }) => (*settings, args),
+        other => panic!("{s}: {other:?}"),
     }
 }

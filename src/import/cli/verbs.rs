@@ -1,68 +1,70 @@
 //! Verb dispatch (systemd's `dispatch_verb()`) and the per-verb validation of spec §1.5.
 //! Each check logs the C tool's message and makes the tool exit 1.
 
-use super::options::{help_text, Settings, Verify};
-use super::{local, program_short_name};
+use super::options::{Settings, Verify};
+use super::personality::Personality;
+use super::program_short_name;
 use crate::import;
 use crate::import::dkr::{DkrImport, DkrRequest};
-use crate::import::local::ImportKind;
 use crate::import::oci::credentials;
 use crate::import::oci::platform::Platform;
 use crate::import::oci::reference::{Reference, ReferenceError};
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
-use crate::import::url::{RawImport, TarImport, UrlRequest};
+use crate::import::url::{PullOptions, RawImport, SideFiles, TarImport, UrlRequest};
+use crate::import::Dialect;
 use crate::util::{image, names, validate};
 
 /// A verb: its names (seed, then the v219 short alias), and its argument counts including
 /// the verb itself (`None` = any).
-struct VerbSpec {
+pub struct VerbSpec {
     names: &'static [&'static str],
     min_args: usize,
     max_args: Option<usize>,
-    run: fn(&str, &Settings, &[String]) -> i32,
+    run: fn(&Invocation, &[String]) -> i32,
 }
 
-const VERBS: &[VerbSpec] = &[
-    VerbSpec {
-        names: &["help"],
-        min_args: 0,
-        max_args: None,
-        run: verb_help,
-    },
-    VerbSpec {
-        names: &["pull-tar", "tar"],
-        min_args: 2,
-        max_args: Some(3),
-        run: verb_pull_tar,
-    },
-    VerbSpec {
-        names: &["pull-raw", "raw"],
-        min_args: 2,
-        max_args: Some(3),
-        run: verb_pull_raw,
-    },
-    VerbSpec {
-        names: &["pull-dkr", "dkr"],
-        min_args: 2,
-        max_args: Some(3),
-        run: verb_pull_dkr,
-    },
-    VerbSpec {
-        names: &["pull-oci", "oci"],
-        min_args: 2,
-        max_args: Some(3),
-        run: verb_pull_oci,
-    },
-];
+impl VerbSpec {
+    pub const fn new(
+        names: &'static [&'static str],
+        min_args: usize,
+        max_args: Option<usize>,
+        run: fn(&Invocation, &[String]) -> i32,
+    ) -> Self {
+        VerbSpec {
+            names,
+            min_args,
+            max_args,
+            run,
+        }
+    }
+}
 
-/// Find and run the verb in `args[0]`; returns the exit status.
-pub fn dispatch(argv0: &str, settings: &Settings, args: &[String]) -> i32 {
+/// One run of the program: which personality, under what name, with which settings.
+pub struct Invocation<'a> {
+    pub personality: &'static Personality,
+    pub argv0: &'a str,
+    pub settings: &'a Settings,
+}
+
+/// Find and run the verb in `args[0]` among the personality's verbs; returns the exit
+/// status.
+pub fn dispatch(inv: &Invocation, args: &[String]) -> i32 {
+    let v219 = inv.settings.dialect == Dialect::V219;
     let Some(name) = args.first() else {
-        log::error!("Requires operation parameter.");
+        if v219 {
+            log::error!("Requires operation parameter.");
+        } else {
+            log::error!("Command verb required.");
+        }
         return 1;
     };
-    let Some(verb) = VERBS.iter().find(|v| v.names.contains(&name.as_str())) else {
-        log::error!("Unknown operation {name}.");
+    let verbs = inv.personality.verbs;
+    let Some(verb) = verbs.iter().find(|v| v.names.contains(&name.as_str())) else {
+        if v219 {
+            log::error!("Unknown operation {name}.");
+        } else {
+            log::error!("Unknown command verb {name}.");
+        }
         return 1;
     };
     if args.len() < verb.min_args {
@@ -73,12 +75,60 @@ pub fn dispatch(argv0: &str, settings: &Settings, args: &[String]) -> i32 {
         log::error!("Too many arguments.");
         return 1;
     }
-    (verb.run)(argv0, settings, args)
+    (verb.run)(inv, args)
 }
 
-fn verb_help(argv0: &str, _: &Settings, _: &[String]) -> i32 {
-    print!("{}", help_text(&program_short_name(argv0)));
-    0
+/// `help`: the personality's help text.
+pub fn help(inv: &Invocation, _: &[String]) -> i32 {
+    print_help(inv.personality, inv.argv0)
+}
+
+/// Print the help text of `personality` for the program run as `argv0`; exit status 0,
+/// or that of SIGPIPE if stdout was closed (as for a C program).
+pub fn print_help(personality: &Personality, argv0: &str) -> i32 {
+    stdout_or_sigpipe(&(personality.help)(&program_short_name(argv0)))
+}
+
+/// Write `text` to stdout. When the reader went away (EPIPE), die of SIGPIPE as a C
+/// program does: restore its default action and raise it. Returns the exit status
+/// otherwise.
+pub fn stdout_or_sigpipe(text: &str) -> i32 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+            crate::util::sys::die_of_sigpipe();
+            1
+        }
+        Err(_) => 1,
+    }
+}
+
+/// `--dkr-index-url=`, validated.
+pub fn set_dkr_index_url(settings: &mut Settings, value: Option<String>) -> Result<(), ()> {
+    let v = value.unwrap_or_default();
+    if !validate::http_url_is_valid(&v) {
+        log::error!("Index URL is not valid: {v}");
+        return Err(());
+    }
+    settings.dkr_index_url = Some(v);
+    Ok(())
+}
+
+/// `--max-concurrent-downloads=N`, 1…64.
+pub fn set_max_downloads(settings: &mut Settings, value: Option<String>) -> Result<(), ()> {
+    let v = value.unwrap_or_default();
+    match v.parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => {
+            settings.max_concurrent_downloads = Some(n);
+            Ok(())
+        }
+        _ => {
+            log::error!("Invalid number of concurrent downloads '{v}', expected 1…64.");
+            Err(())
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -94,15 +144,44 @@ fn validate_url_request(
     suffixes: Suffixes,
 ) -> Result<UrlRequest, ()> {
     let url = &args[1];
+    let v219 = settings.dialect == Dialect::V219;
     if !validate::http_url_is_valid(url) {
         log::error!("URL '{url}' is not valid.");
         return Err(());
     }
-    let local = match args.get(2) {
-        Some(l) => l.clone(),
-        None => names::url_last_component(url).map_err(|e| {
-            log::error!("Failed get final component of URL: {e}");
-        })?,
+    // systemd-pull takes an explicit NAME as it is; only a name derived from the URL
+    // loses its suffixes there.
+    let (local, strip) = match args.get(2) {
+        Some(l) => (l.clone(), v219),
+        None => {
+            let last = names::url_last_component(url).map_err(|e| {
+                if v219 {
+                    log::error!("Failed get final component of URL: {e}");
+                } else {
+                    log::error!("Failed to get final component of URL: {e}");
+                }
+            })?;
+            (last, true)
+        }
+    };
+    let options = if v219 {
+        PullOptions::SEED
+    } else {
+        PullOptions {
+            side_files: SideFiles {
+                settings: settings.settings.unwrap_or(false),
+                roothash: settings.roothash && suffixes == Suffixes::Raw,
+                roothash_signature: settings.roothash_signature && suffixes == Suffixes::Raw,
+                verity: settings.verity && suffixes == Suffixes::Raw,
+            },
+            read_only: settings.read_only,
+            keep_download: settings.keep_download.unwrap_or(true),
+            sync: settings.sync,
+            convert_qcow2: settings.convert_qcow2,
+            btrfs_subvol: settings.btrfs_subvol,
+            btrfs_quota: settings.btrfs_quota,
+            size_max: settings.size_max,
+        }
     };
     let request = |local| UrlRequest {
         url: url.clone(),
@@ -113,12 +192,15 @@ fn validate_url_request(
         curl: settings.curl.clone(),
         keyring: settings.test.pubring.clone(),
         hold: settings.test.hold,
+        dialect: settings.dialect,
+        options,
     };
     if local.is_empty() || local == "-" {
         log::info!("Pulling '{url}'.");
         return Ok(request(None));
     }
     let local = match suffixes {
+        _ if !strip => local,
         // Q11: the C tool reported this EINVAL as "Out of memory."
         Suffixes::Tar => names::tar_strip_suffixes(&local).map_err(|e| {
             log::error!("Failed to strip tar suffixes from '{local}': {e}");
@@ -130,15 +212,24 @@ fn validate_url_request(
     Ok(request(Some(local)))
 }
 
-/// The local name must be a valid machine name and, unless `--force`, must not exist yet
-/// (Q9: under `--image-root` as well as on the fixed search path).
+/// The local name must be a valid machine name and, unless `--force`, must not exist yet:
+/// the seed looks under `--image-root` as well as on the fixed search path (Q9),
+/// systemd-pull on its class's search path only, as upstream.
 fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
-    if !validate::machine_name_is_valid(local) {
+    let valid = match settings.dialect {
+        Dialect::V219 => validate::machine_name_is_valid(local),
+        Dialect::V252 => validate::ldh_hostname_is_valid(local),
+    };
+    if !valid {
         log::error!("Local image name '{local}' is not valid.");
         return Err(());
     }
     if !settings.force {
-        match image::image_find(local, &settings.image_root) {
+        let found = match settings.dialect {
+            Dialect::V219 => image::image_find(local, &settings.image_root),
+            Dialect::V252 => image::image_find_in_class(local, settings.class),
+        };
+        match found {
             Err(e) => {
                 log::error!("Failed to check whether image '{local}' exists: {e}");
                 return Err(());
@@ -153,20 +244,16 @@ fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
     Ok(())
 }
 
-fn verb_pull_tar(_: &str, settings: &Settings, args: &[String]) -> i32 {
-    if args[0] == "tar" && local::is_local_source(&args[1]) {
-        return local::verb_import(ImportKind::Tar, settings, args);
-    }
+pub fn pull_tar(inv: &Invocation, args: &[String]) -> i32 {
+    let settings = inv.settings;
     let Ok(req) = validate_url_request(settings, args, Suffixes::Tar) else {
         return 1;
     };
     import::run(TarImport::new(req))
 }
 
-fn verb_pull_raw(_: &str, settings: &Settings, args: &[String]) -> i32 {
-    if args[0] == "raw" && local::is_local_source(&args[1]) {
-        return local::verb_import(ImportKind::Raw, settings, args);
-    }
+pub fn pull_raw(inv: &Invocation, args: &[String]) -> i32 {
+    let settings = inv.settings;
     let Ok(req) = validate_url_request(settings, args, Suffixes::Raw) else {
         return 1;
     };
@@ -222,14 +309,16 @@ fn validate_dkr_request(settings: &Settings, args: &[String]) -> Result<DkrReque
     })
 }
 
-fn verb_pull_dkr(_: &str, settings: &Settings, args: &[String]) -> i32 {
+pub fn pull_dkr(inv: &Invocation, args: &[String]) -> i32 {
+    let settings = inv.settings;
     let Ok(req) = validate_dkr_request(settings, args) else {
         return 1;
     };
     import::run(DkrImport::new(req))
 }
 
-fn verb_pull_oci(_: &str, settings: &Settings, args: &[String]) -> i32 {
+pub fn pull_oci(inv: &Invocation, args: &[String]) -> i32 {
+    let settings = inv.settings;
     let Ok(req) = validate_oci_request(settings, &args[1..]) else {
         return 1;
     };

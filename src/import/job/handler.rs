@@ -13,6 +13,7 @@ use super::worker::{self, Channel, WorkerSpec};
 use super::{JobState, ResponseMeta};
 use crate::event::{self, Clock};
 use crate::log_error_errno;
+use crate::util::dialect::Dialect;
 use crate::util::error::Error;
 use crate::util::format::{format_bytes, format_timespan, parse_http_time};
 
@@ -39,6 +40,8 @@ pub(crate) struct JobHandler {
     pub last_modified: Option<u64>,
 
     pub old_etags: Vec<String>,
+    /// v252 names the matching ETag in "Skipping download.".
+    dialect: Dialect,
     /// The server's ETag matched one we have: the download is skipped.
     pub etag_exists: bool,
     pub compressed_max: u64,
@@ -62,6 +65,7 @@ impl JobHandler {
         spec: WorkerSpec,
         old_etags: Vec<String>,
         compressed_max: u64,
+        dialect: Dialect,
     ) -> Self {
         JobHandler {
             url: url.to_string(),
@@ -74,6 +78,7 @@ impl JobHandler {
             content_length: None,
             last_modified: None,
             old_etags,
+            dialect,
             etag_exists: false,
             compressed_max,
             written_compressed: 0,
@@ -194,7 +199,12 @@ impl Handler for JobHandler {
         let counts = self.status_counts();
         if counts && name.eq_ignore_ascii_case("ETag") {
             if self.old_etags.contains(&value) {
-                log::info!("Image already downloaded. Skipping download.");
+                match self.dialect {
+                    Dialect::V219 => log::info!("Image already downloaded. Skipping download."),
+                    Dialect::V252 => {
+                        log::info!("Image already downloaded. Skipping download. ({value})")
+                    }
+                }
                 self.etag = Some(value.clone());
                 self.headers.push((name, value));
                 self.etag_exists = true;
@@ -399,8 +409,14 @@ mod tests {
                 };
                 let channel =
                     Channel::new(super::worker::DEFAULT_QUEUE_LIMIT).map_err(|e| e.to_string())?;
-                let mut h =
-                    JobHandler::new("http://x/y", channel, spec, vec!["\"old\"".into()], MAX);
+                let mut h = JobHandler::new(
+                    "http://x/y",
+                    channel,
+                    spec,
+                    vec!["\"old\"".into()],
+                    MAX,
+                    Dialect::V219,
+                );
                 for line in input.split_inclusive(|&b| b == b'\n') {
                     if let Some((name, value)) = parse_header_line(line) {
                         let blank = |c: char| c == ' ' || c == '\t';

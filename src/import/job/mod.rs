@@ -37,7 +37,9 @@ use sha2::Sha256;
 use crate::curl_glue::CurlGlue;
 use crate::event::{EventLoop, SourceId, EPOLLIN};
 use crate::log_error_errno;
+use crate::util::dialect::Dialect;
 use crate::util::error::{Error, Result};
+use crate::util::format::format_bytes;
 use handler::JobHandler;
 use worker::{Channel, InputEnd, WorkerSpec};
 
@@ -152,6 +154,12 @@ pub struct JobOptions {
     /// The size and digest the bytes as served must have (a resumed download's counted
     /// from its start); the job fails by itself when they do not.
     pub expected: Option<Expected>,
+    /// Whose messages the job logs: v252 adds the ETag to "Skipping download.", logs
+    /// "Acquired …" when a body is complete, and fails a 404 with ENOMEDIUM.
+    pub dialect: Dialect,
+    /// A 404 fails the job with ENOMEDIUM without a message: the owner tries another
+    /// URL or reports the file as absent itself.
+    pub quiet_not_found: bool,
 }
 
 impl JobOptions {
@@ -171,6 +179,8 @@ impl JobOptions {
             quiet_http_errors: false,
             queue_limit: DEFAULT_QUEUE_LIMIT,
             expected: None,
+            dialect: Dialect::V219,
+            quiet_not_found: false,
         }
     }
 }
@@ -197,6 +207,8 @@ pub struct ImportJob {
     /// curl's own error, when the transfer itself failed (for owners that retry).
     transfer_error: Option<curl::Error>,
     quiet_http_errors: bool,
+    dialect: Dialect,
+    quiet_not_found: bool,
     /// Checked once the body is complete (taken from the options by `new`).
     expected: Option<Expected>,
     /// The body was complete but not what `expected` said.
@@ -220,6 +232,8 @@ impl ImportJob {
             url: url.to_string(),
             state: JobState::Init,
             quiet_http_errors: options.quiet_http_errors,
+            dialect: options.dialect,
+            quiet_not_found: options.quiet_not_found,
             expected,
             mismatch: false,
             options: Some(options),
@@ -263,6 +277,7 @@ impl ImportJob {
             spec,
             options.old_etags.clone(),
             options.compressed_max,
+            options.dialect,
         );
         let mut easy = glue.make(&self.url, handler)?;
         let eio = |e: curl::Error| Error::with_message(libc::EIO, e.to_string());
@@ -376,10 +391,17 @@ impl ImportJob {
             return self.finish(lp, Ok(()));
         }
         if code >= 300 {
+            let errno = match self.dialect {
+                Dialect::V252 if code == 404 => libc::ENOMEDIUM,
+                _ => libc::EIO,
+            };
             let e = Error::with_message(
-                libc::EIO,
+                errno,
                 format!("HTTP request to {} failed with code {}.", self.url, code),
             );
+            if code == 404 && self.quiet_not_found {
+                return self.finish(lp, Err(Error::new(libc::ENOMEDIUM)));
+            }
             if !self.quiet_http_errors {
                 log::error!("{}", e.msg().unwrap_or_default());
             }
@@ -463,6 +485,9 @@ impl ImportJob {
                     None => Ok(()),
                 };
                 self.mismatch = checked.is_err();
+                if checked.is_ok() && self.dialect == Dialect::V252 {
+                    log::info!("Acquired {}.", format_bytes(self.written_uncompressed));
+                }
                 self.finish(lp, checked)
             }
             Some(Err(e)) => {

@@ -284,7 +284,7 @@ pub fn mark_read_only(read_only: bool, image: &OwnedFd) -> Result<()> {
     if !read_only {
         return Ok(());
     }
-    ufs::make_very_read_only(image.as_fd())
+    ufs::make_very_read_only_fd(image.as_fd())
         .map_err(|e| log_error_errno!(e.clone(), "Failed to make image read-only: {}", e))
 }
 

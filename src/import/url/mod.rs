@@ -13,12 +13,14 @@ pub mod downloads;
 pub mod pull;
 pub mod qcow2;
 pub mod raw;
+pub mod side;
 pub mod tar;
 pub mod verify;
 
 use std::path::PathBuf;
 
 use crate::curl_glue::CurlSettings;
+use crate::import::Dialect;
 use crate::util::test_seams::Hold;
 
 pub use raw::RawImport;
@@ -30,6 +32,9 @@ pub enum Verify {
     No,
     Checksum,
     Signature,
+    /// systemd-pull's literal SHA-256 of the download (`--verify=<64 hex>`): no checksum
+    /// or signature file is fetched, the image's digest is compared with this one.
+    Literal([u8; 32]),
 }
 
 impl Verify {
@@ -60,4 +65,60 @@ pub struct UrlRequest {
     pub keyring: Option<PathBuf>,
     /// Test setting: where a step's task waits to be cancelled.
     pub hold: Option<Hold>,
+    /// Whose messages and progress format the pull follows.
+    pub dialect: Dialect,
+    /// What systemd-pull's options add (the seed's pulls use [`PullOptions::SEED`]).
+    pub options: PullOptions,
+}
+
+/// The side files systemd-pull fetches next to the image (all optional downloads).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct SideFiles {
+    /// `NAME.nspawn` (tar and raw).
+    pub settings: bool,
+    /// `NAME.roothash` (raw).
+    pub roothash: bool,
+    /// `NAME.roothash.p7s` (raw).
+    pub roothash_signature: bool,
+    /// `NAME.verity` (raw).
+    pub verity: bool,
+}
+
+/// systemd-pull's options for a tar or raw pull (modern-systemd.md §1.2).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PullOptions {
+    pub side_files: SideFiles,
+    /// `--read-only`: the local image is made read-only too.
+    pub read_only: bool,
+    /// `--keep-download=`: keep the download as a read-only cache entry and copy it to
+    /// the local image; without it the download is moved there.
+    pub keep_download: bool,
+    /// `--sync=`: sync what was written before finishing.
+    pub sync: bool,
+    /// `--convert-qcow2=` (raw).
+    pub convert_qcow2: bool,
+    /// `--btrfs-subvol=`, `--btrfs-quota=` (tar).
+    pub btrfs_subvol: bool,
+    pub btrfs_quota: bool,
+    /// `--size-max=`: the cap on the uncompressed image (raw).
+    pub size_max: Option<u64>,
+}
+
+impl PullOptions {
+    /// What the seed's pull-tar and pull-raw do: no side files, a kept read-only cache.
+    pub const SEED: PullOptions = PullOptions {
+        side_files: SideFiles {
+            settings: false,
+            roothash: false,
+            roothash_signature: false,
+            verity: false,
+        },
+        read_only: false,
+        keep_download: true,
+        sync: true,
+        convert_qcow2: true,
+        btrfs_subvol: true,
+        btrfs_quota: true,
+        size_max: None,
+    };
 }

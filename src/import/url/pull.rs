@@ -31,9 +31,13 @@ pub trait Flavor: Default + Sized + 'static {
     const CACHE: CacheKind;
     /// What each stage is worth in the progress.
     const PLAN: ProgressPlan;
+    /// The image's file name without the suffixes of this kind of image (names the side
+    /// files).
+    fn strip_suffixes(name: &str) -> String;
     /// The image job's options, for a download into `temp` (a reserved name the importer
-    /// removes unless it is kept; nothing exists there yet).
-    fn image_job(&mut self, temp: &Path) -> Result<JobOptions>;
+    /// removes unless it is kept; nothing exists there yet), at most `size_max`
+    /// uncompressed bytes if given (raw's `--size-max=`).
+    fn image_job(&mut self, temp: &Path, size_max: Option<u64>) -> Result<JobOptions>;
     /// A fresh download was verified: continue from there to the end of the pull.
     fn verified(import: &mut UrlImport<Self>, lp: &mut EventLoop<UrlImport<Self>>);
     /// Make the local image from the cache entry, or finish if none was asked for.
@@ -60,8 +64,8 @@ pub struct UrlImport<F> {
 impl<F: Flavor> UrlImport<F> {
     pub fn new(req: UrlRequest) -> Result<Self> {
         Ok(UrlImport {
-            lifecycle: Lifecycle::new(),
-            downloads: UrlDownloads::new(&req.url, req.verify, F::PLAN),
+            lifecycle: Lifecycle::with_dialect(req.dialect),
+            downloads: UrlDownloads::new(&req, F::PLAN, F::strip_suffixes),
             flavor: F::default(),
             temp: None,
             glue: CurlGlue::new(req.curl.clone())?,
@@ -105,7 +109,10 @@ impl<F: Flavor> UrlImport<F> {
         }
         match downloads::signature_check(&self.downloads, self.req.keyring.clone()) {
             None => F::verified(self, lp),
-            Some(check) => self.run_step(lp, "import-gpg", check, |me, lp, ()| F::verified(me, lp)),
+            Some(Err(e)) => self.finish(lp, Err(e)),
+            Some(Ok(check)) => {
+                self.run_step(lp, "import-gpg", check, |me, lp, ()| F::verified(me, lp))
+            }
         }
     }
 }
@@ -122,7 +129,7 @@ impl<F: Flavor> JobOwner for UrlImport<F> {
         if self.stage != Stage::Downloading || self.lifecycle.is_finished() {
             return;
         }
-        match self.downloads.on_job_complete(key) {
+        match self.downloads.on_job_complete(lp, &mut self.glue, key) {
             None => {}
             Some(Err(e)) => self.finish(lp, Err(e)),
             Some(Ok(())) => self.downloaded(lp),
@@ -138,7 +145,7 @@ impl<F: Flavor> Importer for UrlImport<F> {
         let temp = TempPath::next_to(&cache_path(root, F::CACHE, url, None));
         let path = temp.path().to_path_buf();
         self.temp = Some(temp);
-        let mut options = self.flavor.image_job(&path)?;
+        let mut options = self.flavor.image_job(&path, self.req.options.size_max)?;
         options.old_etags = old_etags;
         self.downloads.begin(lp, &mut self.glue, options)?;
         self.lifecycle.start_progress_timer(lp)

@@ -31,17 +31,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
 
-use super::downloads::{ProgressPlan, Stage};
+use super::downloads::{ProgressPlan, Side, Stage};
 use super::pull::{test_hold, Flavor, UrlImport};
 use super::qcow2;
+use super::side::{self, Owner};
+use super::SideFiles;
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink};
 use crate::import::store::{self, CacheKind, LocalImage, TempPath};
 use crate::import::Importer;
 use crate::log_error_errno;
+use crate::util::dialect::Dialect;
 use crate::util::error::{Error, Result};
-use crate::util::fs;
 use crate::util::test_seams::Hold;
+use crate::util::{fs, names};
 
 /// Mode of the downloaded (and converted) file before it is made read-only.
 const DOWNLOAD_MODE: u32 = 0o644;
@@ -58,17 +61,28 @@ impl Flavor for Raw {
     const CACHE: CacheKind = CacheKind::Raw;
     const PLAN: ProgressPlan = ProgressPlan::RAW;
 
+    fn strip_suffixes(name: &str) -> String {
+        names::raw_strip_suffixes(name)
+    }
+
     /// The job writes into a new NOCOW file at `temp`, created now.
-    fn image_job(&mut self, temp: &Path) -> Result<JobOptions> {
+    fn image_job(&mut self, temp: &Path, size_max: Option<u64>) -> Result<JobOptions> {
         // As in the C tool a failure here is not reported: creating the file reports it.
         let _ = fs::mkdir_parents(temp, 0o700);
         let fd = store::create_image_file(temp, OFlag::O_RDWR, DOWNLOAD_MODE)?;
-        Ok(JobOptions::new(Sink::File(fd)))
+        let mut options = JobOptions::new(Sink::File(fd));
+        if let Some(max) = size_max {
+            options.uncompressed_max = max;
+        }
+        Ok(options)
     }
 
     /// Convert a qcow2 image to raw (a task); anything else stays as it is.
     fn verified(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
         me.enter(lp, Stage::Unpacking);
+        if !me.req.options.convert_qcow2 {
+            return finalize(me, lp);
+        }
         let (Some(temp), Some(final_path)) = (&me.temp, &me.final_path) else {
             return me.finish(lp, Err(Error::new(libc::EINVAL)));
         };
@@ -95,12 +109,17 @@ impl Flavor for Raw {
             return me.finish(lp, Ok(()));
         };
         let (root, force, hold) = (me.req.image_root.clone(), me.req.force, me.req.hold);
+        let options = me.req.options;
+        let exact_mode = me.req.dialect == Dialect::V219;
         me.run_step(
             lp,
             "import-copy",
             move |cancel| {
                 let image = LocalImage::new(&root, &format!("{local}.raw"), &local, force);
-                store::copy_file(&source, &image)?;
+                store::copy_file_with(&source, &image, exact_mode)?;
+                if options.read_only {
+                    fs::make_read_only(image.path())?;
+                }
                 test_hold(hold, Hold::LocalCopy, cancel)?;
                 if cancel.load(Ordering::Acquire) {
                     // The user gave up: do not make a new image appear now.
@@ -108,26 +127,108 @@ impl Flavor for Raw {
                 }
                 image.install().map_err(|e| {
                     log_error_errno!(e.clone(), "Failed to move writable image into place: {}", e)
-                })
+                })?;
+                install_sides(&options.side_files, &source, None, &root, &local, force);
+                Ok(())
             },
             |me, lp, ()| me.finish(lp, Ok(())),
         );
     }
 }
 
-/// Make the image read-only and move it into the cache (cheap: a chmod and a rename,
-/// which replaces a stale entry of the same name atomically).
+/// Install the side files `wanted` next to `<root>/<local>.raw`: from `fetched` when
+/// given (`--keep-download=no`), else from the copies next to the cache entry `entry`.
+fn install_sides(
+    wanted: &SideFiles,
+    entry: &Path,
+    fetched: Option<&[(Side, Vec<u8>)]>,
+    root: &Path,
+    local: &str,
+    force: bool,
+) {
+    let fetched_content = |side| {
+        fetched.map(|f| {
+            f.iter()
+                .find(|(s, _)| *s == side)
+                .map(|(_, c)| c.as_slice())
+        })
+    };
+    for side in Side::ALL {
+        let wanted = match side {
+            Side::Settings => wanted.settings,
+            Side::RootHash => wanted.roothash,
+            Side::RootHashSignature => wanted.roothash_signature,
+            Side::Verity => wanted.verity,
+        };
+        match (wanted, fetched_content(side)) {
+            (false, _) | (true, Some(None)) => {}
+            (true, Some(Some(content))) => {
+                side::install(Owner::Raw, side, entry, Some(content), root, local, force)
+            }
+            (true, None) => side::install(Owner::Raw, side, entry, None, root, local, force),
+        }
+    }
+}
+
+/// Make the image read-only and move it into the cache with the side files next to it
+/// (cheap: a chmod and a rename, which replaces a stale entry of the same name
+/// atomically); with `--keep-download=no` move it to the local image instead.
 fn finalize(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
     me.enter(lp, Stage::Finalizing);
     let (Some(temp), Some(final_path)) = (&me.temp, &me.final_path) else {
         return me.finish(lp, Err(Error::new(libc::EINVAL)));
     };
-    let moved = fs::make_read_only(temp.path()).and_then(|()| {
+    let options = me.req.options;
+    let sides = me.downloads.side_files();
+    if let (false, Some(local)) = (options.keep_download, me.req.local.clone()) {
+        let (root, force) = (&me.req.image_root, me.req.force);
+        let target = root.join(format!("{local}.raw"));
+        let moved = (|| {
+            if options.read_only {
+                fs::make_read_only(temp.path())?;
+            }
+            if force {
+                store::install_replacing(temp.path(), &target)
+            } else {
+                fs::rename_noreplace(temp.path(), &target)
+            }
+        })()
+        .map_err(|e| {
+            log_error_errno!(
+                e.clone(),
+                "Failed to move local image into place '{}': {}",
+                target.display(),
+                e
+            )
+        });
+        if let Err(e) = moved {
+            return me.finish(lp, Err(e));
+        }
+        log::info!("Created new local image '{local}'.");
+        if let Some(t) = me.temp.take() {
+            t.keep();
+        }
+        install_sides(
+            &options.side_files,
+            final_path,
+            Some(&sides),
+            root,
+            &local,
+            force,
+        );
+        return me.finish(lp, Ok(()));
+    }
+    let read_only = options.keep_download;
+    let moved = (|| {
+        if read_only {
+            fs::make_read_only(temp.path())?;
+        }
         std::fs::rename(temp.path(), final_path).map_err(|e| {
             let e = Error::from(e);
             log_error_errno!(e.clone(), "Failed to move RAW file into place: {}", e)
-        })
-    });
+        })?;
+        side::cache(final_path, &sides, read_only)
+    })();
     if let Err(e) = moved {
         return me.finish(lp, Err(e));
     }

@@ -24,16 +24,18 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use super::downloads::{ProgressPlan, Stage};
+use super::downloads::{ProgressPlan, Side, Stage};
 use super::pull::{Flavor, UrlImport};
+use super::side::{self, Owner};
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink, StreamContext};
-use crate::import::store::{self, CacheKind};
+use crate::import::store::{self, CacheKind, LocalImage, TempPath};
 use crate::import::unpack::{self, Mode};
 use crate::import::Importer;
 use crate::log_error_errno;
+use crate::util::dialect::Dialect;
 use crate::util::error::{Error, Result};
-use crate::util::fs;
+use crate::util::{fs, names};
 
 /// What pull-tar adds to a URL pull: the body is unpacked as it arrives, and the tree is
 /// installed as the cache entry.
@@ -47,58 +49,131 @@ impl Flavor for Tar {
     const CACHE: CacheKind = CacheKind::Tar;
     const PLAN: ProgressPlan = ProgressPlan::TAR;
 
+    fn strip_suffixes(name: &str) -> String {
+        names::tar_strip_suffixes(name).unwrap_or_else(|_| name.to_string())
+    }
+
     /// The job streams the decompressed tarball into the unpacker, which creates the
     /// tree at `temp` when the first body byte arrives.
-    fn image_job(&mut self, temp: &Path) -> Result<JobOptions> {
+    fn image_job(&mut self, temp: &Path, _size_max: Option<u64>) -> Result<JobOptions> {
         let temp = temp.to_path_buf();
         Ok(JobOptions::new(Sink::Stream(Box::new(move |ctx, body| {
             unpack_into(&temp, ctx, body)
         }))))
     }
 
-    /// Make the verified tree read-only and move it into the cache.
+    /// Make the verified tree read-only and move it into the cache, with the side files
+    /// next to it; with `--keep-download=no` move it to the local image instead.
     fn verified(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
         me.enter(lp, Stage::Finalizing);
-        let (Some(temp), Some(final_path)) = (&me.temp, &me.final_path) else {
+        let (Some(temp), Some(final_path)) = (me.temp.take(), me.final_path.clone()) else {
             return me.finish(lp, Err(Error::new(libc::EINVAL)));
         };
-        let (temp, final_path) = (temp.path().to_path_buf(), final_path.clone());
+        let options = me.req.options;
+        let sides = me.downloads.side_files();
+        let very = me.req.dialect == Dialect::V252;
+        if let (false, Some(local)) = (options.keep_download, me.req.local.clone()) {
+            let (root, force) = (me.req.image_root.clone(), me.req.force);
+            return me.run_step(
+                lp,
+                "import-finalize",
+                move |_| {
+                    LocalImage::from_temp(temp, &root, &local, force)
+                        .install()
+                        .map_err(|e| {
+                            log_error_errno!(
+                                e.clone(),
+                                "Failed to install local image '{}': {}",
+                                local,
+                                e
+                            )
+                        })?;
+                    if options.read_only {
+                        fs::make_very_read_only(&root.join(&local))?;
+                    }
+                    for (side, content) in &sides {
+                        side::install(
+                            Owner::Tar,
+                            *side,
+                            &root,
+                            Some(content),
+                            &root,
+                            &local,
+                            force,
+                        );
+                    }
+                    Ok(())
+                },
+                |me, lp, ()| me.finish(lp, Ok(())),
+            );
+        }
+        let read_only = options.keep_download;
         // A task: replacing a stale entry removes its tree.
         me.run_step(
             lp,
             "import-finalize",
-            move |_| install_into_cache(&temp, &final_path),
-            |me, lp, ()| {
-                if let Some(t) = me.temp.take() {
-                    t.keep();
-                }
-                Self::copy(me, lp)
+            move |_| {
+                install_into_cache(temp, &final_path, read_only, very)?;
+                side::cache(&final_path, &sides, read_only)
             },
+            |me, lp, ()| Self::copy(me, lp),
         );
     }
 
-    /// Make the local image, if one was asked for.
+    /// Make the local image, if one was asked for, and install the side files next to it.
     fn copy(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
         me.enter(lp, Stage::Copying);
         let (Some(local), Some(final_path)) = (me.req.local.clone(), me.final_path.clone()) else {
             return me.finish(lp, Ok(()));
         };
         let (root, force) = (me.req.image_root.clone(), me.req.force);
+        let options = me.req.options;
         me.run_step(
             lp,
             "import-copy",
-            move |cancel| store::copy_tree(&final_path, &root, &local, force, Some(cancel)),
+            move |cancel| {
+                store::copy_tree(&final_path, &root, &local, force, Some(cancel))?;
+                if options.read_only {
+                    fs::make_very_read_only(&root.join(&local))?;
+                }
+                if options.side_files.settings {
+                    side::install(
+                        Owner::Tar,
+                        Side::Settings,
+                        &final_path,
+                        None,
+                        &root,
+                        &local,
+                        force,
+                    );
+                }
+                Ok(())
+            },
             |me, lp, ()| me.finish(lp, Ok(())),
         );
     }
 }
 
-/// Drop the tree's write permission and move it to its cache name, atomically replacing
-/// a stale entry of the same name (Q10: one without an ETag).
-fn install_into_cache(temp: &Path, final_path: &Path) -> Result<()> {
-    fs::make_read_only(temp)?;
-    store::install_replacing(temp, final_path)
-        .map_err(|e| log_error_errno!(e.clone(), "Failed to rename to final image name: {}", e))
+/// Make the tree read-only (v219: no write bits; v252: immutable or a read-only
+/// subvolume) unless `read_only` is off, and move it to its cache name, atomically
+/// replacing a stale entry of the same name (Q10: one without an ETag).
+fn install_into_cache(
+    temp: TempPath,
+    final_path: &Path,
+    read_only: bool,
+    very: bool,
+) -> Result<()> {
+    if read_only && !very {
+        fs::make_read_only(temp.path())?;
+    }
+    store::install_replacing(temp.path(), final_path)
+        .map_err(|e| log_error_errno!(e.clone(), "Failed to rename to final image name: {}", e))?;
+    temp.keep();
+    // An immutable directory cannot be renamed: v252's flag comes once it is in place.
+    if read_only && very {
+        fs::make_very_read_only(final_path)?;
+    }
+    Ok(())
 }
 
 /// The image job's stream consumer: create the temporary tree and unpack the body into

@@ -34,6 +34,7 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
+use crate::util::dialect::Dialect;
 use crate::util::error::{Error, Result};
 use crate::util::{fs, names, sys, validate};
 use crate::{log_debug_errno, log_error_errno, log_warning_errno};
@@ -52,6 +53,12 @@ const SUMS_SEPARATORS: [&str; 2] = [" *", "  "];
 /// component, query dropped, names the file), `sha256` = lowercase hex of the bytes as
 /// served.
 pub fn verify_checksum(sums: &[u8], url: &str, sha256: &str) -> Result<()> {
+    verify_checksum_as(sums, url, sha256, Dialect::V219)
+}
+
+/// [`verify_checksum`] with the messages of `dialect`.
+pub fn verify_checksum_as(sums: &[u8], url: &str, sha256: &str, dialect: Dialect) -> Result<()> {
+    let v219 = dialect == Dialect::V219;
     if sums.is_empty() {
         return Err(log_error_errno!(
             Errno::EBADMSG,
@@ -62,15 +69,43 @@ pub fn verify_checksum(sums: &[u8], url: &str, sha256: &str) -> Result<()> {
         .ok()
         .filter(|n| validate::filename_is_valid(n))
     else {
+        if !v219 {
+            return Err(log_error_errno!(
+                Errno::EBADMSG,
+                "Cannot verify checksum, could not determine server-side file name."
+            ));
+        }
         return Err(log_error_errno!(
             Errno::EBADMSG,
             "Cannot verify checksum, could not determine valid server-side file name."
         ));
     };
     if !sums_have_line(sums, sha256, &name) {
+        if !v219 {
+            return Err(log_error_errno!(
+                Errno::EBADMSG,
+                "DOWNLOAD INVALID: Checksum of {} file did not check out, file has been tampered with.",
+                name
+            ));
+        }
         return Err(log_error_errno!(
             Errno::EBADMSG,
             "Checksum did not check out, payload has been tempered with."
+        ));
+    }
+    log::info!("SHA256 checksum of {url} is valid.");
+    Ok(())
+}
+
+/// systemd-pull's `--verify=<hex>`: the download's SHA-256 (`sha256`, lowercase hex)
+/// must be `expected`.
+pub fn verify_literal(expected: &[u8; 32], url: &str, sha256: &str) -> Result<()> {
+    let expected: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+    if expected != sha256 {
+        return Err(log_error_errno!(
+            Errno::EBADMSG,
+            "DOWNLOAD INVALID: Checksum of {} file did not check out, file has been tampered with.",
+            url
         ));
     }
     log::info!("SHA256 checksum of {url} is valid.");
@@ -113,8 +148,9 @@ pub fn keyring_path(test_keyring: Option<&Path>) -> PathBuf {
     }
 }
 
-/// §5.2 signature check: run gpg on `sums` with the detached `signature`, against
-/// `keyring` (see [`keyring_path`]).
+/// §5.2 signature check: run gpg on `sums` with the detached `signature` (`None`: `sums`
+/// is inline-signed, systemd-pull's `.sha256`), against `keyring` (see
+/// [`keyring_path`]).
 ///
 /// Blocks until gpg exits. When `cancel` is given it is polled every 100 ms; once set,
 /// gpg is killed and reaped and ECANCELED returned.
@@ -124,7 +160,19 @@ pub fn verify_signature(
     keyring: &Path,
     cancel: Option<&AtomicBool>,
 ) -> Result<()> {
-    if signature.is_empty() {
+    verify_signature_as(sums, Some(signature), keyring, cancel, Dialect::V219)
+}
+
+/// [`verify_signature`] with the messages of `dialect`, and `signature` `None` for an
+/// inline-signed `sums`.
+pub fn verify_signature_as(
+    sums: &[u8],
+    signature: Option<&[u8]>,
+    keyring: &Path,
+    cancel: Option<&AtomicBool>,
+    dialect: Dialect,
+) -> Result<()> {
+    if signature.is_some_and(<[u8]>::is_empty) {
         return Err(log_error_errno!(
             Errno::EBADMSG,
             "Signature is empty, cannot verify."
@@ -133,16 +181,22 @@ pub fn verify_signature(
     let (stdin_read, stdin_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| fail(e, "Failed to create pipe for gpg"))?;
     // Declared before the child so they are removed after it is killed and reaped.
-    let mut signature_file =
-        TempSignature::create().map_err(|e| fail(e, "Failed to create temporary file"))?;
-    signature_file
-        .file
-        .write_all(signature)
-        .map_err(|e| fail(e, "Failed to write to temporary file"))?;
+    let signature_file = match signature {
+        Some(signature) => {
+            let mut file =
+                TempSignature::create().map_err(|e| fail(e, "Failed to create temporary file"))?;
+            file.file
+                .write_all(signature)
+                .map_err(|e| fail(e, "Failed to write to temporary file"))?;
+            Some(file)
+        }
+        None => None,
+    };
     let home = TempHome::create()
         .map_err(|e| fail(e, "Failed to create temporary home directory for gpg"))?;
 
-    let mut gpg = Gpg::spawn(&home.path, keyring, &signature_file.path, stdin_read)?;
+    let signature_path = signature_file.as_ref().map(|f| f.path.as_path());
+    let mut gpg = Gpg::spawn(&home.path, keyring, signature_path, stdin_read)?;
     let delivery = gpg.feed(stdin_write, sums, cancel)?;
     let status = gpg.wait(cancel)?;
     if let Some(signal) = status.signal() {
@@ -160,6 +214,12 @@ pub fn verify_signature(
         // gpg cannot have checked a signature over data it never read.
         (Some(0), Delivery::ReaderGone) => Err(fail(Errno::EPIPE, "Failed to write to pipe")),
         (code, _) => {
+            if dialect == Dialect::V252 {
+                return Err(log_error_errno!(
+                    Errno::EBADMSG,
+                    "DOWNLOAD INVALID: Signature verification failed."
+                ));
+            }
             log::warn!("gpg failed with error code {}.", code.unwrap_or(-1));
             Err(log_error_errno!(
                 Errno::EBADMSG,
@@ -263,7 +323,7 @@ struct Gpg {
 }
 
 impl Gpg {
-    fn spawn(home: &Path, keyring: &Path, signature: &Path, stdin: OwnedFd) -> Result<Gpg> {
+    fn spawn(home: &Path, keyring: &Path, signature: Option<&Path>, stdin: OwnedFd) -> Result<Gpg> {
         let mut cmd = Command::new("gpg");
         cmd.args([
             "--no-options",
@@ -276,7 +336,7 @@ impl Gpg {
         .arg(prefixed("--homedir=", home))
         .arg(prefixed("--keyring=", keyring))
         .arg("--verify")
-        .arg(signature)
+        .args(signature)
         .arg("-")
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())

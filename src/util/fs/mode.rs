@@ -15,7 +15,7 @@ use crate::util::sys;
 
 /// `FS_NOCOW_FL` from `linux/fs.h`: no copy-on-write for this file (btrfs).
 const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
-/// `FS_IMMUTABLE_FL` from `linux/fs.h`: the inode cannot be changed (`chattr +i`).
+/// `FS_IMMUTABLE_FL`: the inode may not be changed, renamed, linked to or deleted.
 const FS_IMMUTABLE_FL: libc::c_int = 0x0000_0010;
 
 /// Drop the write bits of the inode `fd` (`chmod a-w`), keeping setuid/setgid/sticky.
@@ -76,23 +76,58 @@ fn make_read_only_fd(fd: BorrowedFd<'_>) -> Result<()> {
     }
 }
 
-/// Make an image read-only the way systemd 252 marks a local image (`--read-only` of
-/// systemd-import and systemd-import-fs): a btrfs subvolume gets its read-only flag, any
-/// other directory `FS_IMMUTABLE_FL` on its top inode only (`chattr +i`), a regular file
-/// loses its write bits. Errors are returned, not logged.
-pub fn make_very_read_only(fd: BorrowedFd<'_>) -> Result<()> {
+/// systemd 252's `fs_make_very_read_only()`: a btrfs subvolume gets its read-only flag, any
+/// other directory `FS_IMMUTABLE_FL` (`chattr +i`, the top directory only), a regular
+/// file loses its write bits.
+pub fn make_very_read_only(path: &Path) -> Result<()> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        let e = Error::from(e);
+        log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
+    })?;
+    make_very_read_only_fd(fd.as_fd()).map_err(|e| {
+        if e.msg().is_some() {
+            return e;
+        }
+        log_error_errno!(
+            e.clone(),
+            "Failed to mark {} read-only: {}",
+            path.display(),
+            e
+        )
+    })
+}
+
+/// [`make_very_read_only`] of an open image (errors of the flags unlogged).
+pub fn make_very_read_only_fd(fd: BorrowedFd<'_>) -> Result<()> {
     let meta = stat_fd(fd)?;
     if meta.mode & libc::S_IFMT != libc::S_IFDIR {
-        return drop_write_bits(fd);
+        return make_read_only_fd(fd);
     }
     match btrfs::subvol_set_read_only(fd, true) {
-        Err(e) if matches!(e.errno(), libc::ENOTTY | libc::EINVAL) => {
-            let flags = sys::inode_flags(fd)?;
-            sys::set_inode_flags(fd, flags | FS_IMMUTABLE_FL)?;
-            Ok(())
+        Err(e) if matches!(e.errno(), libc::ENOTTY | libc::ENOTDIR | libc::EINVAL) => {
+            set_immutable(fd, true)
         }
         r => r,
     }
+}
+
+/// Set or clear `FS_IMMUTABLE_FL` on `fd`.
+pub fn set_immutable(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let flags = sys::inode_flags(fd)?;
+    let new = if on {
+        flags | FS_IMMUTABLE_FL
+    } else {
+        flags & !FS_IMMUTABLE_FL
+    };
+    if new != flags {
+        sys::set_inode_flags(fd, new)?;
+    }
+    Ok(())
 }
 
 /// Set `FS_NOCOW_FL` on `fd` (btrfs: no copy-on-write, for disk images). Errors are

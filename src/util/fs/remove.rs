@@ -102,6 +102,9 @@ fn remove_entry(
         // Replaced between stat and open: do not touch what we did not inspect.
         return Err(Error::new(libc::ESTALE));
     }
+    // A read-only image made by systemd-pull off btrfs is immutable (chattr +i): neither
+    // its entries nor itself can go until the flag is cleared (needs CAP_LINUX_IMMUTABLE).
+    let _ = super::mode::set_immutable(sub.as_fd(), false);
     let children = remove_children(sub.as_fd(), &sub_meta);
     let this = unlink_entry(dir, name, true, dir_is_ours);
     children.and(this)
