@@ -618,3 +618,41 @@ fn sigint_during_an_import_from_stdin_leaves_nothing_behind() {
     assert!(names(&root).is_empty(), "left behind: {:?}", names(&root));
     drop(stdin);
 }
+
+#[test]
+fn a_subvolume_is_exported_from_a_read_only_snapshot() {
+    let btrfs = BtrfsMount::new();
+    let machines = btrfs.path().join("machines");
+    fs::create_dir(&machines).unwrap();
+    let image = machines.join("vol");
+    run(Command::new("btrfs")
+        .args(["-q", "subvolume", "create"])
+        .arg(&image));
+    fs::create_dir(image.join("etc")).unwrap();
+    fs::write(image.join("etc/os-release"), b"ID=vol\n").unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let ours = ours_as(bin.path(), "systemd-export");
+    let out = btrfs.path().join("vol.tar");
+    let mut cmd = program("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount --bind "$1" /var/lib/machines && shift && exec "$@""#)
+        .arg("sh")
+        .arg(&machines)
+        .arg(&ours)
+        .args(["tar", "vol"])
+        .arg(&out)
+        .env("SYSTEMD_LOG_LEVEL", "debug");
+    let o = ok("export", run_cli(&mut cmd));
+    assert!(
+        o.stderr
+            .contains("Exporting from read-only snapshot /var/lib/machines/.#export.vol"),
+        "{}",
+        o.stderr
+    );
+    // The snapshot is gone, the image is still writable.
+    assert_eq!(names(&machines), ["vol"]);
+    assert_eq!(subvolume_flags(&image), "ro=false");
+    let x = btrfs.path().join("x");
+    extract_gnu(&out, Compression::Uncompressed, &x);
+    assert_eq!(fs::read(x.join("etc/os-release")).unwrap(), b"ID=vol\n");
+}

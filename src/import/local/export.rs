@@ -112,7 +112,7 @@ fn read_only_view(image: &std::path::Path, tree: OwnedFd) -> Result<(Option<Temp
         return Ok((None, tree));
     }
     let (parent, name) = fs::split_parent(image)?;
-    let temp = TempPath::next_to(&parent.join(format!(".#export.{}", name.to_string_lossy())));
+    let temp = TempPath::next_to(&parent.join(format!("export.{}", name.to_string_lossy())));
     let (_, temp_name) = fs::split_parent(temp.path())?;
     let parent_fd = fs::open_dir(parent)?;
     btrfs::subvol_snapshot(tree.as_fd(), parent_fd.as_fd(), temp_name, true)
