@@ -24,6 +24,7 @@
 
 mod client;
 pub mod error;
+pub mod import1;
 mod introspect;
 pub mod message;
 mod object;

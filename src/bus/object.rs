@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use dbus::arg::{IterAppend, Variant};
+use dbus::arg::IterAppend;
 use dbus::strings::Signature;
 use dbus::Message;
 
@@ -52,17 +52,51 @@ pub enum Value {
     U64(u64),
     F64(f64),
     Str(String),
+    /// A struct of these members.
+    Struct(Vec<Value>),
+    /// An array whose elements have the signature given (needed for an empty array).
+    Array(&'static str, Vec<Value>),
 }
 
 impl Value {
-    fn append_variant(&self, ia: &mut IterAppend<'_>) {
+    /// The value's D-Bus type signature.
+    fn signature(&self) -> String {
         match self {
-            Value::Bool(v) => ia.append(Variant(*v)),
-            Value::U32(v) => ia.append(Variant(*v)),
-            Value::U64(v) => ia.append(Variant(*v)),
-            Value::F64(v) => ia.append(Variant(*v)),
-            Value::Str(v) => ia.append(Variant(v.as_str())),
+            Value::Bool(_) => "b".into(),
+            Value::U32(_) => "u".into(),
+            Value::U64(_) => "t".into(),
+            Value::F64(_) => "d".into(),
+            Value::Str(_) => "s".into(),
+            Value::Struct(members) => {
+                let inner: String = members.iter().map(Value::signature).collect();
+                format!("({inner})")
+            }
+            Value::Array(element, _) => format!("a{element}"),
         }
+    }
+
+    fn append(&self, ia: &mut IterAppend<'_>) {
+        match self {
+            Value::Bool(v) => ia.append(*v),
+            Value::U32(v) => ia.append(*v),
+            Value::U64(v) => ia.append(*v),
+            Value::F64(v) => ia.append(*v),
+            Value::Str(v) => ia.append(v.as_str()),
+            Value::Struct(members) => ia.append_struct(|ia| {
+                for m in members {
+                    m.append(ia);
+                }
+            }),
+            Value::Array(element, items) => ia.append_array(&Signature::from(*element), |ia| {
+                for item in items {
+                    item.append(ia);
+                }
+            }),
+        }
+    }
+
+    fn append_variant(&self, ia: &mut IterAppend<'_>) {
+        ia.append_variant(&Signature::from(self.signature()), |ia| self.append(ia));
     }
 }
 
@@ -411,6 +445,29 @@ mod tests {
 
     fn exists(_: &(), p: &str) -> bool {
         p == "/a/items/_1" || p == "/a/items/_2"
+    }
+
+    #[test]
+    fn values_carry_their_signature() {
+        let layers = Value::Array(
+            "(us)",
+            vec![Value::Struct(vec![
+                Value::U32(1),
+                Value::Str("done".into()),
+            ])],
+        );
+        assert_eq!(layers.signature(), "a(us)");
+        assert_eq!(Value::Array("(us)", vec![]).signature(), "a(us)");
+        let mut msg = Message::new_method_call("org.example", "/o", "org.example.I", "M").unwrap();
+        let mut ia = IterAppend::new(&mut msg);
+        layers.append_variant(&mut ia);
+        Value::F64(0.5).append_variant(&mut ia);
+        let (v, d): (
+            dbus::arg::Variant<Vec<(u32, String)>>,
+            dbus::arg::Variant<f64>,
+        ) = msg.read2().unwrap();
+        assert_eq!(v.0, vec![(1, "done".to_string())]);
+        assert_eq!(d.0, 0.5);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::import::oci::reference::{Reference, ReferenceError};
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
 use crate::import::url::{PullOptions, RawImport, SideFiles, TarImport, UrlRequest};
 use crate::import::Dialect;
-use crate::util::{image, names, validate};
+use crate::util::{getopt, image, names, validate};
 
 /// A verb: its names (seed, then the v219 short alias), and its argument counts including
 /// the verb itself (`None` = any).
@@ -67,12 +67,7 @@ pub fn dispatch(inv: &Invocation, args: &[String]) -> i32 {
         }
         return 1;
     };
-    if args.len() < verb.min_args {
-        log::error!("Too few arguments.");
-        return 1;
-    }
-    if verb.max_args.is_some_and(|max| args.len() > max) {
-        log::error!("Too many arguments.");
+    if !getopt::verb_arg_count_ok(args.len(), verb.min_args, verb.max_args) {
         return 1;
     }
     (verb.run)(inv, args)
