@@ -303,3 +303,86 @@ fn members_are_introspected_and_check_their_arguments() {
     let rows: Vec<(u32, String, String, String, f64, dbus::Path)> = reply.read1().unwrap();
     assert!(rows.is_empty());
 }
+
+#[test]
+fn importctl_imports_and_exports_through_our_daemon() {
+    let work = tarball::scratch();
+    let bin = work.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let d = daemon(&bin);
+    let machines = d.machines.path().to_path_buf();
+
+    let tar = work.path().join("demo.tar.gz");
+    let bytes = Tarball::new()
+        .dir("./")
+        .dir("etc/")
+        .file("etc/os-release", b"ID=ctl\n")
+        .finish();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &bytes).unwrap();
+    fs::write(&tar, gz.finish().unwrap()).unwrap();
+    let out = ok("import-tar", d.importctl(&["import-tar", "-m", &s(&tar)]));
+    assert!(
+        out.stderr.contains("Importing '") && out.stderr.contains("saving as 'demo'."),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        fs::read(machines.join("demo/etc/os-release")).unwrap(),
+        b"ID=ctl\n"
+    );
+
+    let raw = work.path().join("disk.raw");
+    let content = make_sparse_file(&raw, 2 << 20, &[(4096, 4096)]);
+    ok(
+        "import-raw",
+        d.importctl(&["import-raw", "--class=machine", &s(&raw), "disk"]),
+    );
+    assert_eq!(fs::read(machines.join("disk.raw")).unwrap(), content);
+
+    let dir = work.path().join("tree");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("file"), b"tree").unwrap();
+    ok(
+        "import-fs",
+        d.importctl(&["import-fs", "-m", &s(&dir), "tree"]),
+    );
+    assert_eq!(fs::read(machines.join("tree/file")).unwrap(), b"tree");
+
+    for (file, tool) in [("out.tar.xz", "--xz"), ("out.tar", "-f")] {
+        let out_file = work.path().join(file);
+        ok(
+            "export-tar",
+            d.importctl(&["export-tar", "-m", "demo", &s(&out_file)]),
+        );
+        let listing = String::from_utf8_lossy(&listing_of(&out_file, tool)).into_owned();
+        assert!(listing.contains("./etc/os-release"), "{file}: {listing}");
+    }
+    let out_raw = work.path().join("out.raw");
+    ok(
+        "export-raw",
+        d.importctl(&["export-raw", "-m", "disk", &s(&out_raw)]),
+    );
+    assert_eq!(fs::read(&out_raw).unwrap(), content);
+
+    // The checks before any call.
+    let out = d.importctl(&["import-tar", &s(&tar)]);
+    assert_eq!(out.status, 1);
+    assert!(
+        out.stderr.contains("No image class specified"),
+        "{}",
+        out.stderr
+    );
+    let out = d.importctl(&["export-tar", "-m", "--format=lz4", "demo", "x"]);
+    assert_eq!(out.status, 1);
+    assert!(out.stderr.contains("Unknown format: lz4"), "{}", out.stderr);
+}
+
+/// `tar -t` of an archive (`--xz` or plain).
+fn listing_of(archive: &Path, flag: &str) -> Vec<u8> {
+    let mut cmd = Command::new("tar");
+    if flag != "-f" {
+        cmd.arg(flag);
+    }
+    cmd.arg("-tf").arg(archive).output().unwrap().stdout
+}
