@@ -251,23 +251,7 @@ fn import_request(
             ImportKind::Raw => names::raw_strip_suffixes(&local),
             ImportKind::Fs => local,
         };
-        if !validate::machine_name_is_valid(&local) {
-            log::error!("Local image name '{local}' is not valid.");
-            return Err(());
-        }
-        if !settings.force {
-            match image::image_find(&local, &root) {
-                Err(e) => {
-                    log::error!("Failed to check whether image '{local}' exists: {e}");
-                    return Err(());
-                }
-                Ok(Some(_)) => {
-                    log::error!("Image '{local}' already exists.");
-                    return Err(());
-                }
-                Ok(None) => {}
-            }
-        }
+        verbs::check_local(settings, &local)?;
         local
     } else {
         "imported".to_string()
