@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use super::log_relay::Read;
 use super::progress::{self, NotifySocket};
 use super::request::{PullRequest, TransferType};
-use super::service::{self, Service};
+use super::service::{self, Daemon, Service};
 use super::transfer::{Transfer, TRANSFERS_MAX};
 use super::{api, worker, Settings};
 use crate::bus::{Bus, BusError};
@@ -30,11 +30,11 @@ use crate::event::{EventLoop, EPOLLIN, PRIORITY_NORMAL};
 use crate::util::error::Result;
 use crate::util::log::{LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING};
 
+use crate::bus::import1::{DETAILS_UPDATE, EXT_TRANSFER_INTERFACE};
 pub use crate::bus::import1::{
-    BUS_NAME, ERROR_NO_SUCH_TRANSFER, ERROR_TRANSFER_IN_PROGRESS, MANAGER_INTERFACE, MANAGER_PATH,
+    ERROR_NO_SUCH_TRANSFER, ERROR_TRANSFER_IN_PROGRESS, MANAGER_INTERFACE, MANAGER_PATH,
     TRANSFER_INTERFACE,
 };
-use crate::bus::import1::{DETAILS_UPDATE, EXT_TRANSFER_INTERFACE};
 
 pub struct Manager {
     pub bus: Bus<Manager>,
@@ -160,14 +160,37 @@ impl Manager {
         })?;
         t.cancel().map_err(BusError::from)
     }
+}
+
+impl Daemon for Manager {
+    fn bus(&mut self) -> &mut Bus<Manager> {
+        &mut self.bus
+    }
+
+    fn service(&mut self) -> &mut Service {
+        &mut self.service
+    }
 
     /// Whether nothing runs and nothing waits: the idle exit may happen.
-    pub fn is_idle(&self) -> bool {
+    fn is_idle(&self) -> bool {
         self.transfers.is_empty() && self.bus.pending_calls() == 0
     }
 
+    fn has_transfers(&self) -> bool {
+        !self.transfers.is_empty()
+    }
+
+    fn cancel_all(&mut self) {
+        let ids: Vec<u32> = self.transfers.keys().copied().collect();
+        for id in ids {
+            if let Err(e) = self.cancel(id) {
+                log::warn!("Failed to cancel transfer {id}: {}", e.message());
+            }
+        }
+    }
+
     /// Kill every worker now (the shutdown deadline passed).
-    pub fn kill_all(&mut self) {
+    fn kill_all(&mut self) {
         for t in self.transfers.values() {
             let _ = t.signal(Signal::SIGKILL);
         }
