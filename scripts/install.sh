@@ -40,16 +40,18 @@ done
 install -d "$DESTDIR$libexec" "$DESTDIR$unitdir" "$DESTDIR$busdir/system-services" \
     "$DESTDIR$busdir/system.d" "$DESTDIR$polkitdir"
 
-# One worker binary under both of systemd's names (systemd has two programs here).
-install -m 0755 "$BIN_DIR/systemd-import" "$DESTDIR$libexec/systemd-pull"
-install -m 0755 "$BIN_DIR/systemd-import" "$DESTDIR$libexec/systemd-import"
+# One worker binary under each of systemd's names (systemd has four programs here; ours
+# picks its personality by the name it runs under).
+for name in systemd-pull systemd-import systemd-import-fs systemd-export; do
+    install -m 0755 "$BIN_DIR/systemd-import" "$DESTDIR$libexec/$name"
+done
 install -m 0755 "$BIN_DIR/systemd-importd" "$DESTDIR$libexec/systemd-importd"
 
 unit=$DESTDIR$unitdir/systemd-importd.service
 if [ "$PREFIX" = /usr ]; then
     install -m 0644 data/systemd-importd.service "$unit"
 else
-    sed -e "s|^ExecStart=/usr/lib/systemd/systemd-importd|ExecStart=$libexec/systemd-importd\nEnvironment=SYSTEMD_PULL_PATH=$libexec/systemd-pull|" \
+    sed -e "s|^ExecStart=/usr/lib/systemd/systemd-importd|ExecStart=$libexec/systemd-importd\nEnvironment=SYSTEMD_PULL_PATH=$libexec/systemd-pull\nEnvironment=SYSTEMD_IMPORT_PATH=$libexec/systemd-import\nEnvironment=SYSTEMD_IMPORT_FS_PATH=$libexec/systemd-import-fs\nEnvironment=SYSTEMD_EXPORT_PATH=$libexec/systemd-export|" \
         data/systemd-importd.service >"$unit"
     chmod 0644 "$unit"
 fi
@@ -60,4 +62,4 @@ install -m 0644 data/org.freedesktop.import1.service "$DESTDIR$busdir/system-ser
 install -m 0644 data/org.freedesktop.import1.conf "$DESTDIR$busdir/system.d/"
 install -m 0644 data/org.freedesktop.import1.policy "$DESTDIR$polkitdir/"
 
-echo "Installed systemd-pull, systemd-import and systemd-importd in $DESTDIR$libexec."
+echo "Installed systemd-pull, systemd-import, systemd-import-fs, systemd-export and systemd-importd in $DESTDIR$libexec."

@@ -63,6 +63,22 @@ Commands:
   pull-raw URL [NAME]         Download a RAW image
   pull-dkr REMOTE [NAME]      Download a DKR image
   pull-oci REF [NAME]         Download an OCI image
+  tar FILE [NAME]             Import a TAR image (FILE: a file or '-' for stdin)
+  raw FILE [NAME]             Import a RAW image (FILE: a file or '-' for stdin)
+
+Options of tar and raw (an HTTP(S) URL as FILE pulls instead, as pull-tar/pull-raw):
+     --read-only              Create a read-only image
+     --direct                 Import directly to specified file
+     --btrfs-subvol=BOOL      Controls whether to create a btrfs subvolume
+                              instead of a directory
+     --btrfs-quota=BOOL       Controls whether to set up quota for btrfs
+                              subvolume
+     --convert-qcow2=BOOL     Controls whether to convert QCOW2 images to
+                              regular disk images
+     --sync=BOOL              Controls whether to sync() before completing
+     --offset=BYTES           Offset to seek to in destination
+     --size-max=BYTES         Maximum number of bytes to write to destination
+     --class=CLASS            Image class: machine, portable, sysext, confext
 ";
 
 #[test]

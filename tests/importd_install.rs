@@ -47,7 +47,13 @@ fn the_install_step_puts_every_file_where_systemd_has_it() {
     let dest = tempfile::tempdir().unwrap();
     install(dest.path(), "/usr");
     let at = |p: &str| dest.path().join(p.trim_start_matches('/'));
-    for bin in ["systemd-pull", "systemd-import", "systemd-importd"] {
+    for bin in [
+        "systemd-pull",
+        "systemd-import",
+        "systemd-import-fs",
+        "systemd-export",
+        "systemd-importd",
+    ] {
         assert_eq!(
             mode(&at(&format!("/usr/lib/systemd/{bin}"))),
             0o755,

@@ -17,6 +17,7 @@ pub mod dkr;
 pub mod export;
 pub mod job;
 pub mod lifecycle;
+pub mod local;
 pub mod oci;
 pub mod store;
 pub mod stream;

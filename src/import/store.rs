@@ -116,13 +116,24 @@ pub fn make_tree(path: &Path) -> Result<OwnedFd> {
 /// [`make_tree`], with the errors' lines attached but not logged, for a caller that says
 /// it in its own words.
 pub fn create_tree(path: &Path) -> Result<OwnedFd> {
+    create_tree_as(path, true)
+}
+
+/// [`create_tree`], with `subvolume` false making a plain directory on btrfs too
+/// (`--btrfs-subvol=no`).
+pub fn create_tree_as(path: &Path, subvolume: bool) -> Result<OwnedFd> {
     let failed = |what: &str, e: Error| {
         let line = format!("Failed to {what} {}: {}", path.display(), e);
         e.message(line)
     };
     let (parent, name) = fs::split_parent(path)?;
     let dir = fs::open_dir(parent).map_err(|e| failed("create directory", e))?;
-    let subvolume = match btrfs::subvol_make(dir.as_fd(), name) {
+    let made = if subvolume {
+        btrfs::subvol_make(dir.as_fd(), name)
+    } else {
+        Err(Error::new(libc::ENOTTY))
+    };
+    let subvolume = match made {
         Ok(()) => true,
         Err(e) if e.errno() == libc::ENOTTY => {
             let mode = Mode::from_bits_truncate(TREE_MODE);

@@ -28,6 +28,8 @@ pub struct Settings {
     pub json: JsonMode,
     /// `--dkr-index-url=` for pull-dkr.
     pub dkr_index_url: Option<String>,
+    /// `--format=` of the exports (`None`: from the file's name).
+    pub format: Option<String>,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             ask_password: true,
             json: JsonMode::Off,
             dkr_index_url: None,
+            format: None,
         }
     }
 }
@@ -76,6 +79,7 @@ enum Opt {
     KeepDownload,
     NoKeepDownload,
     DkrIndexUrl,
+    Format,
 }
 
 const fn opt(
@@ -104,6 +108,7 @@ const OPTIONS: &[OptSpec<Opt>] = &[
         Opt::NoAskPassword,
     ),
     opt(Some("read-only"), None, HasArg::No, Opt::ReadOnly),
+    opt(Some("format"), None, HasArg::Required, Opt::Format),
     opt(Some("quiet"), Some('q'), HasArg::No, Opt::Quiet),
     opt(Some("json"), None, HasArg::Required, Opt::Json),
     opt(None, Some('j'), HasArg::No, Opt::JsonAuto),
@@ -192,6 +197,13 @@ pub fn parse(argv0: &str, program: &str, argv: &[String]) -> Result<Parsed, ()> 
             Opt::NoLegend => s.legend = false,
             Opt::NoAskPassword => s.ask_password = false,
             Opt::ReadOnly => set_flag(&mut s, FLAG_READ_ONLY, true),
+            Opt::Format => {
+                if !["uncompressed", "xz", "gzip", "bzip2", "zstd"].contains(&value.as_str()) {
+                    fail(format!("Unknown format: {value}"));
+                    return Err(());
+                }
+                s.format = Some(value.clone());
+            }
             Opt::Quiet => s.quiet = true,
             Opt::Json => {
                 s.json = match value.as_str() {
@@ -273,6 +285,11 @@ Commands:
   pull-oci REF [NAME]         Download an OCI container image
   pull-dkr REMOTE[:TAG] [NAME]
                               Download an image from a Docker v1 registry
+  import-tar FILE [NAME]      Import a local TAR container image
+  import-raw FILE [NAME]      Import a local RAW container or VM image
+  import-fs DIRECTORY [NAME]  Import a local directory container image
+  export-tar NAME [FILE]      Export a TAR container image locally
+  export-raw NAME [FILE]      Export a RAW container or VM image locally
   list-transfers              Show the transfers in progress (default)
   cancel-transfer ID...       Cancel transfers
   list-images                 Show the installed images
@@ -300,6 +317,8 @@ Options:
      --keep-download=BOOL     Keep a pristine copy of the download
   -N                          Shortcut for --keep-download=no
      --dkr-index-url=URL      The index of a Docker v1 registry (pull-dkr)
+     --format=FORMAT          Compress the export (uncompressed, xz, gzip,
+                              bzip2, zstd; default: from FILE's suffix)
 "
     )
 }

@@ -25,7 +25,7 @@ use crate::event::{Clock, EventLoop, TimerAction};
 use crate::util::log::{LOG_ERR, LOG_INFO};
 
 /// A checked pull, ready to be asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum PullRequest {
     /// pull-tar (`raw` false) or pull-raw.
     Url {
@@ -51,6 +51,25 @@ pub enum PullRequest {
         local: String,
         verify: Verify,
         force: bool,
+    },
+    /// import-tar, import-raw, import-fs: `member` is the legacy member's name
+    /// (`ImportTar`, `ImportRaw`, `ImportFileSystem`); `fd` is read by the worker.
+    Import {
+        member: &'static str,
+        fd: dbus::arg::OwnedFd,
+        local: String,
+        class: ImageClass,
+        /// Force and read-only.
+        flags: u64,
+    },
+    /// export-tar, export-raw (`ExportTar`, `ExportRaw`); `fd` is written by the worker.
+    Export {
+        member: &'static str,
+        local: String,
+        class: ImageClass,
+        fd: dbus::arg::OwnedFd,
+        /// `""`: the worker's default.
+        format: String,
     },
 }
 
@@ -83,6 +102,21 @@ impl PullRequest {
             }
             PullRequest::Oci { .. } => "PullOci",
             PullRequest::Dkr { .. } => "PullDkr",
+            PullRequest::Import { member, class, .. }
+            | PullRequest::Export { member, class, .. } => {
+                // Upstream importctl: the legacy member for class machine.
+                if *class == ImageClass::Machine {
+                    member
+                } else {
+                    match *member {
+                        "ImportTar" => "ImportTarEx",
+                        "ImportRaw" => "ImportRawEx",
+                        "ImportFileSystem" => "ImportFileSystemEx",
+                        "ExportTar" => "ExportTarEx",
+                        _ => "ExportRawEx",
+                    }
+                }
+            }
         }
     }
 
@@ -141,6 +175,43 @@ impl PullRequest {
                 args.append(&mut dbus::arg::IterAppend::new(&mut msg));
                 (verify.as_str(), *force).append(&mut dbus::arg::IterAppend::new(&mut msg));
             }
+            PullRequest::Import {
+                fd,
+                local,
+                class,
+                flags,
+                ..
+            } => {
+                let mut args = dbus::arg::IterAppend::new(&mut msg);
+                if member.ends_with("Ex") {
+                    (fd.clone(), local.as_str(), class.as_str(), *flags).append(&mut args);
+                } else {
+                    let force = flags & FLAG_FORCE != 0;
+                    let read_only = flags & FLAG_READ_ONLY != 0;
+                    (fd.clone(), local.as_str(), force, read_only).append(&mut args);
+                }
+            }
+            PullRequest::Export {
+                local,
+                class,
+                fd,
+                format,
+                ..
+            } => {
+                let mut args = dbus::arg::IterAppend::new(&mut msg);
+                if member.ends_with("Ex") {
+                    (
+                        local.as_str(),
+                        class.as_str(),
+                        fd.clone(),
+                        format.as_str(),
+                        0u64,
+                    )
+                        .append(&mut args);
+                } else {
+                    (local.as_str(), fd.clone(), format.as_str()).append(&mut args);
+                }
+            }
         }
         msg
     }
@@ -177,6 +248,15 @@ impl PullRequest {
                  and this project's systemd-importd have it)."
                     .to_string(),
             ),
+            PullRequest::Import { class, .. } | PullRequest::Export { class, .. }
+                if member.ends_with("Ex") =>
+            {
+                Fallback::Refuse(format!(
+                    "The import service lacks {member}() (systemd before 256), so it cannot \
+                     honour --class={}.",
+                    class.as_str()
+                ))
+            }
             PullRequest::Dkr { .. } => Fallback::Refuse(
                 "The import service cannot pull from Docker v1 registries: it lacks \
                  PullDkr() (this project's systemd-importd has it)."
@@ -205,7 +285,11 @@ pub fn run(req: &PullRequest, quiet: bool, ask_password: bool, program: &str) ->
         program: program.to_string(),
     });
     subscribe(&mut lp, &mut ctl);
-    if call_pull(&mut lp, &mut ctl, req, ask_password).is_err() {
+    // Our bus layer sets the interactive-authorization flag by re-marshalling the call,
+    // which would drop a passed fd: imports and exports are asked non-interactively
+    // (root, or a polkit rule, authorizes them).
+    let passes_fd = matches!(req, PullRequest::Import { .. } | PullRequest::Export { .. });
+    if call_pull(&mut lp, &mut ctl, req, ask_password && !passes_fd).is_err() {
         return 1;
     }
     if watch_of(&mut ctl).transfer.is_none() {

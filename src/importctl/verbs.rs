@@ -6,7 +6,7 @@
 use super::list;
 use super::options::{help_text, Settings};
 use super::pull::{self, PullRequest};
-use crate::bus::import1::{ImageClass, Verify, FLAG_FORCE, FLAG_KEEP_DOWNLOAD};
+use crate::bus::import1::{ImageClass, Verify, FLAG_FORCE, FLAG_KEEP_DOWNLOAD, FLAG_READ_ONLY};
 use crate::util::{getopt, names, oci_ref, validate};
 
 /// A verb, its argument counts including the verb itself (`None`: any), and its code.
@@ -57,6 +57,36 @@ const VERBS: &[VerbSpec] = &[
         min_args: 2,
         max_args: Some(3),
         run: |ctx, args| checked(ctx, dkr_pull(ctx.settings, args)),
+    },
+    VerbSpec {
+        name: "import-tar",
+        min_args: 2,
+        max_args: Some(3),
+        run: |ctx, args| checked(ctx, local_import(ctx.settings, args, "ImportTar")),
+    },
+    VerbSpec {
+        name: "import-raw",
+        min_args: 2,
+        max_args: Some(3),
+        run: |ctx, args| checked(ctx, local_import(ctx.settings, args, "ImportRaw")),
+    },
+    VerbSpec {
+        name: "import-fs",
+        min_args: 2,
+        max_args: Some(3),
+        run: |ctx, args| checked(ctx, local_import(ctx.settings, args, "ImportFileSystem")),
+    },
+    VerbSpec {
+        name: "export-tar",
+        min_args: 2,
+        max_args: Some(3),
+        run: |ctx, args| checked(ctx, local_export(ctx.settings, args, "ExportTar")),
+    },
+    VerbSpec {
+        name: "export-raw",
+        min_args: 2,
+        max_args: Some(3),
+        run: |ctx, args| checked(ctx, local_export(ctx.settings, args, "ExportRaw")),
     },
     VerbSpec {
         name: "list-transfers",
@@ -192,6 +222,126 @@ fn check_image_name(local: &str) -> Result<(), ()> {
         return Err(());
     }
     Ok(())
+}
+
+/// A file (or stdin) opened for the daemon's worker.
+fn pass_fd(file: Option<std::fs::File>, stdio: i32) -> Result<dbus::arg::OwnedFd, ()> {
+    use std::os::fd::{AsFd, IntoRawFd};
+    let owned = match file {
+        Some(f) => std::os::fd::OwnedFd::from(f),
+        None => {
+            let dup = if stdio == 0 {
+                std::io::stdin().as_fd().try_clone_to_owned()
+            } else {
+                std::io::stdout().as_fd().try_clone_to_owned()
+            };
+            dup.map_err(|e| log::error!("Failed to duplicate file descriptor: {e}"))?
+        }
+    };
+    // SAFETY: the descriptor was just opened or duplicated and nothing else owns it.
+    Ok(unsafe { dbus::arg::OwnedFd::new(owned.into_raw_fd()) })
+}
+
+/// import-tar, import-raw (`member` `ImportTar`, `ImportRaw`) and import-fs
+/// (`ImportFileSystem`): FILE (`-`: stdin) and NAME (default: FILE's name without its
+/// suffixes).
+fn local_import(s: &Settings, args: &[String], member: &'static str) -> Result<PullRequest, ()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (class, flags) = settle_class(s)?;
+    let path = args.get(1).filter(|p| p.as_str() != "-");
+    let local = match (args.get(2), path) {
+        (Some(l), _) => empty_or_dash(l.clone()),
+        (None, Some(p)) => std::path::Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        (None, None) => String::new(),
+    };
+    let local = match member {
+        "ImportTar" => names::tar_strip_suffixes(&local).unwrap_or_default(),
+        "ImportRaw" => names::raw_strip_suffixes(&local),
+        _ => local,
+    };
+    if local.is_empty() {
+        log::error!("Need either path or local name.");
+        return Err(());
+    }
+    check_image_name(&local)?;
+    let file = match path {
+        Some(p) => {
+            let mut o = std::fs::OpenOptions::new();
+            o.read(true);
+            if member == "ImportFileSystem" {
+                o.custom_flags(libc::O_DIRECTORY);
+            }
+            Some(
+                o.open(p)
+                    .map_err(|e| log::error!("Failed to open {p}: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    log::info!(
+        "Importing '{}', saving as '{local}'.",
+        path.map_or("-", String::as_str)
+    );
+    Ok(PullRequest::Import {
+        member,
+        fd: pass_fd(file, 0)?,
+        local,
+        class,
+        flags: flags & (FLAG_FORCE | FLAG_READ_ONLY),
+    })
+}
+
+/// export-tar (`ExportTar`) and export-raw (`ExportRaw`): NAME and FILE (none or `-`:
+/// stdout, never a terminal); the format from `--format=`, else FILE's suffix.
+fn local_export(s: &Settings, args: &[String], member: &'static str) -> Result<PullRequest, ()> {
+    let (class, _) = settle_class(s)?;
+    let local = args[1].clone();
+    if local.is_empty() {
+        log::error!("Need local name.");
+        return Err(());
+    }
+    check_image_name(&local)?;
+    let path = args.get(2).filter(|p| p.as_str() != "-");
+    let format = match (&s.format, path) {
+        (Some(f), _) => f.clone(),
+        (None, Some(p)) => {
+            let c =
+                crate::import::stream::Compression::from_file_name(Some(std::ffi::OsStr::new(p)));
+            c.format_name().to_string()
+        }
+        (None, None) => String::new(),
+    };
+    let file = match path {
+        Some(p) => {
+            Some(std::fs::File::create(p).map_err(|e| log::error!("Failed to open {p}: {e}"))?)
+        }
+        None => {
+            if nix::unistd::isatty(std::io::stdout()).unwrap_or(false) {
+                log::error!("Refusing to write archive to TTY.");
+                return Err(());
+            }
+            None
+        }
+    };
+    log::info!(
+        "Exporting '{local}', saving to '{}' with compression '{}'.",
+        path.map_or("-", String::as_str),
+        if format.is_empty() {
+            "uncompressed"
+        } else {
+            &format
+        }
+    );
+    Ok(PullRequest::Export {
+        member,
+        local,
+        class,
+        fd: pass_fd(file, 1)?,
+        format,
+    })
 }
 
 /// pull-tar and pull-raw.

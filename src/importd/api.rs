@@ -1,13 +1,19 @@
 //! The `org.freedesktop.import1` API: the Manager and Transfer interfaces (member names,
-//! argument names and signatures as systemd 260 has them, minus the `Import*`/`Export*`
-//! members, which arrive with the import/export work), and their handlers; and next to
+//! argument names and signatures as systemd 260 has them), and their handlers; and next to
 //! the Transfer interface this project's `io.github.systemd_import.Transfer1` (bytes,
 //! rate, layers: see [`crate::bus::import1::EXT_TRANSFER_INTERFACE`]).
 //!
-//! Privileged members (`Pull*`, `CancelTransfer`, `Transfer.Cancel`) first pass
-//! `Bus::authorize` (root, or polkit `org.freedesktop.import1.pull`; `CancelTransfer`
-//! checks `org.freedesktop.import1.cancel`, as v256+), then check their arguments,
-//! then act. Listing members and properties are open to everyone.
+//! Privileged members (`Pull*`, `Import*`, `Export*`, `CancelTransfer`,
+//! `Transfer.Cancel`) first pass `Bus::authorize` (root, or polkit
+//! `org.freedesktop.import1.pull`, `.import` or `.export`; `CancelTransfer` checks
+//! `org.freedesktop.import1.cancel`, as v256+), then check their arguments, then act.
+//! Listing members and properties are open to everyone.
+//!
+//! The fd of an import must be a regular file or a FIFO (`ImportFileSystem`: a
+//! directory), that of an export a regular file or a FIFO, and neither may be an
+//! `O_PATH` descriptor (EINVAL, ENOTDIR, EBADF as errno errors, as upstream).
+
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use dbus::Path;
 
@@ -15,12 +21,15 @@ use super::images;
 use super::manager::{Manager, MANAGER_INTERFACE, MANAGER_PATH, TRANSFER_INTERFACE};
 use super::request::{self, DkrArgs, PullRequest, TransferType, UrlArgs};
 use super::transfer::{self, TRANSFER_PREFIX};
+use super::worker::Passed;
 use crate::bus::import1::{DETAILS_UPDATE, EXT_TRANSFER_INTERFACE};
 use crate::bus::{names, Args, Bus, BusError, Call, EmitsChanged, Handled, Interface, Value};
 use crate::event::EventLoop;
 
 const ACTION_PULL: &str = "org.freedesktop.import1.pull";
 const ACTION_CANCEL: &str = "org.freedesktop.import1.cancel";
+const ACTION_IMPORT: &str = "org.freedesktop.import1.import";
+const ACTION_EXPORT: &str = "org.freedesktop.import1.export";
 
 const TRANSFER_OUT: Args = &[("transfer_id", "u"), ("transfer_path", "o")];
 /// The filter of `ListTransfersEx` and `ListImages`.
@@ -37,6 +46,29 @@ const URL_EX_ARGS: Args = &[
     ("local_name", "s"),
     ("class", "s"),
     ("verify_mode", "s"),
+    ("flags", "t"),
+];
+
+/// `ImportTar`, `ImportRaw`, `ImportFileSystem` and their `…Ex` forms.
+const IMPORT_ARGS: Args = &[
+    ("fd", "h"),
+    ("local_name", "s"),
+    ("force", "b"),
+    ("read_only", "b"),
+];
+const IMPORT_EX_ARGS: Args = &[
+    ("fd", "h"),
+    ("local_name", "s"),
+    ("class", "s"),
+    ("flags", "t"),
+];
+/// `ExportTar`, `ExportRaw` and their `…Ex` forms.
+const EXPORT_ARGS: Args = &[("local_name", "s"), ("fd", "h"), ("format", "s")];
+const EXPORT_EX_ARGS: Args = &[
+    ("local_name", "s"),
+    ("class", "s"),
+    ("fd", "h"),
+    ("format", "s"),
     ("flags", "t"),
 ];
 
@@ -71,6 +103,16 @@ pub fn register(bus: &mut Bus<Manager>) {
             TRANSFER_OUT,
             pull_dkr,
         )
+        .method("ImportTar", IMPORT_ARGS, TRANSFER_OUT, import)
+        .method("ImportTarEx", IMPORT_EX_ARGS, TRANSFER_OUT, import)
+        .method("ImportRaw", IMPORT_ARGS, TRANSFER_OUT, import)
+        .method("ImportRawEx", IMPORT_EX_ARGS, TRANSFER_OUT, import)
+        .method("ImportFileSystem", IMPORT_ARGS, TRANSFER_OUT, import)
+        .method("ImportFileSystemEx", IMPORT_EX_ARGS, TRANSFER_OUT, import)
+        .method("ExportTar", EXPORT_ARGS, TRANSFER_OUT, export)
+        .method("ExportTarEx", EXPORT_EX_ARGS, TRANSFER_OUT, export)
+        .method("ExportRaw", EXPORT_ARGS, TRANSFER_OUT, export)
+        .method("ExportRawEx", EXPORT_EX_ARGS, TRANSFER_OUT, export)
         .method(
             "ListTransfers",
             &[],
@@ -256,7 +298,17 @@ fn start(
     call: Call,
     checked: Result<PullRequest, BusError>,
 ) -> Handled {
-    match checked.and_then(|req| m.start_transfer(lp, req)) {
+    start_with(lp, m, call, checked.map(|req| (req, Passed::None)))
+}
+
+/// [`start`], with the caller's fd for the worker.
+fn start_with(
+    lp: &mut EventLoop<Manager>,
+    m: &mut Manager,
+    call: Call,
+    checked: Result<(PullRequest, Passed), BusError>,
+) -> Handled {
+    match checked.and_then(|(req, passed)| m.start_transfer(lp, req, passed)) {
         Ok((id, path)) => call.ok((id, Path::from(path))),
         Err(e) => call.fail(e),
     }
@@ -322,6 +374,105 @@ fn pull_dkr(lp: &mut EventLoop<Manager>, m: &mut Manager, call: Call) -> Handled
             force,
         });
         start(lp, m, call, checked)
+    })
+}
+
+/// A passed fd as ours to keep (libdbus gave us a duplicate of the caller's).
+fn take_fd(fd: dbus::arg::OwnedFd) -> OwnedFd {
+    // SAFETY: `into_fd` releases the descriptor dbus owned (it is open: libdbus
+    // duplicated it into the message for us) and nothing else closes it.
+    unsafe { OwnedFd::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// Check a passed fd: not `O_PATH` (EBADF), and of a type `ok` accepts (else `wrong`).
+fn check_fd(fd: &OwnedFd, ok: fn(libc::mode_t) -> bool, wrong: i32) -> Result<(), BusError> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| BusError::from_errno(e as i32))?;
+    if flags & libc::O_PATH != 0 {
+        return Err(BusError::from_errno(libc::EBADF));
+    }
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| BusError::from_errno(e as i32))?;
+    if !ok(st.st_mode & libc::S_IFMT) {
+        return Err(BusError::from_errno(wrong));
+    }
+    Ok(())
+}
+
+fn regular_or_fifo(kind: libc::mode_t) -> bool {
+    kind == libc::S_IFREG || kind == libc::S_IFIFO
+}
+
+fn directory(kind: libc::mode_t) -> bool {
+    kind == libc::S_IFDIR
+}
+
+/// `ImportTar`, `ImportRaw`, `ImportFileSystem` (`hsbb`) and `…Ex` (`hsst`).
+fn import(lp: &mut EventLoop<Manager>, m: &mut Manager, call: Call) -> Handled {
+    authorized(lp, m, call, ACTION_IMPORT, |lp, m, call| {
+        let member = call.member();
+        let kind = if member.starts_with("ImportTar") {
+            TransferType::ImportTar
+        } else if member.starts_with("ImportRaw") {
+            TransferType::ImportRaw
+        } else {
+            TransferType::ImportFs
+        };
+        let msg = call.message();
+        let (fd, local, class, flags) = if member.ends_with("Ex") {
+            let (fd, local, class, flags) = msg
+                .read4::<dbus::arg::OwnedFd, &str, &str, u64>()
+                .expect("signature checked");
+            (fd, local, Some(class), flags)
+        } else {
+            let (fd, local, force, read_only) = msg
+                .read4::<dbus::arg::OwnedFd, &str, bool, bool>()
+                .expect("signature checked");
+            let flags = if force { request::FLAG_FORCE } else { 0 }
+                | if read_only {
+                    request::FLAG_READ_ONLY
+                } else {
+                    0
+                };
+            (fd, local, None, flags)
+        };
+        let fd = take_fd(fd);
+        let checked = if kind == TransferType::ImportFs {
+            check_fd(&fd, directory, libc::ENOTDIR)
+        } else {
+            check_fd(&fd, regular_or_fifo, libc::EINVAL)
+        }
+        .and_then(|()| request::import(kind, local, class, flags))
+        .map(|req| (req, Passed::Stdin(fd)));
+        start_with(lp, m, call, checked)
+    })
+}
+
+/// `ExportTar`, `ExportRaw` (`shs`) and `…Ex` (`ssh st`).
+fn export(lp: &mut EventLoop<Manager>, m: &mut Manager, call: Call) -> Handled {
+    authorized(lp, m, call, ACTION_EXPORT, |lp, m, call| {
+        let member = call.member();
+        let kind = if member.starts_with("ExportTar") {
+            TransferType::ExportTar
+        } else {
+            TransferType::ExportRaw
+        };
+        let msg = call.message();
+        let (local, class, fd, format, flags) = if member.ends_with("Ex") {
+            let (local, class, fd, format, flags) = msg
+                .read5::<&str, &str, dbus::arg::OwnedFd, &str, u64>()
+                .expect("signature checked");
+            (local, Some(class), fd, format, flags)
+        } else {
+            let (local, fd, format) = msg
+                .read3::<&str, dbus::arg::OwnedFd, &str>()
+                .expect("signature checked");
+            (local, None, fd, format, 0)
+        };
+        let fd = take_fd(fd);
+        let checked = check_fd(&fd, regular_or_fifo, libc::EINVAL)
+            .and_then(|()| request::export(kind, local, class, format, flags))
+            .map(|req| (req, Passed::Stdout(fd)));
+        start_with(lp, m, call, checked)
     })
 }
 

@@ -21,7 +21,7 @@ use nix::sys::signal::Signal;
 
 use super::log_relay::Read;
 use super::progress::{self, NotifySocket};
-use super::request::PullRequest;
+use super::request::{PullRequest, TransferType};
 use super::service::{self, Daemon, Service};
 use super::transfer::{Transfer, TRANSFERS_MAX};
 use super::{api, worker, Settings};
@@ -88,15 +88,18 @@ impl Manager {
         &mut self,
         lp: &mut EventLoop<Manager>,
         req: PullRequest,
+        passed: worker::Passed,
     ) -> std::result::Result<(u32, String), BusError> {
         if self.service.stopping {
             return Err(BusError::from_errno(libc::ESHUTDOWN));
         }
-        let duplicate = self.transfers.values().any(|t| {
-            t.request.kind == req.kind
-                && t.request.remote == req.remote
-                && t.request.dkr_index_url == req.dkr_index_url
-        });
+        // Imports and exports have no remote to be busy with.
+        let duplicate = !req.remote.is_empty()
+            && self.transfers.values().any(|t| {
+                t.request.kind == req.kind
+                    && t.request.remote == req.remote
+                    && t.request.dkr_index_url == req.dkr_index_url
+            });
         if duplicate {
             return Err(BusError::new(
                 ERROR_TRANSFER_IN_PROGRESS,
@@ -110,10 +113,15 @@ impl Manager {
         self.last_id += 1;
         let id = self.last_id;
         let args = worker::arguments(&req);
-        let program = &self.settings.pull_path;
+        let program = match req.kind {
+            TransferType::ImportTar | TransferType::ImportRaw => &self.settings.import_path,
+            TransferType::ImportFs => &self.settings.import_fs_path,
+            TransferType::ExportTar | TransferType::ExportRaw => &self.settings.export_path,
+            _ => &self.settings.pull_path,
+        };
         log::debug!("Calling: {} {}", program.display(), args.join(" "));
-        let (mut child, output) =
-            worker::spawn(program, &args, self.notify.address()).map_err(|e| {
+        let (mut child, output) = worker::spawn(program, &args, self.notify.address(), passed)
+            .map_err(|e| {
                 log::error!("Failed to execute {} tool: {e}", program.display());
                 BusError::from(e)
             })?;

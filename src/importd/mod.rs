@@ -1,6 +1,6 @@
 //! `systemd-importd`: the daemon behind `machinectl pull-*` and `importctl`. It serves
-//! `org.freedesktop.import1` on the system bus, runs one worker (`systemd-pull`) per
-//! transfer, relays the worker's log and progress, and lets callers list and cancel
+//! `org.freedesktop.import1` on the system bus, runs one worker (`systemd-pull`,
+//! `systemd-import`, `systemd-import-fs` or `systemd-export`) per transfer, relays the worker's log and progress, and lets callers list and cancel
 //! transfers (spec §6, modern-systemd.md §3).
 //!
 //! Layout:
@@ -16,8 +16,9 @@
 //! Everything runs on one thread on [`crate::event::EventLoop`]; the daemon imports the
 //! bus layer, the loop and util, never the importers (the worker is a separate process).
 //!
-//! Environment, read once here at start-up: `SYSTEMD_PULL_PATH` (the worker binary, as
-//! upstream's daemon honours it; default `/usr/lib/systemd/systemd-pull`),
+//! Environment, read once here at start-up: `SYSTEMD_PULL_PATH`, `SYSTEMD_IMPORT_PATH`,
+//! `SYSTEMD_IMPORT_FS_PATH`, `SYSTEMD_EXPORT_PATH` (the worker binaries, as upstream's
+//! daemon honours them; default `/usr/lib/systemd/systemd-{pull,import,import-fs,export}`),
 //! `NOTIFY_SOCKET`, `WATCHDOG_USEC`/`WATCHDOG_PID` (from the service manager),
 //! `DBUS_SYSTEM_BUS_ADDRESS` (read by libdbus), `SYSTEMD_LOG_*` (logging), and the test
 //! setting `SYSTEMD_IMPORT_TEST_IMPORTD_EXIT_AFTER_MS` (through `util::test_seams::TestSettings`).
@@ -41,6 +42,10 @@ use crate::util::test_seams::TestSettings;
 
 /// Where systemd installs its pull worker.
 pub const DEFAULT_PULL_PATH: &str = "/usr/lib/systemd/systemd-pull";
+/// Where systemd installs its import, directory-import and export workers.
+pub const DEFAULT_IMPORT_PATH: &str = "/usr/lib/systemd/systemd-import";
+pub const DEFAULT_IMPORT_FS_PATH: &str = "/usr/lib/systemd/systemd-import-fs";
+pub const DEFAULT_EXPORT_PATH: &str = "/usr/lib/systemd/systemd-export";
 
 /// How long the daemon stays without work before it exits (systemd's
 /// `DEFAULT_EXIT_USEC`).
@@ -51,6 +56,10 @@ pub const DEFAULT_EXIT_AFTER: Duration = Duration::from_secs(30);
 pub struct Settings {
     /// The worker for pulls.
     pub pull_path: PathBuf,
+    /// The workers for imports of files, of directories, and for exports.
+    pub import_path: PathBuf,
+    pub import_fs_path: PathBuf,
+    pub export_path: PathBuf,
     /// The idle time before exiting.
     pub exit_after: Duration,
     /// The service manager's watchdog period, if it asked for pings.
@@ -70,10 +79,16 @@ impl Settings {
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|usec| *usec > 0 && watchdog_for_us)
             .map(Duration::from_micros);
-        Settings {
-            pull_path: env("SYSTEMD_PULL_PATH")
+        let path = |name: &str, default: &str| {
+            env(name)
                 .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PULL_PATH)),
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+        Settings {
+            pull_path: path("SYSTEMD_PULL_PATH", DEFAULT_PULL_PATH),
+            import_path: path("SYSTEMD_IMPORT_PATH", DEFAULT_IMPORT_PATH),
+            import_fs_path: path("SYSTEMD_IMPORT_FS_PATH", DEFAULT_IMPORT_FS_PATH),
+            export_path: path("SYSTEMD_EXPORT_PATH", DEFAULT_EXPORT_PATH),
             exit_after: TestSettings::from_env()
                 .importd_exit_after
                 .unwrap_or(DEFAULT_EXIT_AFTER),

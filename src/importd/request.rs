@@ -22,15 +22,18 @@ const NAME_MAX: usize = 255;
 /// clear error instead of a transfer that fails to start.
 const REMOTE_MAX: usize = 64 * 1024;
 
-/// The kind of a transfer, as the `Type` property and `ListTransfers` name it. (The
-/// `Pull` prefix stays: `import-*` and `export-*` transfers join these later.)
-#[allow(clippy::enum_variant_names)]
+/// The kind of a transfer, as the `Type` property and `ListTransfers` name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransferType {
     PullTar,
     PullRaw,
     PullOci,
     PullDkr,
+    ImportTar,
+    ImportRaw,
+    ImportFs,
+    ExportTar,
+    ExportRaw,
 }
 
 impl TransferType {
@@ -40,7 +43,25 @@ impl TransferType {
             TransferType::PullRaw => "pull-raw",
             TransferType::PullOci => "pull-oci",
             TransferType::PullDkr => "pull-dkr",
+            TransferType::ImportTar => "import-tar",
+            TransferType::ImportRaw => "import-raw",
+            TransferType::ImportFs => "import-fs",
+            TransferType::ExportTar => "export-tar",
+            TransferType::ExportRaw => "export-raw",
         }
+    }
+
+    /// An import: the worker reads the caller's fd as its stdin.
+    pub fn is_import(self) -> bool {
+        matches!(
+            self,
+            TransferType::ImportTar | TransferType::ImportRaw | TransferType::ImportFs
+        )
+    }
+
+    /// An export: the worker writes the caller's fd as its stdout.
+    pub fn is_export(self) -> bool {
+        matches!(self, TransferType::ExportTar | TransferType::ExportRaw)
     }
 }
 
@@ -76,6 +97,8 @@ pub struct PullRequest {
     pub legacy: bool,
     /// pull-dkr's index URL.
     pub dkr_index_url: Option<String>,
+    /// An export's `--format=` (`None`: the worker's default).
+    pub format: Option<String>,
 }
 
 impl PullRequest {
@@ -120,6 +143,7 @@ pub fn url_pull(kind: TransferType, a: UrlArgs<'_>) -> Result<PullRequest, BusEr
         flags: a.flags,
         legacy: a.class.is_none(),
         dkr_index_url: None,
+        format: None,
     })
 }
 
@@ -146,6 +170,7 @@ pub fn oci_pull(
         flags,
         legacy: false,
         dkr_index_url: None,
+        format: None,
     })
 }
 
@@ -201,6 +226,81 @@ pub fn dkr_pull(a: DkrArgs<'_>) -> Result<PullRequest, BusError> {
         flags: if a.force { FLAG_FORCE } else { 0 },
         legacy: true,
         dkr_index_url: Some(index_url.to_string()),
+        format: None,
+    })
+}
+
+/// The formats `ExportTar`/`ExportRaw` take (`""`: the worker's default, from nothing:
+/// uncompressed); zstd as systemd 258+.
+const EXPORT_FORMATS: [&str; 5] = ["uncompressed", "xz", "gzip", "bzip2", "zstd"];
+
+/// The `…Ex` members' class, and their flags checked against `allowed`; the legacy
+/// members (`None`) are class machine.
+fn class_and_flags(class: Option<&str>, flags: u64, allowed: u64) -> Result<ImageClass, BusError> {
+    match class {
+        Some(c) => {
+            let class = parse_class(c)?;
+            check_flags(flags, allowed)?;
+            Ok(class)
+        }
+        None => Ok(ImageClass::Machine),
+    }
+}
+
+/// A local name that must be given (imports and exports).
+fn required_local_name(local: &str) -> Result<String, BusError> {
+    local_name(local)?
+        .ok_or_else(|| BusError::invalid_args(format!("Local image name {local} is invalid")))
+}
+
+/// Check `ImportTar`/`ImportRaw`/`ImportFileSystem` (`hsbb`: `class` `None`) or their
+/// `…Ex` forms (`hsst`). The fd is checked by the caller.
+pub fn import(
+    kind: TransferType,
+    local: &str,
+    class: Option<&str>,
+    flags: u64,
+) -> Result<PullRequest, BusError> {
+    let class = class_and_flags(class, flags, FLAG_FORCE | FLAG_READ_ONLY)?;
+    Ok(PullRequest {
+        kind,
+        remote: String::new(),
+        local: Some(required_local_name(local)?),
+        class,
+        verify: None,
+        flags,
+        legacy: false,
+        dkr_index_url: None,
+        format: None,
+    })
+}
+
+/// Check `ExportTar`/`ExportRaw` (`shs`: `class` `None`) or `ExportTarEx`/`ExportRawEx`
+/// (`ssh st`). The fd is checked by the caller.
+pub fn export(
+    kind: TransferType,
+    local: &str,
+    class: Option<&str>,
+    format: &str,
+    flags: u64,
+) -> Result<PullRequest, BusError> {
+    let class = class_and_flags(class, flags, 0)?;
+    let local = required_local_name(local)?;
+    let format = match format {
+        "" => None,
+        f if EXPORT_FORMATS.contains(&f) => Some(f.to_string()),
+        _ => return Err(BusError::invalid_args("Unknown format specified.")),
+    };
+    Ok(PullRequest {
+        kind,
+        remote: String::new(),
+        local: Some(local),
+        class,
+        verify: None,
+        flags,
+        legacy: false,
+        dkr_index_url: None,
+        format,
     })
 }
 
@@ -371,6 +471,47 @@ mod tests {
         ] {
             assert_eq!(error(r), want);
         }
+    }
+
+    #[test]
+    fn imports_and_exports() {
+        let r = import(TransferType::ImportTar, "img", None, FLAG_FORCE).unwrap();
+        assert_eq!(
+            (r.local.as_deref(), r.verify, r.flags),
+            (Some("img"), None, 1)
+        );
+        let r = import(TransferType::ImportFs, "img", Some("portable"), 3).unwrap();
+        assert_eq!(r.class, ImageClass::Portable);
+        assert_eq!(
+            error(import(TransferType::ImportRaw, "", None, 0)),
+            format!("{INVALID}: Local image name  is invalid")
+        );
+        assert_eq!(
+            error(import(TransferType::ImportRaw, "a", Some("machine"), 4)),
+            format!("{INVALID}: Flags 0x4 invalid")
+        );
+        let r = export(TransferType::ExportTar, "img", None, "", 0).unwrap();
+        assert_eq!(r.format, None);
+        let r = export(TransferType::ExportRaw, "img", Some("machine"), "zstd", 0).unwrap();
+        assert_eq!(r.format.as_deref(), Some("zstd"));
+        assert_eq!(
+            error(export(TransferType::ExportTar, "img", None, "lz4", 0)),
+            format!("{INVALID}: Unknown format specified.")
+        );
+        assert_eq!(
+            error(export(
+                TransferType::ExportTar,
+                "img",
+                Some("machine"),
+                "",
+                1
+            )),
+            format!("{INVALID}: Flags 0x1 invalid")
+        );
+        assert_eq!(
+            error(export(TransferType::ExportTar, "a/b", None, "", 0)),
+            format!("{INVALID}: Local image name a/b is invalid")
+        );
     }
 
     #[test]

@@ -13,7 +13,12 @@
 //! flag. pull-oci runs verb `oci`; the seed's pull-dkr runs `dkr --verify no
 //! --dkr-index-url URL NAME:TAG`.
 //!
-//! The worker runs with stdin on /dev/null, stdout and stderr on one pipe whose other end
+//! Imports run verb `tar`, `raw` (systemd-import) or `run` (systemd-import-fs) with `-`
+//! as the source, exports `tar` or `raw` (systemd-export) with `--format` if one was
+//! asked for and no source (modern-systemd.md §3.2).
+//!
+//! The worker runs with stdin on /dev/null (an import: the caller's fd), stdout (an
+//! export: the caller's fd) and stderr on one pipe whose other end
 //! the daemon reads (the log relay), `SYSTEMD_LOG_TARGET=console-prefixed` so each line
 //! carries its priority, `NOTIFY_SOCKET` naming the daemon's progress socket, and SIGTERM
 //! as its parent-death signal. The rest of the daemon's environment is inherited (proxy
@@ -45,10 +50,11 @@ const NOT_INHERITED: [&str; 5] = [
 /// The worker's arguments after argv[0].
 pub fn arguments(req: &PullRequest) -> Vec<String> {
     let verb = match req.kind {
-        TransferType::PullTar => "tar",
-        TransferType::PullRaw => "raw",
+        TransferType::PullTar | TransferType::ImportTar | TransferType::ExportTar => "tar",
+        TransferType::PullRaw | TransferType::ImportRaw | TransferType::ExportRaw => "raw",
         TransferType::PullOci => "oci",
         TransferType::PullDkr => "dkr",
+        TransferType::ImportFs => "run",
     };
     let mut argv = vec![verb.to_string()];
     if let Some(verify) = req.verify {
@@ -72,26 +78,55 @@ pub fn arguments(req: &PullRequest) -> Vec<String> {
     if req.has(FLAG_READ_ONLY) {
         argv.push("--read-only".into());
     }
+    if let Some(format) = &req.format {
+        argv.extend(["--format".to_string(), format.clone()]);
+    }
     if let Some(index) = &req.dkr_index_url {
         argv.extend(["--dkr-index-url".to_string(), index.clone()]);
     }
-    argv.push(req.remote.clone());
+    // An import reads stdin ("-"); an export names no source.
+    if req.kind.is_import() {
+        argv.push("-".into());
+    } else if !req.kind.is_export() {
+        argv.push(req.remote.clone());
+    }
     if let Some(local) = &req.local {
         argv.push(local.clone());
     }
     argv
 }
 
-/// Start `program` with `args`; returns the child and the read end of its output pipe
-/// (non-blocking, close-on-exec).
-pub fn spawn(program: &Path, args: &[String], notify_socket: &str) -> Result<(Child, OwnedFd)> {
+/// The caller's fd of an import or export: the worker's stdin or stdout.
+#[derive(Debug)]
+pub enum Passed {
+    None,
+    Stdin(OwnedFd),
+    Stdout(OwnedFd),
+}
+
+/// Start `program` with `args`, with `passed` as its stdin or stdout; returns the child
+/// and the read end of its output pipe (non-blocking, close-on-exec).
+pub fn spawn(
+    program: &Path,
+    args: &[String],
+    notify_socket: &str,
+    passed: Passed,
+) -> Result<(Child, OwnedFd)> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     let stderr = write.try_clone().map_err(Error::from)?;
+    let (stdin, stdout) = match passed {
+        Passed::None => (Stdio::null(), Stdio::from(write)),
+        Passed::Stdin(fd) => (Stdio::from(fd), Stdio::from(write)),
+        Passed::Stdout(fd) => {
+            drop(write);
+            (Stdio::null(), Stdio::from(fd))
+        }
+    };
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(write))
+        .stdin(stdin)
+        .stdout(stdout)
         .stderr(Stdio::from(stderr))
         .env("SYSTEMD_LOG_TARGET", "console-prefixed")
         .env("NOTIFY_SOCKET", notify_socket);
@@ -142,6 +177,7 @@ mod tests {
             flags,
             legacy,
             dkr_index_url: None,
+            format: None,
         }
     }
 
@@ -202,6 +238,30 @@ mod tests {
             line(&raw),
             "raw --verify checksum --class confext --read-only https://h/i.tar img"
         );
+    }
+
+    #[test]
+    fn import_and_export_command_lines() {
+        let mut r = request(
+            TransferType::ImportTar,
+            ImageClass::Machine,
+            FLAG_FORCE,
+            false,
+        );
+        r.verify = None;
+        assert_eq!(line(&r), "tar --force - img");
+        r.kind = TransferType::ImportFs;
+        r.flags = FLAG_READ_ONLY;
+        r.class = ImageClass::Sysext;
+        assert_eq!(line(&r), "run --class sysext --read-only - img");
+        r.kind = TransferType::ExportRaw;
+        r.flags = 0;
+        r.class = ImageClass::Machine;
+        r.format = Some("xz".into());
+        assert_eq!(line(&r), "raw --format xz img");
+        r.format = None;
+        r.kind = TransferType::ExportTar;
+        assert_eq!(line(&r), "tar img");
     }
 
     #[test]

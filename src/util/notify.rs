@@ -41,12 +41,12 @@ pub fn notify_to(path: &std::ffi::OsStr, state: &str) -> Result<()> {
 /// What [`progress`] sent last: the percentage and the extended fields.
 pub type LastProgress = Option<(u32, Details)>;
 
-/// Report overall progress (0–100) the way systemd-importd expects it, with the extended
-/// fields of `details` in the same datagram: `NN` for a v219 daemon, `NN%`
-/// (`percent_sign`) for v240 and later. Sends only when something changed since the last
-/// call made through `last`.
+/// Report overall progress (0–100) the way systemd-importd expects it (`NN` for a v219
+/// daemon, `NN%` with `percent_sign` for v240 and later), with the extended fields of
+/// `details` in the same datagram. Sends only when something changed since the last call
+/// made through `last`.
 pub fn progress(last: &mut LastProgress, percent: u32, details: &Details, percent_sign: bool) {
-    if let Some(msg) = progress_message_as(last, percent, details, percent_sign) {
+    if let Some(msg) = progress_message(last, percent, details, percent_sign) {
         if let Err(e) = notify(&msg) {
             log::debug!("Failed to send progress notification: {e}");
         }
@@ -56,13 +56,7 @@ pub fn progress(last: &mut LastProgress, percent: u32, details: &Details, percen
 /// The message [`progress`] sends, or `None` when nothing changed. `X_IMPORT_PROGRESS=`
 /// is sent once per value, as v219 does; new details alone go out without it (systemd's
 /// daemons ignore a datagram without that line, ours reads the details).
-#[cfg(test)]
-fn progress_message(last: &mut LastProgress, percent: u32, details: &Details) -> Option<String> {
-    progress_message_as(last, percent, details, false)
-}
-
-/// [`progress_message`], with `%` after the percentage if `percent_sign`.
-fn progress_message_as(
+fn progress_message(
     last: &mut LastProgress,
     percent: u32,
     details: &Details,
@@ -97,12 +91,12 @@ mod tests {
         let mut last = None;
         let none = Details::default();
         assert_eq!(
-            progress_message(&mut last, 5, &none).as_deref(),
+            progress_message(&mut last, 5, &none, false).as_deref(),
             Some("X_IMPORT_PROGRESS=5")
         );
-        assert_eq!(progress_message(&mut last, 5, &none), None);
+        assert_eq!(progress_message(&mut last, 5, &none, false), None);
         assert_eq!(
-            progress_message(&mut last, 150, &none).as_deref(),
+            progress_message(&mut last, 150, &none, false).as_deref(),
             Some("X_IMPORT_PROGRESS=100")
         );
         // New details alone are worth a datagram, without the percentage line.
@@ -111,15 +105,21 @@ mod tests {
             ..Details::default()
         };
         assert_eq!(
-            progress_message(&mut last, 100, &bytes).as_deref(),
+            progress_message(&mut last, 100, &bytes, false).as_deref(),
             Some("X_IMPORT_PROGRESS_BYTES=1/2")
         );
-        assert_eq!(progress_message(&mut last, 100, &bytes), None);
+        assert_eq!(progress_message(&mut last, 100, &bytes, false), None);
         // A new percentage carries the details along.
         let mut last = None;
         assert_eq!(
-            progress_message(&mut last, 7, &bytes).as_deref(),
+            progress_message(&mut last, 7, &bytes, false).as_deref(),
             Some("X_IMPORT_PROGRESS=7\nX_IMPORT_PROGRESS_BYTES=1/2")
+        );
+        // systemd 240+'s daemons want the percent sign.
+        let mut last = None;
+        assert_eq!(
+            progress_message(&mut last, 9, &none, true).as_deref(),
+            Some("X_IMPORT_PROGRESS=9%")
         );
     }
 

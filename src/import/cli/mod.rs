@@ -11,6 +11,7 @@
 //! Exit status is 0 on success and 1 on any failure, as the C tool's. Every message is one
 //! plain line on stderr (see [`crate::util::log`]).
 
+mod local;
 mod options;
 mod personality;
 mod pull;

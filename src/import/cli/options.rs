@@ -62,6 +62,8 @@ pub struct Settings {
     /// Where pull-oci's registry configuration is read, decided once at start-up from
     /// `registry_config` and the environment.
     pub registry_paths: ConfigPaths,
+    /// systemd-export's `--format=` (`None`: from the output file's name).
+    pub format: Option<String>,
     /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
     /// argv[0] and the environment at start-up.
     pub curl: CurlSettings,
@@ -96,6 +98,7 @@ impl Default for Settings {
             keep_download: None,
             registry_config: None,
             registry_paths: ConfigPaths::system(),
+            format: None,
             curl: CurlSettings::default(),
             test: TestSettings::default(),
         }
@@ -145,6 +148,7 @@ pub enum Opt {
     KeepDownload,
     System,
     RegistryConfig,
+    Format,
 }
 
 /// One entry of a personality's `getopt_long()` table.

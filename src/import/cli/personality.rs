@@ -4,7 +4,8 @@
 //! | name | personality | module |
 //! | --- | --- | --- |
 //! | `systemd-pull` | systemd 252's `systemd-pull` (v252–v260 options) | [`super::pull`] |
-//! | anything else (`systemd-import`, …) | the seed: v219's `systemd-import` | [`super::seed`] |
+//! | `systemd-import-fs`, `systemd-export` | systemd 252's local tools | [`super::local`] |
+//! | anything else (`systemd-import`, …) | the seed: v219's `systemd-import` (plus the local `tar`/`raw` of systemd 220+) | [`super::seed`] |
 //!
 //! A personality is a [`Personality`] value: its option parser (built on the shared
 //! getopt engine, [`super::options::walk`]), its help text, its verb table (verbs are
@@ -14,7 +15,7 @@
 
 use super::options::Parsed;
 use super::verbs::VerbSpec;
-use super::{pull, seed};
+use super::{local, pull, seed};
 use crate::import::Dialect;
 
 /// One command line of the binary.
@@ -34,7 +35,7 @@ pub struct Personality {
 }
 
 /// Every personality but the default one ([`seed::SEED`]), by the name that selects it.
-pub const PERSONALITIES: &[&Personality] = &[&pull::PULL];
+pub const PERSONALITIES: &[&Personality] = &[&pull::PULL, &local::IMPORT_FS, &local::EXPORT];
 
 /// The personality of a program run as `argv0`.
 pub fn by_argv0(argv0: &str) -> &'static Personality {

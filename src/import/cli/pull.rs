@@ -187,75 +187,7 @@ fn literal_checksum(v: &str) -> Result<[u8; 32], ()> {
 /// Parse `argv` (without argv[0]) as systemd-pull 252–260 does. `Err(())` means "exit
 /// with status 1" (the reason is logged).
 pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
-    let mut settings = Settings::default();
-    env_boolean("SYSTEMD_IMPORT_BTRFS_SUBVOL", &mut settings.btrfs_subvol);
-    env_boolean("SYSTEMD_IMPORT_BTRFS_QUOTA", &mut settings.btrfs_quota);
-    env_boolean("SYSTEMD_IMPORT_SYNC", &mut settings.sync);
-    let parsed = parse_with(argv0, argv, OPTIONS, settings, |settings, opt, value| {
-        let v = value.clone().unwrap_or_default();
-        match opt {
-            Opt::Force => settings.force = true,
-            Opt::ImageRoot => {
-                settings.image_root = PathBuf::from(v);
-                settings.image_root_given = true;
-            }
-            Opt::Verify => match v.as_str() {
-                "no" => settings.verify = Verify::No,
-                "checksum" => settings.verify = Verify::Checksum,
-                "signature" => settings.verify = Verify::Signature,
-                _ => {
-                    settings.verify = Verify::Literal(literal_checksum(&v)?);
-                    settings.settings = Some(false);
-                    settings.roothash = false;
-                    settings.roothash_signature = false;
-                    settings.verity = false;
-                }
-            },
-            Opt::Settings => settings.settings = Some(boolean("--settings=", &v)?),
-            Opt::RootHash => {
-                settings.roothash = boolean("--roothash=", &v)?;
-                // No root hash, no signature of it either.
-                if !settings.roothash {
-                    settings.roothash_signature = false;
-                }
-            }
-            Opt::RootHashSignature => {
-                settings.roothash_signature = boolean("--roothash-signature=", &v)?;
-            }
-            Opt::Verity => settings.verity = boolean("--verity=", &v)?,
-            Opt::ReadOnly => settings.read_only = true,
-            Opt::Direct => {
-                settings.direct = true;
-                settings.settings = Some(false);
-                settings.roothash = false;
-                settings.roothash_signature = false;
-                settings.verity = false;
-            }
-            Opt::BtrfsSubvol => settings.btrfs_subvol = boolean("--btrfs-subvol=", &v)?,
-            Opt::BtrfsQuota => settings.btrfs_quota = boolean("--btrfs-quota=", &v)?,
-            Opt::ConvertQcow2 => settings.convert_qcow2 = boolean("--convert-qcow2=", &v)?,
-            Opt::Sync => settings.sync = boolean("--sync=", &v)?,
-            Opt::Offset => settings.offset = Some(size("--offset=", &v)?),
-            Opt::SizeMax => settings.size_max = Some(size("--size-max=", &v)?),
-            Opt::Class => {
-                settings.class = ImageClass::parse(&v).ok_or_else(|| {
-                    log::error!("Failed to parse --class= argument: {v}");
-                })?;
-            }
-            Opt::KeepDownload => {
-                settings.keep_download = Some(boolean("--keep-download=", &v)?);
-            }
-            // The system scope is the only one there is.
-            Opt::System => {}
-            Opt::DkrIndexUrl => verbs::set_dkr_index_url(settings, value)?,
-            Opt::Platform => settings.platform = value,
-            Opt::MaxConcurrentDownloads => verbs::set_max_downloads(settings, value)?,
-            Opt::RegistryConfig => verbs::set_registry_config(settings, value)?,
-            // --help and --version are the engine's.
-            Opt::Help | Opt::Version => {}
-        }
-        Ok(())
-    })?;
+    let parsed = parse_with(argv0, argv, OPTIONS, env_defaults(), apply)?;
     match parsed {
         Parsed::Run { mut settings, args } => {
             finish_settings(&mut settings)?;
@@ -265,8 +197,87 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
     }
 }
 
+/// The settings before the options: `$SYSTEMD_IMPORT_BTRFS_SUBVOL`,
+/// `$SYSTEMD_IMPORT_BTRFS_QUOTA`, `$SYSTEMD_IMPORT_SYNC` (systemd-pull, and the local
+/// tools of `local.rs`).
+pub(super) fn env_defaults() -> Settings {
+    let mut settings = Settings::default();
+    env_boolean("SYSTEMD_IMPORT_BTRFS_SUBVOL", &mut settings.btrfs_subvol);
+    env_boolean("SYSTEMD_IMPORT_BTRFS_QUOTA", &mut settings.btrfs_quota);
+    env_boolean("SYSTEMD_IMPORT_SYNC", &mut settings.sync);
+    settings
+}
+
+/// One option of systemd-pull 252–260 (and of the local tools, which share these).
+pub(super) fn apply(settings: &mut Settings, opt: Opt, value: Option<String>) -> Result<(), ()> {
+    let v = value.clone().unwrap_or_default();
+    match opt {
+        Opt::Force => settings.force = true,
+        Opt::ImageRoot => {
+            settings.image_root = PathBuf::from(v);
+            settings.image_root_given = true;
+        }
+        Opt::Verify => match v.as_str() {
+            "no" => settings.verify = Verify::No,
+            "checksum" => settings.verify = Verify::Checksum,
+            "signature" => settings.verify = Verify::Signature,
+            _ => {
+                settings.verify = Verify::Literal(literal_checksum(&v)?);
+                settings.settings = Some(false);
+                settings.roothash = false;
+                settings.roothash_signature = false;
+                settings.verity = false;
+            }
+        },
+        Opt::Settings => settings.settings = Some(boolean("--settings=", &v)?),
+        Opt::RootHash => {
+            settings.roothash = boolean("--roothash=", &v)?;
+            // No root hash, no signature of it either.
+            if !settings.roothash {
+                settings.roothash_signature = false;
+            }
+        }
+        Opt::RootHashSignature => {
+            settings.roothash_signature = boolean("--roothash-signature=", &v)?;
+        }
+        Opt::Verity => settings.verity = boolean("--verity=", &v)?,
+        Opt::ReadOnly => settings.read_only = true,
+        Opt::Direct => {
+            settings.direct = true;
+            settings.settings = Some(false);
+            settings.roothash = false;
+            settings.roothash_signature = false;
+            settings.verity = false;
+        }
+        Opt::BtrfsSubvol => settings.btrfs_subvol = boolean("--btrfs-subvol=", &v)?,
+        Opt::BtrfsQuota => settings.btrfs_quota = boolean("--btrfs-quota=", &v)?,
+        Opt::ConvertQcow2 => settings.convert_qcow2 = boolean("--convert-qcow2=", &v)?,
+        Opt::Sync => settings.sync = boolean("--sync=", &v)?,
+        Opt::Offset => settings.offset = Some(size("--offset=", &v)?),
+        Opt::SizeMax => settings.size_max = Some(size("--size-max=", &v)?),
+        Opt::Class => {
+            settings.class = ImageClass::parse(&v).ok_or_else(|| {
+                log::error!("Failed to parse --class= argument: {v}");
+            })?;
+        }
+        Opt::KeepDownload => {
+            settings.keep_download = Some(boolean("--keep-download=", &v)?);
+        }
+        // The system scope is the only one there is.
+        Opt::System => {}
+        Opt::DkrIndexUrl => verbs::set_dkr_index_url(settings, value)?,
+        Opt::Platform => settings.platform = value,
+        Opt::MaxConcurrentDownloads => verbs::set_max_downloads(settings, value)?,
+        Opt::RegistryConfig => verbs::set_registry_config(settings, value)?,
+        Opt::Format => settings.format = value,
+        // --help and --version are the engine's.
+        Opt::Help | Opt::Version => {}
+    }
+    Ok(())
+}
+
 /// The checks after the options and the defaults that depend on the class.
-fn finish_settings(settings: &mut Settings) -> Result<(), ()> {
+pub(super) fn finish_settings(settings: &mut Settings) -> Result<(), ()> {
     if settings.offset.is_some() && !settings.direct {
         log::error!("File offset only supported in --direct mode.");
         return Err(());

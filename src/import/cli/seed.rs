@@ -6,9 +6,10 @@
 
 use std::path::PathBuf;
 
-use super::options::{parse_with, LongOption, Opt, Parsed, Settings, Verify};
+use super::options::{parse_with, LongOption, Opt, Parsed, Verify};
 use super::personality::Personality;
 use super::verbs::{self, VerbSpec};
+use super::{local, pull};
 use crate::import::Dialect;
 
 /// `systemd-import`.
@@ -31,13 +32,26 @@ const OPTIONS: &[LongOption] = &[
     LongOption::arg("platform", Opt::Platform),
     LongOption::arg("max-concurrent-downloads", Opt::MaxConcurrentDownloads),
     LongOption::arg("registry-config", Opt::RegistryConfig),
+    // The local tar and raw (systemd 220+), see `local.rs`.
+    LongOption::flag("read-only", Opt::ReadOnly),
+    LongOption::flag("direct", Opt::Direct),
+    LongOption::arg("btrfs-subvol", Opt::BtrfsSubvol),
+    LongOption::arg("btrfs-quota", Opt::BtrfsQuota),
+    LongOption::arg("convert-qcow2", Opt::ConvertQcow2),
+    LongOption::arg("sync", Opt::Sync),
+    LongOption::arg("offset", Opt::Offset),
+    LongOption::arg("size-max", Opt::SizeMax),
+    LongOption::arg("class", Opt::Class),
 ];
 
 /// The verbs: the seed's names, then v219's short aliases.
 const VERBS: &[VerbSpec] = &[
     VerbSpec::new(&["help"], 0, None, verbs::help),
-    VerbSpec::new(&["pull-tar", "tar"], 2, Some(3), verbs::pull_tar),
-    VerbSpec::new(&["pull-raw", "raw"], 2, Some(3), verbs::pull_raw),
+    VerbSpec::new(&["pull-tar"], 2, Some(3), verbs::pull_tar),
+    VerbSpec::new(&["pull-raw"], 2, Some(3), verbs::pull_raw),
+    // A local import, or with a URL v219's alias of pull-tar/pull-raw.
+    VerbSpec::new(&["tar"], 2, Some(3), local::tar),
+    VerbSpec::new(&["raw"], 2, Some(3), local::raw),
     VerbSpec::new(&["pull-dkr", "dkr"], 2, Some(3), verbs::pull_dkr),
     VerbSpec::new(&["pull-oci", "oci"], 2, Some(3), verbs::pull_oci),
 ];
@@ -50,7 +64,7 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
         argv0,
         argv,
         OPTIONS,
-        Settings::default(),
+        pull::env_defaults(),
         |settings, opt, value| {
             match opt {
                 Opt::Force => settings.force = true,
@@ -72,8 +86,8 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
                 Opt::Platform => settings.platform = value,
                 Opt::MaxConcurrentDownloads => verbs::set_max_downloads(settings, value)?,
                 Opt::RegistryConfig => verbs::set_registry_config(settings, value)?,
-                // Options outside this personality's table never come.
-                _ => {}
+                // The local tar and raw's.
+                _ => pull::apply(settings, opt, value)?,
             }
             Ok(())
         },
@@ -105,7 +119,9 @@ pub fn help_text(program: &str) -> String {
          \x20 pull-tar URL [NAME]         Download a TAR image\n\
          \x20 pull-raw URL [NAME]         Download a RAW image\n\
          \x20 pull-dkr REMOTE [NAME]      Download a DKR image\n\
-         \x20 pull-oci REF [NAME]         Download an OCI image\n"
+         \x20 pull-oci REF [NAME]         Download an OCI image\n\
+         {}",
+        local::IMPORT_HELP
     )
 }
 
@@ -114,6 +130,7 @@ mod tests {
     use super::*;
 
     use crate::import::cli::options::test_words as words;
+    use crate::import::cli::Settings;
 
     fn run(s: &str) -> (Settings, Vec<String>) {
         crate::import::cli::options::test_run(parse, s)

@@ -227,7 +227,7 @@ fn validate_url_request(
 /// The local name must be a valid machine name and, unless `--force`, must not exist yet:
 /// the seed looks under `--image-root` as well as on the fixed search path (Q9),
 /// systemd-pull on its class's search path only, as upstream.
-fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
+pub(super) fn check_local(settings: &Settings, local: &str) -> Result<(), ()> {
     let valid = match settings.dialect {
         Dialect::V219 => validate::machine_name_is_valid(local),
         Dialect::V252 => validate::ldh_hostname_is_valid(local),

@@ -29,7 +29,9 @@ pub use copy::{copy_tree, snapshot_or_copy};
 pub use data::{copy_file_data, sparse_write};
 pub use mkdir::{mkdir_p, mkdir_parents};
 pub(crate) use mode::drop_write_bits;
-pub use mode::{chattr_nocow, make_read_only, make_very_read_only, set_immutable};
+pub use mode::{
+    chattr_nocow, make_read_only, make_very_read_only, make_very_read_only_fd, set_immutable,
+};
 pub(crate) use open::{open_dir, open_dir_at, split_parent};
 pub use remove::{rm_rf, rm_rf_at, subvol_remove};
 pub use rename::{rename_exchange, rename_noreplace};

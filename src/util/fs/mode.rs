@@ -89,28 +89,30 @@ pub fn make_very_read_only(path: &Path) -> Result<()> {
         let e = Error::from(e);
         log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
     })?;
-    let meta = stat_fd(fd.as_fd())?;
-    if meta.mode & libc::S_IFMT != libc::S_IFDIR {
-        return make_read_only_fd(fd.as_fd());
-    }
-    match btrfs::subvol_set_read_only(fd.as_fd(), true) {
-        Ok(()) => Ok(()),
-        Err(e) if matches!(e.errno(), libc::ENOTTY | libc::ENOTDIR | libc::EINVAL) => {
-            set_immutable(fd.as_fd(), true).map_err(|e| {
-                log_error_errno!(
-                    e.clone(),
-                    "Failed to make {} immutable: {}",
-                    path.display(),
-                    e
-                )
-            })
+    make_very_read_only_fd(fd.as_fd()).map_err(|e| {
+        if e.msg().is_some() {
+            return e;
         }
-        Err(e) => Err(log_error_errno!(
+        log_error_errno!(
             e.clone(),
             "Failed to mark {} read-only: {}",
             path.display(),
             e
-        )),
+        )
+    })
+}
+
+/// [`make_very_read_only`] of an open image (errors of the flags unlogged).
+pub fn make_very_read_only_fd(fd: BorrowedFd<'_>) -> Result<()> {
+    let meta = stat_fd(fd)?;
+    if meta.mode & libc::S_IFMT != libc::S_IFDIR {
+        return make_read_only_fd(fd);
+    }
+    match btrfs::subvol_set_read_only(fd, true) {
+        Err(e) if matches!(e.errno(), libc::ENOTTY | libc::ENOTDIR | libc::EINVAL) => {
+            set_immutable(fd, true)
+        }
+        r => r,
     }
 }
 
