@@ -55,6 +55,8 @@ Import container or virtual machine image.
                               Platform to pull for pull-oci
      --max-concurrent-downloads=N
                               Layers pull-oci downloads at once (default 6)
+     --layer-size-max=BYTES   Most one layer of pull-oci may expand to
+                              (default 8G)
 
 Commands:
   pull-tar URL [NAME]         Download a TAR image

@@ -21,7 +21,7 @@
 
 mod easy;
 
-pub use easy::{CurlSettings, PACKAGE_VERSION};
+pub use easy::{allow_insecure_redirects, CurlSettings, MAX_REDIRECTS, PACKAGE_VERSION};
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};

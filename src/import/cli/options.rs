@@ -25,6 +25,8 @@ pub struct Settings {
     pub platform: Option<String>,
     /// `--max-concurrent-downloads=N` for pull-oci.
     pub max_concurrent_downloads: Option<usize>,
+    /// `--layer-size-max=BYTES` for pull-oci: what one layer may expand to.
+    pub layer_size_max: Option<u64>,
     /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
     /// argv[0] and the environment at start-up.
     pub curl: CurlSettings,
@@ -41,6 +43,7 @@ impl Default for Settings {
             dkr_index_url: None,
             platform: None,
             max_concurrent_downloads: None,
+            layer_size_max: None,
             curl: CurlSettings::default(),
             test: TestSettings::default(),
         }
@@ -72,6 +75,7 @@ enum Opt {
     DkrIndexUrl,
     Platform,
     MaxConcurrentDownloads,
+    LayerSizeMax,
 }
 
 struct LongOption {
@@ -119,6 +123,11 @@ const LONG_OPTIONS: &[LongOption] = &[
     LongOption {
         name: "max-concurrent-downloads",
         opt: Opt::MaxConcurrentDownloads,
+        takes_arg: true,
+    },
+    LongOption {
+        name: "layer-size-max",
+        opt: Opt::LayerSizeMax,
         takes_arg: true,
     },
 ];
@@ -210,12 +219,39 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
                     }
                 }
             }
+            Opt::LayerSizeMax => {
+                let v = value.unwrap_or_default();
+                match parse_size(&v) {
+                    Some(n) if n > 0 => settings.layer_size_max = Some(n),
+                    _ => {
+                        log::error!(
+                            "Invalid layer size limit '{v}', expected bytes with an optional K, M, G or T suffix."
+                        );
+                        return Err(());
+                    }
+                }
+            }
         }
     }
     Ok(Parsed::Run {
         settings: Box::new(settings),
         args,
     })
+}
+
+/// `N`, or `N` followed by `K`, `M`, `G` or `T` (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.char_indices().last()? {
+        (i, 'K') => (&s[..i], 10),
+        (i, 'M') => (&s[..i], 20),
+        (i, 'G') => (&s[..i], 30),
+        (i, 'T') => (&s[..i], 40),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
 /// getopt_long's lookup: an exact name, else a unique prefix.
@@ -262,6 +298,8 @@ pub fn help_text(program: &str) -> String {
          \x20                             Platform to pull for pull-oci\n\
          \x20    --max-concurrent-downloads=N\n\
          \x20                             Layers pull-oci downloads at once (default 6)\n\
+         \x20    --layer-size-max=BYTES   Most one layer of pull-oci may expand to\n\
+         \x20                             (default 8G)\n\
          \n\
          Commands:\n\
          \x20 pull-tar URL [NAME]         Download a TAR image\n\
@@ -293,6 +331,25 @@ mod tests {
         assert_eq!(s.image_root, PathBuf::from("/srv"));
         assert_eq!(s.verify, Verify::No);
         assert_eq!(a, ["pull-tar", "http://x/y.tar"]);
+    }
+
+    #[test]
+    fn the_layer_size_limit_takes_a_suffix() {
+        assert_eq!(
+            run("pull-oci --layer-size-max=100 x").0.layer_size_max,
+            Some(100)
+        );
+        assert_eq!(
+            run("pull-oci --layer-size-max=3G x").0.layer_size_max,
+            Some(3 << 30)
+        );
+        assert_eq!(run("pull-oci x").0.layer_size_max, None);
+        for bad in ["", "0", "G", "1.5G", "-1", "1P", "99999999999T"] {
+            assert!(
+                parse("x", &words(&format!("pull-oci --layer-size-max={bad} x"))).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -233,6 +233,11 @@ fn verb_pull_oci(_: &str, settings: &Settings, args: &[String]) -> i32 {
 fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequest, ()> {
     let text = args.first().map(String::as_str).unwrap_or("");
     let reference = Reference::parse(text).map_err(|e| match e {
+        ReferenceError::Invalid if text.contains("://") => log::error!(
+            "Reference '{text}' is not valid: a reference names a registry host, not a URL \
+             (write it without '{}://'; plain HTTP registries need 'insecure = true' in registries.conf).",
+            text.split("://").next().unwrap_or_default()
+        ),
         ReferenceError::Invalid => log::error!("Reference '{text}' is not valid."),
         ReferenceError::UnsupportedDigest(algorithm) => log::error!(
             "Reference '{text}' uses the digest algorithm '{algorithm}', only sha256 is supported."
@@ -269,6 +274,9 @@ fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequ
         max_downloads: settings
             .max_concurrent_downloads
             .unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS),
+        layer_size_max: settings
+            .layer_size_max
+            .unwrap_or(crate::import::job::DEFAULT_SIZE_MAX),
         credentials,
         curl: settings.curl.clone(),
         retry_delay: settings.test.retry_delay,

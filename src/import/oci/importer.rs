@@ -545,6 +545,7 @@ impl OciImport {
             input,
             spool_owned,
             target,
+            size_max: self.req.layer_size_max,
             cancel: self.cancel.clone(),
         };
         let task = lp.spawn_task(

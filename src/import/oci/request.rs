@@ -36,6 +36,8 @@ pub struct PullRequest {
     pub force: bool,
     pub platform: Platform,
     pub max_downloads: usize,
+    /// What one layer may expand to (`--layer-size-max=`, default 8 GiB).
+    pub layer_size_max: u64,
     /// From the auth files, with the file they came from.
     pub credentials: Option<(Credentials, PathBuf)>,
     /// What the easy handles get.

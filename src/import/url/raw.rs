@@ -100,7 +100,7 @@ impl Flavor for Raw {
             "import-copy",
             move |cancel| {
                 let image = LocalImage::new(&root, &format!("{local}.raw"), &local, force);
-                store::copy_file(&source, &image)?;
+                store::copy_file(&source, &image, cancel)?;
                 test_hold(hold, Hold::LocalCopy, cancel)?;
                 if cancel.load(Ordering::Acquire) {
                     // The user gave up: do not make a new image appear now.
