@@ -242,3 +242,102 @@ fn the_layer_size_limit_is_set_with_an_option() {
     common::oci::assert_success(&out);
     env.assert_no_temporaries();
 }
+
+/// Pull `repo` through a proxy that stalls its 1 MiB top layer after 100 kB, `kill -9` the
+/// pull once `when` matches a line of its stderr, then pull again without the stall: the
+/// second pull succeeds and the root holds what a clean pull leaves, nothing else.
+fn killed_then_pulled_again(repo: &str, when: fn(&str) -> bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let reg = Arc::new(Registry::start(RegistryOptions::plain()));
+    let image = ImageBuilder::oci()
+        .layer(base_layer(), Codec::Gzip)
+        .layer(big_file_layer("data/noise", 1 << 20), Codec::Gzip)
+        .build();
+    image.push(&reg, repo, Some("latest"));
+    let path = format!("/blobs/{}", image.layers[1].digest);
+    let stall = Arc::new(AtomicBool::new(true));
+    let stalling = stall.clone();
+    let proxy = FaultProxy::start(&reg, move |req, upstream| {
+        if stalling.load(Ordering::SeqCst) && req.path.ends_with(&path) {
+            return upstream().stall_after(100_000, std::time::Duration::from_secs(120));
+        }
+        upstream()
+    });
+    let reference = format!("{}/{repo}", proxy.host());
+    let env = PullEnv::new();
+    let watched = common::cli::spawn_watch(&mut env.cmd(&reg, &[&reference]));
+    watched.wait_for_stderr_line(when, std::time::Duration::from_secs(60));
+    watched.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = watched.wait();
+    let left = env.top_level();
+    assert!(left.iter().any(|n| n.starts_with(".#")), "{left:?}");
+
+    stall.store(false, Ordering::SeqCst);
+    let out = env.pull(&reg, &[&reference]);
+    common::oci::assert_success(&out);
+    let clean = PullEnv::new();
+    common::oci::assert_success(&clean.pull(&reg, &[&reference]));
+    assert_eq!(env.top_level(), clean.top_level(), "{}", out.stderr);
+    let name = repo.rsplit('/').next().unwrap();
+    assert_eq!(
+        common::oci::read(&env.path(&format!("{name}/data/noise"))).len(),
+        1 << 20
+    );
+}
+
+#[test]
+fn kill_9_early_then_a_new_pull_leaves_only_the_result() {
+    killed_then_pulled_again("kill/ocit-early", |l| {
+        l.starts_with("Image ") && l.contains(" layers, ")
+    });
+}
+
+#[test]
+fn kill_9_mid_layer_while_applying_then_a_new_pull_leaves_only_the_result() {
+    killed_then_pulled_again("kill/ocit-mid", |l| l.starts_with("Applied layer 1/2 "));
+}
+
+/// A temporary whose owner is alive (another process holds its owner lock) is left
+/// alone by a pull; one whose owner is gone is removed.
+#[test]
+fn a_live_processes_temporaries_are_not_touched() {
+    use std::os::fd::AsRawFd;
+    let reg = Registry::start(RegistryOptions::plain());
+    let image = ImageBuilder::oci().layer(base_layer(), Codec::Gzip).build();
+    image.push(&reg, "live/ocit-app", Some("latest"));
+    let env = PullEnv::new();
+    // Another process: this test, holding the lock of token 12345678.
+    let lock = std::fs::File::create(env.path(".#owner-12345678.lock")).unwrap();
+    // SAFETY: a plain flock on an fd we own.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let live = env.path(".#ocit-otherabcdef0112345678");
+    std::fs::create_dir(&live).unwrap();
+    std::fs::write(live.join("f"), b"in use").unwrap();
+    // Dead: its owner's lock is not held (or gone).
+    std::fs::write(env.path(".#owner-87654321.lock"), b"").unwrap();
+    let dead = env.path(".#ocit-deadabcdef0187654321");
+    std::fs::create_dir(&dead).unwrap();
+    let orphan = env.path(".#oci-0123456789ab0123456789abcdef");
+    std::fs::write(&orphan, b"spool").unwrap();
+
+    let out = {
+        let mut cmd = env.cmd(
+            &reg,
+            &[&format!("{}/live/ocit-app", reg.host()), "ocit-two"],
+        );
+        common::oci::run_pull(cmd.env("SYSTEMD_LOG_LEVEL", "debug"))
+    };
+    common::oci::assert_success(&out);
+    assert_eq!(std::fs::read(live.join("f")).unwrap(), b"in use");
+    assert!(env.path(".#owner-12345678.lock").exists());
+    assert!(!dead.exists() && !orphan.exists());
+    assert!(!env.path(".#owner-87654321.lock").exists());
+    common::oci::assert_line(
+        &out,
+        &format!(
+            "Removing {}, left behind by a process that is gone.",
+            dead.display()
+        ),
+    );
+    drop(lock);
+}

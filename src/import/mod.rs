@@ -40,6 +40,10 @@ pub trait Importer: JobOwner {
     /// ends with [`finish`](Importer::finish).
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()>;
 
+    /// The image root the pull writes to (where its owner lock is taken, and what dead
+    /// processes left there is removed, before [`start`](Importer::start)).
+    fn image_root(&self) -> &std::path::Path;
+
     /// The importer's lifecycle state.
     fn lifecycle(&mut self) -> &mut Lifecycle;
 
@@ -102,6 +106,11 @@ pub fn run<I: Importer>(importer: Result<I>) -> i32 {
             return 1;
         }
     }
+    // Held until the importer is gone: its temporaries are live while this is.
+    let owner = store::Owner::claim(importer.image_root(), &store::Sweep { keep: &|_| false });
+    let Ok(owner) = owner else {
+        return 1;
+    };
     if let Err(e) = importer.start(&mut lp) {
         log::error!("Failed to pull image: {e}");
         return 1;
@@ -115,6 +124,7 @@ pub fn run<I: Importer>(importer: Result<I>) -> i32 {
     };
     log::info!("Exiting.");
     drop(importer);
+    drop(owner);
     if code == 0 {
         0
     } else {

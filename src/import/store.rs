@@ -2,6 +2,9 @@
 //!
 //! * **temporary names** ([`TempPath`]): everything an importer creates first gets a
 //!   `.#` name next to its final one and is removed, subvolumes included, unless kept;
+//! * **owners** ([`Owner`], in `owner`): a pull's lock on its image root, which tells the
+//!   leftovers of a killed process (removed when the next pull starts) from the
+//!   temporaries of a running one (left alone);
 //! * **atomic installation** ([`install_replacing`], [`LocalImage::install`],
 //!   [`write_atomically`]): nothing appears under a final name before it is complete, and
 //!   a replaced object is swapped out in one step;
@@ -23,6 +26,9 @@ use nix::sys::stat::Mode;
 
 use crate::util::error::{Error, Result};
 use crate::util::{btrfs, escape, fs, validate};
+
+mod owner;
+pub use owner::{Owner, Sweep};
 
 use crate::{log_error_errno, log_warning_errno};
 

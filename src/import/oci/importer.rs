@@ -663,6 +663,10 @@ impl JobOwner for OciImport {
 }
 
 impl Importer for OciImport {
+    fn image_root(&self) -> &std::path::Path {
+        &self.req.image_root
+    }
+
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
         fs::mkdir_p(&self.req.image_root, 0o700).map_err(|e| {
             log_error_errno!(
