@@ -201,6 +201,17 @@ fn bomb_image(reg: &Registry, repo: &str, gib: usize, diff_id: bool) {
         .push(reg, repo, Some("latest"));
 }
 
+/// The pull failed with the limit's one message, and left nothing.
+fn assert_refused_at(out: &common::oci::PullOutput, env: &PullEnv, limit: &str) {
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    assert_eq!(out.errors.len(), 1, "{}", out.stderr);
+    let tail = format!(
+        " expands to more than {limit}, refusing (the limit is set with --layer-size-max=)."
+    );
+    assert!(out.errors[0].ends_with(&tail), "{}", out.stderr);
+    assert!(env.top_level().is_empty(), "{:?}", env.top_level());
+}
+
 /// A small blob of 20 GiB of zeros stops at the default limit (8 GiB) with one message.
 #[test]
 fn a_20_gib_zero_bomb_stops_at_the_default_limit() {
@@ -208,16 +219,7 @@ fn a_20_gib_zero_bomb_stops_at_the_default_limit() {
     bomb_image(&reg, "bomb/ocit-big", 20, false);
     let env = PullEnv::new();
     let out = env.pull(&reg, &[&format!("{}/bomb/ocit-big", reg.host())]);
-    assert_eq!(out.status, 1, "{}", out.stderr);
-    assert_eq!(out.errors.len(), 1, "{}", out.stderr);
-    assert!(
-        out.errors[0].ends_with(
-            " expands to more than 8.0G, refusing (the limit is set with --layer-size-max=)."
-        ),
-        "{}",
-        out.stderr
-    );
-    assert!(env.top_level().is_empty(), "{:?}", env.top_level());
+    assert_refused_at(&out, &env, "8.0G");
 }
 
 /// The option lowers and raises the limit (a 1 GiB bomb keeps this quick).
@@ -228,16 +230,7 @@ fn the_layer_size_limit_is_set_with_an_option() {
     let reference = format!("{}/bomb/ocit-gib", reg.host());
     let env = PullEnv::new();
     let out = env.pull(&reg, &["--layer-size-max=512M", &reference]);
-    assert_eq!(out.status, 1, "{}", out.stderr);
-    assert_eq!(out.errors.len(), 1, "{}", out.stderr);
-    assert!(
-        out.errors[0].ends_with(
-            " expands to more than 512.0M, refusing (the limit is set with --layer-size-max=)."
-        ),
-        "{}",
-        out.stderr
-    );
-    assert!(env.top_level().is_empty(), "{:?}", env.top_level());
+    assert_refused_at(&out, &env, "512.0M");
     let out = env.pull(&reg, &["--layer-size-max=2G", &reference]);
     common::oci::assert_success(&out);
     env.assert_no_temporaries();
