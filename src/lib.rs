@@ -2,6 +2,7 @@
 //!
 //! Architecture (one module per object, as in the C original), top down; each module
 //! uses only those below it:
+//! * [`importctl`]: the client people type, talking to `systemd-importd` (on [`bus`]);
 //! * [`importd`]: `systemd-importd`, the D-Bus daemon that runs the workers (on [`bus`]);
 //! * [`import`]: the worker's command line (`import::cli`), the importers and what they
 //!   are built of (`ImportJob`, the byte pipeline, the unpacker, the store), and export;
@@ -14,5 +15,6 @@ pub mod bus;
 pub mod curl_glue;
 pub mod event;
 pub mod import;
+pub mod importctl;
 pub mod importd;
 pub mod util;

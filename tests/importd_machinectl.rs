@@ -8,51 +8,21 @@ mod common;
 use std::time::Duration;
 
 use common::cli::CliOutput;
-use common::importd::{Importd, Options, Seen, SignalRecorder};
+use common::importd::{relayed_lines, Importd, Options, Seen, SignalRecorder, ENQUEUED};
 use common::pull::{
     assert_aborted, assert_checksum_pull_log, assert_log, download_lines, is_progress_line,
     ImageServer,
 };
-use common::tarball::Tarball;
-
-const ENQUEUED: &str = "Press C-c to continue download in background.";
-
-fn small_tar(marker: &str) -> Vec<u8> {
-    Tarball::new()
-        .dir("./")
-        .dir("etc/")
-        .file("etc/os-release", format!("ID={marker}\n").as_bytes())
-        .finish()
-}
+use common::tarball::{os_release_tar, Tarball};
 
 fn daemon(server: &ImageServer) -> Importd {
     Importd::start(Options::trusting(&server.ca.ca_pem_path()))
 }
 
 /// machinectl's output after its first line (`Enqueued transfer job ID. …`): the worker's
-/// lines as relayed; also checks they are the daemon's `(transferID) …` lines, in order.
+/// lines as relayed (checked against the daemon's `(transferID) …` lines).
 fn relayed(d: &Importd, out: &CliOutput, id: u32) -> CliOutput {
-    let first = out.stderr_lines.first().map(String::as_str);
-    assert_eq!(
-        first,
-        Some(format!("Enqueued transfer job {id}. {ENQUEUED}").as_str()),
-        "{}",
-        out.stderr
-    );
-    let lines = out.stderr_lines[1..].to_vec();
-    let prefix = format!("(transfer{id}) ");
-    // The daemon's stderr is collected by a reader thread: wait until it has caught up
-    // with the last line machinectl printed before comparing.
-    if let Some(last) = lines.last() {
-        let want = format!("{prefix}{last}");
-        d.wait_log(|l| l == want);
-    }
-    let logged: Vec<String> = d
-        .log()
-        .iter()
-        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
-        .collect();
-    assert_eq!(lines, logged, "machinectl and the daemon's log differ");
+    let lines = relayed_lines(d, &out.stderr_lines, id, |_| false);
     CliOutput {
         status: out.status,
         stdout: String::new(),
@@ -64,7 +34,7 @@ fn relayed(d: &Importd, out: &CliOutput, id: u32) -> CliOutput {
 #[test]
 fn machinectl_pulls_tar_and_raw_images_verified_by_checksum() {
     let server = ImageServer::new();
-    let tar = small_tar("checksum");
+    let tar = os_release_tar("checksum");
     let (tar_sums, _) = server.put_verified("/tar", "demo.tar", &tar, None);
     let raw = vec![0x5a; 100_000];
     let (raw_sums, _) = server.put_verified("/raw", "disk.raw", &raw, None);
@@ -115,7 +85,7 @@ fn machinectl_pulls_tar_and_raw_images_verified_by_checksum() {
 #[test]
 fn machinectl_pulls_tar_and_raw_images_without_verification() {
     let server = ImageServer::new();
-    let tar = small_tar("unverified");
+    let tar = os_release_tar("unverified");
     server.put("/t/plain.tar", tar.clone());
     let raw = vec![7u8; 64 * 1024];
     server.put("/r/plain.raw", raw.clone());
@@ -245,7 +215,7 @@ fn list_transfers_shows_progress_and_cancel_transfer_ends_the_pull() {
 #[test]
 fn a_failing_pull_relays_the_workers_error_and_exits_1() {
     let server = ImageServer::new();
-    server.put("/t/exists.tar", small_tar("x"));
+    server.put("/t/exists.tar", os_release_tar("x"));
     let d = daemon(&server);
     std::fs::create_dir(d.machines.path().join("taken")).unwrap();
     let signals = SignalRecorder::start(&d.bus);

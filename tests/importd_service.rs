@@ -21,8 +21,8 @@ use nix::sys::socket::{
 
 use common::importd::{
     call, call_message, environ, fake_worker, manager, start_pull, Importd, Options, Seen,
-    SignalRecorder, WithFakeWorker, HANGING_WORKER, MANAGER, MANAGER_IFACE, NAME, PATIENCE,
-    TRANSFER_IFACE,
+    SignalRecorder, WithFakeWorker, EXT_IFACE, HANGING_WORKER, MANAGER, MANAGER_IFACE, NAME,
+    PATIENCE, TRANSFER_IFACE,
 };
 use common::mutate::Rng;
 use common::pull::ImageServer;
@@ -138,6 +138,93 @@ fn workers_report_progress_only_from_their_own_pid() {
     let reply = manager(conn, "ListTransfers", ()).unwrap();
     let list: Vec<(u32, String, String, String, f64, dbus::Path)> = reply.read1().unwrap();
     assert_eq!(list[0].4, 0.57);
+}
+
+/// All properties of `iface` on `path`, as text.
+fn all_properties(conn: &dbus::blocking::Connection, path: &str, iface: &str) -> Vec<String> {
+    use dbus::arg::RefArg;
+    let reply = call(
+        conn,
+        path,
+        "org.freedesktop.DBus.Properties",
+        "GetAll",
+        (iface,),
+    )
+    .unwrap();
+    let props: dbus::arg::PropMap = reply.read1().unwrap();
+    let mut out: Vec<String> = props
+        .iter()
+        .map(|(k, v)| format!("{k}={:?}", v.0.box_clone()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn extended_progress_fields_reach_our_interface_and_only_it() {
+    let f = WithFakeWorker::start(HANGING_WORKER);
+    let (d, signals, conn) = (&f.d, &f.signals, &f.conn);
+    let (_, path) = start_pull(conn, "PullTar", ("https://h/x.tar", "x", "no", false));
+    let pid = the_worker(d);
+    let socket = environ(pid)["NOTIFY_SOCKET"].clone();
+    let upstream_before = all_properties(conn, &path, TRANSFER_IFACE);
+    assert!(all_properties(conn, &path, EXT_IFACE)
+        .contains(&"BytesDone=18446744073709551615".to_string()));
+
+    let text = "X_IMPORT_PROGRESS=40\nX_IMPORT_PROGRESS_BYTES=400/1000\n\
+                X_IMPORT_PROGRESS_RATE=200\nX_IMPORT_LAYER=1/2:done:300/300\n\
+                X_IMPORT_LAYER=2/2:downloading:100/-";
+    notify(&socket, text, Some(pid), None);
+    let layers = vec![
+        (1, 2, "done".to_string(), 300, 300),
+        (2, 2, "downloading".to_string(), 100, u64::MAX),
+    ];
+    let want = Seen::Details(path.clone(), 0.4, 400, 1000, 200, layers);
+    signals.wait_for("DetailsUpdate", |s| *s == want);
+    signals.wait_for("ProgressUpdate", |s| {
+        *s == Seen::Progress(path.clone(), 0.4)
+    });
+    let ours = all_properties(conn, &path, EXT_IFACE);
+    for p in ["BytesDone=400", "BytesTotal=1000", "Rate=200"] {
+        assert!(ours.contains(&p.to_string()), "{p} not in {ours:?}");
+    }
+    let reply = call(
+        conn,
+        &path,
+        "org.freedesktop.DBus.Properties",
+        "Get",
+        (EXT_IFACE, "Layers"),
+    )
+    .unwrap();
+    type Layers = Vec<(u32, u32, String, u64, u64)>;
+    let Variant(got): Variant<Layers> = reply.read1().unwrap();
+    assert_eq!(got.len(), 2);
+    // Upstream's interface: the same properties, only Progress moved.
+    let upstream_after = all_properties(conn, &path, TRANSFER_IFACE);
+    assert_eq!(upstream_after.len(), upstream_before.len());
+    assert!(
+        upstream_after.iter().any(|p| p.starts_with("Progress=0.4")),
+        "{upstream_after:?}"
+    );
+
+    // The same report again sends nothing; a changed one does; a bad field is skipped.
+    notify(&socket, text, Some(pid), None);
+    notify(
+        &socket,
+        "X_IMPORT_PROGRESS=40\nX_IMPORT_PROGRESS_BYTES=500/1000\nX_IMPORT_PROGRESS_RATE=x",
+        Some(pid),
+        None,
+    );
+    signals.wait_for(
+        "second DetailsUpdate",
+        |s| matches!(s, Seen::Details(_, _, 500, 1000, u64::MAX, l) if l.is_empty()),
+    );
+    let details = signals
+        .seen()
+        .iter()
+        .filter(|s| matches!(s, Seen::Details(..)))
+        .count();
+    assert_eq!(details, 2);
 }
 
 /// A worker that crashes, exits 3, or writes oddly framed output, depending on its URL.

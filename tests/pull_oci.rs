@@ -557,14 +557,29 @@ fn progress_goes_to_the_notify_socket() {
     assert_success(&out);
     socket.set_nonblocking(true).unwrap();
     let mut values = Vec::new();
-    let mut buf = [0u8; 256];
+    let mut layer_counts = Vec::new();
+    let mut buf = [0u8; 4096];
     while let Ok(n) = socket.recv(&mut buf) {
         let msg = std::str::from_utf8(&buf[..n]).unwrap();
-        let v = msg
-            .strip_prefix("X_IMPORT_PROGRESS=")
-            .unwrap_or_else(|| panic!("unexpected message {msg:?}"));
-        values.push(v.parse::<u32>().unwrap());
+        // X_IMPORT_PROGRESS= first when present, then the extended fields (bytes, rate,
+        // one line per layer), which may come alone.
+        for (i, line) in msg.lines().enumerate() {
+            if let Some(v) = line.strip_prefix("X_IMPORT_PROGRESS=") {
+                assert_eq!(i, 0, "{msg:?}");
+                values.push(v.parse::<u32>().unwrap());
+            } else if let Some(layer) = line.strip_prefix("X_IMPORT_LAYER=") {
+                layer_counts.push(layer.split(['/', ':']).nth(1).unwrap().to_string());
+            } else {
+                assert!(
+                    line.starts_with("X_IMPORT_PROGRESS_BYTES=")
+                        || line.starts_with("X_IMPORT_PROGRESS_RATE="),
+                    "unexpected line {line:?} in {msg:?}"
+                );
+            }
+        }
     }
+    assert!(!layer_counts.is_empty(), "no layer lines");
+    assert!(layer_counts.iter().all(|c| c == "3"), "{layer_counts:?}");
     assert_eq!(values.first(), Some(&0), "{values:?}");
     assert_eq!(values.last(), Some(&100), "{values:?}");
     assert!(values.windows(2).all(|w| w[0] < w[1]), "{values:?}");

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use super::object::{Args, EmitsChanged, Interface, INTROSPECTABLE, PEER, PROPERTIES};
+use super::interface::{Args, EmitsChanged, Interface, INTROSPECTABLE, PEER, PROPERTIES};
 
 const DOCTYPE: &str =
     "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n\

@@ -24,6 +24,8 @@
 
 mod client;
 pub mod error;
+pub mod import1;
+mod interface;
 mod introspect;
 pub mod message;
 mod object;
@@ -31,8 +33,8 @@ mod polkit;
 
 pub use client::{MatchId, SignalMatch};
 pub use error::{names, BusError};
+pub use interface::{Args, EmitsChanged, Interface, Value};
 pub use message::{Call, Handled};
-pub use object::{Args, EmitsChanged, Interface, Value};
 
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -1,9 +1,8 @@
-//! The server side of a [`Bus`]: objects, their interfaces, and the routing of incoming
-//! method calls by (path, interface, member).
+//! The server side of a [`Bus`]: objects (a path or a fallback prefix with their
+//! interface tables, interface.rs) and the routing of incoming method calls by (path,
+//! interface, member).
 //!
-//! An interface is a table built once at start-up: methods (name, named in and out
-//! arguments, a plain `fn` handler), read-only properties (a getter reading `&D`) and
-//! signals (for introspection). Routing answers as sd-bus does, with its error names and
+//! Routing answers as sd-bus does, with its error names and
 //! texts: `Peer` on any path; `Introspect` on objects and on the nodes above them;
 //! `Properties.Get/GetAll/Set`; an unknown object, method, interface or property; and a
 //! call whose arguments do not match the method's signature is refused before the handler
@@ -12,140 +11,17 @@
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use dbus::arg::{IterAppend, Variant};
 use dbus::strings::Signature;
 use dbus::Message;
 
 use super::error::{names, BusError};
+use super::interface::{
+    args_signature, Interface, Property, Value, INTROSPECTABLE, PEER, PROPERTIES,
+};
 use super::introspect;
 use super::message::{signature, Call, Handled};
 use super::Access;
 use crate::event::EventLoop;
-
-pub const PEER: &str = "org.freedesktop.DBus.Peer";
-pub const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
-pub const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
-
-/// Named arguments: `(name, type signature)` in order.
-pub type Args = &'static [(&'static str, &'static str)];
-
-/// A method handler. It gets the call by value: see [`Handled`].
-pub type MethodFn<D> = fn(&mut EventLoop<D>, &mut D, Call) -> Handled;
-
-/// A property getter: the loop's data and the object's path.
-pub type GetterFn<D> = fn(&D, &str) -> Value;
-
-/// The `org.freedesktop.DBus.Property.EmitsChangedSignal` annotation of a property.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EmitsChanged {
-    /// The value never changes for the object's lifetime.
-    Const,
-    /// It changes, and no `PropertiesChanged` signal says so.
-    False,
-}
-
-/// A property's value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Bool(bool),
-    U32(u32),
-    U64(u64),
-    F64(f64),
-    Str(String),
-}
-
-impl Value {
-    fn append_variant(&self, ia: &mut IterAppend<'_>) {
-        match self {
-            Value::Bool(v) => ia.append(Variant(*v)),
-            Value::U32(v) => ia.append(Variant(*v)),
-            Value::U64(v) => ia.append(Variant(*v)),
-            Value::F64(v) => ia.append(Variant(*v)),
-            Value::Str(v) => ia.append(Variant(v.as_str())),
-        }
-    }
-}
-
-pub struct Method<D> {
-    pub(super) name: &'static str,
-    pub(super) inputs: Args,
-    pub(super) outputs: Args,
-    handler: MethodFn<D>,
-}
-
-pub struct Property<D> {
-    pub(super) name: &'static str,
-    pub(super) signature: &'static str,
-    pub(super) emits: EmitsChanged,
-    get: GetterFn<D>,
-}
-
-pub struct SignalSpec {
-    pub(super) name: &'static str,
-    pub(super) args: Args,
-}
-
-/// One interface of an object. Built with the chained methods, then registered with
-/// `Bus::add_object` or `Bus::add_fallback`.
-pub struct Interface<D> {
-    pub(super) name: &'static str,
-    pub(super) methods: Vec<Method<D>>,
-    pub(super) properties: Vec<Property<D>>,
-    pub(super) signals: Vec<SignalSpec>,
-}
-
-impl<D> Interface<D> {
-    pub fn new(name: &'static str) -> Interface<D> {
-        Interface {
-            name,
-            methods: Vec::new(),
-            properties: Vec::new(),
-            signals: Vec::new(),
-        }
-    }
-
-    pub fn method(
-        mut self,
-        name: &'static str,
-        inputs: Args,
-        outputs: Args,
-        handler: MethodFn<D>,
-    ) -> Self {
-        self.methods.push(Method {
-            name,
-            inputs,
-            outputs,
-            handler,
-        });
-        self
-    }
-
-    pub fn property(
-        mut self,
-        name: &'static str,
-        signature: &'static str,
-        emits: EmitsChanged,
-        get: GetterFn<D>,
-    ) -> Self {
-        self.properties.push(Property {
-            name,
-            signature,
-            emits,
-            get,
-        });
-        self
-    }
-
-    pub fn signal(mut self, name: &'static str, args: Args) -> Self {
-        self.signals.push(SignalSpec { name, args });
-        self
-    }
-}
-
-/// The signature of a list of arguments.
-pub(super) fn args_signature(args: Args) -> String {
-    args.iter().map(|(_, t)| *t).collect()
-}
 
 enum Location<D> {
     /// Exactly this path.

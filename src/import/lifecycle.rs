@@ -7,7 +7,9 @@
 //!   nothing;
 //! * **the progress timer**: every second, while it runs, the importer's
 //!   [`report_progress`](Importer::report_progress), which sends `X_IMPORT_PROGRESS=`
-//!   through [`Lifecycle::report_progress`] when the value changed (v219);
+//!   through [`Lifecycle::report_progress`] when the value changed (v219), or with our
+//!   extended fields (bytes, rate, layers: [`crate::util::progress`]) through
+//!   [`Lifecycle::report_details`], which computes the rate from the bytes it is given;
 //! * **cancel all** ([`cancel_all`]): every job still running is stopped, the progress
 //!   timer removed and the running step's task told to stop (it is joined when the
 //!   importer is dropped);
@@ -25,7 +27,9 @@ use super::Importer;
 use crate::event::{Clock, EventLoop, SourceId, TaskHandle, TimerAction};
 use crate::log_error_errno;
 use crate::util::error::Result;
-use crate::util::notify;
+use crate::util::format::USEC_PER_SEC;
+use crate::util::notify::{self, LastProgress};
+use crate::util::progress::{Details, LayerProgress};
 
 /// How often the progress timer asks the importer for its progress.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -39,8 +43,14 @@ pub struct Lifecycle {
     /// The progress timer, between [`Lifecycle::start_progress_timer`] and
     /// [`Lifecycle::stop_progress_timer`] (or the end of the pull).
     progress_timer: Option<SourceId>,
-    /// The last value sent as `X_IMPORT_PROGRESS=`.
-    last_progress: Option<u32>,
+    /// The last value sent as `X_IMPORT_PROGRESS=`, with the extended fields sent along.
+    last_sent: LastProgress,
+    /// The importer's latest extended fields ([`Lifecycle::report_details`]), sent again
+    /// with the percentages of later milestones.
+    details: Details,
+    /// The bytes of the previous [`Lifecycle::report_details`] and when (µs,
+    /// CLOCK_MONOTONIC): the rate is measured between two reports.
+    rate_sample: Option<(u64, u64)>,
     /// Set by the first [`finish`].
     finished: bool,
 }
@@ -60,18 +70,48 @@ impl Lifecycle {
         self.task.is_some()
     }
 
-    /// Send `X_IMPORT_PROGRESS=percent` to systemd-importd unless it is the value sent
-    /// last.
+    /// Send `X_IMPORT_PROGRESS=percent` to systemd-importd (with the extended fields last
+    /// reported) unless nothing changed since the last datagram.
     pub fn report_progress(&mut self, percent: u32) {
-        if self.last_progress != Some(percent.min(100)) {
+        if self.last_progress() != Some(percent.min(100)) {
             log::debug!("Combined progress {percent}%");
         }
-        notify::progress(&mut self.last_progress, percent);
+        notify::progress(&mut self.last_sent, percent, &self.details);
+    }
+
+    /// [`report_progress`](Self::report_progress) with what the importer knows beyond the
+    /// percentage: bytes received and expected, and its layers (pull-oci). The rate is
+    /// the bytes received since the previous call over the time since, averaged with the
+    /// previous rate; it is left out once every byte expected has arrived.
+    pub fn report_details(
+        &mut self,
+        percent: u32,
+        bytes: Option<(u64, Option<u64>)>,
+        layers: Vec<LayerProgress>,
+    ) {
+        let now = crate::event::now(Clock::Monotonic);
+        let rate = match (bytes, self.rate_sample) {
+            (Some((done, total)), _) if total.is_some_and(|t| done >= t) => None,
+            (Some((done, _)), Some((then, before))) if now > then => {
+                let measured = u128::from(done.saturating_sub(before)) * u128::from(USEC_PER_SEC)
+                    / u128::from(now - then);
+                let measured = u64::try_from(measured).unwrap_or(u64::MAX);
+                Some(self.details.rate.map_or(measured, |r| r / 2 + measured / 2))
+            }
+            _ => self.details.rate,
+        };
+        self.rate_sample = bytes.map(|(done, _)| (now, done));
+        self.details = Details {
+            bytes,
+            rate,
+            layers,
+        };
+        self.report_progress(percent);
     }
 
     /// The value sent last, if any.
     pub fn last_progress(&self) -> Option<u32> {
-        self.last_progress
+        self.last_sent.as_ref().map(|(p, _)| *p)
     }
 
     /// Call the importer's [`report_progress`](Importer::report_progress) every second

@@ -1,6 +1,8 @@
 //! The `org.freedesktop.import1` API: the Manager and Transfer interfaces (member names,
 //! argument names and signatures as systemd 260 has them, minus the `Import*`/`Export*`
-//! members, which arrive with the import/export work), and their handlers.
+//! members, which arrive with the import/export work), and their handlers; and next to
+//! the Transfer interface this project's `io.github.systemd_import.Transfer1` (bytes,
+//! rate, layers: see [`crate::bus::import1::EXT_TRANSFER_INTERFACE`]).
 //!
 //! Privileged members (`Pull*`, `CancelTransfer`, `Transfer.Cancel`) first pass
 //! `Bus::authorize` (root, or polkit `org.freedesktop.import1.pull`; `CancelTransfer`
@@ -13,6 +15,7 @@ use super::images;
 use super::manager::{Manager, MANAGER_INTERFACE, MANAGER_PATH, TRANSFER_INTERFACE};
 use super::request::{self, DkrArgs, PullRequest, TransferType, UrlArgs};
 use super::transfer::{self, TRANSFER_PREFIX};
+use crate::bus::import1::{DETAILS_UPDATE, EXT_TRANSFER_INTERFACE};
 use crate::bus::{names, Args, Bus, BusError, Call, EmitsChanged, Handled, Interface, Value};
 use crate::event::EventLoop;
 
@@ -129,12 +132,91 @@ pub fn register(bus: &mut Bus<Manager>) {
         .method("Cancel", &[], &[], transfer_cancel)
         .signal("LogMessage", &[("priority", "u"), ("line", "s")])
         .signal("ProgressUpdate", &[("progress", "d")]);
+    let details = Interface::new(EXT_TRANSFER_INTERFACE)
+        .property("BytesDone", "t", EmitsChanged::False, |m, p| {
+            with_transfer(m, p, |t| Value::U64(bytes(t).0))
+        })
+        .property("BytesTotal", "t", EmitsChanged::False, |m, p| {
+            with_transfer(m, p, |t| Value::U64(bytes(t).1))
+        })
+        .property("Rate", "t", EmitsChanged::False, |m, p| {
+            with_transfer(m, p, |t| Value::U64(rate(t)))
+        })
+        .property("Layers", LAYERS, EmitsChanged::False, |m, p| {
+            with_transfer(m, p, layers_value)
+        })
+        .signal(
+            DETAILS_UPDATE,
+            &[
+                ("progress", "d"),
+                ("bytes_done", "t"),
+                ("bytes_total", "t"),
+                ("rate", "t"),
+                ("layers", LAYERS),
+            ],
+        );
     bus.add_fallback(
         TRANSFER_PREFIX,
         |m, path| transfer::id_of(path).is_some_and(|id| m.transfers.contains_key(&id)),
         |m| m.transfers.values().map(|t| t.path.clone()).collect(),
-        vec![transfer],
+        vec![transfer, details],
     );
+}
+
+/// The signature of our `Layers` property and of `DetailsUpdate`'s last argument.
+const LAYERS: &str = "a(uustt)";
+
+/// A layer of our interface: index, count, state, bytes done, bytes total.
+type LayerRow = (u32, u32, String, u64, u64);
+
+/// Bytes done and total, `u64::MAX` for unknown.
+fn bytes(t: &transfer::Transfer) -> (u64, u64) {
+    match t.details.as_ref().and_then(|d| d.bytes) {
+        Some((done, total)) => (done, total.unwrap_or(u64::MAX)),
+        None => (u64::MAX, u64::MAX),
+    }
+}
+
+fn rate(t: &transfer::Transfer) -> u64 {
+    t.details.as_ref().and_then(|d| d.rate).unwrap_or(u64::MAX)
+}
+
+fn layer_rows(t: &transfer::Transfer) -> Vec<LayerRow> {
+    let layers = t.details.as_ref().map_or(&[][..], |d| &d.layers[..]);
+    layers
+        .iter()
+        .map(|l| {
+            (
+                l.index,
+                l.count,
+                l.state.as_str().to_string(),
+                l.done,
+                l.total.unwrap_or(u64::MAX),
+            )
+        })
+        .collect()
+}
+
+fn layers_value(t: &transfer::Transfer) -> Value {
+    let rows = layer_rows(t)
+        .into_iter()
+        .map(|(index, count, state, done, total)| {
+            Value::Struct(vec![
+                Value::U32(index),
+                Value::U32(count),
+                Value::Str(state),
+                Value::U64(done),
+                Value::U64(total),
+            ])
+        })
+        .collect();
+    Value::Array(&LAYERS[1..], rows)
+}
+
+/// The arguments of `DetailsUpdate` for transfer `t`.
+pub fn details_update(t: &transfer::Transfer) -> (f64, u64, u64, u64, Vec<LayerRow>) {
+    let (done, total) = bytes(t);
+    (t.progress_value(), done, total, rate(t), layer_rows(t))
 }
 
 /// A property of the transfer at `path` (which exists: routing checked it).

@@ -16,24 +16,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
 
+pub use crate::bus::import1::ImageRow;
+
 use super::request::ImageClass;
 use crate::util::error::Result;
 use crate::util::validate::image_name_is_valid;
-
-/// A `ListImages` row.
-pub type ImageRow = (
-    String,
-    String,
-    String,
-    String,
-    bool,
-    u64,
-    u64,
-    u64,
-    u64,
-    u64,
-    u64,
-);
 
 /// The root inode of every btrfs subvolume.
 const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;

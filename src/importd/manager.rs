@@ -9,7 +9,8 @@
 //!   transfer's own pid only), its remaining output drained, and `TransferRemoved` sent
 //!   with `done`, `canceled` or `failed`. SIGCHLD rather than a pidfd per worker: the
 //!   loop already has signal sources, and a pidfd would need a raw `pidfd_open` call;
-//! * the progress socket → `Progress` and `ProgressUpdate`.
+//! * the progress socket → `Progress` and `ProgressUpdate`, and the extended fields →
+//!   our interface's `DetailsUpdate`.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -21,7 +22,7 @@ use nix::sys::signal::Signal;
 use super::log_relay::Read;
 use super::progress::{self, NotifySocket};
 use super::request::PullRequest;
-use super::service::{self, Service};
+use super::service::{self, Daemon, Service};
 use super::transfer::{Transfer, TRANSFERS_MAX};
 use super::{api, worker, Settings};
 use crate::bus::{Bus, BusError};
@@ -29,14 +30,11 @@ use crate::event::{EventLoop, EPOLLIN, PRIORITY_NORMAL};
 use crate::util::error::Result;
 use crate::util::log::{LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING};
 
-pub const BUS_NAME: &str = "org.freedesktop.import1";
-pub const MANAGER_PATH: &str = "/org/freedesktop/import1";
-pub const MANAGER_INTERFACE: &str = "org.freedesktop.import1.Manager";
-pub const TRANSFER_INTERFACE: &str = "org.freedesktop.import1.Transfer";
-
-/// systemd's `BUS_ERROR_TRANSFER_IN_PROGRESS` and `BUS_ERROR_NO_SUCH_TRANSFER`.
-pub const ERROR_TRANSFER_IN_PROGRESS: &str = "org.freedesktop.import1.TransferInProgress";
-pub const ERROR_NO_SUCH_TRANSFER: &str = "org.freedesktop.import1.NoSuchTransfer";
+use crate::bus::import1::{DETAILS_UPDATE, EXT_TRANSFER_INTERFACE};
+pub use crate::bus::import1::{
+    ERROR_NO_SUCH_TRANSFER, ERROR_TRANSFER_IN_PROGRESS, MANAGER_INTERFACE, MANAGER_PATH,
+    TRANSFER_INTERFACE,
+};
 
 pub struct Manager {
     pub bus: Bus<Manager>,
@@ -154,14 +152,37 @@ impl Manager {
         })?;
         t.cancel().map_err(BusError::from)
     }
+}
+
+impl Daemon for Manager {
+    fn bus(&mut self) -> &mut Bus<Manager> {
+        &mut self.bus
+    }
+
+    fn service(&mut self) -> &mut Service {
+        &mut self.service
+    }
 
     /// Whether nothing runs and nothing waits: the idle exit may happen.
-    pub fn is_idle(&self) -> bool {
+    fn is_idle(&self) -> bool {
         self.transfers.is_empty() && self.bus.pending_calls() == 0
     }
 
+    fn has_transfers(&self) -> bool {
+        !self.transfers.is_empty()
+    }
+
+    fn cancel_all(&mut self) {
+        let ids: Vec<u32> = self.transfers.keys().copied().collect();
+        for id in ids {
+            if let Err(e) = self.cancel(id) {
+                log::warn!("Failed to cancel transfer {id}: {}", e.message());
+            }
+        }
+    }
+
     /// Kill every worker now (the shutdown deadline passed).
-    pub fn kill_all(&mut self) {
+    fn kill_all(&mut self) {
         for t in self.transfers.values() {
             let _ = t.signal(Signal::SIGKILL);
         }
@@ -290,7 +311,8 @@ fn signal_name(signal: i32) -> String {
     )
 }
 
-/// A datagram on the progress socket.
+/// A datagram on the progress socket: the percentage goes to `Progress` and
+/// `ProgressUpdate` (upstream's interface), the extended fields to `DetailsUpdate` (ours).
 fn on_notify(lp: &mut EventLoop<Manager>, m: &mut Manager) {
     let datagram = match m.notify.receive() {
         Ok(Some(d)) => d,
@@ -304,26 +326,39 @@ fn on_notify(lp: &mut EventLoop<Manager>, m: &mut Manager) {
         log::warn!("Got notification datagram from unexpected peer, ignoring.");
         return;
     };
-    let percent = match progress::parse(&datagram.text).percent {
-        None => return,
-        Some(Err(value)) => {
-            log::warn!("Got invalid percent value '{value}', ignoring.");
-            return;
+    let report = progress::parse(&datagram.text);
+    let mut progress_changed = false;
+    match report.percent {
+        None => {}
+        Some(Err(value)) => log::warn!("Got invalid percent value '{value}', ignoring."),
+        Some(Ok(percent)) => {
+            t.progress = Some(percent);
+            log::debug!("Got percentage from client: {percent}%");
+            progress_changed = t.progress_sent != Some(percent);
+            t.progress_sent = Some(percent);
         }
-        Some(Ok(p)) => p,
-    };
-    t.progress = Some(percent);
-    log::debug!("Got percentage from client: {percent}%");
-    if t.progress_sent == Some(percent) {
-        return;
     }
-    t.progress_sent = Some(percent);
-    let (path, value) = (t.path.clone(), t.progress_value());
-    if let Err(e) = m
-        .bus
-        .emit(lp, &path, TRANSFER_INTERFACE, "ProgressUpdate", (value,))
-    {
-        log::warn!("Cannot emit progress update signal, ignoring: {e}");
+    let details_changed = report.details.is_some() && report.details != t.details;
+    if details_changed {
+        t.details = report.details;
+    }
+    let (id, path, value) = (t.id, t.path.clone(), t.progress_value());
+    if progress_changed {
+        if let Err(e) = m
+            .bus
+            .emit(lp, &path, TRANSFER_INTERFACE, "ProgressUpdate", (value,))
+        {
+            log::warn!("Cannot emit progress update signal, ignoring: {e}");
+        }
+    }
+    if details_changed || (progress_changed && m.transfers[&id].details.is_some()) {
+        let args = api::details_update(&m.transfers[&id]);
+        if let Err(e) = m
+            .bus
+            .emit(lp, &path, EXT_TRANSFER_INTERFACE, DETAILS_UPDATE, args)
+        {
+            log::warn!("Cannot emit details update signal, ignoring: {e}");
+        }
     }
 }
 

@@ -11,8 +11,10 @@
 //! start or after a newline) is read, as `NN%` (what v255+ workers send and v240+ daemons
 //! require) or a bare `NN` (what v219–v254 workers, ours included, send), 0 to 100.
 //!
-//! Hook for extended progress (issue 17): [`Report`] is where further `X_IMPORT_…` fields
-//! (bytes, rate, per-layer state) will be parsed; unknown fields are ignored today.
+//! Our workers add fields of their own to the same datagram (bytes done and expected, the
+//! rate, per-layer state: the format is in [`crate::util::progress`]); they are read into
+//! [`Report::details`] and published on this project's interface
+//! ([`crate::bus::import1::EXT_TRANSFER_INTERFACE`]). Unknown fields are ignored.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -22,6 +24,7 @@ use nix::sys::socket::{
 };
 
 use crate::util::error::{Error, Result};
+use crate::util::progress::{self as fields, Details};
 
 /// The largest datagram read whole (systemd's `NOTIFY_BUFFER_MAX`, PIPE_BUF).
 const BUFFER_MAX: usize = 4096;
@@ -31,6 +34,8 @@ const BUFFER_MAX: usize = 4096;
 pub struct Report {
     /// `X_IMPORT_PROGRESS=`: `Some(Ok(percent))`, or `Some(Err(text))` when malformed.
     pub percent: Option<Result<u32, String>>,
+    /// The extended fields, when the datagram has any.
+    pub details: Option<Details>,
 }
 
 /// Parse a datagram's text.
@@ -40,6 +45,7 @@ pub fn parse(text: &str) -> Report {
         .find_map(|line| line.strip_prefix("X_IMPORT_PROGRESS="));
     Report {
         percent: value.map(|v| parse_percent(v).ok_or_else(|| v.to_string())),
+        details: fields::parse(text),
     }
 }
 
@@ -174,8 +180,11 @@ mod tests {
             parse("X_IMPORT_PROGRESS=7\nX_IMPORT_PROGRESS=8").percent,
             Some(Ok(7))
         );
-        // Unknown fields are ignored (extended progress arrives with issue 17).
-        assert_eq!(parse("X_IMPORT_BYTES=100\n").percent, None);
+        // Unknown fields are ignored; the extended ones are read beside the percentage.
+        assert_eq!(parse("X_IMPORT_BYTES=100\n"), Report::default());
+        let r = parse("X_IMPORT_PROGRESS=3\nX_IMPORT_PROGRESS_BYTES=5/10\n");
+        assert_eq!(r.percent, Some(Ok(3)));
+        assert_eq!(r.details.unwrap().bytes, Some((5, Some(10))));
     }
 
     #[test]

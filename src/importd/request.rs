@@ -8,10 +8,7 @@
 use crate::bus::BusError;
 use crate::util::{oci_ref, validate};
 
-/// `ImportFlags` bits of the `…Ex` members.
-pub const FLAG_FORCE: u64 = 1;
-pub const FLAG_READ_ONLY: u64 = 2;
-pub const FLAG_KEEP_DOWNLOAD: u64 = 4;
+pub use crate::bus::import1::{ImageClass, Verify, FLAG_FORCE, FLAG_KEEP_DOWNLOAD, FLAG_READ_ONLY};
 
 /// Where the seed's `PullDkr` looks when the caller passes no index URL: nowhere (the C
 /// tool's `DEFAULT_DKR_INDEX_URL` is unset unless configured at build time).
@@ -47,68 +44,18 @@ impl TransferType {
     }
 }
 
-/// Image classes (`--class=`), each with its own image directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ImageClass {
-    Machine,
-    Portable,
-    Sysext,
-    Confext,
+/// The class named `s`, or InvalidArgs `Image class '%s' not known`.
+fn parse_class(s: &str) -> Result<ImageClass, BusError> {
+    ImageClass::from_name(s)
+        .ok_or_else(|| BusError::invalid_args(format!("Image class '{s}' not known")))
 }
 
-impl ImageClass {
-    pub const ALL: [ImageClass; 4] = [
-        ImageClass::Machine,
-        ImageClass::Portable,
-        ImageClass::Sysext,
-        ImageClass::Confext,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ImageClass::Machine => "machine",
-            ImageClass::Portable => "portable",
-            ImageClass::Sysext => "sysext",
-            ImageClass::Confext => "confext",
-        }
-    }
-
-    /// The class named `s`, or InvalidArgs `Image class '%s' not known`.
-    pub fn parse(s: &str) -> Result<ImageClass, BusError> {
-        ImageClass::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| BusError::invalid_args(format!("Image class '{s}' not known")))
-    }
-}
-
-/// `--verify=` modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verify {
-    No,
-    Checksum,
-    Signature,
-}
-
-impl Verify {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verify::No => "no",
-            Verify::Checksum => "checksum",
-            Verify::Signature => "signature",
-        }
-    }
-
-    /// `""` means `signature`; an unknown mode is InvalidArgs.
-    fn parse(s: &str) -> Result<Verify, BusError> {
-        match s {
-            "" | "signature" => Ok(Verify::Signature),
-            "checksum" => Ok(Verify::Checksum),
-            "no" => Ok(Verify::No),
-            _ => Err(BusError::invalid_args(format!(
-                "Unknown verification mode {s}"
-            ))),
-        }
+/// A verification mode: `""` means `signature`; an unknown mode is InvalidArgs.
+fn parse_verify(s: &str) -> Result<Verify, BusError> {
+    match s {
+        "" => Ok(Verify::Signature),
+        _ => Verify::from_name(s)
+            .ok_or_else(|| BusError::invalid_args(format!("Unknown verification mode {s}"))),
     }
 }
 
@@ -151,7 +98,7 @@ pub struct UrlArgs<'a> {
 pub fn url_pull(kind: TransferType, a: UrlArgs<'_>) -> Result<PullRequest, BusError> {
     let class = match a.class {
         Some(c) => {
-            let class = ImageClass::parse(c)?;
+            let class = parse_class(c)?;
             check_flags(a.flags, FLAG_FORCE | FLAG_READ_ONLY | FLAG_KEEP_DOWNLOAD)?;
             class
         }
@@ -163,7 +110,7 @@ pub fn url_pull(kind: TransferType, a: UrlArgs<'_>) -> Result<PullRequest, BusEr
         return Err(BusError::invalid_args(format!("URL {} is invalid", a.url)));
     }
     let local = local_name(a.local)?;
-    let verify = Verify::parse(a.verify)?;
+    let verify = parse_verify(a.verify)?;
     Ok(PullRequest {
         kind,
         remote: a.url.to_string(),
@@ -183,7 +130,7 @@ pub fn oci_pull(
     class: &str,
     flags: u64,
 ) -> Result<PullRequest, BusError> {
-    let class = ImageClass::parse(class)?;
+    let class = parse_class(class)?;
     check_flags(flags, FLAG_FORCE | FLAG_READ_ONLY)?;
     if reference.len() > REMOTE_MAX || !oci_ref::reference_is_valid(reference) {
         return Err(BusError::invalid_args(format!(
@@ -239,7 +186,7 @@ pub fn dkr_pull(a: DkrArgs<'_>) -> Result<PullRequest, BusError> {
         l if validate::machine_name_is_valid(l) => Some(l.to_string()),
         l => return Err(BusError::invalid_args(format!("Local name {l} is invalid"))),
     };
-    if Verify::parse(a.verify)? != Verify::No {
+    if parse_verify(a.verify)? != Verify::No {
         return Err(BusError::new(
             crate::bus::names::NOT_SUPPORTED,
             "DKR does not support verification.",
@@ -262,7 +209,7 @@ pub fn dkr_pull(a: DkrArgs<'_>) -> Result<PullRequest, BusError> {
 pub fn list_filter(class: &str, flags: u64) -> Result<Option<ImageClass>, BusError> {
     let class = match class {
         "" => None,
-        c => Some(ImageClass::parse(c)?),
+        c => Some(parse_class(c)?),
     };
     check_flags(flags, 0)?;
     Ok(class)

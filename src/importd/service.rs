@@ -14,14 +14,15 @@
 //!   `System.Error.ESHUTDOWN`.
 //!
 //! This file is the only user of the loop's timers in the daemon; each timer's callback
-//! says what happens next (`TimerAction`).
+//! says what happens next (`TimerAction`). It knows the daemon only through [`Daemon`]
+//! (its bus, this state, its transfers), so the manager depends on it and not the reverse.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
-use super::manager::{Manager, BUS_NAME};
 use super::Settings;
-use crate::bus::{NAME_ALREADY_OWNER, NAME_IN_QUEUE, NAME_PRIMARY_OWNER};
+use crate::bus::import1::BUS_NAME;
+use crate::bus::{Bus, NAME_ALREADY_OWNER, NAME_IN_QUEUE, NAME_PRIMARY_OWNER};
 use crate::event::{Clock, EventLoop, TimerAction};
 use crate::util::error::Result;
 use crate::util::notify::notify_to;
@@ -29,7 +30,20 @@ use crate::util::notify::notify_to;
 /// How long a stop waits for cancelled workers before killing them.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
-/// What the service part of the manager remembers.
+/// What the service part needs of the daemon it keeps alive.
+pub trait Daemon: Sized + 'static {
+    fn bus(&mut self) -> &mut Bus<Self>;
+    fn service(&mut self) -> &mut Service;
+    /// No transfer runs and no reply of ours is awaited.
+    fn is_idle(&self) -> bool;
+    fn has_transfers(&self) -> bool;
+    /// Ask every transfer to stop (each logs its own failure).
+    fn cancel_all(&mut self);
+    /// Kill the workers still running.
+    fn kill_all(&mut self);
+}
+
+/// What the service part of the daemon remembers.
 pub struct Service {
     exit_after: Duration,
     watchdog: Option<Duration>,
@@ -72,21 +86,21 @@ fn usec(d: Duration) -> u64 {
 }
 
 /// Signals, timers, the bus name and readiness.
-pub fn start(lp: &mut EventLoop<Manager>, m: &mut Manager) -> Result<()> {
+pub fn start<D: Daemon>(lp: &mut EventLoop<D>, m: &mut D) -> Result<()> {
     for signo in [libc::SIGTERM, libc::SIGINT] {
         lp.add_signal(signo, |lp, m, _, _| {
             stop(lp, m, 0);
             Ok(())
         })?;
     }
-    m.bus.set_disconnect_handler(|lp, m| {
+    m.bus().set_disconnect_handler(|lp, m| {
         log::error!("Lost the connection to the bus, exiting.");
         stop(lp, m, 1);
     });
-    m.bus.request_name(lp, BUS_NAME, |lp, m, r| match r {
+    m.bus().request_name(lp, BUS_NAME, |lp, m, r| match r {
         Ok(NAME_PRIMARY_OWNER | NAME_ALREADY_OWNER) => {
             log::debug!("Acquired bus name {BUS_NAME}.");
-            m.service.notify("READY=1");
+            m.service().notify("READY=1");
         }
         Ok(NAME_IN_QUEUE) => log::debug!("Bus name {BUS_NAME} is queued."),
         Ok(_) => {
@@ -101,13 +115,13 @@ pub fn start(lp: &mut EventLoop<Manager>, m: &mut Manager) -> Result<()> {
             stop(lp, m, 1);
         }
     });
-    m.service.last_transfer_end = lp.now(Clock::Monotonic);
-    lp.add_timer_in(Clock::Monotonic, m.service.exit_after, |lp, m, _, _| {
+    m.service().last_transfer_end = lp.now(Clock::Monotonic);
+    lp.add_timer_in(Clock::Monotonic, m.service().exit_after, |lp, m, _, _| {
         Ok(on_idle_timer(lp, m))
     })?;
-    if let Some(period) = m.service.watchdog {
+    if let Some(period) = m.service().watchdog {
         lp.add_timer_in(Clock::Monotonic, period / 2, move |_, m, _, _| {
-            m.service.notify("WATCHDOG=1");
+            m.service().notify("WATCHDOG=1");
             Ok(TimerAction::ToDuration(period / 2))
         })?;
     }
@@ -115,23 +129,24 @@ pub fn start(lp: &mut EventLoop<Manager>, m: &mut Manager) -> Result<()> {
 }
 
 /// Exit if idle for long enough, else look again when it could be.
-fn on_idle_timer(lp: &mut EventLoop<Manager>, m: &mut Manager) -> TimerAction {
-    if m.service.stopping || m.service.releasing {
+fn on_idle_timer<D: Daemon>(lp: &mut EventLoop<D>, m: &mut D) -> TimerAction {
+    if m.service().stopping || m.service().releasing {
         return TimerAction::Drop;
     }
     let now = lp.now(Clock::Monotonic);
-    let window = usec(m.service.exit_after);
-    let quiet_since = m.bus.last_activity().max(m.service.last_transfer_end);
+    let window = usec(m.service().exit_after);
+    let last_activity = m.bus().last_activity();
+    let quiet_since = last_activity.max(m.service().last_transfer_end);
     let next = if !m.is_idle() {
         now + window
     } else if now >= quiet_since.saturating_add(window) {
         log::debug!(
             "Exiting after {} s without work.",
-            m.service.exit_after.as_secs()
+            m.service().exit_after.as_secs()
         );
-        m.service.releasing = true;
-        m.service.notify("STOPPING=1");
-        m.bus.release_name(lp, BUS_NAME, |lp, m, r| {
+        m.service().releasing = true;
+        m.service().notify("STOPPING=1");
+        m.bus().release_name(lp, BUS_NAME, |lp, m, r| {
             if let Err(e) = r {
                 log::warn!("Failed to release bus name: {}", e.message());
             }
@@ -146,11 +161,11 @@ fn on_idle_timer(lp: &mut EventLoop<Manager>, m: &mut Manager) -> TimerAction {
 
 /// Stop: cancel every transfer and exit when none is left (with `code` unless an
 /// earlier stop set one).
-pub fn stop(lp: &mut EventLoop<Manager>, m: &mut Manager, code: i32) {
-    if !m.service.stopping {
-        m.service.stopping = true;
-        m.service.exit_code = code;
-        m.service.notify("STOPPING=1");
+pub fn stop<D: Daemon>(lp: &mut EventLoop<D>, m: &mut D, code: i32) {
+    if !m.service().stopping {
+        m.service().stopping = true;
+        m.service().exit_code = code;
+        m.service().notify("STOPPING=1");
         let deadline = lp.add_timer_in(Clock::Monotonic, STOP_DEADLINE, |_, m, _, _| {
             log::warn!("Transfers still running after cancellation, killing them.");
             m.kill_all();
@@ -160,25 +175,20 @@ pub fn stop(lp: &mut EventLoop<Manager>, m: &mut Manager, code: i32) {
             log::warn!("Failed to arm the stop deadline: {e}");
         }
     }
-    let ids: Vec<u32> = m.transfers.keys().copied().collect();
-    for id in ids {
-        if let Err(e) = m.cancel(id) {
-            log::warn!("Failed to cancel transfer {id}: {}", e.message());
-        }
-    }
-    if m.transfers.is_empty() {
+    m.cancel_all();
+    if !m.has_transfers() {
         exit(lp, m);
     }
 }
 
 /// A transfer was removed.
-pub fn transfer_ended(lp: &mut EventLoop<Manager>, m: &mut Manager) {
-    m.service.last_transfer_end = lp.now(Clock::Monotonic);
-    if m.service.stopping && m.transfers.is_empty() {
+pub fn transfer_ended<D: Daemon>(lp: &mut EventLoop<D>, m: &mut D) {
+    m.service().last_transfer_end = lp.now(Clock::Monotonic);
+    if m.service().stopping && !m.has_transfers() {
         exit(lp, m);
     }
 }
 
-fn exit(lp: &mut EventLoop<Manager>, m: &mut Manager) {
-    lp.exit(m.service.exit_code);
+fn exit<D: Daemon>(lp: &mut EventLoop<D>, m: &mut D) {
+    lp.exit(m.service().exit_code);
 }

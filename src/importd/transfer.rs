@@ -16,6 +16,7 @@ use super::log_relay::{LogBuffer, Read};
 use super::request::PullRequest;
 use crate::event::SourceId;
 use crate::util::error::Result;
+use crate::util::progress::Details;
 
 /// At most this many transfers at once (systemd's `TRANSFERS_MAX`).
 pub const TRANSFERS_MAX: usize = 64;
@@ -44,6 +45,8 @@ pub struct Transfer {
     pub progress: Option<u32>,
     /// The percentage the last `ProgressUpdate` carried.
     pub(super) progress_sent: Option<u32>,
+    /// The extended fields of the worker's last report that had any (our interface).
+    pub details: Option<Details>,
 }
 
 impl Transfer {
@@ -59,6 +62,7 @@ impl Transfer {
             n_canceled: 0,
             progress: None,
             progress_sent: None,
+            details: None,
         }
     }
 

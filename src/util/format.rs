@@ -104,6 +104,29 @@ pub fn format_timespan(usec: u64, accuracy: u64) -> String {
     out
 }
 
+/// A point in time (µs since the epoch) as systemd's `format_timestamp()` writes it, in
+/// the local time zone: `Sat 2024-01-06 12:34:56 UTC`. `None` for 0 and
+/// [`USEC_INFINITY`] (unset) and for times the C library cannot convert.
+pub fn format_timestamp(usec: u64) -> Option<String> {
+    if usec == 0 || usec == USEC_INFINITY {
+        return None;
+    }
+    let t = crate::util::sys::localtime(i64::try_from(usec / USEC_PER_SEC).ok()?)?;
+    let weekday = WEEKDAYS.get(t.weekday as usize)?;
+    Some(format!(
+        "{} {:04}-{:02}-{:02} {:02}:{:02}:{:02} {}",
+        &weekday[..3],
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        t.zone
+    ))
+    .map(|s| s.trim_end().to_string())
+}
+
 /// How many times `n` can be divided by ten before reaching 1 (6 for a second in µs).
 fn decimal_digits(mut n: u64) -> u32 {
     let mut digits = 0;
@@ -307,6 +330,18 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_as_systemd_prints_them() {
+        assert_eq!(format_timestamp(0), None);
+        assert_eq!(format_timestamp(USEC_INFINITY), None);
+        // 2023-11-14 22:13:20 UTC; the zone is the machine's, so only the shape is fixed.
+        let t = format_timestamp(1_700_000_000 * USEC_PER_SEC).unwrap();
+        let (weekday, rest) = t.split_at(3);
+        assert!(WEEKDAYS.iter().any(|w| w.starts_with(weekday)), "{t}");
+        assert!(rest.starts_with(" 2023-11-1"), "{t}");
+        assert_eq!(&rest[14..15], ":", "{t}");
+    }
 
     #[test]
     fn bytes_spec_examples() {

@@ -110,6 +110,12 @@ pub fn init() {
     }
 }
 
+/// Whether a message of priority `prio` is printed (the maximum priority, and not the
+/// `null` target): for callers that write such messages themselves.
+pub fn enabled(prio: u8) -> bool {
+    !DISCARD.load(Ordering::Relaxed) && prio <= MAX_PRIORITY.load(Ordering::Relaxed)
+}
+
 /// Change the maximum priority that is printed (`LOG_DEBUG` prints everything).
 pub fn set_max_priority(prio: u8) {
     MAX_PRIORITY.store(prio.min(LOG_DEBUG), Ordering::Relaxed);

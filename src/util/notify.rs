@@ -1,13 +1,15 @@
 //! `sd_notify()`: state messages to the service manager or to systemd-importd.
 //!
 //! systemd-importd (v219) starts its worker with `NOTIFY_SOCKET` pointing at its own
-//! datagram socket and reads `X_IMPORT_PROGRESS=N` from it (spec §6.6). Without
+//! datagram socket and reads `X_IMPORT_PROGRESS=N` from it (spec §6.6); our workers add
+//! the extended fields of [`crate::util::progress`] to the same datagram. Without
 //! `NOTIFY_SOCKET` nothing is sent.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 use crate::util::error::{Error, Result};
+use crate::util::progress::{self, Details};
 
 /// Send `state` (newline-separated `KEY=VALUE` lines) to `$NOTIFY_SOCKET`, if set.
 /// Returns whether something was sent. Errors are for the caller to ignore or log.
@@ -36,24 +38,41 @@ pub fn notify_to(path: &std::ffi::OsStr, state: &str) -> Result<()> {
     Ok(())
 }
 
-/// Report overall progress (0–100) the way systemd-importd expects it. Sends only when
-/// the value changed since the last call made through `last`.
-pub fn progress(last: &mut Option<u32>, percent: u32) {
-    if let Some(msg) = progress_message(last, percent) {
+/// What [`progress`] sent last: the percentage and the extended fields.
+pub type LastProgress = Option<(u32, Details)>;
+
+/// Report overall progress (0–100) the way systemd-importd expects it, with the extended
+/// fields of `details` in the same datagram. Sends only when something changed since
+/// the last call made through `last`.
+pub fn progress(last: &mut LastProgress, percent: u32, details: &Details) {
+    if let Some(msg) = progress_message(last, percent, details) {
         if let Err(e) = notify(&msg) {
             log::debug!("Failed to send progress notification: {e}");
         }
     }
 }
 
-/// The message [`progress`] sends, or `None` when the value did not change.
-fn progress_message(last: &mut Option<u32>, percent: u32) -> Option<String> {
+/// The message [`progress`] sends, or `None` when nothing changed. `X_IMPORT_PROGRESS=`
+/// is sent once per value, as v219 does; new details alone go out without it (systemd's
+/// daemons ignore a datagram without that line, ours reads the details).
+fn progress_message(last: &mut LastProgress, percent: u32, details: &Details) -> Option<String> {
     let percent = percent.min(100);
-    if *last == Some(percent) {
+    let (same_percent, same_details) = match last.as_ref() {
+        Some((p, d)) => (*p == percent, d == details),
+        None => (false, false),
+    };
+    if same_percent && same_details {
         return None;
     }
-    *last = Some(percent);
-    Some(format!("X_IMPORT_PROGRESS={percent}"))
+    *last = Some((percent, details.clone()));
+    if same_percent {
+        let text = progress::format("", details);
+        return Some(text.trim_start_matches('\n').to_string());
+    }
+    Some(progress::format(
+        &format!("X_IMPORT_PROGRESS={percent}"),
+        details,
+    ))
 }
 
 #[cfg(test)]
@@ -63,14 +82,31 @@ mod tests {
     #[test]
     fn progress_messages_are_sent_once_per_value_and_capped() {
         let mut last = None;
+        let none = Details::default();
         assert_eq!(
-            progress_message(&mut last, 5).as_deref(),
+            progress_message(&mut last, 5, &none).as_deref(),
             Some("X_IMPORT_PROGRESS=5")
         );
-        assert_eq!(progress_message(&mut last, 5), None);
+        assert_eq!(progress_message(&mut last, 5, &none), None);
         assert_eq!(
-            progress_message(&mut last, 150).as_deref(),
+            progress_message(&mut last, 150, &none).as_deref(),
             Some("X_IMPORT_PROGRESS=100")
+        );
+        // New details alone are worth a datagram, without the percentage line.
+        let bytes = Details {
+            bytes: Some((1, Some(2))),
+            ..Details::default()
+        };
+        assert_eq!(
+            progress_message(&mut last, 100, &bytes).as_deref(),
+            Some("X_IMPORT_PROGRESS_BYTES=1/2")
+        );
+        assert_eq!(progress_message(&mut last, 100, &bytes), None);
+        // A new percentage carries the details along.
+        let mut last = None;
+        assert_eq!(
+            progress_message(&mut last, 7, &bytes).as_deref(),
+            Some("X_IMPORT_PROGRESS=7\nX_IMPORT_PROGRESS_BYTES=1/2")
         );
     }
 

@@ -1,6 +1,6 @@
 //! The raw system calls nix does not wrap, each written once: `getrandom`, `statx`,
-//! `fchmodat2`, the xattr calls, the inode-flag ioctls, `pidfd_open` and glibc's
-//! `strerror_r`.
+//! `fchmodat2`, the xattr calls, the inode-flag ioctls, `pidfd_open`, glibc's
+//! `strerror_r`, the terminal size (`TIOCGWINSZ`) and `localtime_r`.
 //!
 //! Every function here is a safe, thin shape of one call: it takes borrowed fds, C
 //! strings and slices, and returns nix's `Errno` on failure, like nix itself. The
@@ -181,4 +181,66 @@ pub fn strerror(errno: i32) -> Option<String> {
     }
     let text = CStr::from_bytes_until_nul(&buf).ok()?;
     Some(text.to_string_lossy().into_owned())
+}
+
+/// The size of the terminal behind `fd` as (rows, columns) (`TIOCGWINSZ`), or `None` when
+/// it is no terminal or reports no width.
+pub fn terminal_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` to `ws`, which is valid for writes.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// A moment in the local time zone (`localtime_r`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalTime {
+    pub year: i32,
+    /// 1–12.
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    /// 0 = Sunday.
+    pub weekday: u32,
+    /// The zone's abbreviation (`UTC`, `CET`).
+    pub zone: String,
+}
+
+/// `secs` since the epoch in the local time zone (`TZ`, else /etc/localtime).
+pub fn localtime(secs: i64) -> Option<LocalTime> {
+    let t: libc::time_t = secs;
+    // SAFETY: an all-zero `struct tm` is valid (integers and a null `tm_zone`);
+    // localtime_r fills it from `t`, both valid for the call, and returns null on
+    // failure. On success `tm_zone` is null or points at the zone name in glibc's
+    // static tzname storage, a NUL-terminated string that lives for the whole process.
+    let (tm, zone) = unsafe {
+        let mut tm = MaybeUninit::<libc::tm>::zeroed().assume_init();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return None;
+        }
+        let zone = if tm.tm_zone.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(tm.tm_zone).to_string_lossy().into_owned()
+        };
+        (tm, zone)
+    };
+    let field = |v: libc::c_int| u32::try_from(v).ok();
+    Some(LocalTime {
+        year: tm.tm_year + 1900,
+        month: field(tm.tm_mon)? + 1,
+        day: field(tm.tm_mday)?,
+        hour: field(tm.tm_hour)?,
+        minute: field(tm.tm_min)?,
+        second: field(tm.tm_sec)?,
+        weekday: field(tm.tm_wday)?,
+        zone,
+    })
 }

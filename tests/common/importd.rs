@@ -31,6 +31,12 @@ pub const NAME: &str = "org.freedesktop.import1";
 pub const MANAGER: &str = "/org/freedesktop/import1";
 pub const MANAGER_IFACE: &str = "org.freedesktop.import1.Manager";
 pub const TRANSFER_IFACE: &str = "org.freedesktop.import1.Transfer";
+/// This project's interface next to upstream's on each transfer object.
+pub const EXT_IFACE: &str = "io.github.systemd_import.Transfer1";
+
+/// Debian's own systemd-importd (systemd 252) and the path where it finds its worker.
+pub const DEBIAN_IMPORTD: &str = "/lib/systemd/systemd-importd";
+pub const DEBIAN_PULL: &str = "/lib/systemd/systemd-pull";
 
 /// How long a test waits for something the daemon does.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -39,8 +45,16 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 /// /var/lib/machines (in the mount namespace `unshare` made), and each following pair
 /// `SOURCE TARGET` bind-mounted too. Where the host has no /var/lib/machines to mount
 /// over, a tmpfs on /var/lib (again only in the namespace) provides one.
+/// With `IMPORTD_TEST_PRIVATE_RUN` set, a tmpfs is mounted over /run first (with an
+/// empty /run/systemd), for a daemon that binds a socket there (systemd 252's
+/// /run/systemd/import/notify).
 const MACHINES_NAMESPACE: &str = r#"set -e
 machines=$1; shift
+if [ -n "$IMPORTD_TEST_PRIVATE_RUN" ]; then
+    mount -t tmpfs -o mode=0755 tmpfs /run
+    mkdir /run/systemd
+fi
+unset IMPORTD_TEST_PRIVATE_RUN
 if [ ! -d /var/lib/machines ]; then
     mount -t tmpfs -o mode=0755 tmpfs /var/lib
     mkdir /var/lib/machines
@@ -69,6 +83,8 @@ pub struct Options {
     pub binds: Vec<(PathBuf, PathBuf)>,
     /// The import1 D-Bus policy the bus uses.
     pub policy: PathBuf,
+    /// A private tmpfs over /run in the daemon's namespace.
+    pub private_run: bool,
 }
 
 impl Default for Options {
@@ -79,6 +95,7 @@ impl Default for Options {
             env: Vec::new(),
             binds: Vec::new(),
             policy: super::dbus::data_dir().join("org.freedesktop.import1.conf"),
+            private_run: false,
         }
     }
 }
@@ -97,6 +114,22 @@ impl Options {
     pub fn worker(mut self, worker: &Path) -> Options {
         self.worker = Some(worker.to_path_buf());
         self
+    }
+
+    /// Debian's own systemd-importd (252) trusting `ca_pem`, with our worker
+    /// bind-mounted over its `systemd-pull` and /run private (its progress socket lives
+    /// there).
+    pub fn debian(ca_pem: &Path) -> Options {
+        let mut opts = Options::trusting(ca_pem);
+        opts.daemon = PathBuf::from(DEBIAN_IMPORTD);
+        opts.worker = None;
+        opts.binds = vec![(
+            PathBuf::from(env!("CARGO_BIN_EXE_systemd-import")),
+            PathBuf::from(DEBIAN_PULL),
+        )];
+        opts.private_run = true;
+        // Its log on stderr (not the journal or kmsg of the machine).
+        opts.with("SYSTEMD_LOG_TARGET", "console")
     }
 }
 
@@ -136,6 +169,9 @@ impl Importd {
             Some(worker) => cmd.env("SYSTEMD_PULL_PATH", worker),
             None => cmd.env_remove("SYSTEMD_PULL_PATH"),
         };
+        if opts.private_run {
+            cmd.env("IMPORTD_TEST_PRIVATE_RUN", "1");
+        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -243,6 +279,72 @@ impl Importd {
     pub fn home(&self) -> &Path {
         self.home.path()
     }
+
+    /// Our importctl with `args`, against this daemon's bus (output captured).
+    pub fn importctl_cmd(&self, args: &[&str]) -> Command {
+        importctl_on(self.bus.address(), args)
+    }
+
+    /// Our importctl with `args`, run to completion.
+    pub fn importctl(&self, args: &[&str]) -> CliOutput {
+        spawn_watch(&mut self.importctl_cmd(args)).wait()
+    }
+
+    /// Our importctl with `args`, in the background.
+    pub fn importctl_spawn(&self, args: &[&str]) -> Watched {
+        spawn_watch(&mut self.importctl_cmd(args))
+    }
+}
+
+/// Our importctl with `args` against the bus at `address`, with a clean environment
+/// (no `SYSTEMD_LOG_*`, no `TERM`).
+pub fn importctl_on(address: &str, args: &[&str]) -> Command {
+    let mut cmd = program(env!("CARGO_BIN_EXE_importctl"));
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "importctl");
+    cmd.args(args)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", address)
+        .env_remove("TERM")
+        .env_remove("COLUMNS");
+    cmd
+}
+
+/// What machinectl and importctl print after calling a pull member.
+pub const ENQUEUED: &str = "Press C-c to continue download in background.";
+
+/// A client's stderr after its first line (`Enqueued transfer job ID. …`): the lines it
+/// relayed, without those `skip` accepts (a client's own progress lines). Checks that
+/// they are the daemon's `(transferID) …` lines, in order.
+pub fn relayed_lines(
+    d: &Importd,
+    stderr_lines: &[String],
+    id: u32,
+    skip: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let all = stderr_lines.join("\n");
+    assert_eq!(
+        stderr_lines.first().map(String::as_str),
+        Some(format!("Enqueued transfer job {id}. {ENQUEUED}").as_str()),
+        "{all}"
+    );
+    let lines: Vec<String> = stderr_lines[1..]
+        .iter()
+        .filter(|l| !skip(l))
+        .cloned()
+        .collect();
+    let prefix = format!("(transfer{id}) ");
+    // The daemon's stderr is collected by a reader thread: wait until it has caught up
+    // with the last line the client printed before comparing.
+    if let Some(last) = lines.last() {
+        let want = format!("{prefix}{last}");
+        d.wait_log(|l| l == want);
+    }
+    let logged: Vec<String> = d
+        .log()
+        .iter()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    assert_eq!(lines, logged, "the client and the daemon's log differ");
+    lines
 }
 
 /// Processes whose parent is `pid`.
@@ -365,6 +467,15 @@ pub enum Seen {
     Removed(u32, String, String),
     Log(String, u32, String),
     Progress(String, f64),
+    /// Our `DetailsUpdate`: path, progress, bytes done, bytes total, rate, layers.
+    Details(
+        String,
+        f64,
+        u64,
+        u64,
+        u64,
+        Vec<(u32, u32, String, u64, u64)>,
+    ),
 }
 
 struct Recorded {
@@ -411,6 +522,11 @@ fn parse_signal(msg: &Message) -> Option<Seen> {
             Seen::Log(path, prio, line)
         }
         "ProgressUpdate" => Seen::Progress(path, msg.read1().ok()?),
+        "DetailsUpdate" => {
+            type Args = (f64, u64, u64, u64, Vec<(u32, u32, String, u64, u64)>);
+            let (p, done, total, rate, layers): Args = msg.read_all().ok()?;
+            Seen::Details(path, p, done, total, rate, layers)
+        }
         _ => return None,
     })
 }
@@ -435,7 +551,7 @@ impl SignalRecorder {
                 state: thread_state,
             };
             l.bus.attach(&mut lp).expect("attach");
-            for iface in [MANAGER_IFACE, TRANSFER_IFACE] {
+            for iface in [MANAGER_IFACE, TRANSFER_IFACE, EXT_IFACE] {
                 let rule = SignalMatch {
                     sender: Some(NAME.into()),
                     interface: Some(iface.into()),

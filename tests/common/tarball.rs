@@ -441,3 +441,13 @@ pub fn scratch() -> tempfile::TempDir {
     fs::remove_file(&probe).unwrap();
     dir
 }
+
+/// A tree of `./`, `etc/` and `etc/os-release` holding `ID=<marker>`: the smallest image a
+/// test can tell apart from another.
+pub fn os_release_tar(marker: &str) -> Vec<u8> {
+    Tarball::new()
+        .dir("./")
+        .dir("etc/")
+        .file("etc/os-release", format!("ID={marker}\n").as_bytes())
+        .finish()
+}

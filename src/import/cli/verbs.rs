@@ -10,7 +10,7 @@ use crate::import::oci::platform::Platform;
 use crate::import::oci::reference::{Reference, ReferenceError};
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
 use crate::import::url::{RawImport, TarImport, UrlRequest};
-use crate::util::{image, names, validate};
+use crate::util::{getopt, image, names, validate};
 
 /// A verb: its names (seed, then the v219 short alias), and its argument counts including
 /// the verb itself (`None` = any).
@@ -64,12 +64,7 @@ pub fn dispatch(argv0: &str, settings: &Settings, args: &[String]) -> i32 {
         log::error!("Unknown operation {name}.");
         return 1;
     };
-    if args.len() < verb.min_args {
-        log::error!("Too few arguments.");
-        return 1;
-    }
-    if verb.max_args.is_some_and(|max| args.len() > max) {
-        log::error!("Too many arguments.");
+    if !getopt::verb_arg_count_ok(args.len(), verb.min_args, verb.max_args) {
         return 1;
     }
     (verb.run)(argv0, settings, args)

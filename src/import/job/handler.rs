@@ -56,6 +56,11 @@ pub(crate) struct JobHandler {
     pub progress_percent: u32,
     start_usec: u64,
     last_status_usec: u64,
+    /// Set by the job just before the easy handle leaves the multi handle unfinished
+    /// (cancel, drop): libcurl then runs a last, forced progress update (`multi_done()`),
+    /// whose `Got N% of …` line would follow "Exiting." on SIGTERM. Nothing is logged
+    /// once it is set.
+    pub detaching: bool,
 }
 
 impl JobHandler {
@@ -87,6 +92,7 @@ impl JobHandler {
             progress_percent: 0,
             start_usec: event::now(Clock::Monotonic),
             last_status_usec: 0,
+            detaching: false,
         }
     }
 
@@ -298,7 +304,7 @@ impl Handler for JobHandler {
     }
 
     fn progress(&mut self, dltotal: f64, dlnow: f64, _ultotal: f64, _ulnow: f64) -> bool {
-        if dltotal <= 0.0 {
+        if dltotal <= 0.0 || self.detaching {
             return true;
         }
         let percent = (100.0 * dlnow / dltotal) as u32;
@@ -368,6 +374,28 @@ mod tests {
         assert_eq!(parse_header_line(b"X-Nul: a\0b\r\n"), None);
         assert_eq!(parse_header_line(b"X\0Nul: ab\r\n"), None);
         assert_eq!(parse_header_line(b"\r\n"), None);
+    }
+
+    #[test]
+    fn a_detaching_handler_reports_no_progress() {
+        let spec = WorkerSpec {
+            url: "http://x/y".into(),
+            sink: crate::import::job::Sink::Memory,
+            detect_compression: false,
+            calc_checksum: false,
+            checksum_seed: None,
+            hash_uncompressed: false,
+            uncompressed_max: u64::MAX,
+            resume_from: None,
+        };
+        let channel = Channel::new(super::super::worker::DEFAULT_QUEUE_LIMIT).unwrap();
+        let mut h = JobHandler::new("http://x/y", channel, spec, Vec::new(), u64::MAX);
+        h.detaching = true;
+        assert!(Handler::progress(&mut h, 100.0, 42.0, 0.0, 0.0));
+        assert_eq!((h.progress_percent, h.last_status_usec), (0, 0));
+        h.detaching = false;
+        assert!(Handler::progress(&mut h, 100.0, 42.0, 0.0, 0.0));
+        assert_eq!(h.progress_percent, 42);
     }
 
     #[test]

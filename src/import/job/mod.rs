@@ -606,7 +606,8 @@ impl ImportJob {
     /// Stop the job now (the owner gives up, e.g. another job failed). Marks it failed with
     /// ECANCELED without logging; the worker is told to stop and joined when dropped.
     fn cancel<D: JobOwner>(&mut self, lp: &mut EventLoop<D>, glue: &mut CurlGlue) {
-        if let Some(handle) = self.handle.take() {
+        if let Some(mut handle) = self.handle.take() {
+            handle.get_mut().detaching = true;
             if let Ok(easy) = glue.remove(lp, handle) {
                 self.finished = Some(easy);
             }
@@ -719,6 +720,9 @@ impl Drop for ImportJob {
         // call), then wait for the worker so its cleanup has happened when we return.
         if let Some(ch) = &self.channel {
             ch.cancel();
+        }
+        if let Some(handle) = self.handle.as_mut() {
+            handle.get_mut().detaching = true;
         }
         self.handle = None;
         if let Some(ch) = &self.channel {

@@ -113,6 +113,25 @@ impl<K: Copy + Eq> JobSet<K> {
         self.jobs.len()
     }
 
+    /// Bytes the jobs received (as served), and the bytes they will have received: a
+    /// complete job's count, a running one's `Content-Length`; `None` while a running
+    /// job's length is unknown. For the extended progress fields.
+    pub fn bytes(&self) -> (u64, Option<u64>) {
+        let mut done = 0u64;
+        let mut total = Some(0u64);
+        for (_, job) in &self.jobs {
+            let written = job.written_compressed();
+            done = done.saturating_add(written);
+            let expected = if job.is_complete() {
+                Some(written)
+            } else {
+                job.content_length().map(|l| l.max(written))
+            };
+            total = total.zip(expected).map(|(t, e)| t.saturating_add(e));
+        }
+        (done, total)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
     }

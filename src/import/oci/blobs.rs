@@ -139,6 +139,11 @@ impl BlobQueue {
         !self.queued.contains(&b)
     }
 
+    /// Its download completed and was verified.
+    pub fn is_verified(&self, b: usize) -> bool {
+        self.verified.contains(&b)
+    }
+
     /// The blob's download completed (the job checked its size and digest): the readers of its spool may reach the end.
     pub fn verified(&mut self, b: usize) {
         if self.active.remove(&b) && self.verified.insert(b) {

@@ -685,22 +685,24 @@ impl Importer for OciImport {
     }
 
     /// Overall progress for systemd-importd: 5 % for manifest and config, 45 % for the
-    /// bytes downloaded, 45 % for the layers applied, the rest for the local image.
+    /// bytes downloaded, 45 % for the layers applied, the rest for the local image; with
+    /// the bytes and each layer's state as extended fields.
     fn report_progress(&mut self) {
         let Stage::Layers(l) = &self.stage else {
             return;
         };
         let jobs = &self.jobs;
-        let (done, total) = l
-            .blobs
-            .progress(|b| jobs.get(Key::Blob(b)).map_or(0, |j| j.written_compressed()));
+        let written = |b: usize| jobs.get(Key::Blob(b)).map_or(0, |j| j.written_compressed());
+        let (done, total) = l.blobs.progress(written);
         let share = |done: f64, total: f64| if total == 0.0 { 1.0 } else { done / total };
         let download = share(done as f64, total as f64);
         let applied = share(l.next as f64, l.todo.len() as f64);
         let percent = 5.0 + 45.0 * download + 45.0 * applied;
         // Never go backwards (a restarted download would).
         let percent = (percent as u32).max(self.lifecycle.last_progress().unwrap_or(0));
-        self.lifecycle.report_progress(percent);
+        let layers = l.progress(written);
+        self.lifecycle
+            .report_details(percent, Some((done, Some(total))), layers);
     }
 
     /// The pull is over: a failure makes the running tasks stop at once; retries are off;

@@ -19,6 +19,7 @@ use crate::event::TaskHandle;
 use crate::import::store::TempPath;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
+use crate::util::progress::{LayerProgress, LayerState};
 use crate::util::{btrfs, fs};
 
 /// Name prefix of the cached layer subvolumes (distinct from systemd v260's
@@ -76,6 +77,44 @@ pub struct Plan<'a> {
 }
 
 impl Layers {
+    /// Each layer's state for the extended progress fields, base first: the layers found
+    /// present and those applied are done, the one being applied is applying once its
+    /// blob is complete, a blob still arriving is downloading (`written` says how far),
+    /// everything else waits.
+    pub fn progress(&self, written: impl Fn(usize) -> u64) -> Vec<LayerProgress> {
+        let count = u32::try_from(self.present + self.todo.len()).unwrap_or(u32::MAX);
+        let index = |i: usize| u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let present = (0..self.present).map(|i| LayerProgress {
+            index: index(i),
+            count,
+            state: LayerState::Done,
+            done: 0,
+            total: None,
+        });
+        let todo = self.todo.iter().enumerate().map(|(i, layer)| {
+            let size = self.blobs.get(layer.blob).descriptor.size;
+            let (state, done) = if i < self.next {
+                (LayerState::Done, size)
+            } else if !self.blobs.is_started(layer.blob) {
+                (LayerState::Waiting, 0)
+            } else if !self.blobs.is_verified(layer.blob) {
+                (LayerState::Downloading, written(layer.blob).min(size))
+            } else if i == self.next && self.applying.is_some() {
+                (LayerState::Applying, size)
+            } else {
+                (LayerState::Waiting, size)
+            };
+            LayerProgress {
+                index: index(self.present + i),
+                count,
+                state,
+                done,
+                total: Some(size),
+            }
+        });
+        present.chain(todo).collect()
+    }
+
     /// Compute the ChainIDs, find the layers already present (btrfs) and queue the blobs
     /// of the others. `manifest` and `config` are the image's, already checked to list as
     /// many layers as DiffIDs.

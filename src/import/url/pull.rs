@@ -154,6 +154,8 @@ impl<F: Flavor> Importer for UrlImport<F> {
 
     fn report_progress(&mut self) {
         let percent = self.downloads.percent(self.stage);
-        self.lifecycle.report_progress(percent);
+        let bytes = self.downloads.jobs.bytes();
+        self.lifecycle
+            .report_details(percent, Some(bytes), Vec::new());
     }
 }
