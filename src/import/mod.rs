@@ -106,11 +106,9 @@ pub fn run<I: Importer>(importer: Result<I>) -> i32 {
             return 1;
         }
     }
-    // Held until the importer is gone: its temporaries are live while this is.
-    let owner = store::Owner::claim(importer.image_root(), &store::Sweep { keep: &|_| false });
-    let Ok(owner) = owner else {
-        return 1;
-    };
+    // Held until the importer is gone: its temporaries are live while this is. A root
+    // that cannot be used fails the pull with the importer's own message.
+    let owner = store::Owner::claim(importer.image_root(), &store::Sweep { keep: &|_| false }).ok();
     if let Err(e) = importer.start(&mut lp) {
         log::error!("Failed to pull image: {e}");
         return 1;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::log_error_errno;
+use crate::log_debug_errno;
 use crate::util::error::Result;
 use crate::util::fs;
 
@@ -43,10 +43,11 @@ pub struct Sweep<'a> {
 
 impl Owner {
     /// Create `root` if needed (mode 0700), take this process's owner lock in it, then
-    /// remove what dead processes left there. Errors are logged.
+    /// remove what dead processes left there. Errors are logged at debug level only: a
+    /// root that cannot be used fails the pull later, with the importer's own message.
     pub fn claim(root: &Path, sweep: &Sweep<'_>) -> Result<Owner> {
         fs::mkdir_p(root, 0o700).map_err(|e| {
-            log_error_errno!(e.clone(), "Failed to create {}: {}", root.display(), e)
+            log_debug_errno!(e.clone(), "Failed to create {}: {}", root.display(), e)
         })?;
         let path = lock_path(root, &fs::process_token());
         let lock = loop {
@@ -55,7 +56,7 @@ impl Owner {
                 // A sweep of another process took our half-made lock file: again.
                 Ok(None) => std::thread::sleep(Duration::from_millis(1)),
                 Err(e) => {
-                    return Err(log_error_errno!(
+                    return Err(log_debug_errno!(
                         e.clone(),
                         "Failed to create {}: {}",
                         path.display(),
