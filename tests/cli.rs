@@ -57,6 +57,8 @@ Import container or virtual machine image.
                               Layers pull-oci downloads at once (default 6)
      --registry-config=DIR    Read pull-oci's registry configuration below DIR
                               only (DIR/etc/containers/registries.conf, ...)
+     --layer-size-max=BYTES   Most one layer of pull-oci may expand to
+                              (default 8G)
 
 Commands:
   pull-tar URL [NAME]         Download a TAR image

@@ -779,7 +779,7 @@ fn start_stalled_pull(server: &ImageServer, root: &Path, name: &str) -> common::
     ));
     watch.wait_for(
         libc::IN_CREATE,
-        |n| n.starts_with(".#"),
+        |n| n.starts_with(".#") && !common::pull::is_owner_lock(n),
         Duration::from_secs(60),
     );
     run

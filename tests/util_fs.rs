@@ -323,7 +323,7 @@ fn copy_file_data_keeps_holes_and_size() {
         let dst_path = fs.path().join(format!("{name}.copy"));
         let dst = fs::File::create_new(&dst_path).unwrap();
         let src_file = fs::File::open(&src).unwrap();
-        copy_file_data(src_file.as_fd(), dst.as_fd()).unwrap();
+        copy_file_data(src_file.as_fd(), dst.as_fd(), None).unwrap();
         dst.sync_all().unwrap();
         assert!(
             fs::read(&dst_path).unwrap() == expected,

@@ -1,7 +1,8 @@
 //! What every easy handle starts with (`curl_glue_make()`): [`CurlSettings`], the values
 //! the glue is given (User-Agent, low-speed window, CA bundle and directory), and the
 //! defaults applied to each handle: URL, User-Agent, redirects followed, NOSIGNAL, the
-//! low-speed limit, HTTP(S) only (also for redirects), and the CA bundle.
+//! low-speed limit, HTTP(S) only (also for redirects; from an `https` URL only to `https`
+//! unless [`allow_insecure_redirects`]), at most [`MAX_REDIRECTS`] hops, and the CA bundle.
 //!
 //! [`CurlSettings::from_env`] is the one place the CA environment variables are read
 //! (`CURL_CA_BUNDLE`, `SSL_CERT_FILE`, `SSL_CERT_DIR`, as curl(1) reads them); the command
@@ -37,6 +38,9 @@ const DEFAULT_PROGRAM_NAME: &str = "systemd-import";
 /// hang us.
 const LOW_SPEED_LIMIT: u32 = 30;
 const DEFAULT_LOW_SPEED_TIME: Duration = Duration::from_secs(60);
+
+/// Most redirects a request follows (libcurl 7.x follows without end by default).
+pub const MAX_REDIRECTS: u32 = 20;
 
 /// What the glue gives every easy handle it makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +194,7 @@ pub(super) fn make<H: Handler>(
     easy.url(url).map_err(eio)?;
     easy.useragent(&settings.user_agent).map_err(eio)?;
     easy.follow_location(true).map_err(eio)?;
+    easy.max_redirections(MAX_REDIRECTS).map_err(eio)?;
     easy.signal(false).map_err(eio)?;
     easy.low_speed_limit(LOW_SPEED_LIMIT).map_err(eio)?;
     easy.low_speed_time(settings.low_speed_time).map_err(eio)?;
@@ -200,24 +205,36 @@ pub(super) fn make<H: Handler>(
         easy.capath(d).map_err(eio)?;
     }
     transport.apply(&mut easy)?;
-    restrict_protocols(&mut easy)?;
+    let https = url
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    let web = curl_sys::CURLPROTO_HTTP | curl_sys::CURLPROTO_HTTPS;
+    set_protocols(&mut easy, curl_sys::CURLOPT_PROTOCOLS, web)?;
+    // No downgrade: what was asked for over TLS is not fetched in clear text.
+    let redirects = if https {
+        curl_sys::CURLPROTO_HTTPS
+    } else {
+        web
+    };
+    set_protocols(&mut easy, curl_sys::CURLOPT_REDIR_PROTOCOLS, redirects)?;
     Ok(easy)
 }
 
-/// Allow only HTTP and HTTPS, also for redirects: a server must not be able to redirect
-/// us to `file://` or anything else libcurl happens to support. (curl-rust has no setter
-/// for these options.)
-fn restrict_protocols<H>(easy: &mut Easy2<H>) -> Result<()> {
-    let protos = (curl_sys::CURLPROTO_HTTP | curl_sys::CURLPROTO_HTTPS) as libc::c_long;
-    for opt in [
-        curl_sys::CURLOPT_PROTOCOLS,
-        curl_sys::CURLOPT_REDIR_PROTOCOLS,
-    ] {
-        // SAFETY: both options take a long bitmask; the handle is valid for `easy`'s life.
-        let rc = unsafe { curl_sys::curl_easy_setopt(easy.raw(), opt, protos) };
-        if rc != curl_sys::CURLE_OK {
-            return Err(eio(curl::Error::new(rc)));
-        }
+/// Let a request for an `https` URL follow a redirect to plain `http` (an endpoint the
+/// configuration explicitly marks insecure); by default that redirect is refused.
+pub fn allow_insecure_redirects<H>(easy: &mut Easy2<H>) -> Result<()> {
+    let web = curl_sys::CURLPROTO_HTTP | curl_sys::CURLPROTO_HTTPS;
+    set_protocols(easy, curl_sys::CURLOPT_REDIR_PROTOCOLS, web)
+}
+
+/// Allow only `protos` for requests (`CURLOPT_PROTOCOLS`) or redirects
+/// (`CURLOPT_REDIR_PROTOCOLS`): never `file://` or anything else libcurl happens to
+/// support. (curl-rust has no setter for these options.)
+fn set_protocols<H>(easy: &mut Easy2<H>, opt: curl_sys::CURLoption, protos: i32) -> Result<()> {
+    // SAFETY: both options take a long bitmask; the handle is valid for `easy`'s life.
+    let rc = unsafe { curl_sys::curl_easy_setopt(easy.raw(), opt, protos as libc::c_long) };
+    if rc != curl_sys::CURLE_OK {
+        return Err(eio(curl::Error::new(rc)));
     }
     Ok(())
 }

@@ -21,7 +21,7 @@
 
 mod easy;
 
-pub use easy::{CurlSettings, Transport, PACKAGE_VERSION};
+pub use easy::{allow_insecure_redirects, CurlSettings, Transport, MAX_REDIRECTS, PACKAGE_VERSION};
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};

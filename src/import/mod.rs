@@ -42,6 +42,10 @@ pub trait Importer: JobOwner {
     /// ends with [`finish`](Importer::finish).
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()>;
 
+    /// The image root the pull writes to (where its owner lock is taken, and what dead
+    /// processes left there is removed, before [`start`](Importer::start)).
+    fn image_root(&self) -> &std::path::Path;
+
     /// The importer's lifecycle state.
     fn lifecycle(&mut self) -> &mut Lifecycle;
 
@@ -104,6 +108,9 @@ pub fn run<I: Importer>(importer: Result<I>) -> i32 {
             return 1;
         }
     }
+    // Held until the importer is gone: its temporaries are live while this is. A root
+    // that cannot be used fails the pull with the importer's own message.
+    let owner = store::Owner::claim(importer.image_root(), &store::Sweep { keep: &|_| false }).ok();
     if let Err(e) = importer.start(&mut lp) {
         log::error!("Failed to pull image: {e}");
         return 1;
@@ -117,6 +124,7 @@ pub fn run<I: Importer>(importer: Result<I>) -> i32 {
     };
     log::info!("Exiting.");
     drop(importer);
+    drop(owner);
     if code == 0 {
         0
     } else {

@@ -2,6 +2,9 @@
 //!
 //! * **temporary names** ([`TempPath`]): everything an importer creates first gets a
 //!   `.#` name next to its final one and is removed, subvolumes included, unless kept;
+//! * **owners** ([`Owner`], in `owner`): a pull's lock on its image root, which tells the
+//!   leftovers of a killed process (removed when the next pull starts) from the
+//!   temporaries of a running one (left alone);
 //! * **atomic installation** ([`install_replacing`], [`LocalImage::install`],
 //!   [`write_atomically`]): nothing appears under a final name before it is complete, and
 //!   a replaced object is swapped out in one step;
@@ -23,6 +26,10 @@ use nix::sys::stat::Mode;
 
 use crate::util::error::{Error, Result};
 use crate::util::{btrfs, escape, fs, validate};
+
+mod owner;
+pub use owner::{Owner, Sweep};
+
 use crate::{log_error_errno, log_warning_errno};
 
 /// The characters systemd escapes when it turns a URL or ETag into a file name.
@@ -225,13 +232,18 @@ pub fn copy_tree(
 /// Spec §5.4 for disk images (raw): write a writable copy of the file `source` (mode
 /// 0664 whatever the umask, NOCOW, holes kept, times and xattrs kept where possible) to
 /// the local image's temporary name. The caller installs it. Blocks: call it from a task.
-pub fn copy_file(source: &Path, image: &LocalImage) -> Result<()> {
-    copy_file_with(source, image, true)
+pub fn copy_file(source: &Path, image: &LocalImage, cancel: &AtomicBool) -> Result<()> {
+    copy_file_with(source, image, true, cancel)
 }
 
 /// [`copy_file`], with the mode 0664 subject to the umask unless `exact_mode` (systemd
 /// 252 leaves it to the umask: 0644 under 022).
-pub fn copy_file_with(source: &Path, image: &LocalImage, exact_mode: bool) -> Result<()> {
+pub fn copy_file_with(
+    source: &Path,
+    image: &LocalImage,
+    exact_mode: bool,
+    cancel: &AtomicBool,
+) -> Result<()> {
     let src = open_read_only(source)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to open vendor image: {}", e))?;
     let path = image.path();
@@ -246,8 +258,17 @@ pub fn copy_file_with(source: &Path, image: &LocalImage, exact_mode: bool) -> Re
         nix::sys::stat::fchmod(dst.as_fd(), mode).map_err(|e| create_failed(e.into()))?;
     }
     set_nocow(&dst, path);
-    fs::copy_file_data(src.as_fd(), dst.as_fd())
-        .map_err(|e| log_error_errno!(e.clone(), "Failed to make writable copy of image: {}", e))?;
+    fs::copy_file_data(src.as_fd(), dst.as_fd(), Some(cancel)).map_err(|e| match e.errno() {
+        // The pull was cancelled: the runner says so.
+        libc::ECANCELED => e,
+        libc::ENOSPC => log_error_errno!(
+            e.clone(),
+            "Failed to make writable copy of image at {}: {}",
+            path.display(),
+            e
+        ),
+        _ => log_error_errno!(e.clone(), "Failed to make writable copy of image: {}", e),
+    })?;
     // Best effort, as in the C tool.
     let _ = fs::copy_times(src.as_fd(), dst.as_fd());
     let _ = fs::copy_xattrs(src.as_fd(), dst.as_fd());
@@ -557,7 +578,7 @@ mod tests {
         let source = r.join(".raw-image.raw");
         std::fs::write(&source, b"disk").unwrap();
         let image = LocalImage::new(r, "box.raw", "box", false);
-        copy_file(&source, &image).unwrap();
+        copy_file(&source, &image, &AtomicBool::new(false)).unwrap();
         let temp = image.path().to_path_buf();
         image.install().unwrap();
         assert!(!temp.exists());
@@ -568,7 +589,7 @@ mod tests {
         // Without force an existing image stays, and the failed copy goes.
         std::fs::write(&source, b"other").unwrap();
         let image = LocalImage::new(r, "box.raw", "box", false);
-        copy_file(&source, &image).unwrap();
+        copy_file(&source, &image, &AtomicBool::new(false)).unwrap();
         let temp = image.path().to_path_buf();
         assert_eq!(image.install().unwrap_err().errno(), libc::EEXIST);
         assert_eq!(std::fs::read(&target).unwrap(), b"disk");

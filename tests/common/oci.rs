@@ -180,6 +180,19 @@ impl ImageBuilder {
         self
     }
 
+    /// Add a layer whose blob was made elsewhere (too large to build in memory), with the
+    /// DiffID of what it expands to.
+    pub fn raw_layer(mut self, blob: Vec<u8>, diff_id: &str, codec: Codec) -> Self {
+        self.layers.push(Layer {
+            digest: sha256_digest(&blob),
+            diff_id: diff_id.to_string(),
+            media_type: self.flavor.layer_type(codec).to_string(),
+            tar: Vec::new(),
+            blob,
+        });
+        self
+    }
+
     /// Reuse an already built layer (same blob, as a shared base).
     pub fn same_layer(mut self, layer: &Layer) -> Self {
         self.layers.push(layer.clone());

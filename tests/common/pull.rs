@@ -455,8 +455,14 @@ pub fn temporaries(root: &Path) -> Vec<String> {
     std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".#"))
+        .filter(|n| n.starts_with(".#") && !is_owner_lock(n))
         .collect()
+}
+
+/// A running pull's owner lock (`.#owner-<token>.lock`, and the temporary name it is made
+/// under): not a temporary of the image; it goes when the pull ends.
+pub fn is_owner_lock(name: &str) -> bool {
+    name.starts_with(".#owner-") || name.starts_with(".#.#owner-")
 }
 
 /// Compress `data` with an external tool (`gzip`, `xz`, `bzip2`, `zstd`), as a server's

@@ -64,6 +64,8 @@ pub struct Settings {
     pub registry_paths: ConfigPaths,
     /// systemd-export's `--format=` (`None`: from the output file's name).
     pub format: Option<String>,
+    /// `--layer-size-max=BYTES` for pull-oci: what one layer may expand to.
+    pub layer_size_max: Option<u64>,
     /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
     /// argv[0] and the environment at start-up.
     pub curl: CurlSettings,
@@ -99,6 +101,7 @@ impl Default for Settings {
             registry_config: None,
             registry_paths: ConfigPaths::system(),
             format: None,
+            layer_size_max: None,
             curl: CurlSettings::default(),
             test: TestSettings::default(),
         }
@@ -149,6 +152,7 @@ pub enum Opt {
     System,
     RegistryConfig,
     Format,
+    LayerSizeMax,
 }
 
 /// One entry of a personality's `getopt_long()` table.

@@ -50,6 +50,7 @@ const OPTIONS: &[LongOption] = &[
     LongOption::arg("platform", Opt::Platform),
     LongOption::arg("max-concurrent-downloads", Opt::MaxConcurrentDownloads),
     LongOption::arg("registry-config", Opt::RegistryConfig),
+    LongOption::arg("layer-size-max", Opt::LayerSizeMax),
 ];
 
 const VERBS: &[VerbSpec] = &[
@@ -269,6 +270,7 @@ pub(super) fn apply(settings: &mut Settings, opt: Opt, value: Option<String>) ->
         Opt::Platform => settings.platform = value,
         Opt::MaxConcurrentDownloads => verbs::set_max_downloads(settings, value)?,
         Opt::RegistryConfig => verbs::set_registry_config(settings, value)?,
+        Opt::LayerSizeMax => verbs::set_layer_size_max(settings, value)?,
         Opt::Format => settings.format = value,
         // --help and --version are the engine's.
         Opt::Help | Opt::Version => {}
@@ -357,7 +359,9 @@ pub fn help_text(program: &str) -> String {
          \x20    --max-concurrent-downloads=N\n\
          \x20                             Layers oci downloads at once (default 6)\\n\
          \x20    --registry-config=DIR    Read oci's registry configuration below DIR\n\
-         \x20                             only (DIR/etc/containers/registries.conf, ...)\n"
+         \x20                             only (DIR/etc/containers/registries.conf, ...)\n\
+         \x20    --layer-size-max=BYTES   Most one layer of oci may expand to\n\
+         \x20                             (default 8G)\n"
     )
 }
 

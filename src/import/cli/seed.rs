@@ -32,6 +32,7 @@ const OPTIONS: &[LongOption] = &[
     LongOption::arg("platform", Opt::Platform),
     LongOption::arg("max-concurrent-downloads", Opt::MaxConcurrentDownloads),
     LongOption::arg("registry-config", Opt::RegistryConfig),
+    LongOption::arg("layer-size-max", Opt::LayerSizeMax),
     // The local tar and raw (systemd 220+), see `local.rs`.
     LongOption::flag("read-only", Opt::ReadOnly),
     LongOption::flag("direct", Opt::Direct),
@@ -86,6 +87,7 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
                 Opt::Platform => settings.platform = value,
                 Opt::MaxConcurrentDownloads => verbs::set_max_downloads(settings, value)?,
                 Opt::RegistryConfig => verbs::set_registry_config(settings, value)?,
+                Opt::LayerSizeMax => verbs::set_layer_size_max(settings, value)?,
                 // The local tar and raw's.
                 _ => pull::apply(settings, opt, value)?,
             }
@@ -114,6 +116,8 @@ pub fn help_text(program: &str) -> String {
          \x20                             Layers pull-oci downloads at once (default 6)\n\
          \x20    --registry-config=DIR    Read pull-oci's registry configuration below DIR\n\
          \x20                             only (DIR/etc/containers/registries.conf, ...)\n\
+         \x20    --layer-size-max=BYTES   Most one layer of pull-oci may expand to\n\
+         \x20                             (default 8G)\n\
          \n\
          Commands:\n\
          \x20 pull-tar URL [NAME]         Download a TAR image\n\

@@ -127,6 +127,24 @@ pub fn set_max_downloads(settings: &mut Settings, value: Option<String>) -> Resu
     }
 }
 
+/// `--layer-size-max=BYTES` (K, M, G, T suffixes): what one layer of pull-oci may
+/// expand to.
+pub fn set_layer_size_max(settings: &mut Settings, value: Option<String>) -> Result<(), ()> {
+    let v = value.unwrap_or_default();
+    match super::pull::parse_size(&v) {
+        Some(n) if n > 0 => {
+            settings.layer_size_max = Some(n);
+            Ok(())
+        }
+        _ => {
+            log::error!(
+                "Invalid layer size limit '{v}', expected bytes with an optional K, M, G or T suffix."
+            );
+            Err(())
+        }
+    }
+}
+
 /// `--registry-config=DIR`: pull-oci reads its registry configuration below DIR only.
 pub fn set_registry_config(settings: &mut Settings, value: Option<String>) -> Result<(), ()> {
     let v = value.unwrap_or_default();
@@ -341,6 +359,11 @@ pub fn pull_oci(inv: &Invocation, args: &[String]) -> i32 {
 fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequest, ()> {
     let text = args.first().map(String::as_str).unwrap_or("");
     let name = ImageName::parse(text).map_err(|e| match e {
+        ReferenceError::Invalid if text.contains("://") => log::error!(
+            "Reference '{text}' is not valid: a reference names a registry host, not a URL \
+             (write it without '{}://'; plain HTTP registries need 'insecure = true' in registries.conf).",
+            text.split("://").next().unwrap_or_default()
+        ),
         ReferenceError::Invalid => log::error!("Reference '{text}' is not valid."),
         ReferenceError::UnsupportedDigest(algorithm) => log::error!(
             "Reference '{text}' uses the digest algorithm '{algorithm}', only sha256 is supported."
@@ -386,6 +409,9 @@ fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequ
         max_downloads: settings
             .max_concurrent_downloads
             .unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS),
+        layer_size_max: settings
+            .layer_size_max
+            .unwrap_or(crate::import::job::DEFAULT_SIZE_MAX),
         credentials,
         curl: settings.curl.clone(),
         retry_delay: settings.test.retry_delay,

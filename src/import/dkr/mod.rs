@@ -431,6 +431,10 @@ impl JobOwner for DkrImport {
 }
 
 impl Importer for DkrImport {
+    fn image_root(&self) -> &std::path::Path {
+        &self.image_root
+    }
+
     /// `dkr_import_pull()`: re-check the request (EINVAL), refuse a second start (EBUSY),
     /// and ask the index.
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {

@@ -50,6 +50,9 @@ pub(crate) struct JobHandler {
     pub error_body: Vec<u8>,
     /// Why we aborted the transfer; wins over curl's generic "write error".
     pub failure: Option<Error>,
+    /// The last redirect seen: the URL that answered 3xx and its `Location` (made
+    /// absolute), for the messages about refused or looping redirects.
+    pub redirect: Option<(String, String)>,
     /// We returned `WriteError::Pause`; the job unpauses once the worker drained.
     pub paused: bool,
 
@@ -89,6 +92,7 @@ impl JobHandler {
             written_compressed: 0,
             error_body: Vec::new(),
             failure: None,
+            redirect: None,
             paused: false,
             progress_percent: 0,
             start_usec: event::now(Clock::Monotonic),
@@ -186,6 +190,26 @@ fn parse_status_line(line: &[u8]) -> Option<u32> {
     code.parse().ok()
 }
 
+/// `location` as an absolute URL, relative to `base` (an absolute one, or one starting
+/// with `//` or `/`; anything else is taken as relative to `base`'s directory).
+fn absolute_location(base: &str, location: &str) -> String {
+    if location.contains("://") {
+        return location.to_string();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
+    if let Some(authority_path) = location.strip_prefix("//") {
+        return format!("{scheme}://{authority_path}");
+    }
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let origin = format!("{scheme}://{}", &rest[..host_end]);
+    if location.starts_with('/') {
+        return format!("{origin}{location}");
+    }
+    let path = rest[host_end..].split(['?', '#']).next().unwrap_or("");
+    let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
+    format!("{origin}{dir}{location}")
+}
+
 impl Handler for JobHandler {
     fn header(&mut self, data: &[u8]) -> bool {
         if self.failure.is_some() || self.etag_exists {
@@ -203,6 +227,14 @@ impl Handler for JobHandler {
             return true;
         };
         let counts = self.status_counts();
+        if (300..400).contains(&self.status) && name.eq_ignore_ascii_case("Location") {
+            let from = self
+                .redirect
+                .take()
+                .map_or_else(|| self.url.clone(), |(_, to)| to);
+            let to = absolute_location(&from, &value);
+            self.redirect = Some((from, to));
+        }
         if counts && name.eq_ignore_ascii_case("ETag") {
             if self.old_etags.contains(&value) {
                 match self.dialect {
@@ -315,6 +347,25 @@ impl Handler for JobHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_locations_are_made_absolute() {
+        let base = "https://r.example:5000/v2/a/blobs/x?q=1";
+        assert_eq!(
+            absolute_location(base, "http://s.example/y"),
+            "http://s.example/y"
+        );
+        assert_eq!(
+            absolute_location(base, "//s.example/y"),
+            "https://s.example/y"
+        );
+        assert_eq!(absolute_location(base, "/z"), "https://r.example:5000/z");
+        assert_eq!(
+            absolute_location(base, "z"),
+            "https://r.example:5000/v2/a/blobs/z"
+        );
+        assert_eq!(absolute_location("https://h", "z"), "https://h/z");
+    }
 
     #[test]
     fn header_lines_are_split_and_trimmed() {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use curl::multi::Easy2Handle;
 use sha2::Sha256;
 
-use crate::curl_glue::{CurlGlue, Transport};
+use crate::curl_glue::{self, CurlGlue, Transport};
 use crate::event::{EventLoop, SourceId, EPOLLIN};
 use crate::log_error_errno;
 use crate::util::dialect::Dialect;
@@ -164,6 +164,9 @@ pub struct JobOptions {
     pub transport: Transport,
     /// Send this form (`application/x-www-form-urlencoded`) with `POST` instead of a `GET`.
     pub post_form: Option<String>,
+    /// Follow a redirect from an `https` URL to plain `http` (an endpoint configured
+    /// insecure); by default it is refused with a message naming both URLs.
+    pub allow_insecure_redirects: bool,
 }
 
 impl JobOptions {
@@ -187,6 +190,7 @@ impl JobOptions {
             quiet_not_found: false,
             transport: Transport::default(),
             post_form: None,
+            allow_insecure_redirects: false,
         }
     }
 }
@@ -215,6 +219,8 @@ pub struct ImportJob {
     quiet_http_errors: bool,
     dialect: Dialect,
     quiet_not_found: bool,
+    /// Set from the options by `new`: see [`JobOptions::allow_insecure_redirects`].
+    allow_insecure_redirects: bool,
     /// Checked once the body is complete (taken from the options by `new`).
     expected: Option<Expected>,
     /// The body was complete but not what `expected` said.
@@ -240,6 +246,7 @@ impl ImportJob {
             quiet_http_errors: options.quiet_http_errors,
             dialect: options.dialect,
             quiet_not_found: options.quiet_not_found,
+            allow_insecure_redirects: options.allow_insecure_redirects,
             expected,
             mismatch: false,
             options: Some(options),
@@ -286,6 +293,9 @@ impl ImportJob {
             options.dialect,
         );
         let mut easy = glue.make(&self.url, &options.transport, handler)?;
+        if options.allow_insecure_redirects {
+            curl_glue::allow_insecure_redirects(&mut easy)?;
+        }
         let eio = |e: curl::Error| Error::with_message(libc::EIO, e.to_string());
         let mut list = curl::easy::List::new();
         for h in &options.headers {
@@ -358,6 +368,10 @@ impl ImportJob {
         let content_length = h.content_length;
         let written = h.written_compressed;
         let status = h.status;
+        let redirect = h.redirect.take();
+        let effective_url = easy.effective_url().ok().flatten().map(str::to_string);
+        // curl's detail of a failure (the multi interface's result carries none).
+        let detail = easy.take_error_buf().unwrap_or_default();
         self.finished = Some(easy);
 
         if let Some(e) = failure {
@@ -369,6 +383,14 @@ impl ImportJob {
         }
         if let Err(e) = result {
             self.transfer_error = Some(e.clone());
+            if (300..400).contains(&self.response_code) {
+                // A redirect is not an answer: the transfer failed before one came.
+                self.response_code = 0;
+            }
+            if let Some(message) = self.describe_transfer_error(&e, &detail, redirect.as_ref()) {
+                let (errno, line) = message;
+                return self.finish(lp, Err(log_error_errno!(Error::new(errno), "{}", line)));
+            }
             if e.is_partial_file() && content_length.is_some() {
                 return self.finish(
                     lp,
@@ -385,6 +407,17 @@ impl ImportJob {
                     Error::new(libc::EIO),
                     "Transfer failed: {}",
                     msg
+                )),
+            );
+        }
+        if let Some(effective) = effective_url.filter(|u| self.downgrades_to(u)) {
+            // Cannot happen with the redirect protocols curl is given; checked anyway.
+            return self.finish(
+                lp,
+                Err(log_error_errno!(
+                    Error::new(libc::EPROTO),
+                    "{}",
+                    downgrade_message(&self.url, &effective)
                 )),
             );
         }
@@ -530,6 +563,55 @@ impl ImportJob {
                 false
             }
         }
+    }
+
+    /// `https` for this job, `url` plain `http`, and that not allowed.
+    fn downgrades_to(&self, url: &str) -> bool {
+        !self.allow_insecure_redirects && is_https(&self.url) && !is_https(url)
+    }
+
+    /// The transfer errors whose cause we can name: a refused downgrade, a redirect loop,
+    /// a TLS handshake with a server that speaks plain HTTP. `None`: curl's words it is.
+    fn describe_transfer_error(
+        &self,
+        e: &curl::Error,
+        detail: &str,
+        redirect: Option<&(String, String)>,
+    ) -> Option<(i32, String)> {
+        if e.is_unsupported_protocol() {
+            let (from, to) = redirect.filter(|(_, to)| self.downgrades_to(to))?;
+            return Some((libc::EPROTO, downgrade_message(from, to)));
+        }
+        if e.is_too_many_redirects() {
+            let last = redirect.map_or(String::new(), |(_, to)| format!(", the last to {to}"));
+            return Some((
+                libc::ELOOP,
+                format!(
+                    "Too many redirects for {} (more than {}{last}): is the server redirecting in a loop?",
+                    self.url,
+                    curl_glue::MAX_REDIRECTS
+                ),
+            ));
+        }
+        // OpenSSL's words for a first answer that is no TLS record.
+        let plain = [
+            "wrong version number",
+            "packet length too long",
+            "record layer failure",
+        ]
+        .iter()
+        .any(|w| detail.contains(w));
+        if e.is_ssl_connect_error() && plain {
+            let url = redirect.map_or(self.url.as_str(), |(_, to)| to.as_str());
+            return Some((
+                libc::EPROTO,
+                format!(
+                    "TLS handshake with {url} failed: the server does not speak TLS (plain HTTP?); \
+                     plain HTTP registries need 'insecure = true' in registries.conf."
+                ),
+            ));
+        }
+        None
     }
 
     /// `import_job_finish()`: complete the job once; later calls are no-ops (returns false).
@@ -682,4 +764,16 @@ impl Drop for ImportJob {
             ch.join();
         }
     }
+}
+
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
+fn downgrade_message(from: &str, to: &str) -> String {
+    format!(
+        "Refusing the redirect from {from} to {to}: it leaves HTTPS for plain HTTP \
+         (only an endpoint configured insecure may)."
+    )
 }

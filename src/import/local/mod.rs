@@ -310,10 +310,12 @@ pub struct LocalImport {
     jobs: JobSet<()>,
     /// Unused: the runner's routing wants one (local work never downloads).
     glue: CurlGlue,
+    /// Where the work makes its temporaries (the owner lock is taken there).
+    image_root: PathBuf,
 }
 
 impl LocalImport {
-    fn new(verb: &'static str, work: Work) -> Result<Self> {
+    fn new(verb: &'static str, image_root: PathBuf, work: Work) -> Result<Self> {
         Ok(LocalImport {
             lifecycle: Lifecycle::new(),
             work: Some(work),
@@ -322,23 +324,31 @@ impl LocalImport {
             logged: None,
             jobs: JobSet::new(),
             glue: CurlGlue::new(CurlSettings::default())?,
+            image_root,
         })
     }
 
     /// A local import of `req`'s kind.
     pub fn import(req: ImportRequest) -> Result<Self> {
+        let image_root = req.image_root.clone();
         let work: Work = match req.kind {
             ImportKind::Tar => Box::new(move |cancel, progress| tar::run(req, cancel, progress)),
             ImportKind::Raw => Box::new(move |cancel, progress| raw::run(req, cancel, progress)),
             ImportKind::Fs => Box::new(move |cancel, _| fs::run(req, cancel)),
         };
-        Self::new("Imported", work)
+        Self::new("Imported", image_root, work)
     }
 
     /// An export.
     pub fn export(req: ExportRequest) -> Result<Self> {
+        // A writable subvolume is exported from a snapshot made next to it.
+        let image_root = req
+            .image
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), PathBuf::from);
         Self::new(
             "Exported",
+            image_root,
             Box::new(move |cancel, progress| export::run(req, cancel, progress)),
         )
     }
@@ -369,6 +379,10 @@ impl Importer for LocalImport {
             },
         );
         Ok(())
+    }
+
+    fn image_root(&self) -> &Path {
+        &self.image_root
     }
 
     fn lifecycle(&mut self) -> &mut Lifecycle {

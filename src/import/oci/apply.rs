@@ -32,6 +32,7 @@ use crate::import::unpack::{self, Mode};
 use crate::log_error_errno;
 use crate::util::btrfs;
 use crate::util::error::{Error, Result};
+use crate::util::format::format_bytes;
 use crate::util::fs;
 
 /// Size of the buffers between the two threads.
@@ -64,6 +65,8 @@ pub struct ApplyWork {
     /// The spool's owner when this is its last use: removed when the work ends.
     pub spool_owned: Option<TempPath>,
     pub target: Target,
+    /// Most bytes the layer may expand to (the decompressed tar stream).
+    pub size_max: u64,
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -75,10 +78,11 @@ pub fn apply(work: ApplyWork) -> Result<()> {
         input,
         spool_owned,
         target,
+        size_max,
         cancel,
     } = work;
     let root = prepare_target(&target)?;
-    let result = unpack_stream(input, &layer, &root, &cancel);
+    let result = unpack_stream(input, &layer, size_max, &root, &cancel);
     drop(spool_owned);
     let diff_id = result?;
     if diff_id != expected {
@@ -141,6 +145,7 @@ fn prepare_target(target: &Target) -> Result<std::os::fd::OwnedFd> {
 fn unpack_stream(
     input: SpoolReader,
     layer: &Digest,
+    size_max: u64,
     root: &std::os::fd::OwnedFd,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Digest> {
@@ -150,7 +155,10 @@ fn unpack_stream(
     let thread_cancel = cancel.clone();
     let decompressor = std::thread::Builder::new()
         .name("oci-decompress".into())
-        .spawn(move || decompress(input, &thread_layer, &thread_cancel, &full_tx, &empty_rx))
+        .spawn(move || {
+            let limits = (&thread_layer, size_max);
+            decompress(input, limits, &thread_cancel, &full_tx, &empty_rx)
+        })
         .map_err(|e| {
             let e = Error::from(e);
             log_error_errno!(e.clone(), "Failed to start decompression thread: {}", e)
@@ -181,11 +189,28 @@ fn unpack_stream(
 /// them; a decoder error is logged here and queued in place of data.
 fn decompress(
     input: SpoolReader,
-    layer: &Digest,
+    (layer, size_max): (&Digest, u64),
     cancel: &AtomicBool,
     full: &SyncSender<Result<Filled>>,
     empty: &Receiver<Vec<u8>>,
 ) {
+    let spool = input.spool();
+    // Malformed bytes of a blob whose download failed its size or digest check are that
+    // check's failure (already reported, or about to be): say nothing of them then.
+    let settled = |report: &dyn Fn() -> Error| match spool.wait_end() {
+        Err(e) => e,
+        Ok(()) => report(),
+    };
+    let damaged = |what: String| {
+        settled(&|| {
+            log_error_errno!(
+                Error::new(libc::EIO),
+                "Failed to decompress layer {}: {}",
+                layer,
+                what
+            )
+        })
+    };
     let input = BufReader::with_capacity(READ_BUFFER, input);
     let (compression, input) = match stream::sniff(input) {
         Ok(found) => found,
@@ -198,15 +223,13 @@ fn decompress(
         Ok(d) => d,
         Err(e) => {
             let e = Error::from(e);
-            let _ = full.send(Err(log_error_errno!(
-                Error::new(libc::EIO),
-                "Failed to decompress layer {}: {}",
-                layer,
-                e.msg().map_or_else(|| e.strerror(), str::to_string)
+            let _ = full.send(Err(damaged(
+                e.msg().map_or_else(|| e.strerror(), str::to_string),
             )));
             return;
         }
     };
+    let mut expanded = 0u64;
     loop {
         if cancel.load(Ordering::Relaxed) {
             let _ = full.send(Err(Error::with_message(libc::ECANCELED, "Cancelled.")));
@@ -226,18 +249,24 @@ fn decompress(
                     return;
                 }
                 Err(e) => {
-                    let what = e.to_string();
-                    let _ = full.send(Err(log_error_errno!(
-                        Error::new(libc::EIO),
-                        "Failed to decompress layer {}: {}",
-                        layer,
-                        what
-                    )));
+                    let _ = full.send(Err(damaged(e.to_string())));
                     return;
                 }
             }
         }
         if filled == 0 {
+            return;
+        }
+        expanded += filled as u64;
+        if expanded > size_max {
+            let _ = full.send(Err(settled(&|| {
+                log_error_errno!(
+                    Error::new(libc::EFBIG),
+                    "Layer {} expands to more than {}, refusing (the limit is set with --layer-size-max=).",
+                    layer,
+                    format_bytes(size_max)
+                )
+            })));
             return;
         }
         if full.send(Ok((buf, filled))).is_err() {

@@ -646,6 +646,7 @@ impl OciImport {
             input,
             spool_owned,
             target,
+            size_max: self.req.layer_size_max,
             cancel: self.cancel.clone(),
         };
         let task = lp.spawn_task(
@@ -772,6 +773,10 @@ impl JobOwner for OciImport {
 }
 
 impl Importer for OciImport {
+    fn image_root(&self) -> &std::path::Path {
+        &self.req.image_root
+    }
+
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
         fs::mkdir_p(&self.req.image_root, 0o700).map_err(|e| {
             log_error_errno!(

@@ -43,6 +43,8 @@ pub struct PullRequest {
     pub force: bool,
     pub platform: Platform,
     pub max_downloads: usize,
+    /// What one layer may expand to (`--layer-size-max=`, default 8 GiB).
+    pub layer_size_max: u64,
     /// The auth files and credential helpers credentials are looked up in, per endpoint.
     pub credentials: CredentialStore,
     /// What the easy handles get.

@@ -66,6 +66,19 @@ impl Spool {
         self.cond.notify_all();
     }
 
+    /// Block until the blob is known to be complete and verified (`Ok`) or abandoned (the
+    /// abort's error). A reader that found the bytes malformed asks this before it says
+    /// so: bytes of a blob that failed its digest check are the digest's failure to report.
+    pub fn wait_end(&self) -> Result<()> {
+        let mut st = self.lock();
+        loop {
+            if let Some(end) = &st.end {
+                return end.clone();
+            }
+            st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// The blob will not be completed: readers fail with `error` (which should carry a
     /// message, so that nobody logs it again).
     pub fn abort(&self, error: Error) {
@@ -139,6 +152,13 @@ impl SpoolReader {
             spool,
             pos: 0,
         })
+    }
+}
+
+impl SpoolReader {
+    /// The spool this reads, to ask whether the blob checked out ([`Spool::wait_end`]).
+    pub fn spool(&self) -> Arc<Spool> {
+        self.spool.clone()
     }
 }
 

@@ -138,6 +138,10 @@ impl<F: Flavor> JobOwner for UrlImport<F> {
 }
 
 impl<F: Flavor> Importer for UrlImport<F> {
+    fn image_root(&self) -> &std::path::Path {
+        &self.req.image_root
+    }
+
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
         let (root, url) = (&self.req.image_root, &self.req.url);
         let old_etags = find_old_etags(root, F::CACHE, url)?;

@@ -116,7 +116,7 @@ impl Flavor for Raw {
             "import-copy",
             move |cancel| {
                 let image = LocalImage::new(&root, &format!("{local}.raw"), &local, force);
-                store::copy_file_with(&source, &image, exact_mode)?;
+                store::copy_file_with(&source, &image, exact_mode, cancel)?;
                 if options.read_only {
                     fs::make_read_only(image.path())?;
                 }

@@ -400,7 +400,7 @@ impl<'a> TreeCopier<'a> {
                 Err(_) => self.reflinks = Reflinks::Unsupported,
             }
         }
-        copy_data_extents(src, dst, meta, &mut self.buffer)
+        copy_data_extents(src, dst, meta, &mut self.buffer, self.cancel)
     }
 
     /// Owner, mode, xattrs, then times, on an open copy. The owner comes first because

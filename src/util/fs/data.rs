@@ -1,7 +1,10 @@
 //! File data: copying a file's data (reflinked, or only its data extents so holes stay
-//! holes) and writing a stream sparsely.
+//! holes) and writing a stream sparsely. Copies go in bounded chunks and look at their
+//! cancel flag between two, so a signal stops a multi-GiB copy within a fraction of a
+//! second.
 
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::unistd::Whence;
@@ -12,18 +15,34 @@ use crate::util::error::{Error, Result};
 
 /// Buffer size for copies that have to go through user space.
 const COPY_BUFFER_SIZE: usize = 256 * 1024;
+/// Most bytes one `copy_file_range` call copies (about 20-100 ms of disk): the cancel
+/// flag is looked at between two.
+const COPY_CHUNK: usize = 32 << 20;
+
+/// ECANCELED once `cancel` is set.
+fn check_cancel(cancel: Option<&AtomicBool>) -> Result<()> {
+    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(Error::new(libc::ECANCELED));
+    }
+    Ok(())
+}
 
 /// Copy all of `src`'s data to the start of the (empty) file `dst`: a reflink when the
 /// file system can share extents, otherwise a copy of the data extents only, so holes
 /// stay holes. `dst` ends up exactly as long as `src`, trailing hole included. The
-/// file offsets of both descriptors may change.
-pub fn copy_file_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<()> {
+/// file offsets of both descriptors may change. `cancel`, when set, stops the copy with
+/// ECANCELED.
+pub fn copy_file_data(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    cancel: Option<&AtomicBool>,
+) -> Result<()> {
     let meta = stat_fd(src)?;
     if meta.size == 0 || btrfs::reflink(src, dst).is_ok() {
         return Ok(());
     }
     let mut buffer = Vec::new();
-    copy_data_extents(src, dst, &meta, &mut buffer)
+    copy_data_extents(src, dst, &meta, &mut buffer, cancel)
 }
 
 /// Copy the data extents of `src` (of which `meta` is the metadata) to the same offsets
@@ -33,6 +52,7 @@ pub(super) fn copy_data_extents(
     dst: BorrowedFd<'_>,
     meta: &Meta,
     buffer: &mut Vec<u8>,
+    cancel: Option<&AtomicBool>,
 ) -> Result<()> {
     let size = meta.size as i64;
     // Fewer allocated blocks than the size needs means holes (or compression): look
@@ -47,7 +67,7 @@ pub(super) fn copy_data_extents(
                 Err(Errno::ENXIO) => break,
                 // No SEEK_DATA support: copy everything.
                 Err(Errno::EINVAL | Errno::EOPNOTSUPP) if pos == 0 => {
-                    copy_range(src, dst, 0, meta.size, buffer)?;
+                    copy_range(src, dst, (0, meta.size), buffer, cancel)?;
                     break;
                 }
                 Err(e) => return Err(e.into()),
@@ -56,13 +76,19 @@ pub(super) fn copy_data_extents(
                 break;
             }
             let hole = nix::unistd::lseek(src, data, Whence::SeekHole)?.min(size);
-            copy_range(src, dst, data as u64, (hole - data) as u64, buffer)?;
+            copy_range(
+                src,
+                dst,
+                (data as u64, (hole - data) as u64),
+                buffer,
+                cancel,
+            )?;
             pos = hole;
         }
         // A trailing hole is not written: the size must be set.
         nix::unistd::ftruncate(dst, size)?;
     } else {
-        copy_range(src, dst, 0, meta.size, buffer)?;
+        copy_range(src, dst, (0, meta.size), buffer, cancel)?;
     }
     Ok(())
 }
@@ -72,22 +98,23 @@ pub(super) fn copy_data_extents(
 fn copy_range(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
-    offset: u64,
-    len: u64,
+    (offset, len): (u64, u64),
     buffer: &mut Vec<u8>,
+    cancel: Option<&AtomicBool>,
 ) -> Result<()> {
     let mut off_in = offset as i64;
     let mut off_out = offset as i64;
     let mut left = len;
     while left > 0 {
-        let chunk = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
+        check_cancel(cancel)?;
+        let chunk = usize::try_from(left).unwrap_or(usize::MAX).min(COPY_CHUNK);
         match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), chunk) {
             // The source got shorter: copy what there is.
             Ok(0) => return Ok(()),
             Ok(n) => left -= n as u64,
             Err(Errno::EINTR) => {}
             Err(Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
-                return copy_range_by_read_write(src, dst, off_in as u64, left, buffer);
+                return copy_range_by_read_write(src, dst, (off_in as u64, left), buffer, cancel);
             }
             Err(e) => return Err(e.into()),
         }
@@ -98,14 +125,15 @@ fn copy_range(
 fn copy_range_by_read_write(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
-    offset: u64,
-    len: u64,
+    (offset, len): (u64, u64),
     buffer: &mut Vec<u8>,
+    cancel: Option<&AtomicBool>,
 ) -> Result<()> {
     buffer.resize(COPY_BUFFER_SIZE, 0);
     let mut offset = offset as i64;
     let mut left = len;
     while left > 0 {
+        check_cancel(cancel)?;
         let want = usize::try_from(left)
             .unwrap_or(usize::MAX)
             .min(buffer.len());
