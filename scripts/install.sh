@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install systemd-import (Rust) in place of systemd's image transfer tools: the worker
-# as systemd-pull and systemd-import, the daemon systemd-importd, its unit, D-Bus
-# activation file, D-Bus policy and polkit actions, at the paths systemd uses.
+# as systemd-pull, systemd-import, systemd-import-fs and systemd-export, the daemon
+# systemd-importd, its unit, D-Bus activation file, D-Bus policy and polkit actions, and
+# the client importctl, at the paths systemd uses.
 #
 #   scripts/install.sh [--no-build]
 #
@@ -33,11 +34,12 @@ unitdir=$PREFIX/lib/systemd/system
 busdir=$PREFIX/share/dbus-1
 polkitdir=$PREFIX/share/polkit-1/actions
 
-for bin in systemd-import systemd-importd; do
+for bin in systemd-import systemd-importd importctl; do
     [ -x "$BIN_DIR/$bin" ] || { echo "$0: $BIN_DIR/$bin not built" >&2; exit 1; }
 done
 
-install -d "$DESTDIR$libexec" "$DESTDIR$unitdir" "$DESTDIR$busdir/system-services" \
+bindir=$PREFIX/bin
+install -d "$DESTDIR$bindir" "$DESTDIR$libexec" "$DESTDIR$unitdir" "$DESTDIR$busdir/system-services" \
     "$DESTDIR$busdir/system.d" "$DESTDIR$polkitdir"
 
 # One worker binary under each of systemd's names (systemd has four programs here; ours
@@ -46,6 +48,7 @@ for name in systemd-pull systemd-import systemd-import-fs systemd-export; do
     install -m 0755 "$BIN_DIR/systemd-import" "$DESTDIR$libexec/$name"
 done
 install -m 0755 "$BIN_DIR/systemd-importd" "$DESTDIR$libexec/systemd-importd"
+install -m 0755 "$BIN_DIR/importctl" "$DESTDIR$bindir/importctl"
 
 unit=$DESTDIR$unitdir/systemd-importd.service
 if [ "$PREFIX" = /usr ]; then
@@ -62,4 +65,4 @@ install -m 0644 data/org.freedesktop.import1.service "$DESTDIR$busdir/system-ser
 install -m 0644 data/org.freedesktop.import1.conf "$DESTDIR$busdir/system.d/"
 install -m 0644 data/org.freedesktop.import1.policy "$DESTDIR$polkitdir/"
 
-echo "Installed systemd-pull, systemd-import, systemd-import-fs, systemd-export and systemd-importd in $DESTDIR$libexec."
+echo "Installed systemd-pull, systemd-import, systemd-import-fs, systemd-export and systemd-importd in $DESTDIR$libexec, importctl in $DESTDIR$bindir."

@@ -60,6 +60,11 @@ fn the_install_step_puts_every_file_where_systemd_has_it() {
             "{bin}"
         );
     }
+    assert_eq!(mode(&at("/usr/bin/importctl")), 0o755);
+    assert_eq!(
+        std::fs::read(at("/usr/bin/importctl")).unwrap(),
+        std::fs::read(env!("CARGO_BIN_EXE_importctl")).unwrap()
+    );
     let worker = std::fs::read(env!("CARGO_BIN_EXE_systemd-import")).unwrap();
     assert_eq!(
         std::fs::read(at("/usr/lib/systemd/systemd-pull")).unwrap(),

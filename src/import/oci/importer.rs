@@ -282,7 +282,9 @@ impl OciImport {
             foreign,
             has_next: foreign || self.route.has_next(),
         };
-        if key == Key::Ping && f.tls_handshake && !route.has_next {
+        // EPROTO: the job already said the server speaks plain HTTP, and how to allow it.
+        if key == Key::Ping && f.tls_handshake && !route.has_next && f.error.errno() != libc::EPROTO
+        {
             log::error!(
                 "The TLS handshake with registry {} failed: a registry that speaks plain HTTP must be marked 'insecure = true' in registries.conf, one that wants a client certificate needs it in certs.d or hosts.toml.",
                 src.endpoint.host
