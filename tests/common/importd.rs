@@ -239,9 +239,16 @@ impl Importd {
         self.run.take().expect("daemon running").wait()
     }
 
-    /// The pids of the daemon's children (its workers).
+    /// The pids of the daemon's children that run a worker (have called exec).
     pub fn workers(&self) -> Vec<i32> {
+        // A child that has not called exec yet still runs the daemon's image, with the
+        // daemon's environment and fds: it is no worker yet.
+        let exe = |pid: i32| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let daemon = exe(self.pid());
         children_of(self.pid())
+            .into_iter()
+            .filter(|&pid| exe(pid).is_some_and(|e| Some(&e) != daemon.as_ref()))
+            .collect()
     }
 
     /// A blocking connection for the test's own calls.
