@@ -14,8 +14,9 @@ use nix::sys::stat::Mode;
 
 use super::options::{parse_with, LongOption, Opt, Parsed, Settings};
 use super::personality::Personality;
+use super::personality::{Invocation, VerbSpec};
 use super::pull;
-use super::verbs::{self, Invocation, VerbSpec};
+use super::verbs;
 use crate::import;
 use crate::import::local::{ExportKind, ExportRequest, ImportKind, ImportRequest, LocalImport};
 use crate::import::stream::Compression;

@@ -20,6 +20,8 @@ mod verbs;
 
 pub use options::{Settings, Verify, DEFAULT_IMAGE_ROOT};
 
+use personality::Personality;
+
 use crate::curl_glue::CurlSettings;
 use crate::event;
 use crate::import::oci::registry::ConfigPaths;
@@ -39,7 +41,7 @@ pub fn main() -> i32 {
         .cloned()
         .unwrap_or_else(|| "systemd-import".into());
     crate::util::log::init();
-    let personality = personality::by_argv0(&argv0);
+    let personality = by_argv0(&argv0);
 
     // Block SIGINT and SIGTERM before any thread exists (curl's resolver, job workers):
     // they inherit the mask, so the signals only ever arrive through our signalfd.
@@ -64,7 +66,7 @@ pub fn main() -> i32 {
                 settings.test.low_speed_time,
             );
             settings.registry_paths = ConfigPaths::from_env(settings.registry_config.as_deref());
-            let inv = verbs::Invocation {
+            let inv = personality::Invocation {
                 personality,
                 argv0: &argv0,
                 settings: &settings,
@@ -77,7 +79,7 @@ pub fn main() -> i32 {
 /// `--version`: the systemd version followed, the features line, and this
 /// implementation's name and version (v219's layout for the seed, v252's for the others:
 /// there the parenthesis of the first line names the package build).
-fn version_text(personality: &personality::Personality) -> String {
+fn version_text(personality: &Personality) -> String {
     let ours = format!("systemd-import {}", env!("CARGO_PKG_VERSION"));
     match personality.dialect {
         Dialect::V219 => format!("systemd {}\n{FEATURES} ({ours})\n", personality.version),
@@ -88,4 +90,37 @@ fn version_text(personality: &personality::Personality) -> String {
 /// `program_invocation_short_name`.
 fn program_short_name(argv0: &str) -> String {
     argv0.rsplit('/').next().unwrap_or(argv0).to_string()
+}
+
+/// Every personality but the default one ([`seed::SEED`]), by the name that selects it.
+pub const PERSONALITIES: &[&Personality] = &[&pull::PULL, &local::IMPORT_FS, &local::EXPORT];
+
+/// The personality of a program run as `argv0`.
+pub fn by_argv0(argv0: &str) -> &'static Personality {
+    let name = argv0.rsplit('/').next().unwrap_or(argv0);
+    PERSONALITIES
+        .iter()
+        .copied()
+        .find(|p| p.program == name)
+        .unwrap_or(&seed::SEED)
+}
+
+#[cfg(test)]
+mod personality_tests {
+    use super::*;
+
+    #[test]
+    fn the_name_picks_the_personality() {
+        assert_eq!(
+            by_argv0("/usr/lib/systemd/systemd-pull").program,
+            "systemd-pull"
+        );
+        assert_eq!(by_argv0("systemd-pull").dialect, Dialect::V252);
+        assert_eq!(
+            by_argv0("/usr/lib/systemd/systemd-import").program,
+            "systemd-import"
+        );
+        assert_eq!(by_argv0("whatever").program, "systemd-import");
+        assert_eq!(by_argv0("").dialect, Dialect::V219);
+    }
 }

@@ -283,6 +283,64 @@ pub fn parse_with(
     }))
 }
 
+/// systemd's `parse_size(s, 1024)`: a decimal number, optionally with a fraction, and
+/// an optional binary suffix (`B`, `K`, `M`, `G`, `T`, `P`, `E`); several may be summed
+/// (`1G 512M`). `None` when it does not parse or overflows.
+pub fn parse_size(s: &str) -> Option<u64> {
+    const UNITS: [(char, u64); 7] = [
+        ('E', 1 << 60),
+        ('P', 1 << 50),
+        ('T', 1 << 40),
+        ('G', 1 << 30),
+        ('M', 1 << 20),
+        ('K', 1 << 10),
+        ('B', 1),
+    ];
+    let mut rest = s.trim_start();
+    if rest.is_empty() || rest.starts_with('-') {
+        return None;
+    }
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let whole: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let mut frac = (0u64, 1u64);
+        if let Some(r) = rest.strip_prefix('.') {
+            let n = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+            if n == 0 {
+                return None;
+            }
+            for d in r[..n].bytes().take(18) {
+                frac = (frac.0 * 10 + u64::from(d - b'0'), frac.1 * 10);
+            }
+            rest = &r[n..];
+        }
+        rest = rest.trim_start();
+        let factor = match rest.chars().next() {
+            Some(c) => match UNITS.iter().find(|(u, _)| *u == c) {
+                Some((_, f)) => {
+                    rest = rest[1..].trim_start();
+                    *f
+                }
+                None if c.is_ascii_digit() => 1,
+                None => return None,
+            },
+            None => 1,
+        };
+        let part = whole
+            .checked_mul(factor)?
+            .checked_add(frac.0.checked_mul(factor)? / frac.1)?;
+        total = total.checked_add(part)?;
+    }
+    Some(total)
+}
+
 /// getopt_long's lookup: an exact name, else a unique prefix.
 fn find_long(
     argv0: &str,

@@ -11,11 +11,10 @@
 //! getopt engine, [`super::options::walk`]), its help text, its verb table (verbs are
 //! shared functions in [`super::verbs`]), the systemd version `--version` and the
 //! User-Agent name, and the [`Dialect`] of its messages and progress. Adding one is a
-//! module defining such a constant plus one row in [`PERSONALITIES`].
+//! module defining such a constant plus one row in `PERSONALITIES` (cli/mod.rs, which
+//! picks one by name).
 
-use super::options::Parsed;
-use super::verbs::VerbSpec;
-use super::{local, pull, seed};
+use super::options::{Parsed, Settings};
 use crate::import::Dialect;
 
 /// One command line of the binary.
@@ -34,35 +33,34 @@ pub struct Personality {
     pub verbs: &'static [VerbSpec],
 }
 
-/// Every personality but the default one ([`seed::SEED`]), by the name that selects it.
-pub const PERSONALITIES: &[&Personality] = &[&pull::PULL, &local::IMPORT_FS, &local::EXPORT];
-
-/// The personality of a program run as `argv0`.
-pub fn by_argv0(argv0: &str) -> &'static Personality {
-    let name = argv0.rsplit('/').next().unwrap_or(argv0);
-    PERSONALITIES
-        .iter()
-        .copied()
-        .find(|p| p.program == name)
-        .unwrap_or(&seed::SEED)
+/// A verb: its names (seed, then the v219 short alias), and its argument counts including
+/// the verb itself (`None` = any).
+pub struct VerbSpec {
+    pub(super) names: &'static [&'static str],
+    pub(super) min_args: usize,
+    pub(super) max_args: Option<usize>,
+    pub(super) run: fn(&Invocation, &[String]) -> i32,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_name_picks_the_personality() {
-        assert_eq!(
-            by_argv0("/usr/lib/systemd/systemd-pull").program,
-            "systemd-pull"
-        );
-        assert_eq!(by_argv0("systemd-pull").dialect, Dialect::V252);
-        assert_eq!(
-            by_argv0("/usr/lib/systemd/systemd-import").program,
-            "systemd-import"
-        );
-        assert_eq!(by_argv0("whatever").program, "systemd-import");
-        assert_eq!(by_argv0("").dialect, Dialect::V219);
+impl VerbSpec {
+    pub const fn new(
+        names: &'static [&'static str],
+        min_args: usize,
+        max_args: Option<usize>,
+        run: fn(&Invocation, &[String]) -> i32,
+    ) -> Self {
+        VerbSpec {
+            names,
+            min_args,
+            max_args,
+            run,
+        }
     }
+}
+
+/// One run of the program: which personality, under what name, with which settings.
+pub struct Invocation<'a> {
+    pub personality: &'static Personality,
+    pub argv0: &'a str,
+    pub settings: &'a Settings,
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use super::options::{parse_with, LongOption, Opt, Parsed, Verify};
 use super::personality::Personality;
-use super::verbs::{self, VerbSpec};
+use super::personality::VerbSpec;
+use super::verbs;
 use super::{local, pull};
 use crate::import::Dialect;
 

@@ -2,7 +2,7 @@
 //! Each check logs the C tool's message and makes the tool exit 1.
 
 use super::options::{Settings, Verify};
-use super::personality::Personality;
+use super::personality::{Invocation, Personality};
 use super::program_short_name;
 use crate::import;
 use crate::import::dkr::{DkrImport, DkrRequest};
@@ -14,38 +14,6 @@ use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
 use crate::import::url::{PullOptions, RawImport, SideFiles, TarImport, UrlRequest};
 use crate::import::Dialect;
 use crate::util::{getopt, image, names, validate};
-
-/// A verb: its names (seed, then the v219 short alias), and its argument counts including
-/// the verb itself (`None` = any).
-pub struct VerbSpec {
-    names: &'static [&'static str],
-    min_args: usize,
-    max_args: Option<usize>,
-    run: fn(&Invocation, &[String]) -> i32,
-}
-
-impl VerbSpec {
-    pub const fn new(
-        names: &'static [&'static str],
-        min_args: usize,
-        max_args: Option<usize>,
-        run: fn(&Invocation, &[String]) -> i32,
-    ) -> Self {
-        VerbSpec {
-            names,
-            min_args,
-            max_args,
-            run,
-        }
-    }
-}
-
-/// One run of the program: which personality, under what name, with which settings.
-pub struct Invocation<'a> {
-    pub personality: &'static Personality,
-    pub argv0: &'a str,
-    pub settings: &'a Settings,
-}
 
 /// Find and run the verb in `args[0]` among the personality's verbs; returns the exit
 /// status.
@@ -131,7 +99,7 @@ pub fn set_max_downloads(settings: &mut Settings, value: Option<String>) -> Resu
 /// expand to.
 pub fn set_layer_size_max(settings: &mut Settings, value: Option<String>) -> Result<(), ()> {
     let v = value.unwrap_or_default();
-    match super::pull::parse_size(&v) {
+    match super::options::parse_size(&v) {
         Some(n) if n > 0 => {
             settings.layer_size_max = Some(n);
             Ok(())

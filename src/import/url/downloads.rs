@@ -16,8 +16,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use super::side::Fetched;
-use super::{verify, SideFiles, UrlRequest, Verify};
+use super::side::{Fetched, Side};
+use super::{verify, SideFiles, UrlRequest, Verify, COMPANION_SHARE};
 use crate::curl_glue::CurlGlue;
 use crate::event::EventLoop;
 use crate::import::job::{ImportJob, JobOptions, JobOwner, JobSet, Sink};
@@ -28,8 +28,6 @@ use crate::util::names;
 
 /// The companions are small text files: 1 MiB is plenty (the C tool's limit).
 const VERIFY_FILE_MAX: u64 = 1 << 20;
-/// Share of the overall progress each companion download stands for (v219).
-const COMPANION_SHARE: u32 = 5;
 
 /// The jobs of one tar or raw pull.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -42,64 +40,6 @@ pub enum UrlJob {
     Signature,
     /// A side file (systemd-pull only).
     Side(Side),
-}
-
-/// systemd-pull's side files, downloaded next to the image if present.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Side {
-    Settings,
-    RootHash,
-    RootHashSignature,
-    Verity,
-}
-
-impl Side {
-    pub const ALL: [Side; 4] = [
-        Side::Settings,
-        Side::RootHash,
-        Side::RootHashSignature,
-        Side::Verity,
-    ];
-
-    /// The suffix of its name, on the server, in the cache and next to the local image.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Side::Settings => ".nspawn",
-            Side::RootHash => ".roothash",
-            Side::RootHashSignature => ".roothash.p7s",
-            Side::Verity => ".verity",
-        }
-    }
-
-    /// Whether `files` asks for it.
-    fn wanted(self, files: &SideFiles) -> bool {
-        match self {
-            Side::Settings => files.settings,
-            Side::RootHash => files.roothash,
-            Side::RootHashSignature => files.roothash_signature,
-            Side::Verity => files.verity,
-        }
-    }
-
-    /// Its share of the download progress (v252).
-    fn share(self) -> u32 {
-        match self {
-            Side::Verity => 10,
-            _ => COMPANION_SHARE,
-        }
-    }
-
-    /// What is logged when it could not be fetched.
-    fn absent_message(self) -> &'static str {
-        match self {
-            Side::Settings => "Settings file could not be retrieved, proceeding without.",
-            Side::RootHash => "Root hash file could not be retrieved, proceeding without.",
-            Side::RootHashSignature => {
-                "Root hash signature file could not be retrieved, proceeding without."
-            }
-            Side::Verity => "Verity integrity file could not be retrieved, proceeding without.",
-        }
-    }
 }
 
 /// Where the checksums come from (v252's "verification style").

@@ -71,6 +71,9 @@ pub struct UrlRequest {
     pub options: PullOptions,
 }
 
+/// Share of the overall progress each companion download stands for (v219).
+const COMPANION_SHARE: u32 = 5;
+
 /// The side files systemd-pull fetches next to the image (all optional downloads).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct SideFiles {

@@ -31,9 +31,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
 
-use super::downloads::{ProgressPlan, Side, Stage};
+use super::downloads::{ProgressPlan, Stage};
 use super::pull::{test_hold, Flavor, UrlImport};
 use super::qcow2;
+use super::side::Side;
 use super::side::{self, Fetched, Owner};
 use super::SideFiles;
 use crate::event::EventLoop;

@@ -1,4 +1,5 @@
-//! systemd-pull's side files on disk (modern-systemd.md §1.6): a fetched `.nspawn`,
+//! systemd-pull's side files ([`Side`]: which there are, their names and messages) and
+//! on disk (modern-systemd.md §1.6): a fetched `.nspawn`,
 //! `.roothash`, `.roothash.p7s` or `.verity` is kept in the cache next to the cache
 //! entry (`<entry><suffix>`, named after the main download's URL and ETag, read-only like
 //! the entry), and installed next to the local image (`<root>/<local><suffix>`): copied
@@ -12,11 +13,69 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::downloads::Side;
+use super::{SideFiles, COMPANION_SHARE};
 use crate::import::store::TempPath;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::{fs, sys};
+
+/// systemd-pull's side files, downloaded next to the image if present.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    Settings,
+    RootHash,
+    RootHashSignature,
+    Verity,
+}
+
+impl Side {
+    pub const ALL: [Side; 4] = [
+        Side::Settings,
+        Side::RootHash,
+        Side::RootHashSignature,
+        Side::Verity,
+    ];
+
+    /// The suffix of its name, on the server, in the cache and next to the local image.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Side::Settings => ".nspawn",
+            Side::RootHash => ".roothash",
+            Side::RootHashSignature => ".roothash.p7s",
+            Side::Verity => ".verity",
+        }
+    }
+
+    /// Whether `files` asks for it.
+    pub(super) fn wanted(self, files: &SideFiles) -> bool {
+        match self {
+            Side::Settings => files.settings,
+            Side::RootHash => files.roothash,
+            Side::RootHashSignature => files.roothash_signature,
+            Side::Verity => files.verity,
+        }
+    }
+
+    /// Its share of the download progress (v252).
+    pub(super) fn share(self) -> u32 {
+        match self {
+            Side::Verity => 10,
+            _ => COMPANION_SHARE,
+        }
+    }
+
+    /// What is logged when it could not be fetched.
+    pub(super) fn absent_message(self) -> &'static str {
+        match self {
+            Side::Settings => "Settings file could not be retrieved, proceeding without.",
+            Side::RootHash => "Root hash file could not be retrieved, proceeding without.",
+            Side::RootHashSignature => {
+                "Root hash signature file could not be retrieved, proceeding without."
+            }
+            Side::Verity => "Verity integrity file could not be retrieved, proceeding without.",
+        }
+    }
+}
 
 /// Extended attributes, name and value.
 type Xattrs = Vec<(CString, Vec<u8>)>;

@@ -24,8 +24,9 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use super::downloads::{ProgressPlan, Side, Stage};
+use super::downloads::{ProgressPlan, Stage};
 use super::pull::{Flavor, UrlImport};
+use super::side::Side;
 use super::side::{self, Owner};
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink, StreamContext};
