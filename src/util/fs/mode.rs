@@ -1,7 +1,7 @@
 //! Permission bits and inode flags: making a finished image read-only (a subvolume's
 //! flag or the write bits), giving the write bit back, and btrfs's NOCOW flag.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
@@ -35,11 +35,9 @@ pub(super) fn add_owner_write(fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Make a finished image read-only (spec §5.3): a btrfs subvolume gets its read-only
-/// flag; anything else (a plain directory, a raw file) loses its write bits, on that
-/// inode only. Errors are logged with the C tool's messages.
-pub fn make_read_only(path: &Path) -> Result<()> {
-    let fd = nix::fcntl::open(
+/// `path` opened read-only to change its flags, a failure logged as the C tools do.
+fn open_logged(path: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(
         path,
         OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
         Mode::empty(),
@@ -47,7 +45,14 @@ pub fn make_read_only(path: &Path) -> Result<()> {
     .map_err(|e| {
         let e = Error::from(e);
         log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
-    })?;
+    })
+}
+
+/// Make a finished image read-only (spec §5.3): a btrfs subvolume gets its read-only
+/// flag; anything else (a plain directory, a raw file) loses its write bits, on that
+/// inode only. Errors are logged with the C tool's messages.
+pub fn make_read_only(path: &Path) -> Result<()> {
+    let fd = open_logged(path)?;
     make_read_only_fd(fd.as_fd())
 }
 
@@ -80,15 +85,7 @@ fn make_read_only_fd(fd: BorrowedFd<'_>) -> Result<()> {
 /// other directory `FS_IMMUTABLE_FL` (`chattr +i`, the top directory only), a regular
 /// file loses its write bits.
 pub fn make_very_read_only(path: &Path) -> Result<()> {
-    let fd = nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| {
-        let e = Error::from(e);
-        log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
-    })?;
+    let fd = open_logged(path)?;
     make_very_read_only_fd(fd.as_fd()).map_err(|e| {
         if e.msg().is_some() {
             return e;
