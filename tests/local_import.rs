@@ -524,20 +524,6 @@ fn outside_state(dir: &Path) -> tarball::Snapshot {
         .collect()
 }
 
-/// A tree's snapshot without directory mtimes (those of directories the archive does not
-/// describe are the time of the run).
-fn tree_state(dir: &Path) -> tarball::Snapshot {
-    tarball::snapshot(dir)
-        .into_iter()
-        .map(|(p, mut n)| {
-            if n.kind == "dir" {
-                n.mtime = (0, 0);
-            }
-            (p, n)
-        })
-        .collect()
-}
-
 /// Every case of the unpacker's hostile corpus (tests/common/hostile.rs) through
 /// `import tar`, against pull-tar's unpacker (plain mode, an empty tree: `import tar` has
 /// no lower layer, so the layered cases' archives are fed alone) on the same bytes: a
@@ -581,8 +567,10 @@ fn the_hostile_corpus_through_import_tar_behaves_as_pull_tar() {
             }
             Ok(_) => {
                 assert_eq!(o.status, 0, "{label}: {}", o.stderr);
-                let differences =
-                    tarball::diff(&tree_state(&reference), &tree_state(&root.join(label)));
+                let differences = tarball::diff(
+                    &tarball::snapshot_without_dir_mtimes(&reference),
+                    &tarball::snapshot_without_dir_mtimes(&root.join(label)),
+                );
                 assert!(
                     differences.is_empty(),
                     "{label}:\n{}",

@@ -54,6 +54,28 @@ pub enum Target {
     Directory { path: PathBuf, create: bool },
 }
 
+/// A layer's blob as it is read here: a spool, possibly still downloading (pull-oci from a
+/// registry), or a blob already verified and complete (an archive source's member).
+pub enum LayerBlob {
+    Spool(SpoolReader),
+    Verified(Box<dyn Read + Send>),
+}
+
+impl From<SpoolReader> for LayerBlob {
+    fn from(reader: SpoolReader) -> Self {
+        LayerBlob::Spool(reader)
+    }
+}
+
+impl Read for LayerBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            LayerBlob::Spool(r) => r.read(buf),
+            LayerBlob::Verified(r) => r.read(buf),
+        }
+    }
+}
+
 /// One layer to apply.
 pub struct ApplyWork {
     /// The layer's digest (of the compressed blob), for messages.
@@ -61,7 +83,7 @@ pub struct ApplyWork {
     /// The DiffID the config promises.
     pub diff_id: Digest,
     /// The blob, possibly still downloading.
-    pub input: SpoolReader,
+    pub input: LayerBlob,
     /// The spool's owner when this is its last use: removed when the work ends.
     pub spool_owned: Option<TempPath>,
     pub target: Target,
@@ -143,7 +165,7 @@ fn prepare_target(target: &Target) -> Result<std::os::fd::OwnedFd> {
 
 /// Decompress the blob on a second thread and unpack it here; returns the DiffID.
 fn unpack_stream(
-    input: SpoolReader,
+    input: LayerBlob,
     layer: &Digest,
     size_max: u64,
     root: &std::os::fd::OwnedFd,
@@ -188,18 +210,21 @@ fn unpack_stream(
 /// The decompress thread: detect the compression, fill buffers from the decoder and queue
 /// them; a decoder error is logged here and queued in place of data.
 fn decompress(
-    input: SpoolReader,
+    input: LayerBlob,
     (layer, size_max): (&Digest, u64),
     cancel: &AtomicBool,
     full: &SyncSender<Result<Filled>>,
     empty: &Receiver<Vec<u8>>,
 ) {
-    let spool = input.spool();
+    let spool = match &input {
+        LayerBlob::Spool(reader) => Some(reader.spool()),
+        LayerBlob::Verified(_) => None,
+    };
     // Malformed bytes of a blob whose download failed its size or digest check are that
     // check's failure (already reported, or about to be): say nothing of them then.
-    let settled = |report: &dyn Fn() -> Error| match spool.wait_end() {
-        Err(e) => e,
-        Ok(()) => report(),
+    let settled = |report: &dyn Fn() -> Error| match spool.as_ref().map(|s| s.wait_end()) {
+        Some(Err(e)) => e,
+        _ => report(),
     };
     let damaged = |what: String| {
         settled(&|| {

@@ -645,7 +645,7 @@ impl OciImport {
         let work = ApplyWork {
             layer,
             diff_id,
-            input,
+            input: input.into(),
             spool_owned,
             target,
             size_max: self.req.layer_size_max,
