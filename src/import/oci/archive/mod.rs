@@ -266,36 +266,7 @@ fn import(req: &ArchiveRequest, cancel: &Arc<AtomicBool>, progress: &Progress) -
         from_index,
         layers: files,
     } = resolved;
-    let want = &manifest.config;
-    let config = config::parse(&config_bytes).map_err(|why| {
-        log_error_errno!(
-            Error::new(libc::EBADMSG),
-            "Refusing image config {}: {why}.",
-            want.digest
-        )
-    })?;
-    if config.diff_ids.len() != manifest.layers.len() {
-        return Err(log_error_errno!(
-            Error::new(libc::EBADMSG),
-            "Image config {} lists {} layer DiffIDs, but the manifest has {} layers, refusing.",
-            want.digest,
-            config.diff_ids.len(),
-            manifest.layers.len()
-        ));
-    }
-    let platform = &req.platform;
-    let matches = platform.matches(
-        config.os.as_deref(),
-        config.architecture.as_deref(),
-        config.variant.as_deref(),
-    );
-    if !from_index && !matches {
-        log::warn!(
-            "Image '{image}' is for {}/{}, not {platform}.",
-            config.os.as_deref().unwrap_or("?"),
-            config.architecture.as_deref().unwrap_or("?"),
-        );
-    }
+    let config = config::checked(&config_bytes, &manifest, &req.platform, from_index, &image)?;
     let plan = Plan {
         image_root: &req.image_root,
         local: req.local.as_deref(),
