@@ -136,7 +136,8 @@ fn gnu_tar(src: &Path, out: &Path) {
 /// Found: Debian's tar import drops `trusted.*` xattrs (its tar runs without
 /// CAP_SYS_ADMIN), ours keeps them; Debian's directory import (`fs_import`) keeps them
 /// too, but not those of symlinks, and gives the top directory the time of the import;
-/// ours copies symlinks' xattrs and keeps the source's time.
+/// ours copies symlinks' xattrs and keeps the source's time. With `--btrfs-subvol=no`
+/// Debian's copy keeps only user.* xattrs; ours keeps all of them.
 fn compare_roots(label: &str, theirs: &Path, ours: &Path, fs_import: bool) {
     assert_eq!(names(ours), names(theirs), "{label}: image names");
     for name in names(theirs) {
@@ -150,7 +151,7 @@ fn compare_roots(label: &str, theirs: &Path, ours: &Path, fs_import: bool) {
         );
         if a.is_dir() {
             let mut ours = tarball::snapshot(&b);
-            let theirs = tarball::snapshot(&a);
+            let mut theirs = tarball::snapshot(&a);
             if !fs_import {
                 let kept_trusted = ours
                     .values()
@@ -160,9 +161,21 @@ fn compare_roots(label: &str, theirs: &Path, ours: &Path, fs_import: bool) {
                     node.xattrs.retain(|k, _| !k.starts_with(b"trusted."));
                 }
             } else {
-                // Debian's copy leaves out the xattrs of symlinks; ours copies them.
-                for node in ours.values_mut().filter(|n| n.kind == "symlink") {
+                // Debian's copy leaves out the xattrs of symlinks (a snapshot keeps
+                // them); ours copies them.
+                for node in ours
+                    .values_mut()
+                    .chain(theirs.values_mut())
+                    .filter(|n| n.kind == "symlink")
+                {
                     node.xattrs.clear();
+                }
+                // Debian's plain-directory copy (--btrfs-subvol=no) keeps only user.*
+                // xattrs (no trusted.*, no security.capability); ours keeps them all.
+                if name == "fsdir" {
+                    for node in ours.values_mut() {
+                        node.xattrs.retain(|k, _| k.starts_with(b"user."));
+                    }
                 }
                 // Debian's copy gives the top directory the time of the import.
                 let top = Path::new(".");
@@ -219,6 +232,16 @@ fn tar_imports_match(base: &Path) {
                 .spawn()
                 .unwrap();
             assert!(child.wait().unwrap().success(), "{suffix} --read-only");
+        }
+        // --btrfs-subvol=no: a plain directory on btrfs too.
+        let dir = format!("dir-{}", suffix.replace('.', "-"));
+        for (cmd, root) in [
+            (&mut debian(DEBIAN_IMPORT), &theirs),
+            (&mut systemd_import(), &ours),
+        ] {
+            cmd.args(["tar", "--btrfs-subvol=no"])
+                .arg(format!("--image-root={}", root.display()));
+            ok(&dir, run_cli(cmd.arg(&file).arg(&dir)));
         }
         fs::remove_file(&file).unwrap();
     }
@@ -336,14 +359,27 @@ fn raw_imports_match_debian_on_ext4_and_btrfs() {
     raw_imports_match(btrfs.path());
 }
 
-fn fs_imports_match(base: &Path) {
+fn fs_imports_match(base: &Path, subvolume_source: bool) {
     let src = base.join("src");
-    fs::create_dir(&src).unwrap();
+    if subvolume_source {
+        // Snapshotted by default; copied into a plain directory with --btrfs-subvol=no.
+        let out = Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "btrfs subvolume create");
+    } else {
+        fs::create_dir(&src).unwrap();
+    }
     populate(&src, true);
     let (theirs, ours) = (base.join("theirs"), base.join("ours"));
     let ours_fs = ours_as(base, "systemd-import-fs");
-    for extra in [None, Some("--read-only")] {
-        let name = if extra.is_some() { "fsro" } else { "fs" };
+    for (extra, name) in [
+        (None, "fs"),
+        (Some("--read-only"), "fsro"),
+        (Some("--btrfs-subvol=no"), "fsdir"),
+    ] {
         for (cmd, root) in [
             (&mut debian(DEBIAN_IMPORT_FS), &theirs),
             (&mut program(&ours_fs), &ours),
@@ -361,9 +397,9 @@ fn fs_imports_match(base: &Path) {
 #[test]
 fn fs_imports_match_debian_on_ext4_and_btrfs() {
     let ext4 = Ext4Mount::new();
-    fs_imports_match(ext4.path());
+    fs_imports_match(ext4.path(), false);
     let btrfs = BtrfsMount::new();
-    fs_imports_match(btrfs.path());
+    fs_imports_match(btrfs.path(), true);
 }
 
 /// Run `tool ARGS` with `machines` bound over /var/lib/machines (a private mount
