@@ -116,6 +116,15 @@ fn ours(log: &str) -> Vec<LoggedRequest> {
         .collect()
 }
 
+/// The pull made `demo` although an endpoint failed: without an error line, and with a
+/// line containing `needle` (the failure, said as a step).
+fn assert_left_for_the_next(env: &PullEnv, out: &PullOutput, needle: &str) {
+    assert_success(out);
+    assert!(env.path("demo/etc/hostname").exists());
+    assert!(out.errors.is_empty(), "{}", out.stderr);
+    assert_line_contains(out, needle);
+}
+
 fn assert_line_contains(out: &PullOutput, needle: &str) {
     assert!(
         out.stderr_lines.iter().any(|l| l.contains(needle)),
@@ -742,28 +751,23 @@ fn mirror_failing_blobs(
     blob: impl Fn(&dyn Fn() -> common::http::Response) -> common::http::Response + Send + Sync + 'static,
     vars: &[(&str, &str)],
 ) {
-    let o = origin_with(RegistryOptions::plain());
-    let image = o.image;
-    let reg = std::sync::Arc::new(o.reg);
     // A mirror that has the manifest but fails every blob.
-    let mirror = common::fault_proxy::FaultProxy::start(&reg, move |req, upstream| {
-        if req.path.contains("/blobs/") {
-            blob(upstream)
-        } else {
-            upstream()
-        }
-    });
-    let root = ConfigRoot::new();
-    root.registries_conf(&format!(
-        "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
-        reg.host(),
-        mirror.host()
-    ));
-    let env = PullEnv::new();
-    let reference = format!("{}/library/demo:v1", reg.host());
-    let mut cmd = env.cmd(&reg, &[&root.option(), &reference]);
-    cmd.envs(vars.iter().copied());
-    let out = run_pull(&mut cmd);
+    let FaultPull {
+        env,
+        out,
+        mirror,
+        reg,
+        image,
+    } = pull_with_fault_mirror(
+        move |req, upstream| {
+            if req.path.contains("/blobs/") {
+                blob(upstream)
+            } else {
+                upstream()
+            }
+        },
+        vars,
+    );
     assert_success(&out);
     assert!(env.path("demo/etc/hostname").exists());
     assert_line_contains(
@@ -980,10 +984,8 @@ fn a_blackholed_mirror_is_left_after_its_dial_timeout() {
     let started = std::time::Instant::now();
     let out = pull(&env, &o.reg, &root, &[&reference, "demo"]);
     let took = started.elapsed();
-    assert_success(&out);
-    assert!(env.path("demo/etc/hostname").exists());
-    assert!(out.errors.is_empty(), "{}", out.stderr);
-    assert_line_contains(
+    assert_left_for_the_next(
+        &env,
         &out,
         &format!(
             "Download of https://{}/v2/ failed: Transfer failed: ",
@@ -992,4 +994,63 @@ fn a_blackholed_mirror_is_left_after_its_dial_timeout() {
     );
     // libcurl's own connect timeout is 300 s: the dial timeout is what ended the wait.
     assert!(took < Duration::from_secs(10), "{took:?}\n{}", out.stderr);
+}
+
+/// A pull of the origin's `library/demo:v1` (plain options) with a [`FaultProxy`] in front
+/// of the origin as its registries.conf mirror, answering as `rule` says.
+///
+/// [`FaultProxy`]: common::fault_proxy::FaultProxy
+struct FaultPull {
+    env: PullEnv,
+    out: PullOutput,
+    mirror: common::fault_proxy::FaultProxy,
+    reg: std::sync::Arc<Registry>,
+    image: Image,
+}
+
+fn pull_with_fault_mirror(
+    rule: impl Fn(&common::http::Request, &dyn Fn() -> common::http::Response) -> common::http::Response
+        + Send
+        + Sync
+        + 'static,
+    vars: &[(&str, &str)],
+) -> FaultPull {
+    let o = origin_with(RegistryOptions::plain());
+    let reg = std::sync::Arc::new(o.reg);
+    let mirror = common::fault_proxy::FaultProxy::start(&reg, rule);
+    let root = ConfigRoot::new();
+    root.registries_conf(&format!(
+        "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
+        reg.host(),
+        mirror.host()
+    ));
+    let env = PullEnv::new();
+    let reference = format!("{}/library/demo:v1", reg.host());
+    let mut cmd = env.cmd(&reg, &[&root.option(), &reference]);
+    cmd.envs(vars.iter().copied());
+    let out = run_pull(&mut cmd);
+    FaultPull {
+        env,
+        out,
+        mirror,
+        reg,
+        image: o.image,
+    }
+}
+
+#[test]
+fn a_mirror_answering_5xx_from_the_first_request_is_left_at_once() {
+    let FaultPull {
+        env, out, mirror, ..
+    } = pull_with_fault_mirror(|_, _| common::http::Response::status(503), &[]);
+    assert_left_for_the_next(
+        &env,
+        &out,
+        &format!(
+            "https://{}/v2/ answered HTTP 503. Trying the next endpoint.",
+            mirror.host()
+        ),
+    );
+    // The ping, once: no retries at a mirror, nothing else asked there.
+    assert_eq!(mirror.requests().len(), 1, "{}", out.stderr);
 }
