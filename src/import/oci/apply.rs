@@ -9,15 +9,17 @@
 //! the layer's size. Detection, decoders and hashing are `import::stream`'s; the threads
 //! and the queue are this file's.
 //!
-//! The target is prepared here as well: on btrfs a snapshot of the parent layer's
-//! subvolume (or a new subvolume for the base layer), made read-only once the DiffID
-//! checked out; elsewhere the one directory the layers are applied into in turn. Nothing
-//! here is visible under a final name: the caller renames after success, and removes the
-//! temporary target on failure.
+//! The target is prepared here as well: the one tree the layers are applied into in turn
+//! (made by the first layer applied: on btrfs a subvolume, a writable snapshot of the
+//! highest cached chain when there is one), and on btrfs, once the DiffID checked out, a
+//! read-only snapshot of that tree as the layer's chain subvolume. One snapshot per layer
+//! is one btrfs transaction commit (and a flush of the tree's dirty data) per layer; the
+//! tree itself becomes the local image. Nothing here is visible under a final name: the
+//! caller renames after success, and removes the temporary tree and chain on failure.
 
 use std::io::{self, BufReader, Read};
-use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -43,15 +45,24 @@ const QUEUE: usize = 4;
 const READ_BUFFER: usize = 256 << 10;
 
 /// Where the layer goes.
-pub enum Target {
-    /// btrfs: `path` is created as a snapshot of `parent` (or as an empty subvolume for the
-    /// base layer) and made read-only once the layer checked out.
-    Subvolume {
-        parent: Option<PathBuf>,
-        path: PathBuf,
-    },
-    /// A plain directory that already holds the lower layers (created first if `create`).
-    Directory { path: PathBuf, create: bool },
+pub struct Target {
+    /// The tree the layers are applied into in turn (a subvolume on btrfs).
+    pub tree: PathBuf,
+    /// How the tree comes to be, if this is the first layer applied.
+    pub make: Make,
+    /// btrfs: where the read-only snapshot of the tree goes once the layer checked out
+    /// (a temporary name: the caller moves it into place as the layer's chain).
+    pub chain: Option<PathBuf>,
+}
+
+/// How the tree comes to be.
+pub enum Make {
+    /// It holds the layers below already.
+    Existing,
+    /// A new subvolume (btrfs) or directory (elsewhere): the base layer.
+    New,
+    /// btrfs: a writable snapshot of the highest chain subvolume present.
+    SnapshotOf(PathBuf),
 }
 
 /// One layer to apply.
@@ -94,51 +105,43 @@ pub fn apply(work: ApplyWork) -> Result<()> {
             diff_id
         ));
     }
-    if let Target::Subvolume { path, .. } = &target {
-        btrfs::subvol_set_read_only(root.as_fd(), true).map_err(|e| {
-            log_error_errno!(
-                e.clone(),
-                "Failed to make {} read-only: {}",
-                path.display(),
-                e
-            )
-        })?;
+    if let Some(chain) = &target.chain {
+        snapshot(root.as_fd(), &target.tree, chain, true)?;
     }
     Ok(())
 }
 
-/// Create the target if needed and open it.
-fn prepare_target(target: &Target) -> Result<std::os::fd::OwnedFd> {
-    let created = match target {
-        Target::Subvolume {
-            parent: Some(parent),
-            path,
-        } => {
-            let (dir, name) = fs::split_parent(path)?;
-            let parent_fd = fs::open_dir(parent)?;
-            btrfs::subvol_snapshot(parent_fd.as_fd(), fs::open_dir(dir)?.as_fd(), name, false)
-                .map_err(|e| {
-                    log_error_errno!(
-                        e.clone(),
-                        "Failed to snapshot {} to {}: {}",
-                        parent.display(),
-                        path.display(),
-                        e
-                    )
-                })
-                .map(|()| path)
+/// Create the tree if needed and open it.
+fn prepare_target(target: &Target) -> Result<OwnedFd> {
+    let tree = &target.tree;
+    match &target.make {
+        Make::New => return store::make_tree(tree),
+        Make::SnapshotOf(base) => {
+            let base_fd = fs::open_dir(base).map_err(|e| {
+                log_error_errno!(e.clone(), "Failed to open {}: {}", base.display(), e)
+            })?;
+            snapshot(base_fd.as_fd(), base, tree, false)?;
         }
-        // A new subvolume (btrfs) or directory (elsewhere).
-        Target::Subvolume { parent: None, path } | Target::Directory { path, create: true } => {
-            return store::make_tree(path)
-        }
-        Target::Directory {
-            path,
-            create: false,
-        } => Ok(path),
-    }?;
-    fs::open_dir(created)
-        .map_err(|e| log_error_errno!(e.clone(), "Failed to open {}: {}", created.display(), e))
+        Make::Existing => {}
+    }
+    fs::open_dir(tree)
+        .map_err(|e| log_error_errno!(e.clone(), "Failed to open {}: {}", tree.display(), e))
+}
+
+/// Snapshot the subvolume `src_fd` (at `src`) as `dst`; errors are logged.
+fn snapshot(src_fd: BorrowedFd<'_>, src: &Path, dst: &Path, read_only: bool) -> Result<()> {
+    let (dir, name) = fs::split_parent(dst)?;
+    fs::open_dir(dir)
+        .and_then(|dir| btrfs::subvol_snapshot(src_fd, dir.as_fd(), name, read_only))
+        .map_err(|e| {
+            log_error_errno!(
+                e.clone(),
+                "Failed to snapshot {} to {}: {}",
+                src.display(),
+                dst.display(),
+                e
+            )
+        })
 }
 
 /// Decompress the blob on a second thread and unpack it here; returns the DiffID.
@@ -146,7 +149,7 @@ fn unpack_stream(
     input: SpoolReader,
     layer: &Digest,
     size_max: u64,
-    root: &std::os::fd::OwnedFd,
+    root: &OwnedFd,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Digest> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Result<Filled>>(QUEUE);
