@@ -3,11 +3,12 @@
 //! The layer's blob arrives in its spool file, possibly still downloading (the reader
 //! reaches its end only once its size and sha256 were verified). The
 //! *decompress* thread reads it, undoes gzip or zstd (detected from the first bytes) and
-//! hands fixed-size buffers over a bounded queue to the calling thread, which hashes the
-//! plain tar stream (the DiffID) while the unpacker applies it. Decompression and
-//! extraction thus run on both cores at once, and memory stays at a few buffers whatever
-//! the layer's size. Detection, decoders and hashing are `import::stream`'s; the threads
-//! and the queue are this file's.
+//! hands fixed-size buffers over a bounded queue to the *DiffID* thread, which hashes the
+//! plain tar stream and passes each buffer on over a second bounded queue to the calling
+//! thread, where the unpacker applies it. Decompression, hashing and extraction thus
+//! spread over both cores whichever of them a layer makes the heaviest, and memory stays
+//! at a few buffers whatever the layer's size. Detection and decoders are
+//! `import::stream`'s; the threads and the queues are this file's.
 //!
 //! The target is prepared here as well: the one tree the layers are applied into in turn
 //! (made by the first layer applied: on btrfs a subvolume, a writable snapshot of the
@@ -29,7 +30,7 @@ use sha2::{Digest as _, Sha256};
 use super::digest::Digest;
 use super::spool::SpoolReader;
 use crate::import::store::{self, TempPath};
-use crate::import::stream::{self, HashingReader};
+use crate::import::stream;
 use crate::import::unpack::{self, Mode};
 use crate::log_error_errno;
 use crate::util::btrfs;
@@ -39,7 +40,7 @@ use crate::util::fs;
 
 /// Size of the buffers between the two threads.
 const CHUNK: usize = 256 << 10;
-/// Buffers in flight: bounds the memory of one layer's pipeline to about 1.5 MiB.
+/// Buffers in each queue: bounds the memory of one layer's pipeline to about 2.5 MiB.
 const QUEUE: usize = 4;
 /// Read buffer of the spool file.
 const READ_BUFFER: usize = 256 << 10;
@@ -144,7 +145,8 @@ fn snapshot(src_fd: BorrowedFd<'_>, src: &Path, dst: &Path, read_only: bool) -> 
         })
 }
 
-/// Decompress the blob on a second thread and unpack it here; returns the DiffID.
+/// Decompress the blob on one thread, hash the tar stream on a second and unpack it on
+/// this one; returns the DiffID.
 fn unpack_stream(
     input: SpoolReader,
     layer: &Digest,
@@ -152,40 +154,73 @@ fn unpack_stream(
     root: &OwnedFd,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Digest> {
+    let (raw_tx, raw_rx) = mpsc::sync_channel::<Result<Filled>>(QUEUE);
     let (full_tx, full_rx) = mpsc::sync_channel::<Result<Filled>>(QUEUE);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    let thread_failed = |e: io::Error| {
+        let e = Error::from(e);
+        log_error_errno!(e.clone(), "Failed to start decompression thread: {}", e)
+    };
     let thread_layer = layer.clone();
     let thread_cancel = cancel.clone();
     let decompressor = std::thread::Builder::new()
         .name("oci-decompress".into())
         .spawn(move || {
             let limits = (&thread_layer, size_max);
-            decompress(input, limits, &thread_cancel, &full_tx, &empty_rx)
+            decompress(input, limits, &thread_cancel, &raw_tx, &empty_rx)
         })
-        .map_err(|e| {
-            let e = Error::from(e);
-            log_error_errno!(e.clone(), "Failed to start decompression thread: {}", e)
-        })?;
+        .map_err(thread_failed)?;
+    let hasher = std::thread::Builder::new()
+        .name("oci-diffid".into())
+        .spawn(move || hash(&raw_rx, &full_tx))
+        .map_err(thread_failed);
+    let hasher = match hasher {
+        Ok(h) => h,
+        Err(e) => {
+            // The decompressor stops at its first send.
+            let _ = decompressor.join();
+            return Err(e);
+        }
+    };
 
-    let queue = QueueReader {
+    let mut queue = QueueReader {
         full: full_rx,
         empty: empty_tx,
         current: Vec::new(),
         len: 0,
         pos: 0,
     };
-    let mut reader = HashingReader::new(queue, Sha256::new());
     let options = unpack::Options {
         cancel: Some(cancel.clone()),
         ..unpack::Options::new(Mode::Oci)
     };
-    let result = unpack::unpack(root.as_fd(), &mut reader, &options);
-    // Dropping the receiving end makes a decompressor blocked on a full queue stop.
-    let (QueueReader { full, .. }, hasher) = reader.into_parts();
-    drop(full);
+    let result = unpack::unpack(root.as_fd(), &mut queue, &options);
+    // Dropping the receiving end makes the threads blocked on a full queue stop.
+    drop(queue);
+    let hashed = hasher.join();
     let _ = decompressor.join();
     result?;
+    // The unpacker read to the end (it drains what follows the end-of-archive marker), so
+    // the hasher saw every byte.
+    let hasher = hashed.map_err(|_| Error::new(libc::EIO))?;
     Ok(Digest::from_hasher(hasher))
+}
+
+/// The DiffID thread: hash each buffer of the tar stream and pass it on to the unpacker.
+/// Moving the hashing off the unpacking thread lets a layer of many small files (whose
+/// unpacking is all system calls) and one of large files (whose decompression is the
+/// work) both spread over two cores.
+fn hash(raw: &Receiver<Result<Filled>>, full: &SyncSender<Result<Filled>>) -> Sha256 {
+    let mut hasher = Sha256::new();
+    while let Ok(item) = raw.recv() {
+        if let Ok((buf, len)) = &item {
+            hasher.update(&buf[..*len]);
+        }
+        if full.send(item).is_err() {
+            break;
+        }
+    }
+    hasher
 }
 
 /// The decompress thread: detect the compression, fill buffers from the decoder and queue
