@@ -40,15 +40,7 @@ trap cleanup EXIT
 # The origin, logging every request (for the bytes it serves).
 LR_DIR=$WORK/origin
 mkdir -p "$LR_DIR"
-lr_start_registry
-sed -i 's/level: warn/level: info\n  formatter: text/' "$LR_DIR/registry.yml"
-lr_stop_registry
-docker-registry serve "$LR_DIR/registry.yml" >"$LR_DIR/registry.log" 2>&1 &
-LR_PID=$!
-for _ in $(seq 100); do
-    curl -sf --cacert "$LR_CA" "https://$LR_REGISTRY/v2/" >/dev/null && break
-    sleep 0.1
-done
+lr_start_logged_registry
 
 # The image: 4 gzip layers of noise (they do not compress: bytes on the wire = size).
 echo "bench: building a ${MB} MiB image" >&2
@@ -101,13 +93,8 @@ location = "$LR_REGISTRY"
 location = "127.0.0.1:$CACHE_PORT"
 EOF
 
-origin_bytes() {
-    # distribution logs `http.response.written=N` for every answer it completed.
-    sed -n 's/.*msg="response completed".*http\.response\.written=\([0-9]*\).*/\1/p' \
-        "$LR_DIR/registry.log" | awk '{ s += $1 } END { print s + 0 }'
-}
 
-before=$(origin_bytes)
+before=$(lr_served_bytes)
 for m in $(seq "$MACHINES"); do
     root=$WORK/machine$m
     mkdir -p "$root"
@@ -123,6 +110,6 @@ for m in $(seq "$MACHINES"); do
     # The cache stores a blob in the background after streaming it: let it finish.
     [ "$m" = 1 ] && sleep 2
 done
-served=$(( $(origin_bytes) - before ))
+served=$(( $(lr_served_bytes) - before ))
 awk -v i="$IMAGE_BYTES" -v s="$served" -v n="$MACHINES" 'BEGIN {
     printf "image: %d bytes (layers + config); the origin served %d bytes (%.2f copies) for %d machines\n", i, s, s / i, n }'

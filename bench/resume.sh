@@ -40,15 +40,7 @@ trap cleanup EXIT
 # The registry, logging every request (for the bytes it serves).
 LR_DIR=$WORK/registry
 mkdir -p "$LR_DIR"
-lr_start_registry
-sed -i 's/level: warn/level: info\n  formatter: text/' "$LR_DIR/registry.yml"
-lr_stop_registry
-docker-registry serve "$LR_DIR/registry.yml" >"$LR_DIR/registry.log" 2>&1 &
-LR_PID=$!
-for _ in $(seq 100); do
-    curl -sf --cacert "$LR_CA" "https://$LR_REGISTRY/v2/" >/dev/null && break
-    sleep 0.1
-done
+lr_start_logged_registry
 
 # The image: 2 gzip layers of noise (they do not compress: bytes on the wire = size).
 echo "bench: building a ${MB} MiB image" >&2
@@ -70,11 +62,6 @@ lr_push_image bench/image latest "$WORK/config.json" "${layers[@]}"
 LAYER_BYTES=$(cat "${layers[@]}" | wc -c)
 rm -f "${layers[@]}"
 
-served_bytes() {
-    # distribution logs `http.response.written=N` for every answer it completed.
-    sed -n 's/.*msg="response completed".*http\.response\.written=\([0-9]*\).*/\1/p' \
-        "$LR_DIR/registry.log" | awk '{ s += $1 } END { print s + 0 }'
-}
 now() { date +%s.%N; }
 pull() { # ROOT LOG: the pull, in the background (PULL_PID)
     env -u CURL_CA_BUNDLE SSL_CERT_FILE="$LR_CA" "$BIN" pull-oci --image-root="$1" \
@@ -93,19 +80,19 @@ report() { # NAME START END BYTES
 # (a) Uninterrupted.
 root=$WORK/clean
 mkdir -p "$root"
-before=$(served_bytes)
+before=$(lr_served_bytes)
 start=$(now)
 pull "$root" "$WORK/clean.log"
 finish "the uninterrupted pull" "$WORK/clean.log"
 end=$(now)
 sleep 0.5 # the registry logs a response after sending it
-report "uninterrupted" "$start" "$end" $(($(served_bytes) - before))
+report "uninterrupted" "$start" "$end" $(($(lr_served_bytes) - before))
 rm -rf "$root"
 
 # (b) Killed once the partial downloads hold KILL_AT % of the layers, then run again.
 root=$WORK/killed
 mkdir -p "$root"
-before=$(served_bytes)
+before=$(lr_served_bytes)
 target=$((LAYER_BYTES * KILL_AT / 100))
 declare -A most=()
 held=0
@@ -128,16 +115,16 @@ PULL_PID=
 end=$(now)
 on_disk=$(cat "$root"/.#oci-blob-sha256-*.partial 2>/dev/null | wc -c)
 sleep 0.5
-killed_served=$(($(served_bytes) - before))
+killed_served=$(($(lr_served_bytes) - before))
 report "killed at ${KILL_AT} %" "$start" "$end" "$killed_served"
 echo "  (its partial downloads held $on_disk bytes at the kill; an answer cut short may not be logged)"
-before=$(served_bytes)
+before=$(lr_served_bytes)
 start2=$(now)
 pull "$root" "$WORK/rerun.log"
 finish "the re-run" "$WORK/rerun.log"
 end2=$(now)
 sleep 0.5
-rerun=$(($(served_bytes) - before))
+rerun=$(($(lr_served_bytes) - before))
 report "re-run" "$start2" "$end2" "$rerun"
 grep -h "Resuming download of layer\|is complete on disk" "$WORK/rerun.log" | sed 's/^/  /' || true
 awk -v a="$start" -v b="$end" -v c="$start2" -v d="$end2" -v k="$on_disk" -v r="$rerun" -v l="$LAYER_BYTES" 'BEGIN {
