@@ -14,17 +14,9 @@
 #   BENCH_DIR=/dev/shm bench/fleet.sh
 set -euo pipefail
 
-die() { echo "bench: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "run as root (the unpacker restores ownership)"
 cd "$(dirname "$0")/.."
-REPO_ROOT=$PWD
-BIN=$REPO_ROOT/target/release/systemd-import
-# shellcheck source=scripts/local-registry.sh
-. "$REPO_ROOT/scripts/local-registry.sh"
-[ -x "$BIN" ] || die "build first: cargo build --release"
-for tool in docker-registry openssl curl tar gzip sha256sum; do
-    command -v "$tool" >/dev/null || die "'$tool' not found"
-done
+# shellcheck source=bench/registry-bench.sh
+. bench/registry-bench.sh
 
 MB=${BENCH_MB:-256}
 MACHINES=5
