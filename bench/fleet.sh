@@ -18,17 +18,9 @@
 #   BENCH_KEEP=1 bench/fleet.sh     # keep the work directory (both registries' logs)
 set -euo pipefail
 
-die() { echo "bench: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "run as root (the unpacker restores ownership)"
 cd "$(dirname "$0")/.."
-REPO_ROOT=$PWD
-BIN=$REPO_ROOT/target/release/systemd-import
-# shellcheck source=scripts/local-registry.sh
-. "$REPO_ROOT/scripts/local-registry.sh"
-[ -x "$BIN" ] || die "build first: cargo build --release"
-for tool in docker-registry openssl curl tar gzip sha256sum; do
-    command -v "$tool" >/dev/null || die "'$tool' not found"
-done
+# shellcheck source=bench/registry-bench.sh
+. bench/registry-bench.sh
 
 MB=${BENCH_MB:-256}
 MACHINES=5
@@ -48,15 +40,7 @@ trap cleanup EXIT
 # The origin, logging every request (for the bytes it serves).
 LR_DIR=$WORK/origin
 mkdir -p "$LR_DIR"
-lr_start_registry
-sed -i 's/level: warn/level: info\n  formatter: text/' "$LR_DIR/registry.yml"
-lr_stop_registry
-docker-registry serve "$LR_DIR/registry.yml" >"$LR_DIR/registry.log" 2>&1 &
-LR_PID=$!
-for _ in $(seq 100); do
-    curl -sf --cacert "$LR_CA" "https://$LR_REGISTRY/v2/" >/dev/null && break
-    sleep 0.1
-done
+lr_start_logged_registry
 
 # The image: 4 gzip layers of noise (they do not compress: bytes on the wire = size).
 echo "bench: building a ${MB} MiB image" >&2
@@ -110,11 +94,6 @@ location = "$LR_REGISTRY"
 location = "127.0.0.1:$CACHE_PORT"
 EOF
 
-origin_bytes() {
-    # distribution logs `http.response.written=N` for every answer it completed.
-    sed -n 's/.*msg="response completed".*http\.response\.written=\([0-9]*\).*/\1/p' \
-        "$LR_DIR/registry.log" | awk '{ s += $1 } END { print s + 0 }'
-}
 
 # blob_requests LOG METHOD AGENT FROM: how many blob requests with METHOD whose User-Agent
 # starts with AGENT ("" for any) LOG's registry answered, counting from line FROM.
@@ -128,7 +107,7 @@ partial_answers() {
     tail -n +"$2" "$1" | grep 'msg="response completed"' | grep -c 'http.response.status=206' || true
 }
 
-before=$(origin_bytes)
+before=$(lr_served_bytes)
 origin_from=$(($(wc -l <"$LR_DIR/registry.log") + 1))
 for m in $(seq "$MACHINES"); do
     [ "$m" = 1 ] && cache_from=$(($(wc -l <"$WORK/cache/log") + 1))
@@ -149,7 +128,7 @@ for m in $(seq "$MACHINES"); do
         cache_to=$(($(wc -l <"$WORK/cache/log") + 1))
     fi
 done
-served=$(( $(origin_bytes) - before ))
+served=$(( $(lr_served_bytes) - before ))
 awk -v i="$IMAGE_BYTES" -v s="$served" -v n="$MACHINES" 'BEGIN {
     printf "image: %d bytes (layers + config); the origin served %d bytes (%.2f copies) for %d machines\n", i, s, s / i, n }'
 

@@ -59,6 +59,29 @@ EOF
     return 1
 }
 
+# lr_start_logged_registry: lr_start_registry, but logging every answer (info level, text
+# format) to $LR_DIR/registry.log, for lr_served_bytes.
+lr_start_logged_registry() {
+    lr_start_registry
+    sed -i 's/level: warn/level: info\n  formatter: text/' "$LR_DIR/registry.yml"
+    lr_stop_registry
+    docker-registry serve "$LR_DIR/registry.yml" >"$LR_DIR/registry.log" 2>&1 &
+    LR_PID=$!
+    for _ in $(seq 100); do
+        curl -sf --cacert "$LR_CA" "https://$LR_REGISTRY/v2/" >/dev/null && return 0
+        sleep 0.1
+    done
+    echo "docker-registry did not start" >&2
+    return 1
+}
+
+# lr_served_bytes: the body bytes of every answer a logged registry completed so far
+# (distribution logs `http.response.written=N` for each).
+lr_served_bytes() {
+    sed -n 's/.*msg="response completed".*http\.response\.written=\([0-9]*\).*/\1/p' \
+        "$LR_DIR/registry.log" | awk '{ s += $1 } END { print s + 0 }'
+}
+
 lr_stop_registry() {
     if [ -n "${LR_PID:-}" ]; then
         kill "$LR_PID" 2>/dev/null || true

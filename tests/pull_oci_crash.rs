@@ -236,11 +236,32 @@ fn the_layer_size_limit_is_set_with_an_option() {
     env.assert_no_temporaries();
 }
 
+/// When [`killed_then_pulled_again`] kills the pull.
+enum KillAt {
+    /// Once a line of its stderr matches.
+    Line(fn(&str) -> bool),
+    /// Once the top layer's partial download holds this many bytes.
+    Spooled(u64),
+}
+
+/// The partial download of a layer blob in `env`'s root (`sha256:<hex>` digest).
+fn partial_of(env: &PullEnv, digest: &str) -> std::path::PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    env.path(&format!(".#oci-blob-sha256-{hex}.partial"))
+}
+
+/// Bytes of the file at `path` (0 if it is not there).
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 /// Pull `repo` through a proxy that stalls its 1 MiB top layer after 100 kB, `kill -9` the
-/// pull once `when` matches a line of its stderr, then pull again without the stall: the
-/// second pull succeeds and the root holds what a clean pull leaves, nothing else.
-fn killed_then_pulled_again(repo: &str, when: fn(&str) -> bool) {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// pull at `at`, then pull again without the stall: the second pull succeeds, asks each
+/// layer only for what is not on disk (the server sends at most that plus one chunk), and
+/// the root holds what a clean pull leaves, nothing else.
+fn killed_then_pulled_again(repo: &str, at: KillAt) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const CHUNK: u64 = 256 << 10;
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let image = ImageBuilder::oci()
         .layer(base_layer(), Codec::Gzip)
@@ -250,24 +271,57 @@ fn killed_then_pulled_again(repo: &str, when: fn(&str) -> bool) {
     let path = format!("/blobs/{}", image.layers[1].digest);
     let stall = Arc::new(AtomicBool::new(true));
     let stalling = stall.clone();
+    // Body bytes of blobs the proxy sent to the second pull.
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = sent.clone();
     let proxy = FaultProxy::start(&reg, move |req, upstream| {
-        if stalling.load(Ordering::SeqCst) && req.path.ends_with(&path) {
-            return upstream().stall_after(100_000, std::time::Duration::from_secs(120));
+        // Requests of the killed pull (which may still be answered after the kill) do
+        // not count.
+        let first_run = stalling.load(Ordering::SeqCst);
+        let resp = upstream();
+        if first_run && req.path.ends_with(&path) {
+            return resp.stall_after(100_000, std::time::Duration::from_secs(120));
         }
-        upstream()
+        if !first_run && req.path.contains("/blobs/") {
+            counted.fetch_add(resp.body.len() as u64, Ordering::SeqCst);
+        }
+        resp
     });
     let reference = format!("{}/{repo}", proxy.host());
     let env = PullEnv::new();
     let watched = common::cli::spawn_watch(&mut env.cmd(&reg, &[&reference]));
-    watched.wait_for_stderr_line(when, std::time::Duration::from_secs(60));
+    let top = partial_of(&env, &image.layers[1].digest);
+    match at {
+        KillAt::Line(when) => {
+            watched.wait_for_stderr_line(when, std::time::Duration::from_secs(60));
+        }
+        KillAt::Spooled(n) => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while file_len(&top) < n {
+                assert!(std::time::Instant::now() < deadline, "the spool never grew");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
     watched.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = watched.wait();
     let left = env.top_level();
     assert!(left.iter().any(|n| n.starts_with(".#")), "{left:?}");
+    let missing: u64 = image
+        .layers
+        .iter()
+        .map(|l| l.blob.len() as u64 - file_len(&partial_of(&env, &l.digest)))
+        .sum();
 
     stall.store(false, Ordering::SeqCst);
     let out = env.pull(&reg, &[&reference]);
     common::oci::assert_success(&out);
+    let fetched = sent.load(Ordering::SeqCst);
+    assert!(
+        fetched <= missing + CHUNK,
+        "fetched {fetched} bytes again, {missing} were missing: {}",
+        out.stderr
+    );
     let clean = PullEnv::new();
     common::oci::assert_success(&clean.pull(&reg, &[&reference]));
     assert_eq!(env.top_level(), clean.top_level(), "{}", out.stderr);
@@ -280,14 +334,25 @@ fn killed_then_pulled_again(repo: &str, when: fn(&str) -> bool) {
 
 #[test]
 fn kill_9_early_then_a_new_pull_leaves_only_the_result() {
-    killed_then_pulled_again("kill/ocit-early", |l| {
-        l.starts_with("Image ") && l.contains(" layers, ")
-    });
+    killed_then_pulled_again(
+        "kill/ocit-early",
+        KillAt::Line(|l| l.starts_with("Image ") && l.contains(" layers, ")),
+    );
 }
 
 #[test]
-fn kill_9_mid_layer_while_applying_then_a_new_pull_leaves_only_the_result() {
-    killed_then_pulled_again("kill/ocit-mid", |l| l.starts_with("Applied layer 1/2 "));
+fn kill_9_while_applying_then_a_new_pull_leaves_only_the_result() {
+    killed_then_pulled_again(
+        "kill/ocit-apply",
+        KillAt::Line(|l| l.starts_with("Applied layer 1/2 ")),
+    );
+}
+
+/// Killed with 100 kB of the top layer on disk: the next pull hashes them and asks for
+/// the rest with a Range request.
+#[test]
+fn kill_9_mid_layer_then_a_new_pull_resumes_it() {
+    killed_then_pulled_again("kill/ocit-mid", KillAt::Spooled(100_000));
 }
 
 /// A temporary whose owner is alive (another process holds its owner lock) is left

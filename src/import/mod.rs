@@ -46,6 +46,13 @@ pub trait Importer: JobOwner {
     /// processes left there is removed, before [`start`](Importer::start)).
     fn image_root(&self) -> &std::path::Path;
 
+    /// The local image name the pull writes in its image root, if any: its lock
+    /// ([`store::LocalLock`]) is taken before [`start`](Importer::start), so a second
+    /// process pulling to the same name fails at once.
+    fn local_name(&self) -> Option<&str> {
+        None
+    }
+
     /// The importer's lifecycle state.
     fn lifecycle(&mut self) -> &mut Lifecycle;
 
@@ -110,7 +117,20 @@ pub fn run<I: Importer>(importer: Result<I>) -> i32 {
     }
     // Held until the importer is gone: its temporaries are live while this is. A root
     // that cannot be used fails the pull with the importer's own message.
-    let owner = store::Owner::claim(importer.image_root(), &store::Sweep { keep: &|_| false }).ok();
+    let sweep = store::Sweep {
+        keep: &store::is_partial,
+    };
+    let owner = store::Owner::claim(importer.image_root(), &sweep).ok();
+    // Held until the importer is gone, like the owner lock.
+    let local = match importer.local_name() {
+        Some(name) if owner.is_some() => {
+            match store::LocalLock::take(importer.image_root(), name) {
+                Ok(lock) => Some(lock),
+                Err(_) => return 1,
+            }
+        }
+        _ => None,
+    };
     if let Err(e) = importer.start(&mut lp) {
         log::error!("Failed to pull image: {e}");
         return 1;
@@ -124,6 +144,7 @@ pub fn run<I: Importer>(importer: Result<I>) -> i32 {
     };
     log::info!("Exiting.");
     drop(importer);
+    drop(local);
     drop(owner);
     if code == 0 {
         0

@@ -5,6 +5,8 @@
 //! * **owners** ([`Owner`], in `owner`): a pull's lock on its image root, which tells the
 //!   leftovers of a killed process (removed when the next pull starts) from the
 //!   temporaries of a running one (left alone);
+//! * **partial downloads** ([`Partial`], in `partial`): named after what they hold, locked
+//!   by their users, resumed by the next pull after a crash, shared by concurrent pulls;
 //! * **atomic installation** ([`install_replacing`], [`LocalImage::install`],
 //!   [`write_atomically`]): nothing appears under a final name before it is complete, and
 //!   a replaced object is swapped out in one step;
@@ -28,7 +30,9 @@ use crate::util::error::{Error, Result};
 use crate::util::{btrfs, escape, fs, validate};
 
 mod owner;
-pub use owner::{Owner, Sweep};
+mod partial;
+pub use owner::{LocalLock, Owner, Sweep};
+pub use partial::{is_partial, partial_path, Claim, Partial, PartialMode, Waiter};
 
 use crate::{log_error_errno, log_warning_errno};
 

@@ -459,10 +459,11 @@ pub fn temporaries(root: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A running pull's owner lock (`.#owner-<token>.lock`, and the temporary name it is made
-/// under): not a temporary of the image; it goes when the pull ends.
+/// A running pull's locks: its owner lock (`.#owner-<token>.lock`, and the temporary name
+/// it is made under) and its local name's lock (`.#local-<name>.lock`): not temporaries of
+/// the image; they go when the pull ends.
 pub fn is_owner_lock(name: &str) -> bool {
-    name.starts_with(".#owner-") || name.starts_with(".#.#owner-")
+    name.starts_with(".#owner-") || name.starts_with(".#.#owner-") || name.starts_with(".#local-")
 }
 
 /// Compress `data` with an external tool (`gzip`, `xz`, `bzip2`, `zstd`), as a server's

@@ -324,8 +324,9 @@ pub fn pull_oci(inv: &Invocation, args: &[String]) -> i32 {
             return 1;
         };
         let root = req.image_root.clone();
+        let local = req.local.clone();
         let work: Work = Box::new(move |cancel, progress| archive::run(req, cancel, progress));
-        return import::run(LocalImport::new("Imported", root, work));
+        return import::run(LocalImport::new("Imported", root, local, work));
     }
     let Ok(req) = validate_oci_request(settings, &args[1..]) else {
         return 1;

@@ -435,6 +435,10 @@ impl Importer for DkrImport {
         &self.image_root
     }
 
+    fn local_name(&self) -> Option<&str> {
+        self.local.as_deref()
+    }
+
     /// `dkr_import_pull()`: re-check the request (EINVAL), refuse a second start (EBUSY),
     /// and ask the index.
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {

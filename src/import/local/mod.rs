@@ -312,12 +312,20 @@ pub struct LocalImport {
     glue: CurlGlue,
     /// Where the work makes its temporaries (the owner lock is taken there).
     image_root: PathBuf,
+    /// The image's name in `image_root` (an import not `--direct`): locked while it runs.
+    local: Option<String>,
 }
 
 impl LocalImport {
-    /// Any other blocking import or export `work` (pull-oci's archive sources), with its
-    /// temporaries below `image_root`; `verb` is "Imported" or "Exported".
-    pub fn new(verb: &'static str, image_root: PathBuf, work: Work) -> Result<Self> {
+    /// Any blocking import or export `work` (also pull-oci's archive sources), with its
+    /// temporaries below `image_root`; `verb` is "Imported" or "Exported"; `local` is the
+    /// local image it makes, locked against other processes by the runner.
+    pub fn new(
+        verb: &'static str,
+        image_root: PathBuf,
+        local: Option<String>,
+        work: Work,
+    ) -> Result<Self> {
         Ok(LocalImport {
             lifecycle: Lifecycle::new(),
             work: Some(work),
@@ -327,18 +335,20 @@ impl LocalImport {
             jobs: JobSet::new(),
             glue: CurlGlue::new(CurlSettings::default())?,
             image_root,
+            local,
         })
     }
 
     /// A local import of `req`'s kind.
     pub fn import(req: ImportRequest) -> Result<Self> {
         let image_root = req.image_root.clone();
+        let local = (!req.direct).then(|| req.local.clone());
         let work: Work = match req.kind {
             ImportKind::Tar => Box::new(move |cancel, progress| tar::run(req, cancel, progress)),
             ImportKind::Raw => Box::new(move |cancel, progress| raw::run(req, cancel, progress)),
             ImportKind::Fs => Box::new(move |cancel, _| fs::run(req, cancel)),
         };
-        Self::new("Imported", image_root, work)
+        Self::new("Imported", image_root, local, work)
     }
 
     /// An export.
@@ -351,6 +361,7 @@ impl LocalImport {
         Self::new(
             "Exported",
             image_root,
+            None,
             Box::new(move |cancel, progress| export::run(req, cancel, progress)),
         )
     }
@@ -385,6 +396,10 @@ impl Importer for LocalImport {
 
     fn image_root(&self) -> &Path {
         &self.image_root
+    }
+
+    fn local_name(&self) -> Option<&str> {
+        self.local.as_deref()
     }
 
     fn lifecycle(&mut self) -> &mut Lifecycle {

@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
 use super::spool::SpoolReader;
-use crate::import::store::{self, TempPath};
+use crate::import::store;
 use crate::import::stream;
 use crate::import::unpack::{self, Mode};
 use crate::log_error_errno;
@@ -96,8 +96,9 @@ pub struct ApplyWork {
     pub diff_id: Digest,
     /// The blob, possibly still downloading.
     pub input: LayerBlob,
-    /// The spool's owner when this is its last use: removed when the work ends.
-    pub spool_owned: Option<TempPath>,
+    /// The spool's lock when this is its last use: removed when the work ends (unless
+    /// another process uses it).
+    pub spool_owned: Option<store::Partial>,
     pub target: Target,
     /// Most bytes the layer may expand to (the decompressed tar stream).
     pub size_max: u64,

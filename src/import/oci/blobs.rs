@@ -2,14 +2,22 @@
 //! where a retry resumes) and the [`BlobQueue`] that starts their downloads, base layers
 //! first, up to the concurrency limit.
 //!
-//! A blob is queued, active (downloading, waiting to retry, or hashing its spool to resume)
-//! or verified. The queue keeps the three as sets of blob indices, so picking the next
-//! blob, counting the running ones and summing the progress never scan the whole list. A
-//! blob shared by several layers of the image is downloaded once.
+//! A blob is queued, active (waiting for another process, downloading, waiting to retry,
+//! or hashing its spool to resume) or verified. The queue keeps the three as sets of blob
+//! indices, so picking the next blob, counting the running ones and summing the progress
+//! never scan the whole list. A blob shared by several layers of the image is downloaded
+//! once.
+//!
+//! The spool of a blob is a partial download named after its digest
+//! (`.#oci-blob-sha256-<hex>.partial`, a [`Partial`]): a blob is started by claiming it
+//! ([`BlobQueue::claim`]). Claimed empty, it is downloaded; claimed with bytes in it (left
+//! by a killed pull, or verified by a concurrent one), they are hashed first: a whole blob
+//! whose digest checks out is used as it is, a prefix is resumed with a Range request.
+//! Claimed by another process that writes it, the blob waits (the importer claims it
+//! again now and then) and is reused once verified, or resumed if that process died.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,10 +30,10 @@ use super::spool::{self, Spool, SpoolReader};
 use crate::curl_glue::Transport;
 use crate::event::TaskHandle;
 use crate::import::job::{Expected, ImportJob, JobOptions, Sink, DEFAULT_QUEUE_LIMIT};
-use crate::import::store::TempPath;
+use crate::import::store::{self, Claim, Partial, PartialMode as Mode, Waiter};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::{fs, validate};
+use crate::util::validate;
 
 /// Body bytes all layer downloads together may queue for their workers (a share per
 /// download, so the peak stays bounded at any `--max-concurrent-downloads`).
@@ -47,13 +55,17 @@ pub struct Blob {
     /// Hashes the spool's prefix before a resumed attempt; dropped (joined) before `spool`.
     prefix_task: Option<TaskHandle>,
     pub descriptor: Descriptor,
-    /// `.#oci-…` under the image root.
+    /// `.#oci-blob-sha256-<hex>.partial` under the image root.
     spool_path: PathBuf,
-    /// The first attempt created the spool file (later ones open it).
-    spool_created: bool,
-    /// Its owner: removes it after the last layer using it is applied (moved into that
-    /// layer's apply task).
-    spool: Option<TempPath>,
+    /// Set by [`BlobQueue::claim`] once the spool is ours (to write, or to read when
+    /// another process verified it): from then on the layer may be applied.
+    claimed: bool,
+    /// The lock on the spool, from the claim until the blob is verified and its last
+    /// layer's apply task has a clone of it (the last clone dropped removes the spool,
+    /// unless another process uses it).
+    spool: Option<Partial>,
+    /// While another process writes the spool: tells it we want the blob.
+    waiter: Option<Waiter>,
     /// Shared with the download's writer and the apply task's reader.
     spool_state: Arc<Spool>,
     /// Bytes already in the spool and their hash, for the next attempt's Range request.
@@ -100,7 +112,8 @@ impl BlobQueue {
     }
 
     /// Queue the blob of a layer (or count one more use of a blob already queued);
-    /// returns its index. Its spool file will be `.#oci-<digest prefix>…` under `root`.
+    /// returns its index. Its spool file will be `.#oci-blob-sha256-<hex>.partial` under
+    /// `root`.
     pub fn add(&mut self, descriptor: &Descriptor, root: &Path) -> usize {
         if let Some(&b) = self.by_digest.get(&descriptor.digest) {
             self.blobs[b].uses_left += 1;
@@ -108,8 +121,10 @@ impl BlobQueue {
         }
         let mut descriptor = descriptor.clone();
         descriptor.urls.retain(|u| validate::http_url_is_valid(u));
-        let spool_path =
-            fs::tempfn_random(&root.join(format!("oci-{}", &descriptor.digest.hex()[..12])));
+        let spool_path = store::partial_path(
+            root,
+            &format!("oci-blob-sha256-{}", descriptor.digest.hex()),
+        );
         let b = self.blobs.len();
         self.total_size += descriptor.size;
         self.by_digest.insert(descriptor.digest.clone(), b);
@@ -117,9 +132,10 @@ impl BlobQueue {
         self.blobs.push(Blob {
             prefix_task: None,
             descriptor,
-            spool: Some(TempPath::new(spool_path.clone())),
+            spool: None,
+            waiter: None,
             spool_path,
-            spool_created: false,
+            claimed: false,
             spool_state: Spool::new(),
             resume: None,
             source: 0,
@@ -143,9 +159,37 @@ impl BlobQueue {
         Some(b)
     }
 
-    /// Its download has begun (it may be read while it grows).
+    /// Its spool is ours: its download has begun, or it was found complete (it may be
+    /// read while it grows).
     pub fn is_started(&self, b: usize) -> bool {
-        !self.queued.contains(&b)
+        self.blobs[b].claimed
+    }
+
+    /// Take the spool of blob `b` (just started) or wait for it: see [`Claimed`].
+    pub fn claim(&mut self, b: usize) -> Result<Claimed> {
+        let blob = &mut self.blobs[b];
+        let partial = match Partial::claim(&blob.spool_path)? {
+            Claim::Got(p) => p,
+            Claim::Busy => {
+                if blob.waiter.is_none() {
+                    log::info!(
+                        "Waiting for another process downloading layer {}.",
+                        blob.descriptor.digest
+                    );
+                    blob.waiter = Waiter::register(&blob.spool_path);
+                }
+                return Ok(Claimed::Busy);
+            }
+        };
+        let found = partial.mode() == Mode::Read || partial.bytes() > 0;
+        blob.waiter = None;
+        blob.spool = Some(partial);
+        blob.claimed = true;
+        Ok(if found {
+            Claimed::Hash(blob.spool_path.clone())
+        } else {
+            Claimed::Empty
+        })
     }
 
     /// Its download completed and was verified.
@@ -158,7 +202,16 @@ impl BlobQueue {
         if self.active.remove(&b) && self.verified.insert(b) {
             self.verified_size += self.blobs[b].descriptor.size;
         }
-        self.blobs[b].spool_state.complete();
+        let blob = &mut self.blobs[b];
+        if let Some(p) = &blob.spool {
+            // Other processes may read it now.
+            p.share();
+        }
+        if blob.uses_left == 0 {
+            // The last apply task holds it.
+            blob.spool = None;
+        }
+        blob.spool_state.complete();
     }
 
     /// Bytes downloaded (verified blobs whole, active ones as far as `written` says) and
@@ -207,19 +260,15 @@ impl BlobQueue {
             blob.descriptor.urls[blob.source].clone()
         };
         let resume = blob.resume.take();
-        // Created on the first attempt and opened here for every attempt, so the worker
-        // writes through an fd that stays valid whatever happens to the name.
+        // The worker writes through an fd of its own, valid whatever happens to the name.
         let path = &blob.spool_path;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(!blob.spool_created)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| {
-                let e = Error::from(e);
-                log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
-            })?;
-        blob.spool_created = true;
+        let Some(file) = blob.spool.as_ref().map(Partial::file).transpose()? else {
+            return Err(log_error_errno!(
+                Error::new(libc::EBADF),
+                "Failed to open {}: not claimed",
+                path.display()
+            ));
+        };
         let consumer = spool::consumer(
             file,
             path.clone(),
@@ -256,7 +305,8 @@ impl BlobQueue {
     /// (`None`: nothing was written yet, start over).
     pub fn spool_to_resume(&self, b: usize) -> Option<PathBuf> {
         let blob = &self.blobs[b];
-        blob.spool_created.then(|| blob.spool_path.clone())
+        (blob.spool.as_ref().map(Partial::mode) == Some(Mode::Write))
+            .then(|| blob.spool_path.clone())
     }
 
     /// The task hashing blob `b`'s spool (kept so that dropping the queue stops it).
@@ -264,26 +314,73 @@ impl BlobQueue {
         self.blobs[b].prefix_task = Some(task);
     }
 
-    /// The hashing is done: the next attempt resumes after `prefix`.
-    pub fn resume_after(&mut self, b: usize, prefix: Option<Prefix>) {
+    /// The hashing is done: what the spool holds decides what comes next.
+    pub fn resume_after(&mut self, b: usize, prefix: Option<Prefix>) -> Hashed {
         let blob = &mut self.blobs[b];
         blob.prefix_task = None;
-        blob.resume = prefix;
+        let size = blob.descriptor.size;
+        if let Some((len, hasher)) = &prefix {
+            if *len == size
+                && format!("{:x}", hasher.clone().finalize()) == blob.descriptor.digest.hex()
+            {
+                log::info!(
+                    "Layer {} is complete on disk, not downloading it.",
+                    blob.descriptor.digest
+                );
+                blob.spool_state.set_written(size);
+                return Hashed::Complete;
+            }
+        }
+        if blob.spool.as_ref().map(Partial::mode) != Some(Mode::Write) {
+            // Another process shared what does not check out (it failed meanwhile): let
+            // go of it and claim it again, to write this time.
+            blob.spool = None;
+            blob.claimed = false;
+            return Hashed::Claim;
+        }
+        // A prefix is resumed; what is too long or whole but wrong starts over.
+        blob.resume = prefix.filter(|(len, _)| *len < size);
+        Hashed::Download
     }
 
     /// For applying one layer from blob `b`: a reader of its spool (which may still be
-    /// downloading), and the spool's owner if this is the blob's last use.
-    pub fn open_for_apply(&mut self, b: usize) -> Result<(SpoolReader, Option<TempPath>)> {
+    /// downloading), and the spool's lock if this is the blob's last use.
+    pub fn open_for_apply(&mut self, b: usize) -> Result<(SpoolReader, Option<Partial>)> {
         let blob = &mut self.blobs[b];
         let input = SpoolReader::open(&blob.spool_path, blob.spool_state.clone())?;
         blob.uses_left -= 1;
-        let owner = if blob.uses_left == 0 {
-            blob.spool.take()
-        } else {
-            None
+        let verified = self.verified.contains(&b);
+        let owner = match blob.uses_left {
+            // A download still running needs it too.
+            0 if !verified => blob.spool.clone(),
+            0 => blob.spool.take(),
+            _ => None,
         };
         Ok((input, owner))
     }
+}
+
+/// What [`BlobQueue::claim`] found.
+#[derive(Debug)]
+pub enum Claimed {
+    /// An empty spool, ours: download the blob.
+    Empty,
+    /// A spool with bytes (ours, or verified by another process): hash them
+    /// ([`hash_prefix`]), then [`BlobQueue::resume_after`].
+    Hash(PathBuf),
+    /// Another process is writing it: claim it again later.
+    Busy,
+}
+
+/// What [`BlobQueue::resume_after`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hashed {
+    /// The spool holds the whole blob and its digest checks out: it is verified.
+    Complete,
+    /// Download it (resumed after the prefix, or from the start).
+    Download,
+    /// Claim it again (what another process shared was not the blob).
+    Claim,
 }
 
 /// What a blob must be: its descriptor's size and digest (a resumed download counted from
@@ -350,7 +447,8 @@ mod tests {
 
     #[test]
     fn base_layers_start_first_up_to_the_limit() {
-        let root = Path::new("/nonexistent");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
         let mut q = BlobQueue::new(2);
         let (a, b, c) = (descriptor(b"a"), descriptor(b"bb"), descriptor(b"ccc"));
         assert_eq!(q.add(&a, root), 0);
@@ -362,6 +460,9 @@ mod tests {
         assert_eq!(q.start_next(), Some(0));
         assert_eq!(q.start_next(), Some(1));
         assert_eq!(q.start_next(), None, "two at once");
+        // Started once its spool is ours.
+        assert!(!q.is_started(1));
+        assert!(matches!(q.claim(1).unwrap(), Claimed::Empty));
         assert!(q.is_started(1) && !q.is_started(2));
         q.verified(0);
         assert_eq!(q.start_next(), Some(2));
@@ -381,8 +482,9 @@ mod tests {
         let a = descriptor(b"a");
         q.add(&a, dir.path());
         q.add(&a, dir.path());
-        // The first attempt creates the spool.
         assert_eq!(q.spool_to_resume(0), None);
+        assert_eq!(q.start_next(), Some(0));
+        assert!(matches!(q.claim(0).unwrap(), Claimed::Empty));
         let registry = FromRegistry {
             url: "https://registry.invalid/".into(),
             headers: Vec::new(),
@@ -395,6 +497,8 @@ mod tests {
         assert!(owner.is_none(), "another layer still needs it");
         let (_, owner) = q.open_for_apply(0).unwrap();
         drop(owner);
+        assert!(spool.exists(), "still downloading");
+        q.verified(0);
         assert!(!spool.exists(), "removed after its last use");
     }
 }

@@ -54,7 +54,9 @@ impl Spool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_written(&self, written: u64) {
+    /// The file holds `written` bytes of the current attempt (a blob found whole on disk:
+    /// all of them).
+    pub fn set_written(&self, written: u64) {
         self.lock().written = written;
         self.cond.notify_all();
     }

@@ -9,8 +9,15 @@
 //! from the moment it can be seen. When a pull starts it sweeps the root: a `.#` entry
 //! whose owner's lock is missing or can be taken (the owner is gone; a lock dies with its
 //! process) is removed, with a debug line naming it; one whose owner's lock is held by
-//! another process is left alone. Entries with names of their own ([`Sweep::keep`]:
-//! resumable partial downloads, guarded by locks of their own) are not this module's.
+//! another process is left alone.
+//!
+//! A pull (or local import) to a local name also holds the name's lock,
+//! `.#local-<name>.lock` ([`LocalLock`]), from before it fetches anything until it ends:
+//! a second process writing the same name fails at once instead of downloading
+//! everything and then finding the name taken. Entries with names of their own ([`Sweep::keep`]:
+//! resumable partial downloads, guarded by locks of their own) are kept for the pull
+//! that resumes them, unless nobody holds them and they are older than the retention
+//! (`partial::expire`).
 
 use std::fs::File;
 use std::io;
@@ -20,12 +27,69 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::log_debug_errno;
-use crate::util::error::Result;
+use crate::util::error::{Error, Result};
 use crate::util::fs;
+use crate::{log_debug_errno, log_error_errno};
 
 const LOCK_PREFIX: &str = ".#owner-";
 const LOCK_SUFFIX: &str = ".lock";
+const LOCAL_PREFIX: &str = ".#local-";
+
+/// This process's claim on a local image name in an image root. Dropped, the lock file
+/// is removed (still locked: whoever takes a lock checks the name still leads to it).
+#[derive(Debug)]
+pub struct LocalLock {
+    path: PathBuf,
+    lock: Flock<File>,
+}
+
+impl LocalLock {
+    /// Take the lock of local image `name` in `root` (which exists), without waiting: if
+    /// another process holds it, fail with EBUSY and the message saying so.
+    pub fn take(root: &Path, name: &str) -> Result<LocalLock> {
+        let path = root.join(format!("{LOCAL_PREFIX}{name}{LOCK_SUFFIX}"));
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| {
+                    let e = Error::from(e);
+                    log_error_errno!(e.clone(), "Failed to create {}: {}", path.display(), e)
+                })?;
+            let Some(lock) = try_lock(file)? else {
+                return Err(log_error_errno!(
+                    Error::new(libc::EBUSY),
+                    "Local image '{}' is being pulled or imported by another process, refusing.",
+                    name
+                ));
+            };
+            if same_file(&lock, &path) {
+                return Ok(LocalLock { path, lock });
+            }
+            // Removed by its last holder after we opened it: again.
+        }
+    }
+}
+
+impl Drop for LocalLock {
+    fn drop(&mut self) {
+        if same_file(&self.lock, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Does `path` name the file `file` is open on?
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
 
 /// This process's claim on an image root: its temporaries there are live while this is.
 /// Dropped, the lock file is removed (a crash leaves it unlocked: stale for the next
@@ -36,7 +100,8 @@ pub struct Owner {
     _lock: Flock<File>,
 }
 
-/// What a sweep leaves alone besides live entries: names for which `keep` says true.
+/// What a sweep leaves alone besides live entries: names for which `keep` says true
+/// (partial downloads: only those unused for longer than the retention are removed).
 pub struct Sweep<'a> {
     pub keep: &'a dyn Fn(&str) -> bool,
 }
@@ -131,10 +196,14 @@ fn sweep_root(root: &Path, sweep: &Sweep<'_>) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.starts_with(".#") || (sweep.keep)(name) {
+        if !name.starts_with(".#") {
             continue;
         }
         let path = root.join(name);
+        if (sweep.keep)(name) {
+            super::partial::expire(&path);
+            continue;
+        }
         if let Some(token) = name
             .strip_prefix(LOCK_PREFIX)
             .and_then(|r| r.strip_suffix(LOCK_SUFFIX))
@@ -142,6 +211,10 @@ fn sweep_root(root: &Path, sweep: &Sweep<'_>) {
             if token != ours {
                 remove_stale_lock(&path);
             }
+            continue;
+        }
+        if name.starts_with(LOCAL_PREFIX) && name.ends_with(LOCK_SUFFIX) {
+            remove_stale_lock(&path);
             continue;
         }
         let owner = fs::temp_owner(name);
@@ -158,10 +231,13 @@ fn sweep_root(root: &Path, sweep: &Sweep<'_>) {
     }
 }
 
-/// Remove the owner lock at `path` if its process is gone (we can take the lock).
+/// Remove the lock at `path` if its process is gone (we can take the lock).
 fn remove_stale_lock(path: &Path) {
     let Ok(file) = File::open(path) else { return };
-    if let Ok(Some(_lock)) = try_lock(file) {
+    if let Ok(Some(lock)) = try_lock(file) {
+        if !same_file(&lock, path) {
+            return;
+        }
         log::debug!("Removing {}, its process is gone.", path.display());
         let _ = std::fs::remove_file(path);
     }

@@ -142,6 +142,10 @@ impl<F: Flavor> Importer for UrlImport<F> {
         &self.req.image_root
     }
 
+    fn local_name(&self) -> Option<&str> {
+        self.req.local.as_deref()
+    }
+
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
         let (root, url) = (&self.req.image_root, &self.req.url);
         let old_etags = find_old_etags(root, F::CACHE, url)?;

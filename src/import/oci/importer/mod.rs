@@ -18,7 +18,10 @@
 //! After the config, all missing layer blobs download in parallel (up to
 //! `--max-concurrent-downloads`, base layers first: [`BlobQueue`](super::blobs::BlobQueue)),
 //! each into a spool file under the image root ([`spool`](super::spool)), its size and
-//! sha256 checked by the job itself. Layers are applied in order by a task
+//! sha256 checked by the job itself. A spool is a partial download named after the
+//! blob's digest: one a killed pull left is hashed and resumed, one another process is
+//! writing is waited for (a timer claims it again) and reused
+//! ([`blobs`](super::blobs)). Layers are applied in order by a task
 //! ([`apply`]) that decompresses and unpacks on two threads and checks the DiffID: layer i
 //! starts as soon as layer i-1 is applied and its own download has begun, reading the spool
 //! as it grows (it reaches the end only once the blob was verified). Downloads of the
@@ -58,14 +61,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::apply::{self, ApplyWork};
-use super::blobs::FromRegistry;
+use super::blobs::{Claimed, FromRegistry};
 use super::layers::Layers;
 use super::manifest::{Descriptor, ImageManifest};
 use super::request::{self, BodySlot, Key, PullRequest};
 use super::route::Route;
 use super::session::{Failure, Logins, Session};
 use crate::curl_glue::CurlGlue;
-use crate::event::{EventLoop, SourceId};
+use crate::event::{Clock, EventLoop, SourceId, TimerAction};
 use crate::import::job::retry::RetryPolicy;
 use crate::import::job::{ImportJob, JobOwner, JobSet, JobState};
 use crate::import::store::TempPath;
@@ -76,6 +79,8 @@ use crate::util::fs;
 
 /// Largest image config we accept (real ones are KiBs; history can make them larger).
 const CONFIG_MAX: u64 = 16 << 20;
+/// How often a blob another process downloads is claimed again.
+const CLAIM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Where the pull is, with what is valid there.
 enum Stage {
@@ -228,7 +233,35 @@ impl OciImport {
             let Some(b) = l.blobs.start_next() else {
                 return Ok(());
             };
-            self.begin(lp, Key::Blob(b))?;
+            self.claim_blob(lp, b)?;
+        }
+    }
+
+    /// Take blob `b`'s spool: download into it, hash what it holds first, or wait for the
+    /// process writing it (claiming it again every [`CLAIM_INTERVAL`]).
+    fn claim_blob(&mut self, lp: &mut EventLoop<Self>, b: usize) -> Result<()> {
+        let Stage::Layers(l) = &mut self.stage else {
+            return Ok(());
+        };
+        match l.blobs.claim(b)? {
+            Claimed::Empty => self.begin(lp, Key::Blob(b)),
+            Claimed::Hash(spool) => self.hash_spool(lp, b, spool),
+            Claimed::Busy => {
+                let timer = lp.add_timer_in(
+                    Clock::Monotonic,
+                    CLAIM_INTERVAL,
+                    move |lp, d: &mut Self, id, _| {
+                        d.timers.retain(|t| *t != id);
+                        // Once claimed, the layer may be applied.
+                        if let Err(e) = d.claim_blob(lp, b).and_then(|()| d.advance(lp)) {
+                            d.finish(lp, Err(e));
+                        }
+                        Ok(TimerAction::Drop)
+                    },
+                )?;
+                self.timers.push(timer);
+                Ok(())
+            }
         }
     }
 
@@ -404,6 +437,10 @@ impl JobOwner for OciImport {
 impl Importer for OciImport {
     fn image_root(&self) -> &std::path::Path {
         &self.req.image_root
+    }
+
+    fn local_name(&self) -> Option<&str> {
+        self.req.local.as_deref()
     }
 
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {

@@ -1,5 +1,6 @@
 //! What becomes of a failed request of the pull: sent again after a delay (a blob first
-//! hashes what its spool holds and resumes after it), sent again with new credentials, or
+//! hashes what its spool holds and resumes after it, as it does when it finds a spool
+//! left by a killed pull or verified by a concurrent one), sent again with new credentials, or
 //! moved on to the next source or endpoint; else the pull fails. The [`Session`] decides;
 //! this part of [`OciImport`] carries the decision out.
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use super::{OciImport, Stage};
 use crate::event::{Clock, EventLoop, TimerAction};
-use crate::import::oci::blobs::{self, Prefix};
+use crate::import::oci::blobs::{self, Hashed, Prefix};
 use crate::import::oci::request::Key;
 use crate::import::oci::session::{self, Failure, Next};
 use crate::import::Importer;
@@ -150,6 +151,20 @@ impl OciImport {
         let Some(spool) = l.blobs.spool_to_resume(b) else {
             return self.begin(lp, key);
         };
+        self.hash_spool(lp, b, spool)
+    }
+
+    /// Hash what blob `b`'s spool holds, on a task (the loop never waits on disk); then
+    /// [`on_prefix_hashed`](Self::on_prefix_hashed).
+    pub(super) fn hash_spool(
+        &mut self,
+        lp: &mut EventLoop<Self>,
+        b: usize,
+        spool: std::path::PathBuf,
+    ) -> Result<()> {
+        let Stage::Layers(l) = &mut self.stage else {
+            return Ok(());
+        };
         let task = lp.spawn_task(
             "oci-resume",
             move |cancel| blobs::hash_prefix(&spool, cancel),
@@ -168,11 +183,11 @@ impl OciImport {
         let Stage::Layers(l) = &mut self.stage else {
             return;
         };
-        let r = match result {
-            Ok(prefix) => {
-                l.blobs.resume_after(b, prefix);
-                self.begin(lp, Key::Blob(b))
-            }
+        let r = match result.map(|prefix| l.blobs.resume_after(b, prefix)) {
+            Ok(Hashed::Download) => self.begin(lp, Key::Blob(b)),
+            // Verified without a download.
+            Ok(Hashed::Complete) => self.on_blob(lp, b),
+            Ok(Hashed::Claim) => self.claim_blob(lp, b),
             Err(e) => Err(e),
         };
         if let Err(e) = r {
