@@ -11,7 +11,7 @@ use crate::import::oci::platform::Platform;
 use crate::import::oci::reference::{ImageName, ReferenceError};
 use crate::import::oci::registry::RegistryConfig;
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
-use crate::import::url::{PullOptions, RawImport, SideFiles, TarImport, UrlRequest};
+use crate::import::url::{Direct, PullOptions, RawImport, SideFiles, TarImport, UrlRequest};
 use crate::import::Dialect;
 use crate::util::{getopt, image, names, validate};
 
@@ -138,11 +138,6 @@ fn validate_url_request(
 ) -> Result<UrlRequest, ()> {
     let url = &args[1];
     let v219 = settings.dialect == Dialect::V219;
-    if settings.direct {
-        // Not implemented: refused rather than ignored (it would write elsewhere).
-        log::error!("--direct is not supported by this implementation.");
-        return Err(());
-    }
     if !validate::http_url_is_valid(url) {
         log::error!("URL '{url}' is not valid.");
         return Err(());
@@ -181,7 +176,7 @@ fn validate_url_request(
             size_max: settings.size_max,
         }
     };
-    let request = |local| UrlRequest {
+    let request = |local, direct| UrlRequest {
         url: url.clone(),
         local,
         image_root: settings.image_root.clone(),
@@ -192,10 +187,15 @@ fn validate_url_request(
         hold: settings.test.hold,
         dialect: settings.dialect,
         options,
+        direct,
     };
+    if settings.direct {
+        let direct = direct_target(settings, url, &local, strip, suffixes)?;
+        return Ok(request(None, Some(direct)));
+    }
     if local.is_empty() || local == "-" {
-        log::info!("Pulling '{url}'.");
-        return Ok(request(None));
+        pulling(settings, &format!("Pulling '{url}'."));
+        return Ok(request(None, None));
     }
     let local = match suffixes {
         _ if !strip => local,
@@ -206,8 +206,81 @@ fn validate_url_request(
         Suffixes::Raw => names::raw_strip_suffixes(&local),
     };
     check_local(settings, &local)?;
-    log::info!("Pulling '{url}', saving as '{local}'.");
-    Ok(request(Some(local)))
+    pulling(settings, &format!("Pulling '{url}', saving as '{local}'."));
+    Ok(request(Some(local), None))
+}
+
+/// Say what is pulled where, and that nothing will be synced if so (systemd-pull).
+fn pulling(settings: &Settings, line: &str) {
+    log::info!("{line}");
+    if !settings.sync && settings.dialect == Dialect::V252 {
+        log::info!("File system synchronization on completion is off.");
+    }
+}
+
+/// systemd's `path_is_valid()`: not empty, shorter than `PATH_MAX`, no component longer
+/// than `NAME_MAX`.
+fn path_is_valid(path: &std::path::Path) -> bool {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    !bytes.is_empty()
+        && bytes.len() < libc::PATH_MAX as usize
+        && bytes.split(|&b| b == b'/').all(|c| c.len() <= 255)
+}
+
+/// `--direct` (systemd-pull): the local name is a path (relative ones are under the image
+/// root), `-` or empty means stdout; nothing is checked for existing. Only raw images
+/// are written this way here.
+fn direct_target(
+    settings: &Settings,
+    url: &str,
+    local: &str,
+    strip: bool,
+    suffixes: Suffixes,
+) -> Result<Direct, ()> {
+    let to_stdout = local.is_empty() || local == "-";
+    if suffixes == Suffixes::Tar {
+        if to_stdout {
+            log::error!("Pulling tar images to STDOUT is not supported.");
+        } else {
+            // Not implemented: refused rather than ignored (it would write elsewhere).
+            log::error!("--direct is not supported for tar images by this implementation.");
+        }
+        return Err(());
+    }
+    if to_stdout {
+        pulling(settings, &format!("Pulling '{url}'."));
+        return Ok(Direct {
+            path: None,
+            offset: settings.offset,
+        });
+    }
+    let local = if strip {
+        names::raw_strip_suffixes(local)
+    } else {
+        local.to_string()
+    };
+    let path = settings.image_root.join(&local);
+    if !path_is_valid(&path) {
+        log::error!("Local path name '{}' is not valid.", path.display());
+        return Err(());
+    }
+    match settings.offset {
+        Some(offset) => pulling(
+            settings,
+            &format!(
+                "Pulling '{url}', saving at offset {offset} in '{}'.",
+                path.display()
+            ),
+        ),
+        None => pulling(
+            settings,
+            &format!("Pulling '{url}', saving as '{}'.", path.display()),
+        ),
+    }
+    Ok(Direct {
+        path: Some(path),
+        offset: settings.offset,
+    })
 }
 
 /// The local name must be a valid machine name and, unless `--force`, must not exist yet:

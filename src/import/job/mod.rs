@@ -121,6 +121,10 @@ pub enum Sink {
     /// Disk mode: written to this fd — sparse, truncated to size and given the source
     /// xattrs and mtime if it is a regular file; plain writes to a pipe.
     File(OwnedFd),
+    /// Disk mode at an offset of an existing file (systemd-pull's `--offset=`): written
+    /// there, zeros included; nothing else of the file is touched (no truncation, no
+    /// xattrs).
+    FileAt(OwnedFd, u64),
     /// Handed to a consumer on the worker thread (the unpacker, for example).
     Stream(StreamConsumer),
 }

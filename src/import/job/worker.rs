@@ -391,7 +391,8 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
         Sink::Memory => {
             decoded.read_to_end(&mut out.payload).map_err(Error::from)?;
         }
-        Sink::File(fd) => write_file(fd, &mut decoded, &meta, resume_from)?,
+        Sink::File(fd) => write_file(fd, &mut decoded, &meta, resume_from, false)?,
+        Sink::FileAt(fd, offset) => write_file(fd, &mut decoded, &meta, Some(offset), true)?,
         Sink::Stream(consume) => {
             let ctx = StreamContext {
                 meta: meta.clone(),
@@ -414,12 +415,14 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
 
 /// Disk mode: write the decompressed stream to `fd`, sparse when it is a regular file, and
 /// finish it like the C job does: truncate to the size written, record the source in
-/// xattrs and the server's Last-Modified as mtime.
+/// xattrs and the server's Last-Modified as mtime. `in_place` writes at `resume_from`
+/// of an existing file and does none of that finishing ([`Sink::FileAt`]).
 fn write_file(
     fd: OwnedFd,
     stream: &mut Decompressed<'_>,
     meta: &ResponseMeta,
     resume_from: Option<u64>,
+    in_place: bool,
 ) -> Result<()> {
     let start = resume_from.unwrap_or(0);
     // Seekable means a regular file: write sparse. A pipe gives ESPIPE: plain writes.
@@ -435,6 +438,8 @@ fn write_file(
             ));
         }
     };
+    // In place the zeros must be written: what was there before is not a hole.
+    let allow_sparse = allow_sparse && !in_place;
     if allow_sparse && resume_from.is_none() {
         // A restart after a resume attempt: drop what the earlier attempt wrote.
         nix::unistd::ftruncate(&fd, 0).map_err(|e| {

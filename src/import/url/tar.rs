@@ -28,6 +28,7 @@ use super::downloads::{ProgressPlan, Stage};
 use super::pull::{Flavor, UrlImport};
 use super::side::Side;
 use super::side::{self, Owner};
+use super::PullOptions;
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink, StreamContext};
 use crate::import::store::{self, CacheKind, LocalImage, TempPath};
@@ -56,10 +57,11 @@ impl Flavor for Tar {
 
     /// The job streams the decompressed tarball into the unpacker, which creates the
     /// tree at `temp` when the first body byte arrives.
-    fn image_job(&mut self, temp: &Path, _size_max: Option<u64>) -> Result<JobOptions> {
+    fn image_job(&mut self, temp: &Path, options: &PullOptions) -> Result<JobOptions> {
         let temp = temp.to_path_buf();
+        let subvolume = options.btrfs_subvol;
         Ok(JobOptions::new(Sink::Stream(Box::new(move |ctx, body| {
-            unpack_into(&temp, ctx, body)
+            unpack_into(&temp, subvolume, ctx, body)
         }))))
     }
 
@@ -97,7 +99,7 @@ impl Flavor for Tar {
                     }
                     Ok(())
                 },
-                |me, lp, ()| me.finish(lp, Ok(())),
+                |me, lp, ()| me.complete(lp),
             );
         }
         let read_only = options.keep_download;
@@ -117,7 +119,7 @@ impl Flavor for Tar {
     fn copy(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
         me.enter(lp, Stage::Copying);
         let (Some(local), Some(final_path)) = (me.req.local.clone(), me.final_path.clone()) else {
-            return me.finish(lp, Ok(()));
+            return me.complete(lp);
         };
         let (root, force) = (me.req.image_root.clone(), me.req.force);
         let options = me.req.options;
@@ -125,7 +127,14 @@ impl Flavor for Tar {
             lp,
             "import-copy",
             move |cancel| {
-                store::copy_tree(&final_path, &root, &local, force, Some(cancel))?;
+                store::copy_tree_as(
+                    &final_path,
+                    &root,
+                    &local,
+                    force,
+                    options.btrfs_subvol,
+                    Some(cancel),
+                )?;
                 if options.read_only {
                     fs::make_very_read_only(&root.join(&local))?;
                 }
@@ -142,7 +151,7 @@ impl Flavor for Tar {
                 }
                 Ok(())
             },
-            |me, lp, ()| me.finish(lp, Ok(())),
+            |me, lp, ()| me.complete(lp),
         );
     }
 }
@@ -159,6 +168,13 @@ fn install_into_cache(
     if read_only && !very {
         fs::make_read_only(temp.path())?;
     }
+    if very {
+        // A stale entry of the same name (one without an ETag) is replaced: its immutable
+        // flag would forbid that.
+        if let Ok(old) = fs::open_dir(final_path) {
+            let _ = fs::set_immutable(old.as_fd(), false);
+        }
+    }
     store::install_replacing(temp.path(), final_path)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to rename to final image name: {}", e))?;
     temp.keep();
@@ -171,10 +187,15 @@ fn install_into_cache(
 
 /// The image job's stream consumer: create the temporary tree and unpack the body into
 /// it. Runs on the job's worker thread.
-fn unpack_into(temp: &Path, ctx: &StreamContext, body: &mut dyn Read) -> Result<()> {
+fn unpack_into(
+    temp: &Path,
+    subvolume: bool,
+    ctx: &StreamContext,
+    body: &mut dyn Read,
+) -> Result<()> {
     // As in the C tool a failure here is not reported: creating the tree reports it.
     let _ = fs::mkdir_parents(temp, 0o700);
-    let tree = store::make_tree(temp)?;
+    let tree = store::make_tree_as(temp, subvolume)?;
     let mut options = unpack::Options::new(Mode::Plain);
     options.cancel = Some(ctx.cancel.clone());
     unpack::unpack(tree.as_fd(), body, &options)?;
