@@ -397,6 +397,7 @@ mod tests {
             hash_uncompressed: false,
             uncompressed_max: u64::MAX,
             resume_from: None,
+            dialect: Dialect::V219,
         };
         let channel = Channel::new(super::super::worker::DEFAULT_QUEUE_LIMIT).unwrap();
         let mut h = JobHandler::new(
@@ -492,6 +493,7 @@ mod tests {
                     hash_uncompressed: false,
                     uncompressed_max: MAX,
                     resume_from: None,
+                    dialect: Dialect::V219,
                 };
                 let channel =
                     Channel::new(super::worker::DEFAULT_QUEUE_LIMIT).map_err(|e| e.to_string())?;

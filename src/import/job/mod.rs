@@ -287,6 +287,7 @@ impl ImportJob {
             hash_uncompressed: options.hash_uncompressed,
             uncompressed_max: options.uncompressed_max,
             resume_from: options.resume_from,
+            dialect: options.dialect,
         };
         let handler = JobHandler::new(
             &self.url,

@@ -88,8 +88,7 @@ impl Flavor for Raw {
             Some(path) => open_direct(path, direct.offset.is_some())?,
             None => std::io::stdout().as_fd().try_clone_to_owned()?,
         };
-        let regular = nix::sys::stat::fstat(fd.as_fd())
-            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
+        let regular = is_regular(&fd);
         self.direct = Some(fd.try_clone()?);
         // Anything but a whole regular file is written in place: a block device keeps its
         // size, and its old blocks are not holes.
@@ -195,10 +194,14 @@ fn open_direct(path: &Path, at_offset: bool) -> Result<OwnedFd> {
             e
         )
     })?;
-    if !at_offset {
+    if !at_offset && is_regular(&fd) {
         store::set_nocow(&fd, path);
     }
     Ok(fd)
+}
+
+fn is_regular(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
 }
 
 /// `--direct`: the verified image is where it was written. Make it read-only if asked
@@ -217,9 +220,12 @@ fn finish_direct(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
             if read_only && direct.offset.is_none() && direct.path.is_some() {
                 fs::make_very_read_only_fd(fd.as_fd())?;
             }
+            if !sync {
+                return Ok(());
+            }
             // A pipe (stdout) cannot be synced; nothing to do then.
             match nix::unistd::fsync(fd.as_fd()) {
-                Err(e) if sync && e != nix::errno::Errno::EINVAL => {
+                Err(e) if e != nix::errno::Errno::EINVAL => {
                     let e = Error::from(e);
                     Err(log_error_errno!(
                         e.clone(),
