@@ -543,3 +543,112 @@ fn class_and_keep_download_decide_the_root_and_what_stays_there() {
     );
     roots.clear();
 }
+
+/// What a pull made under `root`, with the cache entries' names (they contain the URL),
+/// times and the `user.source_url` xattrs (the URL itself) left out, contents digested.
+fn made(root: &Path) -> Vec<String> {
+    common::btrfs::describe_tree(root)
+        .into_iter()
+        .filter(|(rel, _)| !rel.as_os_str().is_empty())
+        .map(|(rel, mut d)| {
+            // Where it came from, and the file's time (http: none; file: the file's).
+            d.xattrs.remove("user.source_url");
+            d.xattrs.remove("user.crtime_usec");
+            d.mtime = (0, 0);
+            d.atime = (0, 0);
+            let digest = d.content.take().map(|c| {
+                use sha2::{Digest, Sha256};
+                Sha256::digest(c)
+            });
+            let name = rel.to_string_lossy().into_owned();
+            let name = match name.split_once('/') {
+                Some((top, rest)) if top.starts_with(".tar-") => format!("CACHE/{rest}"),
+                _ if name.starts_with(".tar-") => "CACHE".into(),
+                _ if name.starts_with(".raw-") => {
+                    format!("CACHE{}", &name[name.rfind('.').unwrap()..])
+                }
+                _ => name,
+            };
+            format!("{name}: {d:?} {digest:x?}")
+        })
+        .collect()
+}
+
+#[test]
+fn file_urls_pull_as_http_urls_do() {
+    let tar = os_tree_tar();
+    let disk = disk_image();
+    let sums = |name: &str, data: &[u8]| {
+        use sha2::{Digest, Sha256};
+        let hex: String = Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{hex}  {name}\n").into_bytes()
+    };
+    let served = vec![
+        ("img.tar", tar.clone()),
+        ("img.tar.sha256", sums("img.tar", &tar)),
+        ("disk.raw", disk.clone()),
+        // No disk.raw.sha256: SHA256SUMS after it is found missing, as after a 404.
+        ("SHA256SUMS", sums("disk.raw", &disk)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let files_dir = dir.path().join("files");
+    fs::create_dir(&files_dir).unwrap();
+    for (name, content) in &served {
+        fs::write(files_dir.join(name), content).unwrap();
+    }
+    let http = Files::serve(served.clone());
+    let file_url = |name: &str| format!("file://{}/{name}", files_dir.display());
+    let mut results = Vec::new();
+    let http_url = |name: &str| http.url(name);
+    type UrlOf<'a> = &'a dyn Fn(&str) -> String;
+    let schemes: [(&str, UrlOf); 2] = [("http", &http_url), ("file", &file_url)];
+    for (scheme, url) in schemes {
+        let root = dir.path().join(scheme);
+        let root_arg = format!("--image-root={}", root.display());
+        for (verb, name, local) in [("tar", "img.tar", "foo"), ("raw", "disk.raw", "vm")] {
+            let out = run_with_prefix(
+                &[],
+                &["--verify=checksum", &root_arg, verb, &url(name), local],
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{scheme} {verb}: {stderr}");
+            assert!(
+                stderr.contains(&format!("SHA256 checksum of {} is valid.", url(name))),
+                "{stderr}"
+            );
+        }
+        results.push(made(&root));
+    }
+    assert_eq!(results[0], results[1]);
+    assert!(results[1]
+        .iter()
+        .any(|l| l.starts_with("foo/etc/os-release")));
+    assert!(results[1].iter().any(|l| l.starts_with("vm.raw")));
+
+    // A missing file fails the pull as a missing http file does.
+    let root = dir.path().join("missing");
+    let out = run_with_prefix(
+        &[],
+        &[
+            "--verify=no",
+            &format!("--image-root={}", root.display()),
+            "raw",
+            &file_url("nothere.raw"),
+            "vm",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Failed to retrieve image file."),
+        "{stderr}"
+    );
+    assert!(
+        names(&root).iter().all(|n| n.starts_with(".#")),
+        "{:?}",
+        names(&root)
+    );
+}

@@ -138,7 +138,9 @@ fn validate_url_request(
 ) -> Result<UrlRequest, ()> {
     let url = &args[1];
     let v219 = settings.dialect == Dialect::V219;
-    if !validate::http_url_is_valid(url) {
+    // systemd-pull also reads `file:/` URLs (curl does); the seed only http(s) ones.
+    let file_ok = !v219 && validate::file_url_is_valid(url);
+    if !validate::http_url_is_valid(url) && !file_ok {
         log::error!("URL '{url}' is not valid.");
         return Err(());
     }

@@ -80,7 +80,15 @@ impl JobHandler {
             state: JobState::Analyzing,
             channel,
             spec: Some(spec),
-            status: 0,
+            // A `file:` transfer has no status line: its body is the payload.
+            status: if url
+                .get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case("file:"))
+            {
+                200
+            } else {
+                0
+            },
             headers: Vec::new(),
             etag: None,
             content_length: None,

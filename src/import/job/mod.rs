@@ -396,6 +396,10 @@ impl ImportJob {
                 let (errno, line) = message;
                 return self.finish(lp, Err(log_error_errno!(Error::new(errno), "{}", line)));
             }
+            if e.is_file_couldnt_read_file() && self.quiet_not_found {
+                // A missing `file:` file is what a 404 is to http (v260 falls back alike).
+                return self.finish(lp, Err(Error::new(libc::ENOMEDIUM)));
+            }
             if e.is_partial_file() && content_length.is_some() {
                 return self.finish(
                     lp,
