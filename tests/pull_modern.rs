@@ -652,3 +652,84 @@ fn file_urls_pull_as_http_urls_do() {
         names(&root)
     );
 }
+
+/// The parent qgroup of the subvolume at `path` (`255/<id>` as systemd sets it up, `-`
+/// for none), from `btrfs qgroup show`.
+fn parent_qgroup(mount: &Path, path: &Path) -> String {
+    let id = Command::new("btrfs")
+        .args(["inspect-internal", "rootid"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(id.status.success(), "rootid {}: {id:?}", path.display());
+    let own = format!("0/{}", String::from_utf8_lossy(&id.stdout).trim());
+    let out = Command::new("btrfs")
+        .args(["qgroup", "show", "-p", "--raw"])
+        .arg(mount)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qgroup show: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|t| t.first() == Some(&own.as_str()))
+        .and_then(|t| t.get(3).map(|p| p.to_string()))
+        .unwrap_or_else(|| panic!("no qgroup {own}"))
+}
+
+#[test]
+fn btrfs_quota_puts_each_new_subvolume_in_its_own_group_as_debian_does() {
+    assert!(
+        Path::new(DEBIAN_PULL).exists(),
+        "apt-get install systemd-container"
+    );
+    let fs = common::btrfs::BtrfsMount::new();
+    let enabled = Command::new("btrfs")
+        .args(["quota", "enable"])
+        .arg(fs.path())
+        .status()
+        .unwrap();
+    assert!(enabled.success());
+    let files = Files::serve(vec![("img.tar", os_tree_tar())]);
+    let url = files.url("img.tar");
+    for debian in [true, false] {
+        for quota in [true, false] {
+            let root = fs.path().join(format!("{debian}-{quota}"));
+            let root_arg = format!("--image-root={}", root.display());
+            let mut args = vec!["--verify=no", "--settings=no", root_arg.as_str()];
+            if !quota {
+                args.push("--btrfs-quota=no");
+            }
+            args.extend(["tar", url.as_str(), "quotatest"]);
+            let out = pull(debian, &[], &args);
+            let who = if debian { "Debian" } else { "ours" };
+            assert_eq!(out.status.code(), Some(0), "{who}: {out:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("quota hierarchy"), "{who}: {stderr}");
+            let listed = names(&root);
+            let cache = listed.iter().find(|n| n.starts_with(".tar-")).unwrap();
+            for entry in [cache.as_str(), "quotatest"] {
+                let path = root.join(entry);
+                let id = Command::new("btrfs")
+                    .args(["inspect-internal", "rootid"])
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+                let expected = if quota {
+                    format!("255/{id}")
+                } else {
+                    "-".into()
+                };
+                assert_eq!(
+                    parent_qgroup(fs.path(), &path),
+                    expected,
+                    "{who}, quota {quota}: {entry}"
+                );
+            }
+            for e in fs::read_dir(&root).unwrap() {
+                systemd_import::util::fs::rm_rf(&e.unwrap().path()).unwrap();
+            }
+        }
+    }
+}

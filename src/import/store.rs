@@ -229,18 +229,19 @@ pub fn copy_tree(
     force: bool,
     cancel: Option<&AtomicBool>,
 ) -> Result<()> {
-    copy_tree_as(source, root, local, force, true, cancel)
+    copy_tree_as(source, root, local, force, (true, false), cancel)
 }
 
 /// [`copy_tree`], with `subvolume` false making the local image a plain directory, a
 /// copy with reflinks where the file system has them, on btrfs too (`--btrfs-subvol=no`,
-/// as the C tool's `copy_tree()` there).
+/// as the C tool's `copy_tree()` there); `quota` puts a new subvolume in its own qgroup
+/// ([`btrfs::subvol_auto_qgroup`], `--btrfs-quota=`; quietly skipped where quota is off).
 pub fn copy_tree_as(
     source: &Path,
     root: &Path,
     local: &str,
     force: bool,
-    subvolume: bool,
+    (subvolume, quota): (bool, bool),
     cancel: Option<&AtomicBool>,
 ) -> Result<()> {
     let image = LocalImage::new(root, local, local, force);
@@ -251,7 +252,34 @@ pub fn copy_tree_as(
         fs::copy_tree(source, image.path(), cancel)
     };
     copied.map_err(failed)?;
+    if subvolume && quota {
+        assign_quota_group(image.path(), false);
+    }
     image.install().map_err(failed)
+}
+
+/// `--btrfs-quota=yes` for the new tree at `path`, if it is a subvolume: its qgroup
+/// layout ([`btrfs::subvol_auto_qgroup`]). A failure (quota off on the file system) is
+/// only warned about when `warn`, as systemd-pull does for the downloaded tree.
+pub fn assign_quota_group(path: &Path, warn: bool) {
+    let Ok(tree) = fs::open_dir(path) else {
+        return;
+    };
+    if !btrfs::is_subvolume(tree.as_fd()).unwrap_or(false) {
+        return;
+    }
+    if let Err(e) = btrfs::subvol_auto_qgroup(tree.as_fd()) {
+        let line = format!(
+            "Failed to set up default quota hierarchy for {}: {}",
+            path.display(),
+            e
+        );
+        if warn {
+            log::warn!("{line}");
+        } else {
+            log::debug!("{line}");
+        }
+    }
 }
 
 /// Spec §5.4 for disk images (raw): write a writable copy of the file `source` (mode

@@ -59,9 +59,9 @@ impl Flavor for Tar {
     /// tree at `temp` when the first body byte arrives.
     fn image_job(&mut self, temp: &Path, options: &PullOptions) -> Result<JobOptions> {
         let temp = temp.to_path_buf();
-        let subvolume = options.btrfs_subvol;
+        let tree = (options.btrfs_subvol, options.btrfs_quota);
         Ok(JobOptions::new(Sink::Stream(Box::new(move |ctx, body| {
-            unpack_into(&temp, subvolume, ctx, body)
+            unpack_into(&temp, tree, ctx, body)
         }))))
     }
 
@@ -132,7 +132,7 @@ impl Flavor for Tar {
                     &root,
                     &local,
                     force,
-                    options.btrfs_subvol,
+                    (options.btrfs_subvol, options.btrfs_quota),
                     Some(cancel),
                 )?;
                 if options.read_only {
@@ -185,17 +185,20 @@ fn install_into_cache(
     Ok(())
 }
 
-/// The image job's stream consumer: create the temporary tree and unpack the body into
-/// it. Runs on the job's worker thread.
+/// The image job's stream consumer: create the temporary tree (a subvolume, in its
+/// qgroup, as asked) and unpack the body into it. Runs on the job's worker thread.
 fn unpack_into(
     temp: &Path,
-    subvolume: bool,
+    (subvolume, quota): (bool, bool),
     ctx: &StreamContext,
     body: &mut dyn Read,
 ) -> Result<()> {
     // As in the C tool a failure here is not reported: creating the tree reports it.
     let _ = fs::mkdir_parents(temp, 0o700);
     let tree = store::make_tree_as(temp, subvolume)?;
+    if subvolume && quota {
+        store::assign_quota_group(temp, true);
+    }
     let mut options = unpack::Options::new(Mode::Plain);
     options.cancel = Some(ctx.cancel.clone());
     unpack::unpack(tree.as_fd(), body, &options)?;
