@@ -44,30 +44,34 @@
 //! still being looked for, else the request simply goes again. Requests still running at
 //! the endpoint left behind are sent again at the new one if they fail. Which endpoint
 //! served the manifest and each layer is logged.
+//!
+//! The importer's code is in three files by concern: this one holds the state, sending
+//! requests and dispatching their completions, the layers and the finishing;
+//! [`discovery`] finds the image (ping, first token, manifest, config); [`recovery`]
+//! carries out what becomes of a failed request (retry, resume, next endpoint).
+
+mod discovery;
+mod recovery;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::apply::{self, ApplyWork};
-use super::blobs::{self, FromRegistry, Prefix};
-use super::config;
-use super::digest::Digest;
-use super::layers::{Layers, Plan};
-use super::manifest::{self, Descriptor, Document, ImageManifest};
+use super::blobs::FromRegistry;
+use super::layers::Layers;
+use super::manifest::{Descriptor, ImageManifest};
 use super::request::{self, BodySlot, Key, PullRequest};
 use super::route::Route;
-use super::session::{self, Failure, Grant, Logins, Next, Session};
+use super::session::{Failure, Logins, Session};
 use crate::curl_glue::CurlGlue;
-use crate::event::{Clock, EventLoop, SourceId, TimerAction};
+use crate::event::{EventLoop, SourceId};
 use crate::import::job::retry::RetryPolicy;
 use crate::import::job::{ImportJob, JobOwner, JobSet, JobState};
 use crate::import::store::TempPath;
 use crate::import::{Importer, Lifecycle};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::format::format_bytes;
 use crate::util::fs;
 
 /// Largest image config we accept (real ones are KiBs; history can make them larger).
@@ -161,41 +165,6 @@ impl OciImport {
         })
     }
 
-    /// The current endpoint failed for good: move on to the next one (there is one) and
-    /// send what waited there again: the ping while the manifest is looked for, else
-    /// `key` and the requests that waited for a token.
-    fn next_endpoint(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
-        if !self.route.advance() {
-            return Err(log_error_errno!(
-                Error::new(libc::EIO),
-                "No registry endpoint left for '{}'.",
-                self.req.reference
-            ));
-        }
-        self.use_current_endpoint(lp, key)
-    }
-
-    /// Requests go to the route's current endpoint from now on: a new session for it;
-    /// `key` (and whatever waited for a token) is sent there.
-    fn use_current_endpoint(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
-        let mut waiters = self.session.take_waiters();
-        self.session = self.logins.session_for(&self.route.current().1.endpoint);
-        log::info!("Using {}.", self.route.current().1.endpoint);
-        if self.route.is_resolving() {
-            // The manifest is still looked for: start over at the new endpoint.
-            self.stage = Stage::Ping;
-            return self.begin(lp, Key::Ping);
-        }
-        waiters.retain(|k| *k != key);
-        waiters.insert(0, key);
-        for k in waiters {
-            if k != Key::Token {
-                self.begin(lp, k)?;
-            }
-        }
-        Ok(())
-    }
-
     // --- Requests -------------------------------------------------------------------------
 
     /// Send (or send again) the request `key`, if it belongs to the current stage.
@@ -246,348 +215,6 @@ impl OciImport {
             Key::Config => self.on_config(lp),
             Key::Blob(b) => self.on_blob(lp, b),
         }
-    }
-
-    /// Request `key` failed: the session decides whether it is sent again, waits for a
-    /// token, moves on to the next source, or fails the pull.
-    fn on_failed(&mut self, lp: &mut EventLoop<Self>, key: Key, f: Failure) -> Result<()> {
-        let src = self.route.current().1;
-        let reference = &src.image;
-        let (what, foreign) = match (key, &self.stage) {
-            // A 401 to the ping is an answer: the registry wants credentials.
-            (Key::Ping, Stage::Ping) if f.code == 401 => {
-                return self.on_ping(lp, Some(&f.challenges))
-            }
-            (Key::Ping, Stage::Ping) => (
-                format!("Failed to reach registry {}", src.endpoint.host),
-                false,
-            ),
-            (Key::Token, _) => ("Failed to get a token".to_string(), false),
-            (Key::Manifest, Stage::Manifest(_)) => {
-                (format!("Failed to fetch manifest of '{reference}'"), false)
-            }
-            (Key::Config, Stage::Config(_)) => {
-                ("Failed to fetch the image config".to_string(), false)
-            }
-            (Key::Blob(b), Stage::Layers(l)) => {
-                let blob = l.blobs.get(b);
-                (
-                    format!("Failed to fetch layer {}", blob.descriptor.digest),
-                    blob.is_foreign(),
-                )
-            }
-            _ => return Ok(()),
-        };
-        let route = session::Route {
-            foreign,
-            has_next: foreign || self.route.has_next(),
-        };
-        // EPROTO: the job already said the server speaks plain HTTP, and how to allow it.
-        if key == Key::Ping && f.tls_handshake && !route.has_next && f.error.errno() != libc::EPROTO
-        {
-            log::error!(
-                "The TLS handshake with registry {} failed: a registry that speaks plain HTTP must be marked 'insecure = true' in registries.conf, one that wants a client certificate needs it in certs.d or hosts.toml.",
-                src.endpoint.host
-            );
-        }
-        match self.session.on_failure(key, &f, route, &what) {
-            Next::Retry(delay) => self.schedule_retry(lp, key, delay),
-            Next::Reauthorize => self.begin(lp, key),
-            Next::NeedToken => self.begin(lp, Key::Token),
-            Next::Wait => Ok(()),
-            Next::NextSource if foreign => {
-                if let (Key::Blob(b), Stage::Layers(l)) = (key, &mut self.stage) {
-                    // The next source starts from scratch (the job truncates the spool).
-                    l.blobs.next_source(b, &f.url);
-                }
-                self.begin(lp, key)
-            }
-            Next::NextSource => self.next_endpoint(lp, key),
-            Next::Fail(e) => Err(e),
-        }
-    }
-
-    /// Send `key` again after `delay`.
-    fn schedule_retry(
-        &mut self,
-        lp: &mut EventLoop<Self>,
-        key: Key,
-        delay: Duration,
-    ) -> Result<()> {
-        let timer = lp.add_timer_in(Clock::Monotonic, delay, move |lp, d: &mut Self, id, _| {
-            d.timers.retain(|t| *t != id);
-            if let Err(e) = d.retry(lp, key) {
-                d.finish(lp, Err(e));
-            }
-            Ok(TimerAction::Drop)
-        })?;
-        self.timers.push(timer);
-        Ok(())
-    }
-
-    /// The retry timer of `key` fired. A blob first hashes what its spool holds (on a task:
-    /// the loop never waits on disk), then resumes after it.
-    fn retry(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
-        let (Key::Blob(b), Stage::Layers(l)) = (key, &mut self.stage) else {
-            return self.begin(lp, key);
-        };
-        let Some(spool) = l.blobs.spool_to_resume(b) else {
-            return self.begin(lp, key);
-        };
-        let task = lp.spawn_task(
-            "oci-resume",
-            move |cancel| blobs::hash_prefix(&spool, cancel),
-            move |lp, d: &mut Self, result| d.on_prefix_hashed(lp, b, result),
-        )?;
-        l.blobs.set_prefix_task(b, task);
-        Ok(())
-    }
-
-    fn on_prefix_hashed(
-        &mut self,
-        lp: &mut EventLoop<Self>,
-        b: usize,
-        result: Result<Option<Prefix>>,
-    ) {
-        let Stage::Layers(l) = &mut self.stage else {
-            return;
-        };
-        let r = match result {
-            Ok(prefix) => {
-                l.blobs.resume_after(b, prefix);
-                self.begin(lp, Key::Blob(b))
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = r {
-            self.finish(lp, Err(e));
-        }
-    }
-
-    // --- Authentication -------------------------------------------------------------------
-
-    /// The ping answered: 200 (`challenges` is `None`) or 401 with these challenges.
-    fn on_ping(&mut self, lp: &mut EventLoop<Self>, challenges: Option<&[String]>) -> Result<()> {
-        if !matches!(self.stage, Stage::Ping) {
-            return Ok(());
-        }
-        let grant = match challenges {
-            Some(headers) => match self
-                .session
-                .on_ping_challenge(headers, self.route.has_next())
-            {
-                Ok(grant) => grant,
-                Err(Next::Fail(e)) => return Err(e),
-                // The session moves on (it gives nothing else for a challenge).
-                Err(_) => return self.next_endpoint(lp, Key::Ping),
-            },
-            // The registry lets anyone in.
-            None => Grant::Ready,
-        };
-        match grant {
-            Grant::Token => {
-                self.stage = Stage::Auth;
-                self.begin(lp, Key::Token)
-            }
-            Grant::Ready => self.fetch_manifest(lp, None),
-        }
-    }
-
-    fn on_token(&mut self, lp: &mut EventLoop<Self>, body: &[u8]) -> Result<()> {
-        let waiters = self.session.on_token(body)?;
-        if matches!(self.stage, Stage::Auth) {
-            self.fetch_manifest(lp, None)?;
-        }
-        for key in waiters {
-            self.begin(lp, key)?;
-        }
-        Ok(())
-    }
-
-    // --- Manifest and config --------------------------------------------------------------
-
-    /// Enter the manifest stage: the reference's manifest, or the index `entry`'s.
-    fn fetch_manifest(
-        &mut self,
-        lp: &mut EventLoop<Self>,
-        entry: Option<Descriptor>,
-    ) -> Result<()> {
-        self.stage = Stage::Manifest(ManifestFetch {
-            entry,
-            body: BodySlot::default(),
-        });
-        self.session.forget(Key::Manifest);
-        self.begin(lp, Key::Manifest)
-    }
-
-    fn on_manifest(&mut self, lp: &mut EventLoop<Self>, job: &ImportJob) -> Result<()> {
-        let Stage::Manifest(fetch) = &self.stage else {
-            return Ok(());
-        };
-        let body = request::take_body(&fetch.body);
-        let entry = fetch.entry.clone();
-        let digest = &body.digest;
-        let (served_by, src) = self.route.current();
-        let reference = &src.image.clone();
-        let endpoint = src.endpoint.to_string();
-        let what = match &entry {
-            Some(entry) => format!("manifest {}", entry.digest),
-            None => format!("manifest of '{reference}'"),
-        };
-
-        // The job verified it against the index entry or the digest the user asked for
-        // (`request::manifest`); by tag, the digest the registry claims is checked here.
-        let by_tag = entry.is_none() && reference.digest().is_none();
-        let served = job
-            .header("Docker-Content-Digest")
-            .filter(|s| by_tag && s.starts_with("sha256:"));
-        if let Some(served) = served {
-            if served != digest.to_string() {
-                return Err(log_error_errno!(
-                    Error::new(libc::EBADMSG),
-                    "Digest mismatch for {what}: the registry says {served}, the content is {digest}."
-                ));
-            }
-        }
-
-        let document = manifest::parse(job.header("Content-Type"), &body.bytes).map_err(|why| {
-            log_error_errno!(Error::new(libc::EBADMSG), "Refusing {what}: {why}.")
-        })?;
-        log::info!("Fetched {what} from {endpoint}.");
-        if entry.is_none() {
-            // The image is found: its content comes from the first endpoint that serves it.
-            self.route.choose_current();
-            if self.route.current().0 != served_by {
-                self.session = self.logins.session_for(&self.route.current().1.endpoint);
-                log::info!("Using {} for the content.", self.route.current().1.endpoint);
-            }
-        }
-        match document {
-            Document::Index(entries) => {
-                if entry.is_some() {
-                    return Err(log_error_errno!(
-                        Error::new(libc::EBADMSG),
-                        "Refusing {what}: nested indexes are not supported."
-                    ));
-                }
-                let platform = &self.req.platform;
-                let chosen = manifest::select(&entries, platform).map_err(|why| {
-                    log_error_errno!(
-                        Error::new(libc::ENOENT),
-                        "No image for {platform} in the index of '{reference}': {why}."
-                    )
-                })?;
-                if chosen.size > manifest::MANIFEST_MAX {
-                    return Err(log_error_errno!(
-                        Error::new(libc::EFBIG),
-                        "Manifest {} is larger than {}, refusing.",
-                        chosen.digest,
-                        format_bytes(manifest::MANIFEST_MAX)
-                    ));
-                }
-                log::info!("Using manifest {} for {platform}.", chosen.digest);
-                let chosen = chosen.clone();
-                self.fetch_manifest(lp, Some(chosen))
-            }
-            Document::Image(m) => {
-                log::info!("Manifest {digest} lists {} layers.", m.layers.len());
-                let config = &m.config;
-                if config.size > CONFIG_MAX {
-                    return Err(log_error_errno!(
-                        Error::new(libc::EFBIG),
-                        "Image config {} is larger than {}, refusing.",
-                        config.digest,
-                        format_bytes(CONFIG_MAX)
-                    ));
-                }
-                let from_index = entry.is_some();
-                match config.data.clone() {
-                    // Inline config (OCI 1.1 `data`): no request needed, the same check.
-                    Some(data) => {
-                        let digest = Digest::of(&data);
-                        request::config_expectation(config)
-                            .check(data.len() as u64, Some(digest.hex()))?;
-                        self.use_config(lp, &m, from_index, data)
-                    }
-                    None => {
-                        self.stage = Stage::Config(ConfigFetch {
-                            manifest: m,
-                            from_index,
-                            body: BodySlot::default(),
-                        });
-                        self.begin(lp, Key::Config)
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_config(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
-        let fetch = match self.stage.take() {
-            Stage::Config(fetch) => fetch,
-            other => {
-                self.stage = other;
-                return Ok(());
-            }
-        };
-        // The job verified its size and digest (`request::config`).
-        let body = request::take_body(&fetch.body);
-        self.use_config(lp, &fetch.manifest, fetch.from_index, body.bytes)
-    }
-
-    /// Parse the (verified) config, then enter the layers stage: decide which layers to
-    /// fetch, and start.
-    fn use_config(
-        &mut self,
-        lp: &mut EventLoop<Self>,
-        manifest: &ImageManifest,
-        from_index: bool,
-        bytes: Vec<u8>,
-    ) -> Result<()> {
-        let want = &manifest.config;
-        let config = config::parse(&bytes).map_err(|why| {
-            log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Refusing image config {}: {why}.",
-                want.digest
-            )
-        })?;
-        if config.diff_ids.len() != manifest.layers.len() {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Image config {} lists {} layer DiffIDs, but the manifest has {} layers, refusing.",
-                want.digest,
-                config.diff_ids.len(),
-                manifest.layers.len()
-            ));
-        }
-        let platform = &self.req.platform;
-        let matches = platform.matches(
-            config.os.as_deref(),
-            config.architecture.as_deref(),
-            config.variant.as_deref(),
-        );
-        if !from_index && !matches {
-            log::warn!(
-                "Image '{}' is for {}/{}, not {}.",
-                self.req.reference,
-                config.os.as_deref().unwrap_or("?"),
-                config.architecture.as_deref().unwrap_or("?"),
-                platform
-            );
-        }
-        let plan = Plan {
-            image_root: &self.req.image_root,
-            local: self.req.local.as_deref(),
-            max_downloads: self.req.max_downloads,
-            image: self.route.current().1.image.to_string(),
-        };
-        let layers = Layers::plan(plan, manifest, &config, bytes)?;
-        self.stage = Stage::Layers(Box::new(layers));
-        self.report_progress();
-        self.start_downloads(lp)?;
-        self.lifecycle.start_progress_timer(lp)?;
-        self.advance(lp)
     }
 
     // --- Layers ---------------------------------------------------------------------------
