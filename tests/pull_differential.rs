@@ -569,6 +569,36 @@ fn all_cases(fx: &Fixture) {
         &["--verify=no", "--direct", "tar", "{url}/img.tar", "-"],
         |_, _| {},
     );
+    // tar --direct: unpacked into the directory named (a new one, or over what is there;
+    // removed first with --force), no cache.
+    fx.compare(
+        "tar --direct, name from the URL",
+        &["--verify=no", "--direct", "tar", "{url}/img.tar"],
+        |_, _| {},
+    );
+    let existing = |root: &Path, _: &Path| {
+        fs::create_dir_all(root.join("foo/etc")).unwrap();
+        fs::write(root.join("foo/etc/os-release"), b"ID=old\n").unwrap();
+        fs::write(root.join("foo/mine"), b"mine").unwrap();
+    };
+    fx.compare(
+        "tar --direct over an existing directory",
+        &["--verify=no", "--direct", "tar", "{url}/img.tar", "foo"],
+        existing,
+    );
+    fx.compare(
+        "tar --direct --force --read-only over an existing directory",
+        &[
+            "--verify=no",
+            "--direct",
+            "--force",
+            "--read-only",
+            "tar",
+            "{url}/img.tar",
+            "foo",
+        ],
+        existing,
+    );
 
     // raw.xz with every side file, SHA256SUMS signed, --verify=signature.
     let (qcow, disk) = qcow2_image(&fx.base);

@@ -176,6 +176,7 @@ fn validate_url_request(
             btrfs_subvol: settings.btrfs_subvol,
             btrfs_quota: settings.btrfs_quota,
             size_max: settings.size_max,
+            force: settings.force,
         }
     };
     let request = |local, direct| UrlRequest {
@@ -230,8 +231,7 @@ fn path_is_valid(path: &std::path::Path) -> bool {
 }
 
 /// `--direct` (systemd-pull): the local name is a path (relative ones are under the image
-/// root), `-` or empty means stdout; nothing is checked for existing. Only raw images
-/// are written this way here.
+/// root), `-` or empty means stdout (raw only); nothing is checked for existing.
 fn direct_target(
     settings: &Settings,
     url: &str,
@@ -240,13 +240,8 @@ fn direct_target(
     suffixes: Suffixes,
 ) -> Result<Direct, ()> {
     let to_stdout = local.is_empty() || local == "-";
-    if suffixes == Suffixes::Tar {
-        if to_stdout {
-            log::error!("Pulling tar images to STDOUT is not supported.");
-        } else {
-            // Not implemented: refused rather than ignored (it would write elsewhere).
-            log::error!("--direct is not supported for tar images by this implementation.");
-        }
+    if to_stdout && suffixes == Suffixes::Tar {
+        log::error!("Pulling tar images to STDOUT is not supported.");
         return Err(());
     }
     if to_stdout {
@@ -256,10 +251,12 @@ fn direct_target(
             offset: settings.offset,
         });
     }
-    let local = if strip {
-        names::raw_strip_suffixes(local)
-    } else {
-        local.to_string()
+    let local = match suffixes {
+        _ if !strip => local.to_string(),
+        Suffixes::Tar => names::tar_strip_suffixes(local).map_err(|e| {
+            log::error!("Failed to strip tar suffixes from '{local}': {e}");
+        })?,
+        Suffixes::Raw => names::raw_strip_suffixes(local),
     };
     let path = settings.image_root.join(&local);
     if !path_is_valid(&path) {

@@ -119,6 +119,8 @@ pub struct PullOptions {
     pub btrfs_quota: bool,
     /// `--size-max=`: the cap on the uncompressed image (raw).
     pub size_max: Option<u64>,
+    /// `--force` (tar `--direct` removes what is there first).
+    pub force: bool,
 }
 
 impl PullOptions {
@@ -137,5 +139,6 @@ impl PullOptions {
         btrfs_subvol: true,
         btrfs_quota: true,
         size_max: None,
+        force: false,
     };
 }

@@ -28,7 +28,7 @@ use super::downloads::{ProgressPlan, Stage};
 use super::pull::{Flavor, UrlImport};
 use super::side::Side;
 use super::side::{self, Owner};
-use super::PullOptions;
+use super::{Direct, PullOptions};
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink, StreamContext};
 use crate::import::store::{self, CacheKind, LocalImage, TempPath};
@@ -65,10 +65,42 @@ impl Flavor for Tar {
         }))))
     }
 
+    /// `--direct`: the job unpacks into the directory named (removed first with
+    /// `--force`; an existing one is unpacked over), no cache.
+    fn direct_job(&mut self, direct: &Direct, options: &PullOptions) -> Result<JobOptions> {
+        let path = direct
+            .path
+            .clone()
+            .ok_or_else(|| Error::new(libc::EINVAL))?;
+        let tree = (options.btrfs_subvol, options.btrfs_quota);
+        let force = options.force;
+        Ok(JobOptions::new(Sink::Stream(Box::new(move |ctx, body| {
+            unpack_direct(&path, tree, force, ctx, body)
+        }))))
+    }
+
     /// Make the verified tree read-only and move it into the cache, with the side files
-    /// next to it; with `--keep-download=no` move it to the local image instead.
+    /// next to it; with `--keep-download=no` move it to the local image instead. With
+    /// `--direct` the tree is where it was unpacked: only made read-only if asked.
     fn verified(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
         me.enter(lp, Stage::Finalizing);
+        if let Some(path) = me.req.direct.as_ref().and_then(|d| d.path.clone()) {
+            let (read_only, sync) = (me.req.options.read_only, me.req.options.sync);
+            return me.run_step(
+                lp,
+                "import-finalize",
+                move |_| {
+                    if read_only {
+                        fs::make_very_read_only(&path)?;
+                    }
+                    if sync {
+                        store::sync_file_system(&path)?;
+                    }
+                    Ok(())
+                },
+                |me, lp, ()| me.finish(lp, Ok(())),
+            );
+        }
         let (Some(temp), Some(final_path)) = (me.temp.take(), me.final_path.clone()) else {
             return me.finish(lp, Err(Error::new(libc::EINVAL)));
         };
@@ -182,6 +214,53 @@ fn install_into_cache(
     if read_only && very {
         fs::make_very_read_only(final_path)?;
     }
+    Ok(())
+}
+
+/// The `--direct` job's stream consumer: unpack into `path`, a new tree (a subvolume in
+/// its qgroup if asked and possible) or the directory that is there; with `force` whatever is there is
+/// removed first. What was unpacked stays if the pull fails, as upstream.
+fn unpack_direct(
+    path: &Path,
+    (subvolume, quota): (bool, bool),
+    force: bool,
+    ctx: &StreamContext,
+    body: &mut dyn Read,
+) -> Result<()> {
+    if force {
+        match fs::rm_rf(path) {
+            Err(e) if e.errno() != libc::ENOENT => {
+                return Err(log_error_errno!(
+                    e.clone(),
+                    "Failed to remove {}: {}",
+                    path.display(),
+                    e
+                ))
+            }
+            _ => {}
+        }
+    }
+    let _ = fs::mkdir_parents(path, 0o700);
+    let tree = match store::create_tree_as(path, subvolume) {
+        Ok(tree) => {
+            if subvolume && quota {
+                store::assign_quota_group(path, true);
+            }
+            tree
+        }
+        Err(e) if e.errno() == libc::EEXIST => fs::open_dir(path)
+            .map_err(|e| log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e))?,
+        Err(e) => {
+            return Err(log_error_errno!(
+                e.clone(),
+                "{}",
+                e.msg().unwrap_or_default()
+            ))
+        }
+    };
+    let mut options = unpack::Options::new(Mode::Plain);
+    options.cancel = Some(ctx.cancel.clone());
+    unpack::unpack(tree.as_fd(), body, &options)?;
     Ok(())
 }
 
