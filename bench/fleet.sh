@@ -4,7 +4,10 @@
 # `proxy: remoteurl:`) in front of an origin docker-registry, configured the way a fleet
 # is: a registries.conf mirror (`--registry-config=DIR`). Prints the bytes the origin
 # served (blobs and manifests, from its log) against the image's size, and the wall time
-# of each pull (the first fills the cache, the later ones are served from it).
+# of each pull (the first fills the cache, the later ones are served from it). Then the
+# request pattern behind those bytes, from both registries' logs: the blob requests the
+# origin answered (HEAD and GET, and from whom) and the ones the cache had from us during
+# the first pull (GET, HEAD, Range), per blob.
 #
 # Run as root on Debian 12 with docker-registry, openssl, curl, tar, gzip installed,
 # after `cargo build --release`:
@@ -12,6 +15,7 @@
 #   bench/fleet.sh                  # 256 MiB image (4 layers of noise)
 #   BENCH_MB=8 bench/fleet.sh       # a small one (a smoke test of the script)
 #   BENCH_DIR=/dev/shm bench/fleet.sh
+#   BENCH_KEEP=1 bench/fleet.sh     # keep the work directory (both registries' logs)
 set -euo pipefail
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -33,7 +37,11 @@ CACHE_PID=
 cleanup() {
     [ -n "$CACHE_PID" ] && { kill "$CACHE_PID" 2>/dev/null || true; wait "$CACHE_PID" 2>/dev/null || true; }
     lr_stop_registry
-    rm -rf "$WORK"
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        echo "bench: kept $WORK (origin log: origin/registry.log, cache log: cache/log)" >&2
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 
@@ -73,7 +81,8 @@ mkdir -p "$WORK/cache"
 cat >"$WORK/cache/config.yml" <<EOF
 version: 0.1
 log:
-  level: warn
+  level: info
+  formatter: text
 storage:
   filesystem:
     rootdirectory: $WORK/cache/storage
@@ -107,8 +116,22 @@ origin_bytes() {
         "$LR_DIR/registry.log" | awk '{ s += $1 } END { print s + 0 }'
 }
 
+# blob_requests LOG METHOD AGENT FROM: how many blob requests with METHOD whose User-Agent
+# starts with AGENT ("" for any) LOG's registry answered, counting from line FROM.
+blob_requests() {
+    tail -n +"$4" "$1" | grep 'msg="response completed"' | grep "http.request.method=$2 " |
+        grep -E 'http.request.uri="?/v2/[^ ]*/blobs/' |
+        grep -c "http.request.useragent=\"\?$3" || true
+}
+# Our blob requests with a Range header reach the cache's log only as a 206 status.
+partial_answers() {
+    tail -n +"$2" "$1" | grep 'msg="response completed"' | grep -c 'http.response.status=206' || true
+}
+
 before=$(origin_bytes)
+origin_from=$(($(wc -l <"$LR_DIR/registry.log") + 1))
 for m in $(seq "$MACHINES"); do
+    [ "$m" = 1 ] && cache_from=$(($(wc -l <"$WORK/cache/log") + 1))
     root=$WORK/machine$m
     mkdir -p "$root"
     start=$(date +%s.%N)
@@ -121,8 +144,24 @@ for m in $(seq "$MACHINES"); do
     awk -v m="$m" -v a="$start" -v b="$end" 'BEGIN { printf "machine %d: %.2f s wall\n", m, b - a }'
     rm -rf "$root"
     # The cache stores a blob in the background after streaming it: let it finish.
-    [ "$m" = 1 ] && sleep 2
+    if [ "$m" = 1 ]; then
+        sleep 2
+        cache_to=$(($(wc -l <"$WORK/cache/log") + 1))
+    fi
 done
 served=$(( $(origin_bytes) - before ))
 awk -v i="$IMAGE_BYTES" -v s="$served" -v n="$MACHINES" 'BEGIN {
     printf "image: %d bytes (layers + config); the origin served %d bytes (%.2f copies) for %d machines\n", i, s, s / i, n }'
+
+# Where the second copy comes from: the request pattern behind the bytes.
+blobs=$(( ${#layers[@]} + 1 ))
+first=$WORK/cache/first.log
+sed -n "${cache_from},$((cache_to - 1))p" "$WORK/cache/log" >"$first"
+printf 'machine 1 asked the cache for %d blobs: %d GET, %d HEAD, %d answered 206 (a Range request)\n' \
+    "$blobs" "$(blob_requests "$first" GET systemd-import/ 1)" \
+    "$(blob_requests "$first" HEAD systemd-import/ 1)" "$(partial_answers "$first" 1)"
+ours=$(( $(blob_requests "$LR_DIR/registry.log" GET systemd-import/ "$origin_from") +
+    $(blob_requests "$LR_DIR/registry.log" HEAD systemd-import/ "$origin_from") ))
+printf 'during the pulls the origin answered %d blob GET and %d blob HEAD (%d of them to systemd-import, the rest to the cache)\n' \
+    "$(blob_requests "$LR_DIR/registry.log" GET "" "$origin_from")" \
+    "$(blob_requests "$LR_DIR/registry.log" HEAD "" "$origin_from")" "$ours"

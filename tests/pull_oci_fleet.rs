@@ -116,6 +116,15 @@ fn ours(log: &str) -> Vec<LoggedRequest> {
         .collect()
 }
 
+/// The pull made `demo` although an endpoint failed: without an error line, and with a
+/// line containing `needle` (the failure, said as a step).
+fn assert_left_for_the_next(env: &PullEnv, out: &PullOutput, needle: &str) {
+    assert_success(out);
+    assert!(env.path("demo/etc/hostname").exists());
+    assert!(out.errors.is_empty(), "{}", out.stderr);
+    assert_line_contains(out, needle);
+}
+
 fn assert_line_contains(out: &PullOutput, needle: &str) {
     assert!(
         out.stderr_lines.iter().any(|l| l.contains(needle)),
@@ -162,14 +171,21 @@ fn a_registries_conf_mirror_serves_the_pull_and_the_origin_takes_over_when_it_is
     let out = pull(&env, &o.reg, &root, &[&reference, "demo"]);
     assert_success(&out);
     assert!(env.path("demo/etc/hostname").exists());
-    assert_line_contains(
-        &out,
-        &format!(
-            "Using registry {}/v2 (from {}).",
-            o.reg.url(),
-            conf.display()
-        ),
+    // The mirror's failure is a step, not an error: one line naming it and why, then the
+    // endpoint that takes over.
+    assert!(out.errors.is_empty(), "{}", out.stderr);
+    let using = format!(
+        "Using registry {}/v2 (from {}).",
+        o.reg.url(),
+        conf.display()
     );
+    let down = format!("Download of {}/v2/ failed: Transfer failed: ", cache.url());
+    let lines = &out.stderr_lines;
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(&down) && l.ends_with(". Trying the next endpoint."))
+        .unwrap_or_else(|| panic!("no line for the mirror in:\n{}", out.stderr));
+    assert_eq!(lines.get(at + 1), Some(&using), "{}", out.stderr);
     eventually("the origin to log our requests", || {
         ours(&o.reg.log())
             .iter()
@@ -180,43 +196,73 @@ fn a_registries_conf_mirror_serves_the_pull_and_the_origin_takes_over_when_it_is
 
 #[test]
 fn a_digest_only_mirror_serves_digest_pulls_only() {
+    mirror_serves("", "pull-from-mirror = \"digest-only\"\n", false, true);
+}
+
+#[test]
+fn mirror_by_digest_only_on_the_registry_serves_digest_pulls_only() {
+    mirror_serves("mirror-by-digest-only = true\n", "", false, true);
+}
+
+#[test]
+fn a_tag_only_mirror_serves_tag_pulls_only() {
+    mirror_serves("", "pull-from-mirror = \"tag-only\"\n", true, false);
+}
+
+/// A pull-through cache as the origin's one mirror, with `table` among its
+/// `[[registry]]` keys and `mirror` among its `[[registry.mirror]]` keys: it serves the pull
+/// by tag if `by_tag`, the pull by digest if `by_digest`; the origin serves the others, and
+/// the mirror is then not asked at all.
+fn mirror_serves(table: &str, mirror: &str, by_tag: bool, by_digest: bool) {
     let o = origin();
     let cache = ExtraRegistry::pull_through_cache(&o.reg);
     let root = ConfigRoot::new();
     root.registries_conf(&format!(
-        "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\npull-from-mirror = \"digest-only\"\n",
+        "[[registry]]\nlocation = \"{}\"\n{table}[[registry.mirror]]\nlocation = \"{}\"\n{mirror}",
         o.reg.host(),
         cache.host()
     ));
     root.trust(&cache.host(), &cache.ca().unwrap().ca_pem_path());
-
-    // By tag: the mirror is not asked at all.
-    let env = env_with_login(&o.reg);
-    let out = pull(
-        &env,
-        &o.reg,
-        &root,
-        &[&format!("{}/library/demo:v1", o.reg.host()), "demo"],
-    );
-    assert_success(&out);
-    assert!(ours(&cache.log()).is_empty(), "{}", cache.log());
-    // By digest: the mirror serves it.
-    let env = env_with_login(&o.reg);
-    let by_digest = format!("{}/library/demo@{}", o.reg.host(), o.image.manifest_digest);
-    let before = ours(&o.reg.log()).len();
-    let out = pull(&env, &o.reg, &root, &[&by_digest, "demo"]);
-    assert_success(&out);
-    assert!(env.path("demo/etc/hostname").exists());
-    eventually("the cache to log the manifest by digest", || {
-        ours(&cache.log())
-            .iter()
-            .any(|r| {
-                r.uri
-                    .ends_with(&format!("/manifests/{}", o.image.manifest_digest))
-            })
-            .then_some(())
-    });
-    assert_eq!(ours(&o.reg.log()).len(), before, "the origin was asked");
+    let by = [
+        (":v1".to_string(), "v1".to_string(), by_tag),
+        (
+            format!("@{}", o.image.manifest_digest),
+            o.image.manifest_digest.to_string(),
+            by_digest,
+        ),
+    ];
+    for (suffix, manifest, served) in by {
+        let reference = format!("{}/library/demo{suffix}", o.reg.host());
+        let manifest = format!("/v2/library/demo/manifests/{manifest}");
+        let (cache_before, origin_before) = (ours(&cache.log()).len(), ours(&o.reg.log()).len());
+        let env = env_with_login(&o.reg);
+        let out = pull(&env, &o.reg, &root, &[&reference, "demo"]);
+        assert_success(&out);
+        assert!(env.path("demo/etc/hostname").exists());
+        let served_by = if served { "mirror" } else { "registry" };
+        assert_line_contains(
+            &out,
+            &format!("Fetched manifest of '{reference}' from {served_by} "),
+        );
+        let asked = |log: &str| ours(log).iter().any(|r| r.uri == manifest);
+        let (server, log, before) = if served {
+            eventually("the cache to log the manifest", || {
+                asked(&cache.log()).then_some(())
+            });
+            ("the origin", o.reg.log(), origin_before)
+        } else {
+            eventually("the origin to log the manifest", || {
+                asked(&o.reg.log()).then_some(())
+            });
+            ("the mirror", cache.log(), cache_before)
+        };
+        // Not asked at all.
+        assert_eq!(
+            ours(&log).len(),
+            before,
+            "{server} asked for {reference}: {log}"
+        );
+    }
 }
 
 #[test]
@@ -538,6 +584,18 @@ impl Helpers {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
+    /// `docker-credential-<name>` answering `user` and `secret` for `server`, and failing
+    /// for any other.
+    fn add_login(&self, name: &str, server: &str, user: &str, secret: &str) {
+        self.add(
+            name,
+            &format!(
+                "[ \"$server\" = \"{server}\" ] || exit 1\n\
+                 echo '{{\"ServerURL\":\"{server}\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}'"
+            ),
+        );
+    }
+
     fn path_var(&self) -> String {
         format!(
             "{}:{}",
@@ -570,14 +628,7 @@ fn helper_pull(
 fn credential_helpers_give_passwords_and_identity_tokens() {
     let o = origin();
     let helpers = Helpers::new();
-    helpers.add(
-        "fleet",
-        &format!(
-            "[ \"$server\" = \"{}\" ] || exit 1\necho '{{\"ServerURL\":\"{}\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}'",
-            o.reg.host(),
-            o.reg.host()
-        ),
-    );
+    helpers.add_login("fleet", &o.reg.host(), "alice", "s3cret");
     let reference = format!("{}/library/demo:v1", o.reg.host());
     let (env, out) = helper_pull(
         &o.reg,
@@ -700,28 +751,23 @@ fn mirror_failing_blobs(
     blob: impl Fn(&dyn Fn() -> common::http::Response) -> common::http::Response + Send + Sync + 'static,
     vars: &[(&str, &str)],
 ) {
-    let o = origin_with(RegistryOptions::plain());
-    let image = o.image;
-    let reg = std::sync::Arc::new(o.reg);
     // A mirror that has the manifest but fails every blob.
-    let mirror = common::fault_proxy::FaultProxy::start(&reg, move |req, upstream| {
-        if req.path.contains("/blobs/") {
-            blob(upstream)
-        } else {
-            upstream()
-        }
-    });
-    let root = ConfigRoot::new();
-    root.registries_conf(&format!(
-        "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
-        reg.host(),
-        mirror.host()
-    ));
-    let env = PullEnv::new();
-    let reference = format!("{}/library/demo:v1", reg.host());
-    let mut cmd = env.cmd(&reg, &[&root.option(), &reference]);
-    cmd.envs(vars.iter().copied());
-    let out = run_pull(&mut cmd);
+    let FaultPull {
+        env,
+        out,
+        mirror,
+        reg,
+        image,
+    } = pull_with_fault_mirror(
+        move |req, upstream| {
+            if req.path.contains("/blobs/") {
+                blob(upstream)
+            } else {
+                upstream()
+            }
+        },
+        vars,
+    );
     assert_success(&out);
     assert!(env.path("demo/etc/hostname").exists());
     assert_line_contains(
@@ -740,6 +786,7 @@ fn mirror_failing_blobs(
             reg.url()
         ),
     );
+    assert!(out.errors.is_empty(), "{}", out.stderr);
     // One blob request reached the mirror: no retries there.
     assert_eq!(mirror.requests_for("/blobs/").len(), 1, "{}", out.stderr);
     assert!(
@@ -747,4 +794,263 @@ fn mirror_failing_blobs(
         "the mirror failed the way it should: {}",
         out.stderr
     );
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn only_the_last_endpoints_failure_is_an_error() {
+    let (mirror, registry) = (
+        format!("127.0.0.1:{}", closed_port()),
+        format!("127.0.0.1:{}", closed_port()),
+    );
+    let root = ConfigRoot::new();
+    root.registries_conf(&format!(
+        "[[registry]]\nlocation = \"{registry}\"\n[[registry.mirror]]\nlocation = \"{mirror}\"\n"
+    ));
+    let reg = Registry::start(RegistryOptions::plain());
+    let env = PullEnv::new();
+    let out = pull(&env, &reg, &root, &[&format!("{registry}/library/demo:v1")]);
+    common::oci::assert_failed_with(&out, "Transfer failed: Could not connect to server");
+    assert_line_contains(
+        &out,
+        &format!(
+            "Download of https://{mirror}/v2/ failed: Transfer failed: Could not connect to server. Trying the next endpoint."
+        ),
+    );
+}
+
+#[test]
+fn wildcard_prefixes_the_longest_prefix_and_drop_ins_choose_the_table() {
+    let o = origin();
+    let origin = o.reg.host();
+    let root = ConfigRoot::new();
+    let conf = root.registries_conf(&format!(
+        "[[registry]]\nprefix = \"*.fleet.test\"\nlocation = \"{origin}\"\n\n\
+         [[registry]]\nprefix = \"eu.fleet.test/library\"\nlocation = \"nowhere.test/library\"\nblocked = true\n\n\
+         [[registry]]\nprefix = \"eu.fleet.test/library/demo\"\nlocation = \"{origin}/library/demo\"\n\n\
+         [[registry]]\nprefix = \"fleet.example/team\"\nlocation = \"nowhere.test/team\"\nblocked = true\n"
+    ));
+    // A later drop-in replaces the main file's table with the same prefix.
+    root.write(
+        "etc/containers/registries.conf.d/10-first.conf",
+        "[[registry]]\nprefix = \"fleet.example/team\"\nlocation = \"nowhere.test/first\"\nblocked = true\n",
+    );
+    root.write(
+        "etc/containers/registries.conf.d/50-team.conf",
+        &format!(
+            "[[registry]]\nprefix = \"fleet.example/team\"\nlocation = \"{origin}/library\"\n"
+        ),
+    );
+    let env = env_with_login(&o.reg);
+    let pulled = |reference: &str, local: &str| {
+        let out = pull(&env, &o.reg, &root, &[reference, local]);
+        assert_success(&out);
+        assert!(env.path(&format!("{local}/etc/hostname")).exists());
+        out
+    };
+    // `*.fleet.test` matches a subdomain at any depth (the location rewrites the host, so
+    // no name is ever resolved).
+    let out = pulled("a.b.fleet.test/library/demo:v1", "wild");
+    assert_line_contains(
+        &out,
+        &format!(
+            "Fetched manifest of 'a.b.fleet.test/library/demo:v1' from registry {}/v2 (from {}).",
+            o.reg.url(),
+            conf.display()
+        ),
+    );
+    // The longest prefix wins: over the wildcard, and over a shorter blocked table.
+    pulled("eu.fleet.test/library/demo:v1", "longest");
+    let out = pull(
+        &env,
+        &o.reg,
+        &root,
+        &["eu.fleet.test/library/other:v1", "x"],
+    );
+    assert_eq!(
+        out.errors,
+        [format!(
+            "Registry 'eu.fleet.test/library' is blocked in {}, refusing to pull 'eu.fleet.test/library/other:v1'.",
+            conf.display()
+        )],
+        "{}",
+        out.stderr
+    );
+    // The main file blocks `fleet.example/team`, the last drop-in points it at the origin.
+    pulled("fleet.example/team/demo:v1", "dropped-in");
+}
+
+#[test]
+fn docker_and_containers_certs_d_give_the_ca_and_the_client_certificate() {
+    let plain_origin = origin_with(RegistryOptions::plain()).reg;
+    let reg = ExtraRegistry::requiring_client_cert(&plain_origin);
+    let reference = format!("{}/library/demo:v1", reg.host());
+    for dir in ["etc/docker/certs.d", "etc/containers/certs.d"] {
+        let root = ConfigRoot::new();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let host_dir = format!("{dir}/{}", reg.host());
+        root.write(
+            &format!("{host_dir}/ca.crt"),
+            &read(&reg.ca().unwrap().ca_pem_path()),
+        );
+        root.write(
+            &format!("{host_dir}/client.cert"),
+            &read(&reg.client_cert_path()),
+        );
+        root.write(
+            &format!("{host_dir}/client.key"),
+            &read(&reg.client_key_path()),
+        );
+        let env = PullEnv::new();
+        let out = pull(&env, &plain_origin, &root, &[&reference, "demo"]);
+        assert_success(&out);
+        assert!(env.path("demo/etc/hostname").exists(), "{dir}");
+    }
+}
+
+#[test]
+fn registries_conf_credential_helpers_are_asked_in_order() {
+    let o = origin();
+    let helpers = Helpers::new();
+    helpers.add("broken", "echo 'keychain locked'\nexit 3");
+    helpers.add_login("fleet", &o.reg.host(), "alice", "s3cret");
+    let root = ConfigRoot::new();
+    root.registries_conf(
+        "credential-helpers = [\"broken\", \"fleet\", \"containers-auth.json\"]\n",
+    );
+    // No auth file at all: the credentials come from the second helper.
+    let env = PullEnv::new();
+    let reference = format!("{}/library/demo:v1", o.reg.host());
+    let mut cmd = env.cmd(&o.reg, &[&root.option(), &reference]);
+    cmd.env("PATH", helpers.path_var());
+    let out = run_pull(&mut cmd);
+    assert_success(&out);
+    assert!(env.path("demo/etc/hostname").exists());
+    // The failing first helper is not worth a line when another had credentials.
+    assert!(
+        !out.stderr.contains("docker-credential-broken"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A port that accepts no connection and answers none: its listen queue is full, so the
+/// kernel drops every new SYN (a blackholed address, on loopback).
+struct Blackhole {
+    listener: std::net::TcpListener,
+    _queued: std::net::TcpStream,
+}
+
+impl Blackhole {
+    fn new() -> Blackhole {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
+        // Backlog 0 holds one connection: this one, never accepted.
+        let queued = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        Blackhole {
+            listener,
+            _queued: queued,
+        }
+    }
+
+    fn host(&self) -> String {
+        self.listener.local_addr().unwrap().to_string()
+    }
+}
+
+#[test]
+fn a_blackholed_mirror_is_left_after_its_dial_timeout() {
+    let o = origin();
+    let hole = Blackhole::new();
+    let root = ConfigRoot::new();
+    root.write(
+        &format!("etc/containerd/certs.d/{}/hosts.toml", o.reg.host()),
+        &format!(
+            "server = \"{}\"\n\n[host.\"https://{}\"]\ncapabilities = [\"pull\", \"resolve\"]\ndial_timeout = \"500ms\"\n",
+            o.reg.url(),
+            hole.host()
+        ),
+    );
+    let env = env_with_login(&o.reg);
+    let reference = format!("{}/library/demo:v1", o.reg.host());
+    let started = std::time::Instant::now();
+    let out = pull(&env, &o.reg, &root, &[&reference, "demo"]);
+    let took = started.elapsed();
+    assert_left_for_the_next(
+        &env,
+        &out,
+        &format!(
+            "Download of https://{}/v2/ failed: Transfer failed: ",
+            hole.host()
+        ),
+    );
+    // libcurl's own connect timeout is 300 s: the dial timeout is what ended the wait.
+    assert!(took < Duration::from_secs(10), "{took:?}\n{}", out.stderr);
+}
+
+/// A pull of the origin's `library/demo:v1` (plain options) with a [`FaultProxy`] in front
+/// of the origin as its registries.conf mirror, answering as `rule` says.
+///
+/// [`FaultProxy`]: common::fault_proxy::FaultProxy
+struct FaultPull {
+    env: PullEnv,
+    out: PullOutput,
+    mirror: common::fault_proxy::FaultProxy,
+    reg: std::sync::Arc<Registry>,
+    image: Image,
+}
+
+fn pull_with_fault_mirror(
+    rule: impl Fn(&common::http::Request, &dyn Fn() -> common::http::Response) -> common::http::Response
+        + Send
+        + Sync
+        + 'static,
+    vars: &[(&str, &str)],
+) -> FaultPull {
+    let o = origin_with(RegistryOptions::plain());
+    let reg = std::sync::Arc::new(o.reg);
+    let mirror = common::fault_proxy::FaultProxy::start(&reg, rule);
+    let root = ConfigRoot::new();
+    root.registries_conf(&format!(
+        "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
+        reg.host(),
+        mirror.host()
+    ));
+    let env = PullEnv::new();
+    let reference = format!("{}/library/demo:v1", reg.host());
+    let mut cmd = env.cmd(&reg, &[&root.option(), &reference]);
+    cmd.envs(vars.iter().copied());
+    let out = run_pull(&mut cmd);
+    FaultPull {
+        env,
+        out,
+        mirror,
+        reg,
+        image: o.image,
+    }
+}
+
+#[test]
+fn a_mirror_answering_5xx_from_the_first_request_is_left_at_once() {
+    let FaultPull {
+        env, out, mirror, ..
+    } = pull_with_fault_mirror(|_, _| common::http::Response::status(503), &[]);
+    assert_left_for_the_next(
+        &env,
+        &out,
+        &format!(
+            "https://{}/v2/ answered HTTP 503. Trying the next endpoint.",
+            mirror.host()
+        ),
+    );
+    // The ping, once: no retries at a mirror, nothing else asked there.
+    assert_eq!(mirror.requests().len(), 1, "{}", out.stderr);
 }

@@ -691,6 +691,29 @@ fn a_missing_image_fails_the_pull() {
     assert_failed_cleanly(&out, root.path(), &[]);
 }
 
+/// An `https` URL whose server speaks plain HTTP: the message names the URL and the cause,
+/// and nothing about registries (pull-tar has no registries.conf).
+#[test]
+fn https_to_a_plain_http_server_names_the_url_and_the_cause() {
+    let plain = common::http::HttpServer::start(None, |_: &common::http::Request| {
+        common::http::Response::ok(b"not tls".to_vec())
+    });
+    let server = ImageServer::new();
+    let root = TempRoot::new();
+    let url = format!("https://{}/images/sdimport-tartest-plain.tar", plain.host());
+    let out = pull(
+        &server,
+        root.path(),
+        None,
+        &["--verify=no", "pull-tar", &url],
+    );
+    let line =
+        format!("TLS handshake with {url} failed: the server does not speak TLS (plain HTTP?).");
+    assert!(out.stderr_lines.contains(&line), "{}", out.stderr);
+    assert!(!out.stderr.contains("registries.conf"), "{}", out.stderr);
+    assert_failed_cleanly(&out, root.path(), &[]);
+}
+
 #[test]
 fn a_truncated_body_fails_and_removes_the_partial_tree() {
     let server = ImageServer::new();

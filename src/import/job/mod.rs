@@ -149,9 +149,12 @@ pub struct JobOptions {
     /// and no compression detection.
     pub resume_from: Option<u64>,
     pub checksum_seed: Option<Sha256>,
-    /// Don't log "HTTP request to … failed with code …": the owner reports HTTP errors
-    /// itself (registries answer with JSON error bodies worth showing).
-    pub quiet_http_errors: bool,
+    /// Don't log the failures the job finds itself (an HTTP error status, a transfer that
+    /// failed or was cut short): the owner reports them, as registries answer with JSON
+    /// error bodies worth showing and an owner with another source to try reports a
+    /// failure there as a step, not as an error. The job's error carries the message
+    /// ([`ImportJob::unlogged_failure`]).
+    pub quiet_failures: bool,
     /// Bytes that may wait for the worker before the transfer is paused. An owner running
     /// many jobs at once lowers it so their sum stays bounded.
     pub queue_limit: usize,
@@ -187,7 +190,7 @@ impl JobOptions {
             uncompressed_max: DEFAULT_SIZE_MAX,
             resume_from: None,
             checksum_seed: None,
-            quiet_http_errors: false,
+            quiet_failures: false,
             queue_limit: DEFAULT_QUEUE_LIMIT,
             expected: None,
             dialect: Dialect::V219,
@@ -220,7 +223,10 @@ pub struct ImportJob {
     error: Option<Error>,
     /// curl's own error, when the transfer itself failed (for owners that retry).
     transfer_error: Option<curl::Error>,
-    quiet_http_errors: bool,
+    /// Set from the options by `new`: see [`JobOptions::quiet_failures`].
+    quiet_failures: bool,
+    /// The job failed with a message it did not log (`quiet_failures`).
+    unlogged: bool,
     dialect: Dialect,
     quiet_not_found: bool,
     /// Set from the options by `new`: see [`JobOptions::allow_insecure_redirects`].
@@ -247,7 +253,8 @@ impl ImportJob {
         ImportJob {
             url: url.to_string(),
             state: JobState::Init,
-            quiet_http_errors: options.quiet_http_errors,
+            quiet_failures: options.quiet_failures,
+            unlogged: false,
             dialect: options.dialect,
             quiet_not_found: options.quiet_not_found,
             allow_insecure_redirects: options.allow_insecure_redirects,
@@ -394,41 +401,24 @@ impl ImportJob {
             }
             if let Some(message) = self.describe_transfer_error(&e, &detail, redirect.as_ref()) {
                 let (errno, line) = message;
-                return self.finish(lp, Err(log_error_errno!(Error::new(errno), "{}", line)));
+                let e = self.failure(errno, line);
+                return self.finish(lp, Err(e));
             }
             if e.is_file_couldnt_read_file() && self.quiet_not_found {
                 // A missing `file:` file is what a 404 is to http (v260 falls back alike).
                 return self.finish(lp, Err(Error::new(libc::ENOMEDIUM)));
             }
-            if e.is_partial_file() && content_length.is_some() {
-                return self.finish(
-                    lp,
-                    Err(log_error_errno!(
-                        Error::new(libc::EIO),
-                        "Download truncated."
-                    )),
-                );
-            }
-            let msg = e.description().to_string();
-            return self.finish(
-                lp,
-                Err(log_error_errno!(
-                    Error::new(libc::EIO),
-                    "Transfer failed: {}",
-                    msg
-                )),
-            );
+            let e = if e.is_partial_file() && content_length.is_some() {
+                self.failure(libc::EIO, "Download truncated.".to_string())
+            } else {
+                self.failure(libc::EIO, format!("Transfer failed: {}", e.description()))
+            };
+            return self.finish(lp, Err(e));
         }
         if let Some(effective) = effective_url.filter(|u| self.downgrades_to(u)) {
             // Cannot happen with the redirect protocols curl is given; checked anyway.
-            return self.finish(
-                lp,
-                Err(log_error_errno!(
-                    Error::new(libc::EPROTO),
-                    "{}",
-                    downgrade_message(&self.url, &effective)
-                )),
-            );
+            let e = self.failure(libc::EPROTO, downgrade_message(&self.url, &effective));
+            return self.finish(lp, Err(e));
         }
         let code = if self.response_code != 0 {
             self.response_code
@@ -447,37 +437,24 @@ impl ImportJob {
                 Dialect::V252 if code == 404 => libc::ENOMEDIUM,
                 _ => libc::EIO,
             };
-            let e = Error::with_message(
-                errno,
-                format!("HTTP request to {} failed with code {}.", self.url, code),
-            );
             if code == 404 && self.quiet_not_found {
                 return self.finish(lp, Err(Error::new(libc::ENOMEDIUM)));
             }
-            if !self.quiet_http_errors {
-                log::error!("{}", e.msg().unwrap_or_default());
-            }
+            let message = format!("HTTP request to {} failed with code {}.", self.url, code);
+            let e = self.failure(errno, message);
             return self.finish(lp, Err(e));
         }
         if code < 200 {
-            return self.finish(
-                lp,
-                Err(log_error_errno!(
-                    Error::new(libc::EIO),
-                    "HTTP request to {} finished with unexpected code {}.",
-                    self.url,
-                    code
-                )),
+            let message = format!(
+                "HTTP request to {} finished with unexpected code {}.",
+                self.url, code
             );
+            let e = self.failure(libc::EIO, message);
+            return self.finish(lp, Err(e));
         }
         if content_length.is_some_and(|len| len != written) {
-            return self.finish(
-                lp,
-                Err(log_error_errno!(
-                    Error::new(libc::EIO),
-                    "Download truncated."
-                )),
-            );
+            let e = self.failure(libc::EIO, "Download truncated.".to_string());
+            return self.finish(lp, Err(e));
         }
         let Some(channel) = self.channel.clone() else {
             return self.finish(lp, Ok(()));
@@ -615,12 +592,21 @@ impl ImportJob {
             return Some((
                 libc::EPROTO,
                 format!(
-                    "TLS handshake with {url} failed: the server does not speak TLS (plain HTTP?); \
-                     plain HTTP registries need 'insecure = true' in registries.conf."
+                    "TLS handshake with {url} failed: the server does not speak TLS (plain HTTP?)."
                 ),
             ));
         }
         None
+    }
+
+    /// A failure the job found itself, with its message: logged at error level here unless
+    /// the owner reports it ([`JobOptions::quiet_failures`]).
+    fn failure(&mut self, errno: i32, message: String) -> Error {
+        if self.quiet_failures {
+            self.unlogged = true;
+            return Error::with_message(errno, message);
+        }
+        log_error_errno!(Error::new(errno), "{}", message)
     }
 
     /// `import_job_finish()`: complete the job once; later calls are no-ops (returns false).
@@ -682,6 +668,11 @@ impl ImportJob {
     /// Why the job failed.
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
+    }
+    /// The message of the job's failure when the job did not log it
+    /// ([`JobOptions::quiet_failures`]): the owner's to report.
+    pub fn unlogged_failure(&self) -> Option<&str> {
+        self.error.as_ref().filter(|_| self.unlogged)?.msg()
     }
     /// The body arrived whole but its size or digest was not the expected one (the job
     /// logged which): nothing another attempt or another source should be asked for.

@@ -234,7 +234,7 @@ impl BlobQueue {
         }
         options.calc_checksum = true;
         options.detect_compression = false;
-        options.quiet_http_errors = true;
+        options.quiet_failures = true;
         // All downloads together queue at most QUEUE_BUDGET, however many run at once.
         options.queue_limit = (QUEUE_BUDGET / limit).clamp(256 << 10, DEFAULT_QUEUE_LIMIT);
         options.compressed_max = blob.descriptor.size;

@@ -241,7 +241,7 @@ fn small_job(src: &Source, mut headers: Vec<String>, sink: Sink, max: u64) -> Jo
     options.headers = headers;
     options.transport = src.transport.clone();
     options.detect_compression = false;
-    options.quiet_http_errors = true;
+    options.quiet_failures = true;
     options.compressed_max = max;
     options.uncompressed_max = max;
     options

@@ -16,6 +16,12 @@
 //! * anything else fails the pull with one message naming what was asked and the
 //!   registry's answer.
 //!
+//! The jobs leave the report of their failures to us (`quiet_failures`): only the failure
+//! that ends the pull is an error; a failed transfer sent again is a warning, one that
+//! another endpoint takes over is said in that info line. A registry answering a TLS
+//! handshake in plain HTTP gets the registries.conf hint added here (the job knows no
+//! registries.conf).
+//!
 //! A session belongs to one endpoint: the importer makes a new one, with the credentials
 //! of the new endpoint's host, when it moves on.
 
@@ -69,8 +75,12 @@ pub enum Next {
 pub struct Failure {
     /// HTTP status (0 if no response came).
     pub code: u32,
-    /// The job's error (logged already if the failure was not an HTTP status).
+    /// The job's error.
     pub error: Error,
+    /// The job's message for a failure of the transfer itself (connection, TLS,
+    /// truncation), which the job left to us to report: an error when the pull fails, a
+    /// warning or info line when another attempt or endpoint takes over.
+    pub unlogged: Option<String>,
     /// The body came whole but was not what was expected (the job said so): final.
     pub mismatch: bool,
     /// Worth another attempt ([`retry::is_retryable`]).
@@ -96,6 +106,10 @@ impl Failure {
                 .error()
                 .cloned()
                 .unwrap_or_else(|| Error::new(libc::EIO)),
+            unlogged: job
+                .unlogged_failure()
+                .filter(|_| code < 300)
+                .map(str::to_string),
             mismatch: job.content_mismatch(),
             retryable: retry::is_retryable(job),
             url: job.url().to_string(),
@@ -304,6 +318,9 @@ impl Session {
             .filter(|()| foreign || !has_next)
             .and_then(|()| self.retry.next_delay(attempts, f.retry_after));
         if let Some(delay) = delay {
+            if let Some(cause) = &f.unlogged {
+                log::warn!("{cause}");
+            }
             let why = if f.code >= 300 {
                 format!("{} answered {}", f.url, f.description)
             } else {
@@ -318,6 +335,9 @@ impl Session {
             return Next::Retry(delay);
         }
         if foreign {
+            if let Some(cause) = &f.unlogged {
+                log::warn!("{cause}");
+            }
             if let Some(s) = self.requests.get_mut(&key) {
                 s.attempts = 0;
             }
@@ -325,16 +345,34 @@ impl Session {
         }
         if has_next {
             self.requests.remove(&key);
-            let why = if f.code >= 300 {
-                format!("{} answered {}", f.url, f.description)
-            } else {
-                format!("Download of {} failed", f.url)
+            let why = match (f.code, &f.unlogged) {
+                (300.., _) => format!("{} answered {}", f.url, f.description),
+                (_, Some(cause)) => {
+                    format!(
+                        "Download of {} failed: {}",
+                        f.url,
+                        cause.trim_end_matches('.')
+                    )
+                }
+                _ => format!("Download of {} failed", f.url),
             };
             return self.give_up(true, libc::EIO, format!("{why}."));
         }
         if f.code < 300 {
-            // Already logged by the job.
-            return Next::Fail(f.error.clone());
+            let Some(cause) = &f.unlogged else {
+                // Logged where it happened (the job's worker, its sink).
+                return Next::Fail(f.error.clone());
+            };
+            // A TLS handshake answered in plain HTTP (the job said so; EPROTO): how to
+            // allow such a registry is ours to say, the job knows no registries.conf.
+            if f.tls_handshake && f.error.errno() == libc::EPROTO && key != Key::Token {
+                return Next::Fail(log_error_errno!(
+                    f.error.clone(),
+                    "{}; plain HTTP registries need 'insecure = true' in registries.conf.",
+                    cause.trim_end_matches('.')
+                ));
+            }
+            return Next::Fail(log_error_errno!(f.error.clone(), "{cause}"));
         }
         if key == Key::Ping && f.code == 404 {
             return Next::Fail(log_error_errno!(

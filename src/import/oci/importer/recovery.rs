@@ -93,15 +93,20 @@ impl OciImport {
             foreign,
             has_next: foreign || self.route.has_next(),
         };
-        // EPROTO: the job already said the server speaks plain HTTP, and how to allow it.
-        if key == Key::Ping && f.tls_handshake && !route.has_next && f.error.errno() != libc::EPROTO
-        {
+        // After the failure's own line (the session logs it). EPROTO: that line already
+        // says the server speaks plain HTTP, and how to allow it.
+        let hint = (key == Key::Ping
+            && f.tls_handshake
+            && !route.has_next
+            && f.error.errno() != libc::EPROTO)
+            .then(|| src.endpoint.host.clone());
+        let next = self.session.on_failure(key, &f, route, &what);
+        if let (Some(host), Next::Fail(_)) = (hint, &next) {
             log::error!(
-                "The TLS handshake with registry {} failed: a registry that speaks plain HTTP must be marked 'insecure = true' in registries.conf, one that wants a client certificate needs it in certs.d or hosts.toml.",
-                src.endpoint.host
+                "The TLS handshake with registry {host} failed: a registry that speaks plain HTTP must be marked 'insecure = true' in registries.conf, one that wants a client certificate needs it in certs.d or hosts.toml."
             );
         }
-        match self.session.on_failure(key, &f, route, &what) {
+        match next {
             Next::Retry(delay) => self.schedule_retry(lp, key, delay),
             Next::Reauthorize => self.begin(lp, key),
             Next::NeedToken => self.begin(lp, Key::Token),

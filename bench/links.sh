@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Benchmark (issue 15, link-limited cases): the same image pulled over a slow link by
+#   * systemd-import pull-oci,
+#   * skopeo copy docker://… oci:… followed by umoci unpack,
+#   * podman pull (its own storage below the work directory),
+# each tool's wall time printed against the least the link allows. Two links:
+#   (a) tbf:   registry and pullers in a network namespace of their own whose loopback is
+#              shaped with `tc qdisc … tbf rate BENCH_RATE` (default 400mbit): the bound is
+#              the image's bytes / the rate;
+#   (b) nginx: the registry behind nginx with `limit_rate BENCH_LIMIT` (default 20m, nginx's
+#              MiB per second) per connection: the bound is the largest layer / the limit
+#              (when every layer has a connection of its own), the image's bytes / the limit
+#              for a puller that fetches one blob at a time.
+#
+# The image: four gzip layers of noise (bytes on the wire = their size): one of BENCH_MB
+# MiB (default 256) and three of a quarter of that.
+#
+# Run as root on Debian 12 with docker-registry, nginx (nginx-light), skopeo, umoci, podman,
+# iproute2 (tc, with the tbf qdisc), util-linux (unshare), openssl, curl, tar, gzip installed,
+# after `cargo build --release`:
+#
+#   bench/links.sh                          # both links, 256 MiB largest layer
+#   BENCH_MB=8 bench/links.sh               # a small image (a smoke test of the script)
+#   BENCH_LINKS=tbf bench/links.sh          # one link only (tbf or nginx)
+#   BENCH_RATE=1gbit BENCH_LIMIT=50m bench/links.sh
+#   BENCH_DIR=/dev/shm bench/links.sh       # work directory elsewhere (default /var/tmp)
+#
+# Everything runs in a new network namespace (the script starts itself again under
+# `unshare --net`), so the shaping never touches the host's loopback.
+set -euo pipefail
+
+die() { echo "bench: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root (unshare, tc, and the unpackers restore ownership)"
+cd "$(dirname "$0")/.."
+REPO_ROOT=$PWD
+BIN=$REPO_ROOT/target/release/systemd-import
+[ -x "$BIN" ] || die "build first: cargo build --release"
+
+if [ "${1:-}" != --in-netns ]; then
+    for tool in docker-registry nginx skopeo umoci podman tc ip unshare openssl curl tar gzip; do
+        command -v "$tool" >/dev/null || die "'$tool' not found"
+    done
+    exec unshare --net -- "$0" --in-netns
+fi
+
+# --- Inside the network namespace --------------------------------------------------------
+# shellcheck source=scripts/local-registry.sh
+. "$REPO_ROOT/scripts/local-registry.sh"
+ip link set lo up
+
+MB=${BENCH_MB:-256}
+RATE=${BENCH_RATE:-400mbit}
+LIMIT=${BENCH_LIMIT:-20m}
+LINKS=${BENCH_LINKS:-tbf nginx}
+WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/links-bench.XXXXXX")
+NGINX_PID=
+cleanup() {
+    tc qdisc del dev lo root 2>/dev/null || true
+    [ -n "$NGINX_PID" ] && { kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; }
+    lr_stop_registry
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# tc's rate (bit, kbit, mbit, gbit; SI) and nginx's size (k, m: binary) in bytes per second.
+rate_bytes() {
+    awk -v r="$1" 'BEGIN {
+        n = r + 0; u = substr(r, length(n "") + 1)
+        m = (u == "gbit") ? 1e9 : (u == "mbit") ? 1e6 : (u == "kbit") ? 1e3 : (u == "bit" || u == "") ? 1 : -1
+        if (m < 0) { print "bad rate " r > "/dev/stderr"; exit 1 }
+        printf "%d\n", n * m / 8 }'
+}
+limit_bytes() {
+    awk -v l="$1" 'BEGIN {
+        n = l + 0; u = tolower(substr(l, length(n "") + 1))
+        m = (u == "m") ? 1048576 : (u == "k") ? 1024 : (u == "") ? 1 : -1
+        if (m < 0) { print "bad limit " l > "/dev/stderr"; exit 1 }
+        printf "%d\n", n * m }'
+}
+RATE_BYTES=$(rate_bytes "$RATE")
+LIMIT_BYTES=$(limit_bytes "$LIMIT")
+
+# --- Registry and image (set up before any shaping) --------------------------------------
+LR_DIR=$WORK/registry
+mkdir -p "$LR_DIR"
+lr_start_registry || die "docker-registry did not start"
+mkdir -p "$WORK/certs.d"
+cp "$LR_CA" "$WORK/certs.d/ca.crt" # skopeo's and podman's --cert-dir layout
+
+echo "bench: building the image (largest layer $MB MiB)" >&2
+diff_ids=
+layers=()
+for i in 1 2 3 4; do
+    size=$((i == 1 ? MB * 1048576 : MB * 1048576 / 4))
+    mkdir -p "$WORK/layer$i/data"
+    head -c "$size" /dev/urandom >"$WORK/layer$i/data/blob$i"
+    [ "$i" = 4 ] && echo bench >"$WORK/layer$i/data/hostname"
+    tar -C "$WORK/layer$i" -cf "$WORK/layer$i.tar" data
+    rm -rf "$WORK/layer$i"
+    diff_ids+="${diff_ids:+,}\"$(lr_diff_id "$WORK/layer$i.tar")\""
+    gzip -1 -c "$WORK/layer$i.tar" >"$WORK/layer$i.tar.gz"
+    rm "$WORK/layer$i.tar"
+    layers+=("$WORK/layer$i.tar.gz")
+done
+printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]}}' \
+    "$(dpkg --print-architecture 2>/dev/null || echo amd64)" "$diff_ids" >"$WORK/config.json"
+lr_push_image bench/image latest "$WORK/config.json" "${layers[@]}"
+IMAGE_BYTES=$(cat "${layers[@]}" "$WORK/config.json" | wc -c)
+LARGEST_BYTES=$(stat -c %s "${layers[0]}")
+rm -f "${layers[@]}"
+
+# --- The pullers -----------------------------------------------------------------------------
+# timed NAME CMD…: run CMD (its output to $WORK/NAME.log), print its wall time in seconds.
+timed() {
+    local name=$1 start end
+    shift
+    sync
+    start=$(date +%s.%N)
+    "$@" >"$WORK/$name.log" 2>&1 || { cat "$WORK/$name.log" >&2; die "$name failed"; }
+    end=$(date +%s.%N)
+    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f\n", b - a }'
+}
+
+# pull_all LINK HOST: every tool pulls HOST/bench/image:latest; one result line per tool.
+pull_all() {
+    local link=$1 host=$2 ref=$2/bench/image:latest t s u
+    mkdir -p "$WORK/ours"
+    t=$(timed ours env -u CURL_CA_BUNDLE SSL_CERT_FILE="$LR_CA" \
+        "$BIN" pull-oci --image-root="$WORK/ours" "$ref" image)
+    [ -f "$WORK/ours/image/data/hostname" ] || die "pull-oci produced no image"
+    rm -rf "$WORK/ours"
+    echo "$link pull-oci $t" >>"$WORK/results"
+
+    s=$(timed skopeo skopeo copy --quiet --src-cert-dir "$WORK/certs.d" \
+        "docker://$ref" "oci:$WORK/layout:latest")
+    u=$(timed umoci umoci unpack --image "$WORK/layout:latest" "$WORK/bundle")
+    [ -f "$WORK/bundle/rootfs/data/hostname" ] || die "umoci produced no rootfs"
+    rm -rf "$WORK/layout" "$WORK/bundle"
+    echo "$link skopeo+umoci $(awk -v s="$s" -v u="$u" 'BEGIN { printf "%.2f", s + u }') ($s + $u)" >>"$WORK/results"
+
+    local podman=(podman --root "$WORK/podman/root" --runroot "$WORK/podman/run"
+        --events-backend file --cgroup-manager cgroupfs)
+    t=$(timed podman "${podman[@]}" pull --quiet --cert-dir "$WORK/certs.d" "docker://$ref")
+    "${podman[@]}" system reset --force >/dev/null 2>&1 || true
+    rm -rf "$WORK/podman"
+    echo "$link podman $t" >>"$WORK/results"
+}
+
+: >"$WORK/results"
+for link in $LINKS; do
+    case $link in
+    tbf)
+        echo "bench: link tbf: loopback shaped to $RATE" >&2
+        # The burst must hold loopback's largest packet (64 KiB MTU, and GSO bursts).
+        tc qdisc add dev lo root tbf rate "$RATE" burst 1mb latency 100ms
+        pull_all tbf "$LR_REGISTRY"
+        tc qdisc del dev lo root
+        ;;
+    nginx)
+        echo "bench: link nginx: limit_rate $LIMIT per connection" >&2
+        mkdir -p "$WORK/nginx/tmp"
+        NGINX_PORT=$((20000 + RANDOM % 40000))
+        cat >"$WORK/nginx/nginx.conf" <<EOF
+pid $WORK/nginx/nginx.pid;
+daemon off;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/tmp/body;
+    proxy_temp_path $WORK/nginx/tmp/proxy;
+    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+    scgi_temp_path $WORK/nginx/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl;
+        ssl_certificate $LR_DIR/tls/server.pem;
+        ssl_certificate_key $LR_DIR/tls/server.key;
+        client_max_body_size 0;
+        location / {
+            proxy_pass https://$LR_REGISTRY;
+            proxy_http_version 1.1;
+            proxy_set_header Host \$http_host;
+            proxy_buffering off;
+            proxy_ssl_trusted_certificate $LR_CA;
+            proxy_ssl_verify on;
+            proxy_ssl_name localhost;
+            limit_rate $LIMIT;
+        }
+    }
+}
+EOF
+        nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+        NGINX_PID=$!
+        for _ in $(seq 100); do
+            curl -sf --cacert "$LR_CA" "https://127.0.0.1:$NGINX_PORT/v2/" >/dev/null && break
+            sleep 0.1
+        done
+        pull_all nginx "127.0.0.1:$NGINX_PORT"
+        kill "$NGINX_PID"
+        wait "$NGINX_PID" 2>/dev/null || true
+        NGINX_PID=
+        ;;
+    *) die "BENCH_LINKS: tbf, nginx" ;;
+    esac
+done
+
+# --- Report ------------------------------------------------------------------------------------
+echo
+printf 'image: %d bytes (4 layers + config), largest layer %d bytes\n' "$IMAGE_BYTES" "$LARGEST_BYTES"
+awk -v bytes="$IMAGE_BYTES" -v largest="$LARGEST_BYTES" -v rate="$RATE_BYTES" -v limit="$LIMIT_BYTES" \
+    -v rate_name="$RATE" -v limit_name="$LIMIT" '
+    BEGIN {
+        bound["tbf"] = bytes / rate
+        what["tbf"] = sprintf("tbf %s: bytes / rate = %.2f s", rate_name, bytes / rate)
+        bound["nginx"] = largest / limit
+        what["nginx"] = sprintf("nginx limit_rate %s per connection: largest layer / limit = %.2f s (one blob at a time: %.2f s)",
+            limit_name, largest / limit, bytes / limit)
+    }
+    $1 != link { link = $1; print what[link] }
+    {
+        rest = ""
+        for (i = 4; i <= NF; i++) rest = rest " " $i
+        printf "  %-14s %8.2f s  %5.2fx the bound%s\n", $2, $3, $3 / bound[link], rest
+    }' "$WORK/results"
