@@ -4,6 +4,14 @@
 # Prints wall time, CPU time (user+sys) and peak RSS of each, median of $RUNS runs.
 #
 #   sudo bench/download.sh            # RUNS=3 SIZE_MIB=1024 by default
+#   sudo BENCH_FS=btrfs bench/download.sh   # on a fresh loop-mounted btrfs (or ext4)
+#   sudo BENCH_DIR=/dev/shm bench/download.sh   # tmpfs
+#   sudo BENCH_COLD=1 bench/download.sh       # drop the page cache before each run
+#   sudo SIZE_MIB=64 BENCH_TREE=/usr/share/doc RUNS=1 bench/download.sh   # a smoke run
+#
+# pull-tar runs twice: keeping the download (cache entry + local copy: a snapshot on
+# btrfs, a full copy elsewhere) and as systemd-pull with --keep-download=no (one tree;
+# systemd-pull 252 has no such option).
 #
 # Needs: cargo, python3, gzip, /usr/bin/time (package time), systemd-container (for
 # /usr/lib/systemd/systemd-pull). Works in a temporary directory under $BENCH_DIR
@@ -14,6 +22,9 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SIZE_MIB=${SIZE_MIB:-1024}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
+BENCH_FS=${BENCH_FS:-}
+BENCH_COLD=${BENCH_COLD:-0}
+BENCH_TREE=${BENCH_TREE:-/usr/share}
 C_PULL=/usr/lib/systemd/systemd-pull
 
 for tool in python3 gzip /usr/bin/time "$C_PULL"; do
@@ -22,13 +33,35 @@ done
 cargo build --release --quiet
 OURS=$PWD/target/release/systemd-import
 
+mount_dir= fs_image=
+if [ -n "$BENCH_FS" ]; then
+    # A fresh file system on a loop device (8 GiB sparse file under $BENCH_DIR).
+    case $BENCH_FS in ext4) mkfs=(mkfs.ext4 -q) ;; btrfs) mkfs=(mkfs.btrfs -q) ;; *) echo "BENCH_FS=ext4|btrfs" >&2; exit 1 ;; esac
+    fs_image=$(mktemp "$BENCH_DIR/download-bench-fs.XXXXXX")
+    truncate -s 8G "$fs_image"
+    "${mkfs[@]}" "$fs_image" >/dev/null
+    mount_dir=$(mktemp -d "$BENCH_DIR/download-bench-mnt.XXXXXX")
+    mount -o loop "$fs_image" "$mount_dir"
+    BENCH_DIR=$mount_dir
+fi
 work=$(mktemp -d "$BENCH_DIR/download-bench.XXXXXX")
 server_pid=
-# systemd-pull 252 marks finished images immutable (chattr +i) off btrfs.
-rm_tree() { chattr -R -i "$1" 2>/dev/null || true; rm -rf "$1"; }
+# systemd-pull 252 marks finished images immutable (chattr +i) off btrfs; on btrfs the
+# cache entries are read-only subvolumes.
+rm_tree() {
+    chattr -R -i "$1" 2>/dev/null || true
+    if command -v btrfs >/dev/null; then
+        find "$1" -maxdepth 1 -mindepth 1 -exec btrfs property set -ts {} ro false \; >/dev/null 2>&1 || true
+    fi
+    rm -rf "$1"
+}
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
     rm_tree "$work"
+    if [ -n "$mount_dir" ]; then
+        umount "$mount_dir" && rmdir "$mount_dir"
+        rm -f "$fs_image"
+    fi
 }
 trap cleanup EXIT
 
@@ -43,7 +76,9 @@ with open(path, "wb") as f:
         f.write(os.urandom(1 << 20) if i % 4 == 0 else bytes(1 << 20))
 EOF
 gzip -1 -k "$work/srv/disk.raw" && rm "$work/srv/disk.raw"
-tar -C /usr -cf - share | gzip -1 > "$work/srv/usr-share.tar.gz"
+tar -C "$(dirname "$BENCH_TREE")" -cf - "$(basename "$BENCH_TREE")" | gzip -1 > "$work/srv/usr-share.tar.gz"
+# Ours as systemd-pull (the personality is chosen by the program name).
+ln -s "$OURS" "$work/systemd-pull"
 ls -l "$work/srv"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -57,6 +92,7 @@ measure() {
     local root=$work/root
     rm_tree "$root"; mkdir -p "$root"
     sync
+    if [ "$BENCH_COLD" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
     /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" --image-root="$root" >/dev/null 2>"$work/log" \
         || { echo "FAILED: $*" >&2; cat "$work/log" >&2; exit 1; }
     awk '{ printf "%.2f %.2f %d\n", $1, $2 + $3, $4 }' "$work/time"
@@ -76,8 +112,11 @@ report() {
         "$(printf '%s\n' "${rsss[@]}" | median | awk '{ print $1 / 1024 }')"
 }
 
-echo "runs: $RUNS, machine: $(nproc) cores, image root on $(df --output=fstype "$BENCH_DIR" | tail -1)"
+cache=warm
+[ "$BENCH_COLD" = 1 ] && cache=cold
+echo "runs: $RUNS, machine: $(nproc) cores, image root on $(df --output=fstype "$BENCH_DIR" | tail -1), page cache $cache, tree $BENCH_TREE"
 report "ours pull-raw disk.raw.gz" "$OURS" pull-raw --verify=no "$base/disk.raw.gz" bench-disk
 report "systemd-pull 252 raw" "$C_PULL" raw --verify=no --sync=no "$base/disk.raw.gz" bench-disk
 report "ours pull-tar usr-share.tar.gz" "$OURS" pull-tar --verify=no "$base/usr-share.tar.gz" bench-tree
 report "systemd-pull 252 tar" "$C_PULL" tar --verify=no --sync=no "$base/usr-share.tar.gz" bench-tree
+report "ours systemd-pull tar, no keep" "$work/systemd-pull" tar --verify=no --keep-download=no "$base/usr-share.tar.gz" bench-tree

@@ -12,6 +12,9 @@
 #   BENCH_FS=btrfs bench/pull.sh        # a fresh btrfs instead (pull-oci: chain subvolumes)
 #   BENCH_DIR=/dev/shm bench/pull.sh    # an existing directory instead (here tmpfs)
 #   BENCH_RUNS=5 bench/pull.sh          # more runs (default 3; the median is reported)
+#   BENCH_COLD=1 bench/pull.sh          # cold page cache: drop caches before each run
+#   BENCH_SCALE=16 bench/pull.sh        # every layer 16 times smaller (a smoke run)
+#   BENCH_PEERS=no bench/pull.sh        # pull-oci only
 #
 # The image (built once per run of this script, not timed): five gzip layers,
 #   1. 40,000 small files (64 B – 4 KiB of text) in 400 directories,
@@ -38,6 +41,9 @@ done
 
 RUNS=${BENCH_RUNS:-3}
 FS=${BENCH_FS:-ext4}
+COLD=${BENCH_COLD:-0}
+SCALE=${BENCH_SCALE:-1}
+PEERS=${BENCH_PEERS:-yes}
 MOUNT=
 IMAGE_FILE=
 if [ -n "${BENCH_DIR:-}" ]; then
@@ -87,29 +93,29 @@ mkdir -p "$WORK/layers"
 gen() { # gen KIND DIR: fill DIR with the content of one layer
     perl -e '
         use strict; use warnings;
-        my ($kind, $dir) = @ARGV;
+        my ($kind, $dir, $scale) = @ARGV;
         srand(42 + length $kind);
         my @words = map { join "", map { chr(97 + int rand 26) } 1 .. (2 + int rand 9) } 1 .. 4096;
         sub text { my $n = shift; my $s = ""; $s .= $words[int rand @words] . (rand() < 0.1 ? "\n" : " ") while length $s < $n; substr($s, 0, $n) }
         sub noise { my $n = shift; open(my $r, "<", "/dev/urandom") or die; read($r, my $b, $n); $b }
         sub put { my ($p, $d) = @_; open(my $f, ">", $p) or die "$p: $!"; print $f $d; close $f }
         if ($kind eq "small") {
-            for my $d (0 .. 399) {
+            for my $d (0 .. int(400 / $scale) - 1) {
                 -d "$dir/usr/share/d$d" or mkdir "$dir/usr/share/d$d" or die;
                 put("$dir/usr/share/d$d/f$_", text(64 + int rand 4032)) for 0 .. 99;
             }
         } elsif ($kind eq "mixed") {
-            put("$dir/usr/lib/lib$_.so", noise(2 << 20) . text(2 << 20)) for 0 .. 63;
+            put("$dir/usr/lib/lib$_.so", noise(2 << 20) . text(2 << 20)) for 0 .. int(64 / $scale) - 1;
         } elsif ($kind eq "noise") {
-            put("$dir/var/data.bin", noise(256 << 20));
+            put("$dir/var/data.bin", noise(int((256 << 20) / $scale)));
         } elsif ($kind eq "text") {
-            put("$dir/srv/text$_.txt", text(32 << 20)) for 0 .. 9;
+            put("$dir/srv/text$_.txt", text(int((32 << 20) / $scale))) for 0 .. 9;
         } elsif ($kind eq "top") {
             put("$dir/etc/hostname", "bench\n");
             put("$dir/usr/share/d0/.wh.f1", "");
             put("$dir/usr/share/d1/.wh..wh..opq", "");
         }
-    ' "$1" "$2"
+    ' "$1" "$2" "$SCALE"
 }
 LAYER_KINDS=(small mixed noise text top)
 declare -a DIFF_IDS LAYER_FILES
@@ -143,6 +149,7 @@ time_run() {
     local name=$1 log=$2
     shift 2
     sync
+    if [ "$COLD" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
     if ! /usr/bin/time -v -o "$WORK/time.out" "$@" >"$log" 2>&1; then
         cat "$log" >&2
         die "$name failed"
@@ -163,6 +170,7 @@ for run in $(seq "$RUNS"); do
     [ -f "$WORK/ours/image/etc/hostname" ] || die "pull-oci produced no image"
     remove_tree "$WORK/ours"
 
+    [ "$PEERS" = no ] && continue
     echo "bench: run $run/$RUNS: skopeo copy + umoci unpack"
     rm -rf "$WORK/layout" "$WORK/bundle"
     time_run skopeo "$WORK/skopeo.log" skopeo copy --quiet --src-cert-dir "$WORK/certs.d" \
@@ -173,20 +181,28 @@ for run in $(seq "$RUNS"); do
 done
 
 # --- Report ---------------------------------------------------------------------------------
-# Median of each column over the runs; skopeo+umoci add up per run (RSS: the larger).
-paste -d' ' "$WORK/result.skopeo" "$WORK/result.umoci" |
-    awk '{ printf "%.2f %.2f %d\n", $1 + $4, $2 + $5, ($3 > $6 ? $3 : $6) }' >"$WORK/result.peers"
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 col() { awk -v c="$2" '{ print $c }' "$WORK/result.$1" | median; }
 echo
+read -r ow oc orss <<<"$(col ours 1) $(col ours 2) $(col ours 3)"
+cache=warm
+[ "$COLD" = 1 ] && cache=cold
+echo "Median of $RUNS runs; $(du -sh "$WORK/registry" | cut -f1) in the registry; file system $(findmnt -n -o FSTYPE -T "$WORK" | head -n 1); page cache $cache; scale 1/$SCALE; load average before: $LOAD_BEFORE"
+if [ "$PEERS" = no ]; then
+    echo "Per run (wall s, CPU s, peak RSS KiB):"
+    awk '{ printf "  run %d: pull-oci %s %s %s\n", NR, $1, $2, $3 }' "$WORK/result.ours"
+    printf '%-28s %10s %10s %16s\n' "" "wall (s)" "CPU (s)" "peak RSS (MiB)"
+    awk -v ow="$ow" -v oc="$oc" -v orss="$orss" 'BEGIN { printf "%-28s %10.2f %10.2f %16.1f\n", "systemd-import pull-oci", ow, oc, orss / 1024 }'
+    exit 0
+fi
+# skopeo+umoci add up per run (RSS: the larger).
+paste -d' ' "$WORK/result.skopeo" "$WORK/result.umoci" |
+    awk '{ printf "%.2f %.2f %d\n", $1 + $4, $2 + $5, ($3 > $6 ? $3 : $6) }' >"$WORK/result.peers"
 echo "Per run (wall s, CPU s, peak RSS KiB):"
 paste -d' ' "$WORK/result.ours" "$WORK/result.skopeo" "$WORK/result.umoci" |
     awk '{ printf "  run %d: pull-oci %s %s %s | skopeo %s %s %s | umoci %s %s %s\n", NR, $1, $2, $3, $4, $5, $6, $7, $8, $9 }'
-read -r ow oc orss <<<"$(col ours 1) $(col ours 2) $(col ours 3)"
 read -r pw pc prss <<<"$(col peers 1) $(col peers 2) $(col peers 3)"
 read -r sw uw <<<"$(col skopeo 1) $(col umoci 1)"
-echo
-echo "Median of $RUNS runs; $(du -sh "$WORK/registry" | cut -f1) in the registry; file system $(findmnt -n -o FSTYPE -T "$WORK" | head -n 1); load average before: $LOAD_BEFORE"
 awk -v ow="$ow" -v oc="$oc" -v orss="$orss" -v pw="$pw" -v pc="$pc" -v prss="$prss" \
     -v sw="$sw" -v uw="$uw" 'BEGIN {
     printf "%-28s %10s %10s %16s\n", "", "wall (s)", "CPU (s)", "peak RSS (MiB)"

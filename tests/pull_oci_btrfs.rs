@@ -1,6 +1,7 @@
 //! pull-oci on btrfs: every applied layer is a read-only subvolume named by its ChainID,
 //! shared between images (a second image with the same base downloads only what is new),
-//! and the local image is a writable snapshot of the top.
+//! each a read-only snapshot of the tree the layers are applied into, which becomes the
+//! local image (a writable snapshot of the top chain when every layer was cached).
 
 mod common;
 
@@ -95,6 +96,18 @@ fn layers_are_read_only_chain_subvolumes_shared_between_images() {
     assert_eq!(read(&base.join("etc/hostname")), b"base\n");
     assert!(base.join("var/cache/a").exists());
     assert!(std::fs::write(base.join("new"), b"x").is_err(), "read-only");
+    // Each chain is a snapshot of the one tree the layers went into, taken after its layer
+    // and before the next one wrote anything.
+    assert!(!base.join("new-file").exists() && base.join("etc/os-release").exists());
+    let middle = env.path(&chain_dir(&a_chains[1]));
+    assert_eq!(read(&middle.join("new-file")), b"new\n");
+    assert_eq!(read(&middle.join("etc/hostname")), b"upper\n");
+    assert!(!middle.join("opt").exists() && middle.join("bin").symlink_metadata().is_ok());
+    assert_layered_tree(&env.path(&chain_dir(&a_chains[2])));
+    assert!(
+        !env.path(&chain_dir(&a_chains[2])).join("scratch").exists(),
+        "the local image is not the top chain"
+    );
 
     // B shares two layers with A: only its own top layer is downloaded.
     let before = proxy.requests().len();
@@ -124,6 +137,14 @@ fn layers_are_read_only_chain_subvolumes_shared_between_images() {
     assert!(
         !env.path("ocit-b/scratch").exists(),
         "A's local changes stay in A"
+    );
+    assert!(
+        !middle.join("only-in-b").exists(),
+        "B's tree is a snapshot of the cached chain, not the chain itself"
+    );
+    assert_eq!(
+        subvolume_state(&env.path(&chain_dir(&chain_ids(&b)[2]))),
+        (true, true)
     );
 
     // Pulling A again downloads no layer at all.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use common::btrfs::BtrfsMount;
+use common::btrfs::{fiemap, BtrfsMount, FIEMAP_EXTENT_SHARED};
 use common::cli::{run, spawn_watch, CliOutput, TempRoot};
 use common::gpg::TestKey;
 use common::pull::{
@@ -950,6 +950,64 @@ fn on_btrfs_the_cache_is_a_read_only_subvolume_and_the_image_a_writable_snapshot
     assert_eq!(
         fs::metadata(&root).unwrap().permissions().mode() & 0o777,
         0o700
+    );
+}
+
+/// Whether every extent of `path` is shared with another file (FIEMAP, after a sync).
+fn all_extents_shared(path: &Path) -> bool {
+    let extents = fiemap(path);
+    !extents.is_empty() && extents.iter().all(|e| e.flags & FIEMAP_EXTENT_SHARED != 0)
+}
+
+/// Issue 15: on btrfs the local image costs no second pass over the data. With the cache
+/// kept, the image is a snapshot of the cache entry (its data shared, not written again);
+/// with `--keep-download=no` the tarball is extracted once, straight into the tree that
+/// becomes the image (no cache entry, nothing shares its data).
+#[test]
+fn on_btrfs_the_local_image_is_never_a_second_copy_of_the_data() {
+    let fs_ = BtrfsMount::new();
+    let root: PathBuf = fs_.path().join("machines");
+    let server = ImageServer::new();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let tar = Tarball::new()
+        .dir("usr/")
+        .file("usr/data.bin", &data)
+        .finish();
+    server.put(&format!("{DIR}/big.tar.gz"), compress("gzip", &tar));
+    let url = server.url(&format!("{DIR}/big.tar.gz"));
+
+    let out = pull(
+        &server,
+        &root,
+        None,
+        &["--verify=no", "pull-tar", &url, "kept"],
+    );
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let cache = root.join(cache_name(&url, None));
+    assert_eq!(fs::read(root.join("kept/usr/data.bin")).unwrap(), data);
+    assert!(
+        all_extents_shared(&root.join("kept/usr/data.bin")),
+        "the local image shares the cache entry's data"
+    );
+    assert!(all_extents_shared(&cache.join("usr/data.bin")));
+
+    let out = run(common::cli::systemd_pull()
+        .arg(format!("--image-root={}", root.display()))
+        .args(["--verify=no", "--keep-download=no", "tar", &url, "once"])
+        .env("SSL_CERT_FILE", server.ca.ca_pem_path()));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let image = root.join("once");
+    assert!(is_subvolume(&image) && !is_read_only_subvolume(&image));
+    assert_eq!(fs::read(image.join("usr/data.bin")).unwrap(), data);
+    assert!(
+        fiemap(&image.join("usr/data.bin"))
+            .iter()
+            .all(|e| e.flags & FIEMAP_EXTENT_SHARED == 0),
+        "extracted once: nothing else holds the data"
+    );
+    assert_eq!(
+        names(&root),
+        sorted(vec![cache_name(&url, None), "kept".into(), "once".into()])
     );
 }
 

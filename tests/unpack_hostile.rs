@@ -3,15 +3,17 @@
 //! fragment of the logged line) or the expected contained result, and then proves that
 //! nothing outside the root changed: the sentinel's content, mode, owner and mtime, the
 //! sentinel directory's listing, and the scratch directory itself (no new entries).
+//! The single-archive cases are the shared corpus (tests/common/hostile.rs, also fed
+//! through `systemd-import tar`); the cases here need their own limits or readers.
 
 mod common;
 
 use std::fs;
 use std::io::{Cursor, Read, Write};
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use common::tarball::{self, base256, Header, Snapshot, Tarball};
+use common::hostile::{self, symlink_chained_depth, Expect};
+use common::tarball::{self, Header, Snapshot, Tarball};
 use systemd_import::import::unpack::{Limits, Mode, Options};
 use systemd_import::util::error::Result;
 
@@ -100,10 +102,6 @@ impl Sandbox {
         }
     }
 
-    fn outside_str(&self) -> String {
-        self.outside.display().to_string()
-    }
-
     fn run(&self, data: &[u8], mode: Mode) -> Result<systemd_import::import::unpack::Stats> {
         tarball::unpack_bytes(&self.root, data, mode)
     }
@@ -130,14 +128,6 @@ impl Sandbox {
             b"sentinel content"
         );
     }
-
-    fn expect_err(&self, data: &[u8], mode: Mode, errno: i32, fragment: &str) {
-        let err = self
-            .run(data, mode)
-            .expect_err("hostile archive was accepted");
-        check_err(&err, errno, fragment);
-        self.check();
-    }
 }
 
 /// The errno, a fragment of the message, and that exactly that one line was logged.
@@ -152,525 +142,42 @@ fn check_err(err: &systemd_import::util::error::Error, errno: i32, fragment: &st
     );
 }
 
-fn archive(build: impl FnOnce(&mut Tarball, &str)) -> impl FnOnce(&Sandbox) -> Vec<u8> {
-    move |sb| {
-        let mut t = Tarball::new();
-        build(&mut t, &sb.outside_str());
-        t.finish()
-    }
-}
-
+/// Every case of the shared corpus (tests/common/hostile.rs), each in a fresh sandbox.
 #[test]
-fn absolute_names_are_contained() {
-    let sb = Sandbox::new();
-    let data = archive(|t, out| {
-        t.file(&format!("{out}/sentinel"), b"overwritten?");
-        t.file("/abs-file", b"a");
-    })(&sb);
-    sb.run(&data, Mode::Plain).unwrap();
-    assert_eq!(
-        take_lines(log::Level::Warn),
-        ["Removing leading '/' from member names."]
-    );
-    let inside = sb
-        .root
-        .join(sb.outside.strip_prefix("/").unwrap())
-        .join("sentinel");
-    assert_eq!(fs::read(inside).unwrap(), b"overwritten?");
-    assert_eq!(fs::read(sb.root.join("abs-file")).unwrap(), b"a");
-    sb.check();
-}
-
-#[test]
-fn dotdot_names_are_refused() {
-    for name in [
-        "../outside/sentinel",
-        "a/../../outside/sentinel",
-        "a/b/../c",
-        "..",
-    ] {
+fn the_corpus() {
+    let probe = Sandbox::new();
+    let count = hostile::corpus(&probe.outside).len();
+    drop(probe);
+    for index in 0..count {
         let sb = Sandbox::new();
-        let mut t = Tarball::new();
-        t.file(name, b"evil");
-        sb.expect_err(
-            &t.finish(),
-            Mode::Plain,
-            libc::EINVAL,
-            "member name contains '..'",
-        );
-    }
-    // The same through a PAX path and a GNU long name.
-    let sb = Sandbox::new();
-    let mut t = Tarball::new();
-    t.pax(&[("path", b"../outside/sentinel")])
-        .file("harmless", b"evil");
-    sb.expect_err(
-        &t.finish(),
-        Mode::Oci,
-        libc::EINVAL,
-        "'../outside/sentinel': member name contains '..'",
-    );
-    let mut t = Tarball::new();
-    t.gnu_long(b'L', b"x/../../../outside/sentinel")
-        .file("harmless", b"evil");
-    sb.expect_err(
-        &t.finish(),
-        Mode::Aufs,
-        libc::EINVAL,
-        "member name contains '..'",
-    );
-}
-
-#[test]
-fn symlink_parent_in_the_same_archive() {
-    // Absolute target: resolved inside the root, where it does not exist.
-    let sb = Sandbox::new();
-    let data = archive(|t, out| {
-        t.symlink("evil", out).file("evil/sentinel", b"evil");
-    })(&sb);
-    sb.expect_err(
-        &data,
-        Mode::Plain,
-        libc::EEXIST,
-        "cannot open or create parent directory 'evil'",
-    );
-
-    // '../..' target: clamped at the root, so it lands in the root's own 'outside'.
-    let sb = Sandbox::new();
-    let mut t = Tarball::new();
-    t.dir("outside")
-        .symlink("evil", "../../../outside")
-        .file("evil/sentinel", b"contained");
-    sb.run(&t.finish(), Mode::Plain).unwrap();
-    assert_eq!(
-        fs::read(sb.root.join("outside/sentinel")).unwrap(),
-        b"contained"
-    );
-    sb.check();
-}
-
-#[test]
-fn symlink_parent_in_a_lower_layer() {
-    for mode in [Mode::Plain, Mode::Aufs, Mode::Oci] {
-        let sb = Sandbox::new();
-        symlink(&sb.outside, sb.root.join("lowerlink")).unwrap();
-        symlink("../outside", sb.root.join("relative")).unwrap();
-        let mut t = Tarball::new();
-        t.file("lowerlink/sentinel", b"evil");
-        sb.expect_err(&t.finish(), mode, libc::EEXIST, "'lowerlink/sentinel'");
-        let mut t = Tarball::new();
-        t.file("relative/sentinel-dir/new", b"evil");
-        sb.expect_err(
-            &t.finish(),
-            mode,
-            libc::EEXIST,
-            "'relative/sentinel-dir/new'",
-        );
-    }
-}
-
-#[test]
-fn symlink_chains_stay_inside() {
-    let sb = Sandbox::new();
-    let data = archive(|t, out| {
-        t.symlink("a", "b")
-            .symlink("b", "c")
-            .symlink("c", "../../outside");
-        t.symlink("d", out);
-        t.symlink("e", "d");
-        t.file("a/sentinel", b"chain");
-    })(&sb);
-    sb.expect_err(&data, Mode::Plain, libc::EEXIST, "'a/sentinel'");
-    let mut t = Tarball::new();
-    t.file("e/sentinel", b"chain");
-    sb.expect_err(&t.finish(), Mode::Plain, libc::EEXIST, "'e/sentinel'");
-}
-
-#[test]
-fn symlink_to_slash_resolves_to_the_root() {
-    let sb = Sandbox::new();
-    let mut t = Tarball::new();
-    t.symlink("rootlink", "/")
-        .symlink("up", "../../../../..")
-        .file("rootlink/etc-file", b"r");
-    t.file("up/via-up", b"u");
-    sb.run(&t.finish(), Mode::Plain).unwrap();
-    assert_eq!(fs::read(sb.root.join("etc-file")).unwrap(), b"r");
-    assert_eq!(fs::read(sb.root.join("via-up")).unwrap(), b"u");
-    sb.check();
-}
-
-#[test]
-fn hardlink_escapes_are_refused() {
-    let sb = Sandbox::new();
-    let mut t = Tarball::new();
-    t.hardlink("h", "../outside/sentinel");
-    sb.expect_err(&t.finish(), Mode::Plain, libc::EINVAL, "contains '..'");
-
-    let data = archive(|t, out| {
-        t.hardlink("h", &format!("{out}/sentinel"));
-    })(&sb);
-    sb.expect_err(&data, Mode::Plain, libc::ENOENT, "does not exist");
-
-    let data = archive(|t, out| {
-        t.symlink("evil", out).hardlink("h", "evil/sentinel");
-    })(&sb);
-    sb.expect_err(
-        &data,
-        Mode::Oci,
-        libc::ENOENT,
-        "hard link target 'evil/sentinel' does not exist",
-    );
-
-    let mut t = Tarball::new();
-    t.hardlink("h", "missing");
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::ENOENT,
-        "'h': hard link target 'missing' does not exist",
-    );
-
-    let mut t = Tarball::new();
-    t.dir("d").hardlink("h", "d");
-    sb.expect_err(&t.finish(), Mode::Plain, libc::EPERM, "is a directory");
-
-    let mut t = Tarball::new();
-    t.hardlink("h", "/");
-    sb.expect_err(&t.finish(), Mode::Plain, libc::EPERM, "root directory");
-}
-
-#[test]
-fn hardlink_to_a_symlink_links_the_symlink_itself() {
-    let sb = Sandbox::new();
-    let data = archive(|t, out| {
-        t.symlink("s", &format!("{out}/sentinel"))
-            .hardlink("h", "s");
-        // Writing a member over the hard link replaces it; the target is not opened.
-        t.file("h", b"evil");
-    })(&sb);
-    sb.run(&data, Mode::Plain).unwrap();
-    assert!(fs::symlink_metadata(sb.root.join("s"))
-        .unwrap()
-        .file_type()
-        .is_symlink());
-    assert_eq!(fs::read(sb.root.join("h")).unwrap(), b"evil");
-    sb.check();
-    // A lower file hard-linked to the outside cannot exist, but a lower hard link group
-    // inside the root keeps its other names unchanged when one name is replaced.
-    fs::write(sb.root.join("lower"), b"lower").unwrap();
-    fs::hard_link(sb.root.join("lower"), sb.root.join("other-name")).unwrap();
-    let mut t = Tarball::new();
-    t.file("lower", b"replaced");
-    sb.run(&t.finish(), Mode::Oci).unwrap();
-    assert_eq!(fs::read(sb.root.join("other-name")).unwrap(), b"lower");
-    sb.check();
-}
-
-#[test]
-fn root_as_a_symlink_is_refused() {
-    // CVE-2021-29136: a `/.` symlink.
-    for name in [".", "/.", "./", "/"] {
-        let sb = Sandbox::new();
-        let data = archive(|t, out| {
-            t.symlink(name, out).file("sentinel", b"evil");
-        })(&sb);
-        sb.expect_err(
-            &data,
-            Mode::Oci,
-            libc::EINVAL,
-            "names the root directory but is not a directory",
-        );
-    }
-    // As a directory it only sets the root's attributes.
-    let sb = Sandbox::new();
-    let mut t = Tarball::new();
-    t.entry(&Header::dir("./").mode(0o700), b"");
-    sb.run(&t.finish(), Mode::Plain).unwrap();
-    sb.check();
-}
-
-#[test]
-fn whiteouts_through_symlinks_stay_inside() {
-    for target in ["abs", "../outside", "../../outside"] {
-        let sb = Sandbox::new();
-        let target = if target == "abs" {
-            sb.outside_str()
-        } else {
-            target.to_string()
-        };
-        symlink(&target, sb.root.join("link")).unwrap();
-        let mut t = Tarball::new();
-        t.file("link/.wh.sentinel", b"")
-            .file("link/.wh.sentinel-dir", b"");
-        t.file("link/sentinel-dir/.wh..wh..opq", b"");
-        t.file("link/.wh..wh..opq", b"");
-        sb.run(&t.finish(), Mode::Oci).unwrap();
-        assert!(fs::symlink_metadata(sb.root.join("link"))
-            .unwrap()
-            .file_type()
-            .is_symlink());
-        sb.check();
-        // Whiting out the link itself removes the link, not its target.
-        let mut t = Tarball::new();
-        t.file(".wh.link", b"");
-        sb.run(&t.finish(), Mode::Aufs).unwrap();
-        assert!(!sb.root.join("link").exists());
-        sb.check();
-    }
-}
-
-#[test]
-fn whiteouts_of_dot_and_dotdot_are_refused() {
-    // `.wh...` at the top would name the root's parent.
-    for name in [".wh..", ".wh...", "sub/.wh...", "sub/.wh.."] {
-        for mode in [Mode::Aufs, Mode::Oci] {
-            let sb = Sandbox::new();
-            fs::create_dir(sb.root.join("sub")).unwrap();
-            fs::write(sb.root.join("sub/lower"), b"l").unwrap();
-            let mut t = Tarball::new();
-            t.file(name, b"");
-            sb.expect_err(&t.finish(), mode, libc::EINVAL, "whiteout of '.' or '..'");
-            assert!(sb.root.join("sub/lower").exists());
+        let case = hostile::corpus(&sb.outside).swap_remove(index);
+        let label = &case.label;
+        if let Some(lower) = &case.lower {
+            lower(&sb.root, &sb.outside);
         }
-    }
-}
-
-#[test]
-fn directory_entry_over_a_symlink_to_outside() {
-    let sb = Sandbox::new();
-    symlink(&sb.outside, sb.root.join("lowerdir")).unwrap();
-    let data = archive(|t, out| {
-        t.symlink("samedir", out);
-        t.entry(
-            &Header::dir("samedir")
-                .mode(0o777)
-                .owner(1234, 1234)
-                .mtime(1),
-            b"",
-        );
-        t.entry(
-            &Header::dir("lowerdir")
-                .mode(0o777)
-                .owner(1234, 1234)
-                .mtime(1),
-            b"",
-        );
-    })(&sb);
-    sb.run(&data, Mode::Oci).unwrap();
-    for d in ["samedir", "lowerdir"] {
-        assert!(
-            fs::symlink_metadata(sb.root.join(d)).unwrap().is_dir(),
-            "{d}"
-        );
-    }
-    sb.check();
-}
-
-#[test]
-fn a_directory_replaced_by_a_symlink_gets_no_delayed_attributes() {
-    // The directory's owner/mode/mtime are applied after its children; by then it is a
-    // symlink to the outside, which must not receive them.
-    let sb = Sandbox::new();
-    let data = archive(|t, out| {
-        t.entry(
-            &Header::dir("d").mode(0o777).owner(1234, 1234).mtime(1),
-            b"",
-        );
-        t.symlink("d", &format!("{out}/sentinel-dir"));
-        t.entry(&Header::symlink("d2", "../outside/sentinel-dir"), b"");
-        t.file("after", b"x");
-    })(&sb);
-    sb.run(&data, Mode::Plain).unwrap();
-    sb.check();
-    // And a parent cached before the replacement is not reused afterwards.
-    let data = archive(|t, out| {
-        t.dir("p")
-            .file("p/one", b"1")
-            .symlink("p", out)
-            .file("p/sentinel", b"evil");
-    })(&sb);
-    sb.expect_err(&data, Mode::Plain, libc::EEXIST, "'p/sentinel'");
-}
-
-#[test]
-fn metadata_of_symlinks_is_set_without_following() {
-    let sb = Sandbox::new();
-    let data = archive(|t, out| {
-        t.entry(
-            &Header::symlink("s", format!("{out}/sentinel"))
-                .owner(1234, 4321)
-                .mode(0o777)
-                .mtime(5),
-            b"",
-        );
-        t.pax(&[("SCHILY.xattr.trusted.evil", b"1")]);
-        t.entry(
-            &Header::symlink("s2", "../outside/sentinel")
-                .owner(1234, 4321)
-                .mtime(5),
-            b"",
-        );
-    })(&sb);
-    sb.run(&data, Mode::Plain).unwrap();
-    let md = fs::symlink_metadata(sb.root.join("s")).unwrap();
-    use std::os::unix::fs::MetadataExt;
-    assert_eq!((md.uid(), md.gid(), md.mtime()), (1234, 4321, 5));
-    assert!(tarball::xattrs(&sb.root.join("s2")).contains_key(&b"trusted.evil"[..]));
-    sb.check();
-    // A later member of another type at that path replaces the symlink.
-    for entry in [
-        Header::file("s").mode(0o4777),
-        Header::new("s", b'6'),
-        Header::new("s", b'3').dev(1, 3),
-    ] {
-        let mut t = Tarball::new();
-        t.entry(&entry.owner(1234, 1234), b"");
-        sb.run(&t.finish(), Mode::Plain).unwrap();
-        assert!(!fs::symlink_metadata(sb.root.join("s"))
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        match case.expect {
+            Expect::Refused(errno, fragment) => {
+                let err = sb
+                    .run(&case.bytes, case.mode)
+                    .expect_err(&format!("{label}: hostile archive was accepted"));
+                check_err(&err, errno, fragment);
+            }
+            Expect::Contained => {
+                if let Err(e) = sb.run(&case.bytes, case.mode) {
+                    panic!("{label}: {e}");
+                }
+                if let Some(inside) = &case.inside {
+                    inside(&sb.root, &sb.outside);
+                }
+            }
+        }
+        // (Refused names may warn about a leading '/' before they are refused.)
+        let warnings = take_lines(log::Level::Warn);
+        if !case.warnings.is_empty() {
+            assert_eq!(warnings, case.warnings, "{label}");
+        }
         sb.check();
-        fs::remove_file(sb.root.join("s")).unwrap();
-        symlink(sb.outside.join("sentinel"), sb.root.join("s")).unwrap();
     }
-}
-
-#[test]
-fn device_nodes_through_symlinks_stay_inside() {
-    let sb = Sandbox::new();
-    let data = archive(|t, out| {
-        t.symlink("dev", out);
-        t.entry(&Header::new("dev/evil", b'3').dev(1, 3), b"");
-    })(&sb);
-    sb.expect_err(&data, Mode::Plain, libc::EEXIST, "'dev/evil'");
-    let mut t = Tarball::new();
-    t.entry(&Header::new("../outside/node", b'4').dev(7, 0), b"");
-    sb.expect_err(&t.finish(), Mode::Plain, libc::EINVAL, "contains '..'");
-}
-
-#[test]
-fn huge_and_negative_sizes() {
-    let sb = Sandbox::new();
-    // Larger than the total limit allows: refused before anything is created.
-    let mut t = Tarball::new();
-    t.entry(
-        &Header::file("huge").gnu().patch(124, base256(1 << 40, 12)),
-        b"",
-    );
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EFBIG,
-        "'huge': size 1099511627776 exceeds",
-    );
-    assert!(!sb.root.join("huge").exists());
-    // Larger than the rest of the stream.
-    let mut t = Tarball::new();
-    t.entry(&Header::file("short").size(1 << 30), b"only this");
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EBADMSG,
-        "'short': unexpected end of archive",
-    );
-    // Negative base-256.
-    let mut t = Tarball::new();
-    t.entry(
-        &Header::file("neg").gnu().patch(124, base256(-512, 12)),
-        b"",
-    );
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EBADMSG,
-        "'neg': size field is negative",
-    );
-    let mut t = Tarball::new();
-    t.entry(
-        &Header::file("neguid").gnu().patch(108, base256(-1, 8)),
-        b"",
-    );
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EBADMSG,
-        "uid field is negative",
-    );
-}
-
-#[test]
-fn bogus_pax_records() {
-    let sb = Sandbox::new();
-    let cases: [(&[u8], &str); 6] = [
-        (b"99 path=short\n", "does not fit"),
-        (b"15 pathnoequal\n", "without '='"),
-        (
-            b"99999999999999999999999999 path=x\n",
-            "PAX record without a length",
-        ),
-        (b"18446744073709551617 path=x\n", "overflows"),
-        (b"12 path=a\0b\n", "contains a NUL byte"),
-        (b"12 size=-12\n", "invalid number"),
-    ];
-    for (body, fragment) in cases {
-        let mut t = Tarball::new();
-        t.pax_raw(b'x', body).file("f", b"");
-        sb.expect_err(&t.finish(), Mode::Plain, libc::EBADMSG, fragment);
-    }
-    let mut t = Tarball::new();
-    t.pax_raw(b'g', b"10 uid=x1\n").file("f", b"");
-    sb.expect_err(&t.finish(), Mode::Plain, libc::EBADMSG, "invalid number");
-    // A PAX header directly before the end-of-archive marker.
-    let mut t = Tarball::new();
-    t.pax(&[("path", b"x")]);
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EBADMSG,
-        "end-of-archive marker after an extended header",
-    );
-}
-
-#[test]
-fn oversized_headers_and_names() {
-    let sb = Sandbox::new();
-    let mut t = Tarball::new();
-    t.pax_raw(b'x', &tarball::pax_record("comment", &vec![b'c'; 2 << 20]))
-        .file("f", b"");
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EFBIG,
-        "PAX header of 2097169 bytes exceeds the limit",
-    );
-    let mut t = Tarball::new();
-    t.gnu_long(b'L', &vec![b'n'; (1 << 20) + 1]).file("f", b"");
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EFBIG,
-        "GNU long name of 1048578 bytes exceeds",
-    );
-    let mut t = Tarball::new();
-    t.pax(&[("path", "p/".repeat(2100).as_bytes())])
-        .file("f", b"");
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::ENAMETOOLONG,
-        "member name of 4200 bytes exceeds the limit of 4096",
-    );
-    let mut t = Tarball::new();
-    t.pax(&[("linkpath", "l".repeat(5000).as_bytes())])
-        .symlink("s", "x");
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::ENAMETOOLONG,
-        "link target of 5000 bytes",
-    );
 }
 
 #[test]
@@ -781,130 +288,6 @@ fn decompression_bomb_is_stopped_by_the_total_limit() {
 }
 
 #[test]
-fn truncated_archives() {
-    let sb = Sandbox::new();
-    let mut t = Tarball::new();
-    t.file("a", b"complete").file("b", &[7u8; 3000]);
-    let full = t.finish();
-    sb.expect_err(
-        &full[..512 + 512 + 300],
-        Mode::Plain,
-        libc::EBADMSG,
-        "ends inside a header block",
-    );
-    sb.expect_err(
-        &full[..512 + 512 + 512 + 1000],
-        Mode::Plain,
-        libc::EBADMSG,
-        "'b': unexpected end of archive",
-    );
-    let mut t = Tarball::new();
-    t.pax(&[("path", b"x")]);
-    let data = t.data.clone();
-    sb.expect_err(
-        &data[..600],
-        Mode::Plain,
-        libc::EBADMSG,
-        "unexpected end of archive",
-    );
-    // A corrupted header.
-    let mut t = Tarball::new();
-    let mut h = Header::file("bad");
-    h.bad_checksum = true;
-    t.entry(&h, b"");
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EBADMSG,
-        "header checksum mismatch",
-    );
-}
-
-#[test]
-fn sparse_maps_pointing_past_the_size() {
-    let sb = Sandbox::new();
-    // Old GNU sparse: one segment 4096+512 in a file of real size 1024.
-    let mut map = Vec::new();
-    map.extend_from_slice(b"00000010000\0"); // offset 4096
-    map.extend_from_slice(b"00000001000\0"); // length 512
-    let h = Header::new("sparse", b'S')
-        .gnu()
-        .patch(386, &map)
-        .patch(483, b"00000002000\0");
-    let mut t = Tarball::new();
-    t.entry(&h, &[1u8; 512]);
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EBADMSG,
-        "lies beyond the file size 1024",
-    );
-    // PAX 1.0: the map in the data.
-    let mut t = Tarball::new();
-    t.pax(&[
-        ("GNU.sparse.major", b"1"),
-        ("GNU.sparse.minor", b"0"),
-        ("GNU.sparse.name", b"s"),
-        ("GNU.sparse.realsize", b"100"),
-    ]);
-    let mut body = b"1\n50\n100\n".to_vec();
-    body.resize(512, 0);
-    body.extend_from_slice(&[2u8; 100]);
-    t.file("GNUSparseFile.0/s", &body);
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EBADMSG,
-        "lies beyond the file size 100",
-    );
-    // PAX 0.1: more data than stored.
-    let mut t = Tarball::new();
-    t.pax(&[
-        ("GNU.sparse.size", b"100000"),
-        ("GNU.sparse.map", b"0,5000"),
-    ]);
-    t.file("s", &[3u8; 10]);
-    sb.expect_err(
-        &t.finish(),
-        Mode::Plain,
-        libc::EBADMSG,
-        "describes 5000 bytes but the entry stores 10",
-    );
-    // Overlapping segments.
-    let mut t = Tarball::new();
-    t.pax(&[
-        ("GNU.sparse.size", b"100"),
-        ("GNU.sparse.map", b"0,10,5,10"),
-    ]);
-    t.file("s", &[3u8; 20]);
-    sb.expect_err(&t.finish(), Mode::Plain, libc::EBADMSG, "overlap");
-}
-
-#[test]
-fn sparse_map_longer_than_the_entry() {
-    // PAX 1.0 keeps the map at the start of the content; a content that ends inside
-    // the map (here: empty, then cut after the count) is refused, not read past.
-    for content in [&b""[..], b"1\n", b"1\n4096\n"] {
-        let sb = Sandbox::new();
-        let mut t = Tarball::new();
-        t.pax(&[
-            ("GNU.sparse.major", b"1"),
-            ("GNU.sparse.minor", b"0"),
-            ("GNU.sparse.name", b"s"),
-            ("GNU.sparse.realsize", b"8192"),
-        ]);
-        t.file("GNUSparseFile.0/s", content);
-        t.file("after", b"the next member");
-        sb.expect_err(
-            &t.finish(),
-            Mode::Plain,
-            libc::EBADMSG,
-            "'s': sparse map is larger than the entry",
-        );
-    }
-}
-
-#[test]
 fn errors_from_the_input_pass_through() {
     struct Failing(u32);
     impl Read for Failing {
@@ -955,42 +338,9 @@ fn trailing_data_is_consumed() {
     sb.check();
 }
 
-/// `a/a/…/a` (`levels` deep), then symlinks `t1`, `t2`, … each pointing at the bottom of
-/// the previous chunk, each followed by a chunk below it: every chunk adds `levels`
-/// physical levels, although no name has more than `levels` components.
-fn symlink_chained_depth(chunks: usize, levels: usize) -> Vec<u8> {
-    let chunk = vec!["a"; levels].join("/");
-    let mut t = Tarball::new();
-    t.long_entry(&Header::dir(&chunk), b"");
-    let mut bottom = chunk.clone();
-    for k in 1..chunks {
-        let link = format!("t{k}");
-        t.pax(&[("linkpath", bottom.as_bytes())])
-            .entry(&Header::symlink(&link, "x"), b"");
-        bottom = format!("{link}/{chunk}");
-        t.long_entry(&Header::dir(&bottom), b"");
-    }
-    // Replacing the top of that tree walks all of it.
-    t.file("a", b"replaces the deep tree");
-    t.finish()
-}
-
 #[test]
 fn trees_deeper_than_names_can_spell_are_refused() {
-    // Five chunks of 2000 levels made a tree 10,000 deep, and removing it (the last
-    // member) overflowed the unpacking thread's stack: an abort, not an error.
-    let sb = Sandbox::new();
-    sb.expect_err(
-        &symlink_chained_depth(5, 2000),
-        Mode::Plain,
-        libc::ENAMETOOLONG,
-        "'t1/a/a/a/",
-    );
-    assert!(
-        take_lines(log::Level::Warn).is_empty(),
-        "nothing else to report"
-    );
-    // The limit counts physical levels below the root.
+    // (Five chunks of 2000 levels: the corpus.) The limit counts physical levels below the root.
     let sb = Sandbox::new();
     let mut options = Options::new(Mode::Oci);
     options.limits.max_depth = 30;

@@ -13,6 +13,7 @@ pub mod fault_proxy;
 pub mod fleet_registry;
 pub mod fsmeta;
 pub mod gpg;
+pub mod hostile;
 pub mod http;
 pub mod importd;
 pub mod isolate;

@@ -369,6 +369,20 @@ pub fn snapshot(root: &Path) -> Snapshot {
     out
 }
 
+/// [`snapshot`] without directory mtimes (those of directories an archive does not
+/// describe are the time of the run).
+pub fn snapshot_without_dir_mtimes(root: &Path) -> Snapshot {
+    snapshot(root)
+        .into_iter()
+        .map(|(p, mut n)| {
+            if n.kind == "dir" {
+                n.mtime = (0, 0);
+            }
+            (p, n)
+        })
+        .collect()
+}
+
 /// Human-readable differences between two snapshots (empty if equal).
 pub fn diff(expected: &Snapshot, actual: &Snapshot) -> Vec<String> {
     let mut out = Vec::new();

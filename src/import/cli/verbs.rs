@@ -6,6 +6,8 @@ use super::personality::{Invocation, Personality};
 use super::program_short_name;
 use crate::import;
 use crate::import::dkr::{DkrImport, DkrRequest};
+use crate::import::local::{LocalImport, Work};
+use crate::import::oci::archive::{self, ArchiveRequest, ArchiveSource};
 use crate::import::oci::credentials::CredentialStore;
 use crate::import::oci::platform::Platform;
 use crate::import::oci::reference::{ImageName, ReferenceError};
@@ -389,10 +391,58 @@ pub fn pull_dkr(inv: &Invocation, args: &[String]) -> i32 {
 
 pub fn pull_oci(inv: &Invocation, args: &[String]) -> i32 {
     let settings = inv.settings;
+    if let Some(source) = ArchiveSource::parse(&args[1]) {
+        let Ok(req) = validate_archive_request(settings, source, args.get(2)) else {
+            return 1;
+        };
+        let root = req.image_root.clone();
+        let work: Work = Box::new(move |cancel, progress| archive::run(req, cancel, progress));
+        return import::run(LocalImport::new("Imported", root, work));
+    }
     let Ok(req) = validate_oci_request(settings, &args[1..]) else {
         return 1;
     };
     import::run(OciImport::new(req))
+}
+
+/// pull-oci's words when REF names an archive or layout (`oci-archive:`,
+/// `docker-archive:`, `oci:`).
+fn validate_archive_request(
+    settings: &Settings,
+    source: ArchiveSource,
+    local: Option<&String>,
+) -> Result<ArchiveRequest, ()> {
+    let platform = oci_platform(settings)?;
+    let local = local.cloned().unwrap_or_else(|| source.local_name());
+    let text = format!("{}", source.path.display());
+    let local = if local.is_empty() || local == "-" {
+        log::info!("Importing '{text}'.");
+        None
+    } else {
+        check_local(settings, &local)?;
+        log::info!("Importing '{text}', saving as '{local}'.");
+        Some(local)
+    };
+    Ok(ArchiveRequest {
+        source,
+        local,
+        image_root: settings.image_root.clone(),
+        force: settings.force,
+        platform,
+        layer_size_max: settings
+            .layer_size_max
+            .unwrap_or(crate::import::job::DEFAULT_SIZE_MAX),
+    })
+}
+
+/// `--platform=`, or ours.
+fn oci_platform(settings: &Settings) -> Result<Platform, ()> {
+    match &settings.platform {
+        Some(p) => Platform::parse(p).ok_or_else(|| {
+            log::error!("Platform '{p}' is not valid, expected OS/ARCH[/VARIANT].");
+        }),
+        None => Ok(Platform::native()),
+    }
 }
 
 /// The checks of pull-oci's words (`REF [LOCAL]`), in the style of the other verbs.
@@ -410,12 +460,7 @@ fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequ
         ),
     })?;
     let reference = name.clone().into_reference();
-    let platform = match &settings.platform {
-        Some(p) => Platform::parse(p).ok_or_else(|| {
-            log::error!("Platform '{p}' is not valid, expected OS/ARCH[/VARIANT].");
-        })?,
-        None => Platform::native(),
-    };
+    let platform = oci_platform(settings)?;
     let local = args
         .get(1)
         .cloned()

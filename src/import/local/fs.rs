@@ -1,7 +1,8 @@
 //! `systemd-import-fs run DIRECTORY [NAME]`: a directory tree made an image: a snapshot
 //! where DIRECTORY is a btrfs subvolume on the same file system, else a new subvolume
 //! (btrfs) or directory filled with a faithful copy (data reflinked where the file
-//! system can), marked read-only if asked and moved into place as `<root>/<NAME>`.
+//! system can), marked read-only if asked and moved into place as `<root>/<NAME>`. With
+//! `--btrfs-subvol=no` always a plain directory filled by a copy.
 //!
 //! Deviation from systemd 252: its last line, "Directory '…' successfully installed.
 //! Exiting.", is followed here by the runner's "Operation completed successfully." and
@@ -26,8 +27,13 @@ pub(super) fn run(req: ImportRequest, cancel: &AtomicBool) -> Result<()> {
         fs::rm_rf(target.path())?;
     }
     target.make_parents();
-    fs::snapshot_or_copy(&source, target.path(), false, Some(cancel))
-        .map_err(|e| log_error_errno!(e.clone(), "Failed to copy directory: {}", e))?;
+    // --btrfs-subvol=no: a plain directory, never a snapshot or a subvolume.
+    let copied = if req.btrfs_subvol {
+        fs::snapshot_or_copy(&source, target.path(), false, Some(cancel))
+    } else {
+        fs::copy_as_directory(&source, target.path(), Some(cancel))
+    };
+    copied.map_err(|e| log_error_errno!(e.clone(), "Failed to copy directory: {}", e))?;
     let tree = fs::open_dir(target.path())?;
     if req.sync {
         sync_fs(&tree).map_err(|e| log_error_errno!(e.clone(), "Failed to sync: {}", e))?;

@@ -294,7 +294,7 @@ pub fn sync_fs(fd: &OwnedFd) -> Result<()> {
 }
 
 /// The blocking work of one local import or export.
-type Work = Box<dyn FnOnce(&AtomicBool, &Progress) -> Result<()> + Send>;
+pub type Work = Box<dyn FnOnce(&AtomicBool, &Progress) -> Result<()> + Send>;
 
 /// One local import or export: the event loop's data while its work runs as a step.
 /// Field order is drop order: the lifecycle first (it cancels and joins the task, which
@@ -315,7 +315,9 @@ pub struct LocalImport {
 }
 
 impl LocalImport {
-    fn new(verb: &'static str, image_root: PathBuf, work: Work) -> Result<Self> {
+    /// Any other blocking import or export `work` (pull-oci's archive sources), with its
+    /// temporaries below `image_root`; `verb` is "Imported" or "Exported".
+    pub fn new(verb: &'static str, image_root: PathBuf, work: Work) -> Result<Self> {
         Ok(LocalImport {
             lifecycle: Lifecycle::new(),
             work: Some(work),

@@ -3,21 +3,24 @@
 //! The layer's blob arrives in its spool file, possibly still downloading (the reader
 //! reaches its end only once its size and sha256 were verified). The
 //! *decompress* thread reads it, undoes gzip or zstd (detected from the first bytes) and
-//! hands fixed-size buffers over a bounded queue to the calling thread, which hashes the
-//! plain tar stream (the DiffID) while the unpacker applies it. Decompression and
-//! extraction thus run on both cores at once, and memory stays at a few buffers whatever
-//! the layer's size. Detection, decoders and hashing are `import::stream`'s; the threads
-//! and the queue are this file's.
+//! hands fixed-size buffers over a bounded queue to the *DiffID* thread, which hashes the
+//! plain tar stream and passes each buffer on over a second bounded queue to the calling
+//! thread, where the unpacker applies it. Decompression, hashing and extraction thus
+//! spread over both cores whichever of them a layer makes the heaviest, and memory stays
+//! at a few buffers whatever the layer's size. Detection and decoders are
+//! `import::stream`'s; the threads and the queues are this file's.
 //!
-//! The target is prepared here as well: on btrfs a snapshot of the parent layer's
-//! subvolume (or a new subvolume for the base layer), made read-only once the DiffID
-//! checked out; elsewhere the one directory the layers are applied into in turn. Nothing
-//! here is visible under a final name: the caller renames after success, and removes the
-//! temporary target on failure.
+//! The target is prepared here as well: the one tree the layers are applied into in turn
+//! (made by the first layer applied: on btrfs a subvolume, a writable snapshot of the
+//! highest cached chain when there is one), and on btrfs, once the DiffID checked out, a
+//! read-only snapshot of that tree as the layer's chain subvolume. One snapshot per layer
+//! is one btrfs transaction commit (and a flush of the tree's dirty data) per layer; the
+//! tree itself becomes the local image. Nothing here is visible under a final name: the
+//! caller renames after success, and removes the temporary tree and chain on failure.
 
 use std::io::{self, BufReader, Read};
-use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use sha2::{Digest as _, Sha256};
 use super::digest::Digest;
 use super::spool::SpoolReader;
 use crate::import::store::{self, TempPath};
-use crate::import::stream::{self, HashingReader};
+use crate::import::stream;
 use crate::import::unpack::{self, Mode};
 use crate::log_error_errno;
 use crate::util::btrfs;
@@ -37,21 +40,52 @@ use crate::util::fs;
 
 /// Size of the buffers between the two threads.
 const CHUNK: usize = 256 << 10;
-/// Buffers in flight: bounds the memory of one layer's pipeline to about 1.5 MiB.
+/// Buffers in each queue: bounds the memory of one layer's pipeline to about 2.5 MiB.
 const QUEUE: usize = 4;
 /// Read buffer of the spool file.
 const READ_BUFFER: usize = 256 << 10;
 
 /// Where the layer goes.
-pub enum Target {
-    /// btrfs: `path` is created as a snapshot of `parent` (or as an empty subvolume for the
-    /// base layer) and made read-only once the layer checked out.
-    Subvolume {
-        parent: Option<PathBuf>,
-        path: PathBuf,
-    },
-    /// A plain directory that already holds the lower layers (created first if `create`).
-    Directory { path: PathBuf, create: bool },
+pub struct Target {
+    /// The tree the layers are applied into in turn (a subvolume on btrfs).
+    pub tree: PathBuf,
+    /// How the tree comes to be, if this is the first layer applied.
+    pub make: Make,
+    /// btrfs: where the read-only snapshot of the tree goes once the layer checked out
+    /// (a temporary name: the caller moves it into place as the layer's chain).
+    pub chain: Option<PathBuf>,
+}
+
+/// How the tree comes to be.
+pub enum Make {
+    /// It holds the layers below already.
+    Existing,
+    /// A new subvolume (btrfs) or directory (elsewhere): the base layer.
+    New,
+    /// btrfs: a writable snapshot of the highest chain subvolume present.
+    SnapshotOf(PathBuf),
+}
+
+/// A layer's blob as it is read here: a spool, possibly still downloading (pull-oci from a
+/// registry), or a blob already verified and complete (an archive source's member).
+pub enum LayerBlob {
+    Spool(SpoolReader),
+    Verified(Box<dyn Read + Send>),
+}
+
+impl From<SpoolReader> for LayerBlob {
+    fn from(reader: SpoolReader) -> Self {
+        LayerBlob::Spool(reader)
+    }
+}
+
+impl Read for LayerBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            LayerBlob::Spool(r) => r.read(buf),
+            LayerBlob::Verified(r) => r.read(buf),
+        }
+    }
 }
 
 /// One layer to apply.
@@ -61,7 +95,7 @@ pub struct ApplyWork {
     /// The DiffID the config promises.
     pub diff_id: Digest,
     /// The blob, possibly still downloading.
-    pub input: SpoolReader,
+    pub input: LayerBlob,
     /// The spool's owner when this is its last use: removed when the work ends.
     pub spool_owned: Option<TempPath>,
     pub target: Target,
@@ -94,112 +128,141 @@ pub fn apply(work: ApplyWork) -> Result<()> {
             diff_id
         ));
     }
-    if let Target::Subvolume { path, .. } = &target {
-        btrfs::subvol_set_read_only(root.as_fd(), true).map_err(|e| {
-            log_error_errno!(
-                e.clone(),
-                "Failed to make {} read-only: {}",
-                path.display(),
-                e
-            )
-        })?;
+    if let Some(chain) = &target.chain {
+        snapshot(root.as_fd(), &target.tree, chain, true)?;
     }
     Ok(())
 }
 
-/// Create the target if needed and open it.
-fn prepare_target(target: &Target) -> Result<std::os::fd::OwnedFd> {
-    let created = match target {
-        Target::Subvolume {
-            parent: Some(parent),
-            path,
-        } => {
-            let (dir, name) = fs::split_parent(path)?;
-            let parent_fd = fs::open_dir(parent)?;
-            btrfs::subvol_snapshot(parent_fd.as_fd(), fs::open_dir(dir)?.as_fd(), name, false)
-                .map_err(|e| {
-                    log_error_errno!(
-                        e.clone(),
-                        "Failed to snapshot {} to {}: {}",
-                        parent.display(),
-                        path.display(),
-                        e
-                    )
-                })
-                .map(|()| path)
+/// Create the tree if needed and open it.
+fn prepare_target(target: &Target) -> Result<OwnedFd> {
+    let tree = &target.tree;
+    match &target.make {
+        Make::New => return store::make_tree(tree),
+        Make::SnapshotOf(base) => {
+            let base_fd = fs::open_dir(base).map_err(|e| {
+                log_error_errno!(e.clone(), "Failed to open {}: {}", base.display(), e)
+            })?;
+            snapshot(base_fd.as_fd(), base, tree, false)?;
         }
-        // A new subvolume (btrfs) or directory (elsewhere).
-        Target::Subvolume { parent: None, path } | Target::Directory { path, create: true } => {
-            return store::make_tree(path)
-        }
-        Target::Directory {
-            path,
-            create: false,
-        } => Ok(path),
-    }?;
-    fs::open_dir(created)
-        .map_err(|e| log_error_errno!(e.clone(), "Failed to open {}: {}", created.display(), e))
+        Make::Existing => {}
+    }
+    fs::open_dir(tree)
+        .map_err(|e| log_error_errno!(e.clone(), "Failed to open {}: {}", tree.display(), e))
 }
 
-/// Decompress the blob on a second thread and unpack it here; returns the DiffID.
+/// Snapshot the subvolume `src_fd` (at `src`) as `dst`; errors are logged.
+fn snapshot(src_fd: BorrowedFd<'_>, src: &Path, dst: &Path, read_only: bool) -> Result<()> {
+    let (dir, name) = fs::split_parent(dst)?;
+    fs::open_dir(dir)
+        .and_then(|dir| btrfs::subvol_snapshot(src_fd, dir.as_fd(), name, read_only))
+        .map_err(|e| {
+            log_error_errno!(
+                e.clone(),
+                "Failed to snapshot {} to {}: {}",
+                src.display(),
+                dst.display(),
+                e
+            )
+        })
+}
+
+/// Decompress the blob on one thread, hash the tar stream on a second and unpack it on
+/// this one; returns the DiffID.
 fn unpack_stream(
-    input: SpoolReader,
+    input: LayerBlob,
     layer: &Digest,
     size_max: u64,
-    root: &std::os::fd::OwnedFd,
+    root: &OwnedFd,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Digest> {
+    let (raw_tx, raw_rx) = mpsc::sync_channel::<Result<Filled>>(QUEUE);
     let (full_tx, full_rx) = mpsc::sync_channel::<Result<Filled>>(QUEUE);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    let thread_failed = |e: io::Error| {
+        let e = Error::from(e);
+        log_error_errno!(e.clone(), "Failed to start decompression thread: {}", e)
+    };
     let thread_layer = layer.clone();
     let thread_cancel = cancel.clone();
     let decompressor = std::thread::Builder::new()
         .name("oci-decompress".into())
         .spawn(move || {
             let limits = (&thread_layer, size_max);
-            decompress(input, limits, &thread_cancel, &full_tx, &empty_rx)
+            decompress(input, limits, &thread_cancel, &raw_tx, &empty_rx)
         })
-        .map_err(|e| {
-            let e = Error::from(e);
-            log_error_errno!(e.clone(), "Failed to start decompression thread: {}", e)
-        })?;
+        .map_err(thread_failed)?;
+    let hasher = std::thread::Builder::new()
+        .name("oci-diffid".into())
+        .spawn(move || hash(&raw_rx, &full_tx))
+        .map_err(thread_failed);
+    let hasher = match hasher {
+        Ok(h) => h,
+        Err(e) => {
+            // The decompressor stops at its first send.
+            let _ = decompressor.join();
+            return Err(e);
+        }
+    };
 
-    let queue = QueueReader {
+    let mut queue = QueueReader {
         full: full_rx,
         empty: empty_tx,
         current: Vec::new(),
         len: 0,
         pos: 0,
     };
-    let mut reader = HashingReader::new(queue, Sha256::new());
     let options = unpack::Options {
         cancel: Some(cancel.clone()),
         ..unpack::Options::new(Mode::Oci)
     };
-    let result = unpack::unpack(root.as_fd(), &mut reader, &options);
-    // Dropping the receiving end makes a decompressor blocked on a full queue stop.
-    let (QueueReader { full, .. }, hasher) = reader.into_parts();
-    drop(full);
+    let result = unpack::unpack(root.as_fd(), &mut queue, &options);
+    // Dropping the receiving end makes the threads blocked on a full queue stop.
+    drop(queue);
+    let hashed = hasher.join();
     let _ = decompressor.join();
     result?;
+    // The unpacker read to the end (it drains what follows the end-of-archive marker), so
+    // the hasher saw every byte.
+    let hasher = hashed.map_err(|_| Error::new(libc::EIO))?;
     Ok(Digest::from_hasher(hasher))
+}
+
+/// The DiffID thread: hash each buffer of the tar stream and pass it on to the unpacker.
+/// Moving the hashing off the unpacking thread lets a layer of many small files (whose
+/// unpacking is all system calls) and one of large files (whose decompression is the
+/// work) both spread over two cores.
+fn hash(raw: &Receiver<Result<Filled>>, full: &SyncSender<Result<Filled>>) -> Sha256 {
+    let mut hasher = Sha256::new();
+    while let Ok(item) = raw.recv() {
+        if let Ok((buf, len)) = &item {
+            hasher.update(&buf[..*len]);
+        }
+        if full.send(item).is_err() {
+            break;
+        }
+    }
+    hasher
 }
 
 /// The decompress thread: detect the compression, fill buffers from the decoder and queue
 /// them; a decoder error is logged here and queued in place of data.
 fn decompress(
-    input: SpoolReader,
+    input: LayerBlob,
     (layer, size_max): (&Digest, u64),
     cancel: &AtomicBool,
     full: &SyncSender<Result<Filled>>,
     empty: &Receiver<Vec<u8>>,
 ) {
-    let spool = input.spool();
+    let spool = match &input {
+        LayerBlob::Spool(reader) => Some(reader.spool()),
+        LayerBlob::Verified(_) => None,
+    };
     // Malformed bytes of a blob whose download failed its size or digest check are that
     // check's failure (already reported, or about to be): say nothing of them then.
-    let settled = |report: &dyn Fn() -> Error| match spool.wait_end() {
-        Err(e) => e,
-        Ok(()) => report(),
+    let settled = |report: &dyn Fn() -> Error| match spool.as_ref().map(|s| s.wait_end()) {
+        Some(Err(e)) => e,
+        _ => report(),
     };
     let damaged = |what: String| {
         settled(&|| {

@@ -5,6 +5,10 @@
 use serde::Deserialize;
 
 use super::digest::Digest;
+use super::manifest::ImageManifest;
+use super::platform::Platform;
+use crate::log_error_errno;
+use crate::util::error::{Error, Result as ErrnoResult};
 
 /// What we use of an image config.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,6 +82,51 @@ pub fn parse(bytes: &[u8]) -> Result<ImageConfig, String> {
         diff_ids,
         exec,
     })
+}
+
+/// The config `bytes` of `manifest` (already verified against its descriptor), parsed and
+/// checked to list as many DiffIDs as the manifest has layers; a config for another
+/// platform than `platform` is warned about unless an index chose the image for it.
+/// Errors are logged; `image` names the image in the warning.
+pub fn checked(
+    bytes: &[u8],
+    manifest: &ImageManifest,
+    platform: &Platform,
+    from_index: bool,
+    image: &dyn std::fmt::Display,
+) -> ErrnoResult<ImageConfig> {
+    let want = &manifest.config;
+    let config = parse(bytes).map_err(|why| {
+        log_error_errno!(
+            Error::new(libc::EBADMSG),
+            "Refusing image config {}: {why}.",
+            want.digest
+        )
+    })?;
+    if config.diff_ids.len() != manifest.layers.len() {
+        return Err(log_error_errno!(
+            Error::new(libc::EBADMSG),
+            "Image config {} lists {} layer DiffIDs, but the manifest has {} layers, refusing.",
+            want.digest,
+            config.diff_ids.len(),
+            manifest.layers.len()
+        ));
+    }
+    let matches = platform.matches(
+        config.os.as_deref(),
+        config.architecture.as_deref(),
+        config.variant.as_deref(),
+    );
+    if !from_index && !matches {
+        log::warn!(
+            "Image '{}' is for {}/{}, not {}.",
+            image,
+            config.os.as_deref().unwrap_or("?"),
+            config.architecture.as_deref().unwrap_or("?"),
+            platform
+        );
+    }
+    Ok(config)
 }
 
 /// Quote one word for a settings-file list (`Environment=`, `Parameters=`), the way

@@ -1,7 +1,8 @@
 //! Installing a pulled image (run on a task once every layer is applied): the local image
-//! under its name (a writable snapshot of the top layer's chain subvolume on btrfs, else the
-//! directory the layers were applied into, moved into place), then `<local>.nspawn` (the
-//! config's execution settings) and `<local>.oci-config` (the config as served).
+//! under its name (the tree the layers were applied into, moved into place; on btrfs, when
+//! every layer was cached already, a writable snapshot of the top layer's chain
+//! subvolume), then `<local>.nspawn` (the config's execution settings) and
+//! `<local>.oci-config` (the config as served).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -15,8 +16,9 @@ use crate::util::error::Result;
 pub enum Source {
     /// btrfs: the top layer's chain subvolume, snapshotted.
     Chain(PathBuf),
-    /// The directory the layers were applied into, moved into place.
-    Directory(TempPath),
+    /// The tree the layers were applied into, moved into place; `cached` when a chain
+    /// subvolume keeps each layer (btrfs).
+    Tree { tree: TempPath, cached: bool },
 }
 
 /// The work of the finishing task.
@@ -45,15 +47,17 @@ impl Finish {
         } = self;
         let Some(local) = local else {
             // No local image: the layers stay cached on btrfs; a plain directory goes.
-            if let Source::Directory(temp) = source {
-                log::info!("No local image name given and no layer cache on this file system, not keeping the image.");
-                drop(temp);
+            if let Source::Tree { tree, cached } = source {
+                if !cached {
+                    log::info!("No local image name given and no layer cache on this file system, not keeping the image.");
+                }
+                drop(tree);
             }
             return Ok(());
         };
         match source {
             Source::Chain(top) => store::copy_tree(&top, &root, &local, force, Some(cancel))?,
-            Source::Directory(temp) => LocalImage::from_temp(temp, &root, &local, force)
+            Source::Tree { tree, .. } => LocalImage::from_temp(tree, &root, &local, force)
                 .install()
                 .map_err(|e| log_error_errno!(e.clone(), "Failed to create local image: {}", e))?,
         }

@@ -3,13 +3,19 @@
 //! images), which blobs must be downloaded ([`BlobQueue`]), where each layer is applied
 //! ([`Storage`], [`Target`]) and how an applied one is kept.
 //!
-//! Layers are applied one at a time, base first; the importer runs each application as a
-//! task and asks [`Layers`] what comes next.
+//! Layers are applied one at a time, base first, into one tree (a temporary name next to
+//! the local image) that becomes the local image; the importer runs each application as
+//! a task and asks [`Layers`] what comes next. On btrfs the tree is a subvolume (a writable
+//! snapshot of the highest chain already present, if any) and each applied layer leaves a
+//! read-only snapshot of it as its chain: one snapshot, so one transaction commit, per
+//! layer (applying each layer into a writable snapshot of the one below and making it
+//! read-only afterwards took two), and the local image is the tree itself, not one more
+//! snapshot of the top chain.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use super::apply::Target;
+use super::apply::{Make, Target};
 use super::blobs::BlobQueue;
 use super::config::{ExecConfig, ImageConfig};
 use super::digest::Digest;
@@ -26,13 +32,13 @@ use crate::util::{btrfs, fs};
 /// `.oci-sha256:<hex>` unflattened layers).
 const CHAIN_PREFIX: &str = ".oci-chain-";
 
-/// Where the applied layers go.
+/// Where the applied layers go: one temporary tree, made by the first layer applied; all
+/// are applied into it in turn, and it becomes the local image.
 pub enum Storage {
-    /// One read-only subvolume per layer chain, shared between images; `top` is the
-    /// ChainID of the whole image.
-    BtrfsChains { top: Digest },
-    /// One temporary directory, created by the first layer; all are applied into it in
-    /// turn, and it becomes the local image.
+    /// A subvolume, and one read-only snapshot of it per layer chain, shared between
+    /// images; `top` is the ChainID of the whole image.
+    BtrfsChains { top: Digest, tree: TempPath },
+    /// A directory.
     Directory(TempPath),
 }
 
@@ -135,16 +141,16 @@ impl Layers {
                 p.image
             ));
         };
+        let tree = TempPath::next_to(&root.join(p.local.unwrap_or("oci-image")));
         let (storage, present) = if btrfs::is_fs_btrfs(root_fd.as_fd())? {
             // The highest existing chain is the base we start from.
             let present = chains
                 .iter()
                 .rposition(|c| chain_path(root, c).is_dir())
                 .map_or(0, |i| i + 1);
-            (Storage::BtrfsChains { top }, present)
+            (Storage::BtrfsChains { top, tree }, present)
         } else {
-            let name = p.local.unwrap_or("oci-image");
-            (Storage::Directory(TempPath::next_to(&root.join(name))), 0)
+            (Storage::Directory(tree), 0)
         };
         let mut blobs = BlobQueue::new(p.max_downloads);
         let mut todo = Vec::with_capacity(manifest.layers.len() - present);
@@ -180,31 +186,39 @@ impl Layers {
         self.chains.len()
     }
 
-    /// Where `todo[i]` is applied: on btrfs a new chain subvolume under a temporary name
-    /// (returned too: it is renamed once the layer checked out), else the image directory.
+    /// Where `todo[i]` is applied: the tree (made by the first layer), and on btrfs a
+    /// temporary name for the layer's chain snapshot (returned too: it is renamed once the
+    /// layer checked out).
     pub fn target(&self, i: usize) -> (Target, Option<TempPath>) {
         let n = self.present + i;
+        let make = |chains: bool| match i {
+            0 if chains && n > 0 => Make::SnapshotOf(self.chain_path(n - 1)),
+            0 => Make::New,
+            _ => Make::Existing,
+        };
         match &self.storage {
-            Storage::BtrfsChains { .. } => {
+            Storage::BtrfsChains { tree, .. } => {
                 let temp = TempPath::new(fs::tempfn_random(&self.chain_path(n)));
-                let target = Target::Subvolume {
-                    parent: (n > 0).then(|| self.chain_path(n - 1)),
-                    path: temp.path().to_path_buf(),
+                let target = Target {
+                    tree: tree.path().to_path_buf(),
+                    make: make(true),
+                    chain: Some(temp.path().to_path_buf()),
                 };
                 (target, Some(temp))
             }
-            Storage::Directory(dir) => {
-                let target = Target::Directory {
-                    path: dir.path().to_path_buf(),
-                    create: n == 0,
+            Storage::Directory(tree) => {
+                let target = Target {
+                    tree: tree.path().to_path_buf(),
+                    make: make(false),
+                    chain: None,
                 };
                 (target, None)
             }
         }
     }
 
-    /// `todo[i]` was applied into `subvolume` (btrfs): move it into place under its chain's
-    /// name. If another pull made the same (verified) chain meanwhile, theirs is used and
+    /// `todo[i]` was applied and its chain snapshot made as `subvolume` (btrfs): move it
+    /// into place under its chain's name. If another pull made the same (verified) chain meanwhile, theirs is used and
     /// ours removed.
     pub fn keep_chain(&self, i: usize, subvolume: TempPath) -> Result<()> {
         let chain = self.chain_path(self.present + i);
@@ -224,11 +238,18 @@ impl Layers {
     }
 
     /// The finishing work, once every layer is applied: the local image `local` (if any)
-    /// from the top chain or the image directory, and the settings files.
+    /// from the tree, or from the top chain when every layer was there already, and the
+    /// settings files.
     pub fn into_finish(self, local: Option<String>, force: bool) -> Finish {
         let source = match self.storage {
-            Storage::BtrfsChains { top } => Source::Chain(chain_path(&self.image_root, &top)),
-            Storage::Directory(dir) => Source::Directory(dir),
+            Storage::BtrfsChains { top, .. } if self.todo.is_empty() => {
+                Source::Chain(chain_path(&self.image_root, &top))
+            }
+            Storage::BtrfsChains { tree, .. } => Source::Tree { tree, cached: true },
+            Storage::Directory(tree) => Source::Tree {
+                tree,
+                cached: false,
+            },
         };
         Finish {
             source,

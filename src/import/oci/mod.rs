@@ -41,6 +41,7 @@
 //!   elsewhere nothing is cached, and `-` as LOCAL verifies the image and keeps nothing.
 
 pub mod apply;
+pub mod archive;
 pub mod auth;
 pub mod blobs;
 pub mod config;

@@ -86,12 +86,15 @@ mod dirs;
 mod entry;
 mod extract;
 mod header;
+mod index;
 mod layer;
 mod meta;
 mod pax;
 mod reader;
 mod sys;
 mod tree;
+
+pub use index::{members, Member};
 
 use std::fmt;
 use std::io::Read;

@@ -81,6 +81,12 @@ impl<'r> Reader<'r> {
         self.read_total
     }
 
+    /// Stream offset of the next byte to hand out: right after `next_entry`, the first
+    /// content byte of the entry.
+    pub fn content_offset(&self) -> u64 {
+        self.offset
+    }
+
     /// Fail with ECANCELED if the cancel flag is set.
     pub fn check_cancel(&self) -> Result<()> {
         match &self.cancel {

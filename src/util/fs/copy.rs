@@ -109,16 +109,7 @@ pub fn snapshot_or_copy(
     read_only: bool,
     cancel: Option<&AtomicBool>,
 ) -> Result<()> {
-    let src_fd = open_dir(src)
-        .map_err(|e| log_debug_errno!(e.clone(), "Failed to open {}: {}", src.display(), e))?;
-    let (dst_dir, dst_name) = open_parent(dst).map_err(|e| {
-        log_debug_errno!(
-            e.clone(),
-            "Failed to open parent of {}: {}",
-            dst.display(),
-            e
-        )
-    })?;
+    let (src_fd, dst_dir, dst_name) = open_ends(src, dst)?;
 
     if btrfs::is_subvolume(src_fd.as_fd())? {
         match btrfs::subvol_snapshot(src_fd.as_fd(), dst_dir.as_fd(), dst_name, read_only) {
@@ -140,6 +131,55 @@ pub fn snapshot_or_copy(
     // No snapshot possible: a container (a subvolume on btrfs, so it can be
     // snapshotted later; else a directory), filled by a copy.
     let on_btrfs = btrfs::is_fs_btrfs(dst_dir.as_fd())?;
+    create_and_fill(
+        &src_fd,
+        src,
+        (&dst_dir, dst_name, dst),
+        on_btrfs,
+        read_only,
+        cancel,
+    )
+}
+
+/// [`snapshot_or_copy`] without the snapshot and without a subvolume, writable: `dst` is
+/// always a new plain directory filled by a copy (`--btrfs-subvol=no`).
+pub fn copy_as_directory(src: &Path, dst: &Path, cancel: Option<&AtomicBool>) -> Result<()> {
+    let (src_fd, dst_dir, dst_name) = open_ends(src, dst)?;
+    create_and_fill(
+        &src_fd,
+        src,
+        (&dst_dir, dst_name, dst),
+        false,
+        false,
+        cancel,
+    )
+}
+
+/// The source directory, and the destination's parent directory and name.
+fn open_ends<'a>(src: &Path, dst: &'a Path) -> Result<(OwnedFd, OwnedFd, &'a OsStr)> {
+    let src_fd = open_dir(src)
+        .map_err(|e| log_debug_errno!(e.clone(), "Failed to open {}: {}", src.display(), e))?;
+    let (dst_dir, dst_name) = open_parent(dst).map_err(|e| {
+        log_debug_errno!(
+            e.clone(),
+            "Failed to open parent of {}: {}",
+            dst.display(),
+            e
+        )
+    })?;
+    Ok((src_fd, dst_dir, dst_name))
+}
+
+/// Create `dst` (a subvolume if `on_btrfs`, else a directory) and fill it with a copy of
+/// `src`; on failure nothing is left at `dst`.
+fn create_and_fill(
+    src_fd: &OwnedFd,
+    src: &Path,
+    (dst_dir, dst_name, dst): (&OwnedFd, &OsStr, &Path),
+    on_btrfs: bool,
+    read_only: bool,
+    cancel: Option<&AtomicBool>,
+) -> Result<()> {
     let created = if on_btrfs {
         btrfs::subvol_make(dst_dir.as_fd(), dst_name)
     } else {

@@ -25,7 +25,7 @@ mod temp;
 mod times;
 mod xattr;
 
-pub use copy::{copy_tree, snapshot_or_copy};
+pub use copy::{copy_as_directory, copy_tree, snapshot_or_copy};
 pub use data::{copy_file_data, sparse_write};
 pub use mkdir::{mkdir_p, mkdir_parents};
 pub(crate) use mode::drop_write_bits;

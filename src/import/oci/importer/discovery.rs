@@ -200,38 +200,13 @@ impl OciImport {
         from_index: bool,
         bytes: Vec<u8>,
     ) -> Result<()> {
-        let want = &manifest.config;
-        let config = config::parse(&bytes).map_err(|why| {
-            log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Refusing image config {}: {why}.",
-                want.digest
-            )
-        })?;
-        if config.diff_ids.len() != manifest.layers.len() {
-            return Err(log_error_errno!(
-                Error::new(libc::EBADMSG),
-                "Image config {} lists {} layer DiffIDs, but the manifest has {} layers, refusing.",
-                want.digest,
-                config.diff_ids.len(),
-                manifest.layers.len()
-            ));
-        }
-        let platform = &self.req.platform;
-        let matches = platform.matches(
-            config.os.as_deref(),
-            config.architecture.as_deref(),
-            config.variant.as_deref(),
-        );
-        if !from_index && !matches {
-            log::warn!(
-                "Image '{}' is for {}/{}, not {}.",
-                self.req.reference,
-                config.os.as_deref().unwrap_or("?"),
-                config.architecture.as_deref().unwrap_or("?"),
-                platform
-            );
-        }
+        let config = config::checked(
+            &bytes,
+            manifest,
+            &self.req.platform,
+            from_index,
+            &self.req.reference,
+        )?;
         let plan = Plan {
             image_root: &self.req.image_root,
             local: self.req.local.as_deref(),

@@ -25,12 +25,12 @@
 //! layers above carry on meanwhile; the loop thread only moves bytes and reacts to
 //! completions.
 //!
-//! Storage ([`layers`](super::layers)): on btrfs every applied layer is kept as a read-only
-//! subvolume `.oci-chain-<ChainID hex>` (shared by every image with the same base; layers
-//! whose chain exists are not downloaded at all) and the local image is a writable
-//! snapshot of the top. Elsewhere the layers are applied into one temporary directory that
-//! becomes the local image ([`finish`](super::finish)). Nothing gets a final name before its
-//! digests checked out.
+//! Storage ([`layers`](super::layers)): the layers are applied into one temporary tree that
+//! becomes the local image ([`finish`](super::finish)). On btrfs it is a subvolume and every
+//! applied layer leaves a read-only snapshot of it, `.oci-chain-<ChainID hex>` (shared by
+//! every image with the same base; layers whose chain exists are not downloaded at all,
+//! and the tree starts as a writable snapshot of the highest one). Nothing gets a final
+//! name before its digests checked out.
 //!
 //! Failures ([`session`](super::session)): 5xx, 429, 408 and transport errors are retried
 //! (a blob resumes with a Range request from what its spool holds); a 401 gets a new token
@@ -272,7 +272,7 @@ impl OciImport {
         let work = ApplyWork {
             layer,
             diff_id,
-            input,
+            input: input.into(),
             spool_owned,
             target,
             size_max: self.req.layer_size_max,
