@@ -209,7 +209,13 @@ pub(super) fn make<H: Handler>(
         .get(..8)
         .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
     let web = curl_sys::CURLPROTO_HTTP | curl_sys::CURLPROTO_HTTPS;
-    set_protocols(&mut easy, curl_sys::CURLOPT_PROTOCOLS, web)?;
+    // A `file:` URL given as such (systemd-pull takes them) reads that file; nothing
+    // else may lead to one, redirects included.
+    let file = url
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("file:"));
+    let asked = if file { curl_sys::CURLPROTO_FILE } else { web };
+    set_protocols(&mut easy, curl_sys::CURLOPT_PROTOCOLS, asked)?;
     // No downgrade: what was asked for over TLS is not fetched in clear text.
     let redirects = if https {
         curl_sys::CURLPROTO_HTTPS
@@ -228,8 +234,8 @@ pub fn allow_insecure_redirects<H>(easy: &mut Easy2<H>) -> Result<()> {
 }
 
 /// Allow only `protos` for requests (`CURLOPT_PROTOCOLS`) or redirects
-/// (`CURLOPT_REDIR_PROTOCOLS`): never `file://` or anything else libcurl happens to
-/// support. (curl-rust has no setter for these options.)
+/// (`CURLOPT_REDIR_PROTOCOLS`): never anything libcurl happens to support beyond what
+/// was asked for. (curl-rust has no setter for these options.)
 fn set_protocols<H>(easy: &mut Easy2<H>, opt: curl_sys::CURLoption, protos: i32) -> Result<()> {
     // SAFETY: both options take a long bitmask; the handle is valid for `easy`'s life.
     let rc = unsafe { curl_sys::curl_easy_setopt(easy.raw(), opt, protos as libc::c_long) };

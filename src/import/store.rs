@@ -121,7 +121,13 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
 /// has them (btrfs), else a directory with mode 0755 whatever the umask; returned opened.
 /// Errors are logged ("Failed to create subvolume/directory …", "Failed to open …").
 pub fn make_tree(path: &Path) -> Result<OwnedFd> {
-    create_tree(path).inspect_err(|e| log::error!("{}", e.msg().unwrap_or_default()))
+    make_tree_as(path, true)
+}
+
+/// [`make_tree`], with `subvolume` false making a plain directory on btrfs too
+/// (`--btrfs-subvol=no`).
+pub fn make_tree_as(path: &Path, subvolume: bool) -> Result<OwnedFd> {
+    create_tree_as(path, subvolume).inspect_err(|e| log::error!("{}", e.msg().unwrap_or_default()))
 }
 
 /// [`make_tree`], with the errors' lines attached but not logged, for a caller that says
@@ -227,10 +233,57 @@ pub fn copy_tree(
     force: bool,
     cancel: Option<&AtomicBool>,
 ) -> Result<()> {
+    copy_tree_as(source, root, local, force, (true, false), cancel)
+}
+
+/// [`copy_tree`], with `subvolume` false making the local image a plain directory, a
+/// copy with reflinks where the file system has them, on btrfs too (`--btrfs-subvol=no`,
+/// as the C tool's `copy_tree()` there); `quota` puts a new subvolume in its own qgroup
+/// ([`btrfs::subvol_auto_qgroup`], `--btrfs-quota=`; quietly skipped where quota is off).
+pub fn copy_tree_as(
+    source: &Path,
+    root: &Path,
+    local: &str,
+    force: bool,
+    (subvolume, quota): (bool, bool),
+    cancel: Option<&AtomicBool>,
+) -> Result<()> {
     let image = LocalImage::new(root, local, local, force);
     let failed = |e: Error| log_error_errno!(e.clone(), "Failed to create local image: {}", e);
-    fs::snapshot_or_copy(source, image.path(), false, cancel).map_err(failed)?;
+    let copied = if subvolume {
+        fs::snapshot_or_copy(source, image.path(), false, cancel)
+    } else {
+        fs::copy_tree(source, image.path(), cancel)
+    };
+    copied.map_err(failed)?;
+    if subvolume && quota {
+        assign_quota_group(image.path(), false);
+    }
     image.install().map_err(failed)
+}
+
+/// `--btrfs-quota=yes` for the new tree at `path`, if it is a subvolume: its qgroup
+/// layout ([`btrfs::subvol_auto_qgroup`]). A failure (quota off on the file system) is
+/// only warned about when `warn`, as systemd-pull does for the downloaded tree.
+pub fn assign_quota_group(path: &Path, warn: bool) {
+    let Ok(tree) = fs::open_dir(path) else {
+        return;
+    };
+    if !btrfs::is_subvolume(tree.as_fd()).unwrap_or(false) {
+        return;
+    }
+    if let Err(e) = btrfs::subvol_auto_qgroup(tree.as_fd()) {
+        let line = format!(
+            "Failed to set up default quota hierarchy for {}: {}",
+            path.display(),
+            e
+        );
+        if warn {
+            log::warn!("{line}");
+        } else {
+            log::debug!("{line}");
+        }
+    }
 }
 
 /// Spec §5.4 for disk images (raw): write a writable copy of the file `source` (mode
@@ -305,7 +358,7 @@ pub fn create_image_file(path: &Path, flags: OFlag, mode: u32) -> Result<OwnedFd
 
 /// Turn copy-on-write off (btrfs). A file system without the flag (ext4, xfs, tmpfs) is
 /// only worth a debug line, as in later systemd; other failures warn, as in the C tool.
-fn set_nocow(fd: &OwnedFd, path: &Path) {
+pub fn set_nocow(fd: &OwnedFd, path: &Path) {
     match fs::chattr_nocow(fd.as_fd()) {
         Ok(()) => {}
         Err(e) if matches!(e.errno(), libc::EOPNOTSUPP | libc::ENOTTY) => {
@@ -320,6 +373,14 @@ fn set_nocow(fd: &OwnedFd, path: &Path) {
             );
         }
     }
+}
+
+/// Flush the file system `path` is on (`syncfs`; systemd-pull's `--sync=yes`). Errors
+/// are logged.
+pub fn sync_file_system(path: &Path) -> Result<()> {
+    let synced = fs::open_dir(path).and_then(|dir| Ok(nix::unistd::syncfs(dir.as_fd())?));
+    synced
+        .map_err(|e| log_error_errno!(e.clone(), "Failed to synchronize {}: {}", path.display(), e))
 }
 
 /// Open a file read-only.

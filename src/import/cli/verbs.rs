@@ -13,7 +13,7 @@ use crate::import::oci::platform::Platform;
 use crate::import::oci::reference::{ImageName, ReferenceError};
 use crate::import::oci::registry::RegistryConfig;
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
-use crate::import::url::{PullOptions, RawImport, SideFiles, TarImport, UrlRequest};
+use crate::import::url::{Direct, PullOptions, RawImport, SideFiles, TarImport, UrlRequest};
 use crate::import::Dialect;
 use crate::util::{getopt, image, names, validate};
 
@@ -140,12 +140,9 @@ fn validate_url_request(
 ) -> Result<UrlRequest, ()> {
     let url = &args[1];
     let v219 = settings.dialect == Dialect::V219;
-    if settings.direct {
-        // Not implemented: refused rather than ignored (it would write elsewhere).
-        log::error!("--direct is not supported by this implementation.");
-        return Err(());
-    }
-    if !validate::http_url_is_valid(url) {
+    // systemd-pull also reads `file:/` URLs (curl does); the seed only http(s) ones.
+    let file_ok = !v219 && validate::file_url_is_valid(url);
+    if !validate::http_url_is_valid(url) && !file_ok {
         log::error!("URL '{url}' is not valid.");
         return Err(());
     }
@@ -181,9 +178,10 @@ fn validate_url_request(
             btrfs_subvol: settings.btrfs_subvol,
             btrfs_quota: settings.btrfs_quota,
             size_max: settings.size_max,
+            force: settings.force,
         }
     };
-    let request = |local| UrlRequest {
+    let request = |local, direct| UrlRequest {
         url: url.clone(),
         local,
         image_root: settings.image_root.clone(),
@@ -194,10 +192,15 @@ fn validate_url_request(
         hold: settings.test.hold,
         dialect: settings.dialect,
         options,
+        direct,
     };
+    if settings.direct {
+        let direct = direct_target(settings, url, &local, strip, suffixes)?;
+        return Ok(request(None, Some(direct)));
+    }
     if local.is_empty() || local == "-" {
-        log::info!("Pulling '{url}'.");
-        return Ok(request(None));
+        pulling(settings, &format!("Pulling '{url}'."));
+        return Ok(request(None, None));
     }
     let local = match suffixes {
         _ if !strip => local,
@@ -208,8 +211,77 @@ fn validate_url_request(
         Suffixes::Raw => names::raw_strip_suffixes(&local),
     };
     check_local(settings, &local)?;
-    log::info!("Pulling '{url}', saving as '{local}'.");
-    Ok(request(Some(local)))
+    pulling(settings, &format!("Pulling '{url}', saving as '{local}'."));
+    Ok(request(Some(local), None))
+}
+
+/// Say what is pulled where, and that nothing will be synced if so (systemd-pull).
+fn pulling(settings: &Settings, line: &str) {
+    log::info!("{line}");
+    if !settings.sync && settings.dialect == Dialect::V252 {
+        log::info!("File system synchronization on completion is off.");
+    }
+}
+
+/// systemd's `path_is_valid()`: not empty, shorter than `PATH_MAX`, no component longer
+/// than `NAME_MAX`.
+fn path_is_valid(path: &std::path::Path) -> bool {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    !bytes.is_empty()
+        && bytes.len() < libc::PATH_MAX as usize
+        && bytes.split(|&b| b == b'/').all(|c| c.len() <= 255)
+}
+
+/// `--direct` (systemd-pull): the local name is a path (relative ones are under the image
+/// root), `-` or empty means stdout (raw only); nothing is checked for existing.
+fn direct_target(
+    settings: &Settings,
+    url: &str,
+    local: &str,
+    strip: bool,
+    suffixes: Suffixes,
+) -> Result<Direct, ()> {
+    let to_stdout = local.is_empty() || local == "-";
+    if to_stdout && suffixes == Suffixes::Tar {
+        log::error!("Pulling tar images to STDOUT is not supported.");
+        return Err(());
+    }
+    if to_stdout {
+        pulling(settings, &format!("Pulling '{url}'."));
+        return Ok(Direct {
+            path: None,
+            offset: settings.offset,
+        });
+    }
+    let local = match suffixes {
+        _ if !strip => local.to_string(),
+        Suffixes::Tar => names::tar_strip_suffixes(local).map_err(|e| {
+            log::error!("Failed to strip tar suffixes from '{local}': {e}");
+        })?,
+        Suffixes::Raw => names::raw_strip_suffixes(local),
+    };
+    let path = settings.image_root.join(&local);
+    if !path_is_valid(&path) {
+        log::error!("Local path name '{}' is not valid.", path.display());
+        return Err(());
+    }
+    match settings.offset {
+        Some(offset) => pulling(
+            settings,
+            &format!(
+                "Pulling '{url}', saving at offset {offset} in '{}'.",
+                path.display()
+            ),
+        ),
+        None => pulling(
+            settings,
+            &format!("Pulling '{url}', saving as '{}'.", path.display()),
+        ),
+    }
+    Ok(Direct {
+        path: Some(path),
+        offset: settings.offset,
+    })
 }
 
 /// The local name must be a valid machine name and, unless `--force`, must not exist yet:

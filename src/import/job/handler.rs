@@ -80,7 +80,15 @@ impl JobHandler {
             state: JobState::Analyzing,
             channel,
             spec: Some(spec),
-            status: 0,
+            // A `file:` transfer has no status line: its body is the payload.
+            status: if url
+                .get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case("file:"))
+            {
+                200
+            } else {
+                0
+            },
             headers: Vec::new(),
             etag: None,
             content_length: None,
@@ -397,6 +405,7 @@ mod tests {
             hash_uncompressed: false,
             uncompressed_max: u64::MAX,
             resume_from: None,
+            dialect: Dialect::V219,
         };
         let channel = Channel::new(super::super::worker::DEFAULT_QUEUE_LIMIT).unwrap();
         let mut h = JobHandler::new(
@@ -492,6 +501,7 @@ mod tests {
                     hash_uncompressed: false,
                     uncompressed_max: MAX,
                     resume_from: None,
+                    dialect: Dialect::V219,
                 };
                 let channel =
                     Channel::new(super::worker::DEFAULT_QUEUE_LIMIT).map_err(|e| e.to_string())?;

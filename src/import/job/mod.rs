@@ -121,6 +121,10 @@ pub enum Sink {
     /// Disk mode: written to this fd — sparse, truncated to size and given the source
     /// xattrs and mtime if it is a regular file; plain writes to a pipe.
     File(OwnedFd),
+    /// Disk mode at an offset of an existing file (systemd-pull's `--offset=`): written
+    /// there, zeros included; nothing else of the file is touched (no truncation, no
+    /// xattrs).
+    FileAt(OwnedFd, u64),
     /// Handed to a consumer on the worker thread (the unpacker, for example).
     Stream(StreamConsumer),
 }
@@ -290,6 +294,7 @@ impl ImportJob {
             hash_uncompressed: options.hash_uncompressed,
             uncompressed_max: options.uncompressed_max,
             resume_from: options.resume_from,
+            dialect: options.dialect,
         };
         let handler = JobHandler::new(
             &self.url,
@@ -398,6 +403,10 @@ impl ImportJob {
                 let (errno, line) = message;
                 let e = self.failure(errno, line);
                 return self.finish(lp, Err(e));
+            }
+            if e.is_file_couldnt_read_file() && self.quiet_not_found {
+                // A missing `file:` file is what a 404 is to http (v260 falls back alike).
+                return self.finish(lp, Err(Error::new(libc::ENOMEDIUM)));
             }
             let e = if e.is_partial_file() && content_length.is_some() {
                 self.failure(libc::EIO, "Download truncated.".to_string())

@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use super::{ResponseMeta, Sink, StreamContext};
 use crate::import::stream::{self, Compression, Decoder, HashingReader};
 use crate::log_error_errno;
+use crate::util::dialect::Dialect;
 use crate::util::error::{Error, Result};
 use crate::util::{fs, sys};
 
@@ -241,6 +242,8 @@ struct Checked<'a> {
     /// Decompressed bytes handed out.
     count: u64,
     max: u64,
+    /// What exceeding `max` says: v219 has no full stop there, v252 has.
+    too_large: &'static str,
 }
 
 /// The decompressed stream, hashed if asked for.
@@ -267,7 +270,7 @@ impl Read for Checked<'_> {
             ))
         })?;
         if total > self.max {
-            let err = log_error_errno!(Error::new(libc::EFBIG), "File overly large, refusing");
+            let err = log_error_errno!(Error::new(libc::EFBIG), "{}", self.too_large);
             return Err(err.into());
         }
         self.count = total;
@@ -288,6 +291,8 @@ pub(crate) struct WorkerSpec {
     pub uncompressed_max: u64,
     /// Offset the transfer was asked to resume from (Range request), if any.
     pub resume_from: Option<u64>,
+    /// Whose messages the worker logs.
+    pub dialect: Dialect,
 }
 
 /// Spawn the worker thread for `channel`.
@@ -379,6 +384,10 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
         inner: decoder,
         count: 0,
         max: spec.uncompressed_max,
+        too_large: match spec.dialect {
+            Dialect::V219 => "File overly large, refusing",
+            Dialect::V252 => "File overly large, refusing.",
+        },
     };
     let mut decoded = HashingReader::new(checked, spec.hash_uncompressed.then(Sha256::new));
 
@@ -391,7 +400,8 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
         Sink::Memory => {
             decoded.read_to_end(&mut out.payload).map_err(Error::from)?;
         }
-        Sink::File(fd) => write_file(fd, &mut decoded, &meta, resume_from)?,
+        Sink::File(fd) => write_file(fd, &mut decoded, &meta, resume_from, false)?,
+        Sink::FileAt(fd, offset) => write_file(fd, &mut decoded, &meta, Some(offset), true)?,
         Sink::Stream(consume) => {
             let ctx = StreamContext {
                 meta: meta.clone(),
@@ -414,12 +424,14 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
 
 /// Disk mode: write the decompressed stream to `fd`, sparse when it is a regular file, and
 /// finish it like the C job does: truncate to the size written, record the source in
-/// xattrs and the server's Last-Modified as mtime.
+/// xattrs and the server's Last-Modified as mtime. `in_place` writes at `resume_from`
+/// of an existing file and does none of that finishing ([`Sink::FileAt`]).
 fn write_file(
     fd: OwnedFd,
     stream: &mut Decompressed<'_>,
     meta: &ResponseMeta,
     resume_from: Option<u64>,
+    in_place: bool,
 ) -> Result<()> {
     let start = resume_from.unwrap_or(0);
     // Seekable means a regular file: write sparse. A pipe gives ESPIPE: plain writes.
@@ -435,6 +447,8 @@ fn write_file(
             ));
         }
     };
+    // In place the zeros must be written: what was there before is not a hole.
+    let allow_sparse = allow_sparse && !in_place;
     if allow_sparse && resume_from.is_none() {
         // A restart after a resume attempt: drop what the earlier attempt wrote.
         nix::unistd::ftruncate(&fd, 0).map_err(|e| {

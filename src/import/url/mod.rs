@@ -69,6 +69,20 @@ pub struct UrlRequest {
     pub dialect: Dialect,
     /// What systemd-pull's options add (the seed's pulls use [`PullOptions::SEED`]).
     pub options: PullOptions,
+    /// systemd-pull's `--direct` (raw): the image is written in place, no cache.
+    pub direct: Option<Direct>,
+}
+
+/// Where `--direct` writes a raw image: straight into a file or block device, without a
+/// cache entry, a temporary name or side files (modern-systemd.md §1.2, §1.6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Direct {
+    /// The file or block device (created if missing unless at an offset), `None` for
+    /// stdout.
+    pub path: Option<PathBuf>,
+    /// `--offset=`: write at this offset of an existing file, leaving the rest of it (its
+    /// size, mode and xattrs) alone.
+    pub offset: Option<u64>,
 }
 
 /// Share of the overall progress each companion download stands for (v219).
@@ -105,6 +119,8 @@ pub struct PullOptions {
     pub btrfs_quota: bool,
     /// `--size-max=`: the cap on the uncompressed image (raw).
     pub size_max: Option<u64>,
+    /// `--force` (tar `--direct` removes what is there first).
+    pub force: bool,
 }
 
 impl PullOptions {
@@ -123,5 +139,6 @@ impl PullOptions {
         btrfs_subvol: true,
         btrfs_quota: true,
         size_max: None,
+        force: false,
     };
 }

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use super::downloads::{self, ProgressPlan, Stage, UrlDownloads, UrlJob};
-use super::UrlRequest;
+use super::{Direct, PullOptions, UrlRequest};
 use crate::curl_glue::CurlGlue;
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, JobOwner, JobSet};
-use crate::import::store::{cache_path, find_old_etags, CacheKind, TempPath};
+use crate::import::store::{self, cache_path, find_old_etags, CacheKind, TempPath};
 use crate::import::{Importer, Lifecycle};
 use crate::util::error::{Error, Result};
 use crate::util::test_seams::{self, Hold};
@@ -35,9 +35,14 @@ pub trait Flavor: Default + Sized + 'static {
     /// files).
     fn strip_suffixes(name: &str) -> String;
     /// The image job's options, for a download into `temp` (a reserved name the importer
-    /// removes unless it is kept; nothing exists there yet), at most `size_max`
-    /// uncompressed bytes if given (raw's `--size-max=`).
-    fn image_job(&mut self, temp: &Path, size_max: Option<u64>) -> Result<JobOptions>;
+    /// removes unless it is kept; nothing exists there yet), as `options` say (raw's
+    /// `--size-max=`, tar's `--btrfs-subvol=`).
+    fn image_job(&mut self, temp: &Path, options: &PullOptions) -> Result<JobOptions>;
+    /// The image job's options for `--direct`: written in place, no cache (raw only; the
+    /// command line refuses it for the others).
+    fn direct_job(&mut self, _direct: &Direct, _options: &PullOptions) -> Result<JobOptions> {
+        Err(Error::new(libc::EOPNOTSUPP))
+    }
     /// A fresh download was verified: continue from there to the end of the pull.
     fn verified(import: &mut UrlImport<Self>, lp: &mut EventLoop<UrlImport<Self>>);
     /// Make the local image from the cache entry, or finish if none was asked for.
@@ -85,18 +90,36 @@ impl<F: Flavor> UrlImport<F> {
         self.report_progress();
     }
 
+    /// The pull is done: with `--sync=yes` flush the image root's file system first (a
+    /// task; the cache entry, the local image and its side files are all there), so that
+    /// what the pull made is on disk when it reports success.
+    pub(super) fn complete(&mut self, lp: &mut EventLoop<Self>) {
+        if !self.req.options.sync {
+            return self.finish(lp, Ok(()));
+        }
+        let root = self.req.image_root.clone();
+        self.run_step(
+            lp,
+            "import-sync",
+            move |_| store::sync_file_system(&root),
+            |me, lp, ()| me.finish(lp, Ok(())),
+        );
+    }
+
     /// Every download is done (spec §5.3 step 4, §5.4 step 3): name the cache entry after
     /// the response's ETag. A skipped download (ETag match or 304) goes on to the local
     /// image unverified, as in the C tool; a fresh one has its checksum checked here
     /// (cheap) and its signature in a task, then continues with the flavor.
     fn downloaded(&mut self, lp: &mut EventLoop<Self>) {
         let etag = self.downloads.etag();
-        self.final_path = Some(cache_path(
-            &self.req.image_root,
-            F::CACHE,
-            &self.req.url,
-            etag.as_deref(),
-        ));
+        if self.req.direct.is_none() {
+            self.final_path = Some(cache_path(
+                &self.req.image_root,
+                F::CACHE,
+                &self.req.url,
+                etag.as_deref(),
+            ));
+        }
         self.stage = Stage::Verifying;
         if self.downloads.skipped() {
             // The cache entry is the image; the unused temporary download goes.
@@ -147,13 +170,18 @@ impl<F: Flavor> Importer for UrlImport<F> {
     }
 
     fn start(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
+        if let Some(direct) = &self.req.direct {
+            let options = self.flavor.direct_job(direct, &self.req.options)?;
+            self.downloads.begin(lp, &mut self.glue, options)?;
+            return self.lifecycle.start_progress_timer(lp);
+        }
         let (root, url) = (&self.req.image_root, &self.req.url);
         let old_etags = find_old_etags(root, F::CACHE, url)?;
         // Reserved before anything can create it: the image job makes it.
         let temp = TempPath::next_to(&cache_path(root, F::CACHE, url, None));
         let path = temp.path().to_path_buf();
         self.temp = Some(temp);
-        let mut options = self.flavor.image_job(&path, self.req.options.size_max)?;
+        let mut options = self.flavor.image_job(&path, &self.req.options)?;
         options.old_etags = old_etags;
         self.downloads.begin(lp, &mut self.glue, options)?;
         self.lifecycle.start_progress_timer(lp)

@@ -25,18 +25,19 @@
 //! image atomically (the C tool deleted it first), without `--force` an image that
 //! appeared meanwhile is left alone and the pull fails (the C tool overwrote it).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use super::downloads::{ProgressPlan, Stage};
 use super::pull::{test_hold, Flavor, UrlImport};
 use super::qcow2;
 use super::side::Side;
 use super::side::{self, Fetched, Owner};
-use super::SideFiles;
+use super::{Direct, PullOptions, SideFiles};
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink};
 use crate::import::store::{self, CacheKind, LocalImage, TempPath};
@@ -49,11 +50,17 @@ use crate::util::{fs, names};
 
 /// Mode of the downloaded (and converted) file before it is made read-only.
 const DOWNLOAD_MODE: u32 = 0o644;
+/// Mode of a file `--direct` creates, before the umask (as the C tool's).
+const DIRECT_MODE: u32 = 0o664;
 
 /// What pull-raw adds to a URL pull: the image is a sparse file, converted from qcow2 if
 /// it is one, and copied as a file.
 #[derive(Default)]
-pub struct Raw;
+pub struct Raw {
+    /// `--direct`: the target, open, from the start of the pull to its end (the job
+    /// writes through its own copy of the descriptor).
+    direct: Option<OwnedFd>,
+}
 
 /// One pull-raw run.
 pub type RawImport = UrlImport<Raw>;
@@ -67,19 +74,36 @@ impl Flavor for Raw {
     }
 
     /// The job writes into a new NOCOW file at `temp`, created now.
-    fn image_job(&mut self, temp: &Path, size_max: Option<u64>) -> Result<JobOptions> {
+    fn image_job(&mut self, temp: &Path, options: &PullOptions) -> Result<JobOptions> {
         // As in the C tool a failure here is not reported: creating the file reports it.
         let _ = fs::mkdir_parents(temp, 0o700);
         let fd = store::create_image_file(temp, OFlag::O_RDWR, DOWNLOAD_MODE)?;
-        let mut options = JobOptions::new(Sink::File(fd));
-        if let Some(max) = size_max {
-            options.uncompressed_max = max;
-        }
-        Ok(options)
+        Ok(with_size_max(JobOptions::new(Sink::File(fd)), options))
+    }
+
+    /// `--direct`: the job writes into the file or block device named (or stdout), at
+    /// `--offset=` if given. The file is kept open here too, to be synced at the end.
+    fn direct_job(&mut self, direct: &Direct, options: &PullOptions) -> Result<JobOptions> {
+        let fd = match &direct.path {
+            Some(path) => open_direct(path, direct.offset.is_some())?,
+            None => std::io::stdout().as_fd().try_clone_to_owned()?,
+        };
+        let regular = is_regular(&fd);
+        self.direct = Some(fd.try_clone()?);
+        // Anything but a whole regular file is written in place: a block device keeps its
+        // size, and its old blocks are not holes.
+        let sink = match direct.offset {
+            None if regular || direct.path.is_none() => Sink::File(fd),
+            offset => Sink::FileAt(fd, offset.unwrap_or(0)),
+        };
+        Ok(with_size_max(JobOptions::new(sink), options))
     }
 
     /// Convert a qcow2 image to raw (a task); anything else stays as it is.
     fn verified(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
+        if me.req.direct.is_some() {
+            return finish_direct(me, lp);
+        }
         me.enter(lp, Stage::Unpacking);
         if !me.req.options.convert_qcow2 {
             return finalize(me, lp);
@@ -107,7 +131,7 @@ impl Flavor for Raw {
     fn copy(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
         me.enter(lp, Stage::Copying);
         let (Some(local), Some(source)) = (me.req.local.clone(), me.final_path.clone()) else {
-            return me.finish(lp, Ok(()));
+            return me.complete(lp);
         };
         let (root, force, hold) = (me.req.image_root.clone(), me.req.force, me.req.hold);
         let options = me.req.options;
@@ -139,9 +163,81 @@ impl Flavor for Raw {
                 );
                 Ok(())
             },
-            |me, lp, ()| me.finish(lp, Ok(())),
+            |me, lp, ()| me.complete(lp),
         );
     }
+}
+
+/// The job's options with raw's `--size-max=` as the cap on the uncompressed image.
+fn with_size_max(mut job: JobOptions, options: &PullOptions) -> JobOptions {
+    if let Some(max) = options.size_max {
+        job.uncompressed_max = max;
+    }
+    job
+}
+
+/// Open the `--direct` target: created (mode 0664 before the umask) and truncated,
+/// NOCOW; at an offset it must exist and is only opened.
+fn open_direct(path: &Path, at_offset: bool) -> Result<OwnedFd> {
+    let mut flags = OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    if !at_offset {
+        flags |= OFlag::O_CREAT | OFlag::O_TRUNC;
+        // As in the C tool a failure here is not reported: opening the file reports it.
+        let _ = fs::mkdir_parents(path, 0o700);
+    }
+    let fd = nix::fcntl::open(path, flags, Mode::from_bits_truncate(DIRECT_MODE)).map_err(|e| {
+        let e = Error::from(e);
+        log_error_errno!(
+            e.clone(),
+            "Failed to open destination '{}': {}",
+            path.display(),
+            e
+        )
+    })?;
+    if !at_offset && is_regular(&fd) {
+        store::set_nocow(&fd, path);
+    }
+    Ok(fd)
+}
+
+fn is_regular(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+}
+
+/// `--direct`: the verified image is where it was written. Make it read-only if asked
+/// (a whole file only, not a region at an offset), sync it with `--sync=yes`, done. No
+/// qcow2 conversion, no cache, no side files (as the C tool).
+fn finish_direct(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
+    me.enter(lp, Stage::Finalizing);
+    let (Some(direct), Some(fd)) = (me.req.direct.clone(), me.flavor.direct.take()) else {
+        return me.finish(lp, Err(Error::new(libc::EINVAL)));
+    };
+    let (read_only, sync) = (me.req.options.read_only, me.req.options.sync);
+    me.run_step(
+        lp,
+        "import-finalize",
+        move |_| {
+            if read_only && direct.offset.is_none() && direct.path.is_some() {
+                fs::make_very_read_only_fd(fd.as_fd())?;
+            }
+            if !sync {
+                return Ok(());
+            }
+            // A pipe (stdout) cannot be synced; nothing to do then.
+            match nix::unistd::fsync(fd.as_fd()) {
+                Err(e) if e != nix::errno::Errno::EINVAL => {
+                    let e = Error::from(e);
+                    Err(log_error_errno!(
+                        e.clone(),
+                        "Failed to synchronize image: {}",
+                        e
+                    ))
+                }
+                _ => Ok(()),
+            }
+        },
+        |me, lp, ()| me.finish(lp, Ok(())),
+    );
 }
 
 /// What the side files of the cache entry `entry` (`.raw-<url>[.<etag>].raw`) are named
@@ -226,7 +322,7 @@ fn finalize(me: &mut RawImport, lp: &mut EventLoop<RawImport>) {
             &local,
             force,
         );
-        return me.finish(lp, Ok(()));
+        return me.complete(lp);
     }
     let read_only = options.keep_download;
     let moved = (|| {

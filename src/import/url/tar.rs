@@ -28,6 +28,7 @@ use super::downloads::{ProgressPlan, Stage};
 use super::pull::{Flavor, UrlImport};
 use super::side::Side;
 use super::side::{self, Owner};
+use super::{Direct, PullOptions};
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink, StreamContext};
 use crate::import::store::{self, CacheKind, LocalImage, TempPath};
@@ -56,17 +57,50 @@ impl Flavor for Tar {
 
     /// The job streams the decompressed tarball into the unpacker, which creates the
     /// tree at `temp` when the first body byte arrives.
-    fn image_job(&mut self, temp: &Path, _size_max: Option<u64>) -> Result<JobOptions> {
+    fn image_job(&mut self, temp: &Path, options: &PullOptions) -> Result<JobOptions> {
         let temp = temp.to_path_buf();
+        let tree = (options.btrfs_subvol, options.btrfs_quota);
         Ok(JobOptions::new(Sink::Stream(Box::new(move |ctx, body| {
-            unpack_into(&temp, ctx, body)
+            unpack_into(&temp, tree, ctx, body)
+        }))))
+    }
+
+    /// `--direct`: the job unpacks into the directory named (removed first with
+    /// `--force`; an existing one is unpacked over), no cache.
+    fn direct_job(&mut self, direct: &Direct, options: &PullOptions) -> Result<JobOptions> {
+        let path = direct
+            .path
+            .clone()
+            .ok_or_else(|| Error::new(libc::EINVAL))?;
+        let tree = (options.btrfs_subvol, options.btrfs_quota);
+        let force = options.force;
+        Ok(JobOptions::new(Sink::Stream(Box::new(move |ctx, body| {
+            unpack_direct(&path, tree, force, ctx, body)
         }))))
     }
 
     /// Make the verified tree read-only and move it into the cache, with the side files
-    /// next to it; with `--keep-download=no` move it to the local image instead.
+    /// next to it; with `--keep-download=no` move it to the local image instead. With
+    /// `--direct` the tree is where it was unpacked: only made read-only if asked.
     fn verified(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
         me.enter(lp, Stage::Finalizing);
+        if let Some(path) = me.req.direct.as_ref().and_then(|d| d.path.clone()) {
+            let (read_only, sync) = (me.req.options.read_only, me.req.options.sync);
+            return me.run_step(
+                lp,
+                "import-finalize",
+                move |_| {
+                    if read_only {
+                        fs::make_very_read_only(&path)?;
+                    }
+                    if sync {
+                        store::sync_file_system(&path)?;
+                    }
+                    Ok(())
+                },
+                |me, lp, ()| me.finish(lp, Ok(())),
+            );
+        }
         let (Some(temp), Some(final_path)) = (me.temp.take(), me.final_path.clone()) else {
             return me.finish(lp, Err(Error::new(libc::EINVAL)));
         };
@@ -97,7 +131,7 @@ impl Flavor for Tar {
                     }
                     Ok(())
                 },
-                |me, lp, ()| me.finish(lp, Ok(())),
+                |me, lp, ()| me.complete(lp),
             );
         }
         let read_only = options.keep_download;
@@ -117,7 +151,7 @@ impl Flavor for Tar {
     fn copy(me: &mut TarImport, lp: &mut EventLoop<TarImport>) {
         me.enter(lp, Stage::Copying);
         let (Some(local), Some(final_path)) = (me.req.local.clone(), me.final_path.clone()) else {
-            return me.finish(lp, Ok(()));
+            return me.complete(lp);
         };
         let (root, force) = (me.req.image_root.clone(), me.req.force);
         let options = me.req.options;
@@ -125,7 +159,14 @@ impl Flavor for Tar {
             lp,
             "import-copy",
             move |cancel| {
-                store::copy_tree(&final_path, &root, &local, force, Some(cancel))?;
+                store::copy_tree_as(
+                    &final_path,
+                    &root,
+                    &local,
+                    force,
+                    (options.btrfs_subvol, options.btrfs_quota),
+                    Some(cancel),
+                )?;
                 if options.read_only {
                     fs::make_very_read_only(&root.join(&local))?;
                 }
@@ -142,7 +183,7 @@ impl Flavor for Tar {
                 }
                 Ok(())
             },
-            |me, lp, ()| me.finish(lp, Ok(())),
+            |me, lp, ()| me.complete(lp),
         );
     }
 }
@@ -159,6 +200,13 @@ fn install_into_cache(
     if read_only && !very {
         fs::make_read_only(temp.path())?;
     }
+    if very {
+        // A stale entry of the same name (one without an ETag) is replaced: its immutable
+        // flag would forbid that.
+        if let Ok(old) = fs::open_dir(final_path) {
+            let _ = fs::set_immutable(old.as_fd(), false);
+        }
+    }
     store::install_replacing(temp.path(), final_path)
         .map_err(|e| log_error_errno!(e.clone(), "Failed to rename to final image name: {}", e))?;
     temp.keep();
@@ -169,12 +217,67 @@ fn install_into_cache(
     Ok(())
 }
 
-/// The image job's stream consumer: create the temporary tree and unpack the body into
-/// it. Runs on the job's worker thread.
-fn unpack_into(temp: &Path, ctx: &StreamContext, body: &mut dyn Read) -> Result<()> {
+/// The `--direct` job's stream consumer: unpack into `path`, a new tree (a subvolume in
+/// its qgroup if asked and possible) or the directory that is there; with `force` whatever is there is
+/// removed first. What was unpacked stays if the pull fails, as upstream.
+fn unpack_direct(
+    path: &Path,
+    (subvolume, quota): (bool, bool),
+    force: bool,
+    ctx: &StreamContext,
+    body: &mut dyn Read,
+) -> Result<()> {
+    if force {
+        match fs::rm_rf(path) {
+            Err(e) if e.errno() != libc::ENOENT => {
+                return Err(log_error_errno!(
+                    e.clone(),
+                    "Failed to remove {}: {}",
+                    path.display(),
+                    e
+                ))
+            }
+            _ => {}
+        }
+    }
+    let _ = fs::mkdir_parents(path, 0o700);
+    let tree = match store::create_tree_as(path, subvolume) {
+        Ok(tree) => {
+            if subvolume && quota {
+                store::assign_quota_group(path, true);
+            }
+            tree
+        }
+        Err(e) if e.errno() == libc::EEXIST => fs::open_dir(path)
+            .map_err(|e| log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e))?,
+        Err(e) => {
+            return Err(log_error_errno!(
+                e.clone(),
+                "{}",
+                e.msg().unwrap_or_default()
+            ))
+        }
+    };
+    let mut options = unpack::Options::new(Mode::Plain);
+    options.cancel = Some(ctx.cancel.clone());
+    unpack::unpack(tree.as_fd(), body, &options)?;
+    Ok(())
+}
+
+/// The image job's stream consumer: create the temporary tree (a subvolume, in its
+/// qgroup, as asked) and unpack the body into it. Runs on the job's worker thread.
+fn unpack_into(
+    temp: &Path,
+    (subvolume, quota): (bool, bool),
+    ctx: &StreamContext,
+    body: &mut dyn Read,
+) -> Result<()> {
     // As in the C tool a failure here is not reported: creating the tree reports it.
     let _ = fs::mkdir_parents(temp, 0o700);
-    let tree = store::make_tree(temp)?;
+    let tree = store::make_tree_as(temp, subvolume)?;
+    if subvolume && quota {
+        store::assign_quota_group(temp, true);
+    }
     let mut options = unpack::Options::new(Mode::Plain);
     options.cancel = Some(ctx.cancel.clone());
     unpack::unpack(tree.as_fd(), body, &options)?;
