@@ -706,3 +706,68 @@ fn a_subvolume_is_exported_from_a_read_only_snapshot() {
     extract_gnu(&out, Compression::Uncompressed, &x);
     assert_eq!(fs::read(x.join("etc/os-release")).unwrap(), b"ID=vol\n");
 }
+
+/// `--btrfs-quota=` (default yes): every new subvolume an import makes gets systemd's
+/// qgroup layout (its own `255/<id>` group), as Debian's `import tar` and `import-fs` do
+/// on a btrfs with quota enabled; `--btrfs-quota=no` leaves it without a parent group.
+#[test]
+fn btrfs_quota_groups_new_images_as_debian_does() {
+    let btrfs = BtrfsMount::new();
+    let enabled = Command::new("btrfs")
+        .args(["quota", "enable"])
+        .arg(btrfs.path())
+        .status()
+        .unwrap();
+    assert!(enabled.success(), "btrfs quota enable");
+    let base = btrfs.path();
+    let src = base.join("src");
+    fs::create_dir(&src).unwrap();
+    populate(&src, false);
+    let file = base.join("image.tar");
+    gnu_tar(&src, &file);
+    let ours_fs = ours_as(base, "systemd-import-fs");
+    for theirs in [true, false] {
+        for quota in [true, false] {
+            let root = base.join(format!("root-{theirs}-{quota}"));
+            let root_arg = format!("--image-root={}", root.display());
+            let mut args = vec![root_arg.as_str()];
+            if !quota {
+                args.push("--btrfs-quota=no");
+            }
+            let (mut tar, mut dir) = if theirs {
+                (debian(DEBIAN_IMPORT), debian(DEBIAN_IMPORT_FS))
+            } else {
+                (systemd_import(), program(&ours_fs))
+            };
+            let label = format!("theirs {theirs}, quota {quota}");
+            let out = ok(
+                &label,
+                run_cli(tar.arg("tar").args(&args).arg(&file).arg("t")),
+            );
+            assert!(!out.stderr.contains("quota hierarchy"), "{label}: {out:?}");
+            ok(
+                &label,
+                run_cli(dir.arg("run").args(&args).arg(&src).arg("f")),
+            );
+            for name in ["t", "f"] {
+                let path = root.join(name);
+                let id = Command::new("btrfs")
+                    .args(["inspect-internal", "rootid"])
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+                let expected = if quota {
+                    format!("255/{id}")
+                } else {
+                    "-".into()
+                };
+                assert_eq!(
+                    common::btrfs::parent_qgroup(base, &path),
+                    expected,
+                    "{label}: {name}"
+                );
+            }
+        }
+    }
+}

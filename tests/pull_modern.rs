@@ -653,30 +653,6 @@ fn file_urls_pull_as_http_urls_do() {
     );
 }
 
-/// The parent qgroup of the subvolume at `path` (`255/<id>` as systemd sets it up, `-`
-/// for none), from `btrfs qgroup show`.
-fn parent_qgroup(mount: &Path, path: &Path) -> String {
-    let id = Command::new("btrfs")
-        .args(["inspect-internal", "rootid"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(id.status.success(), "rootid {}: {id:?}", path.display());
-    let own = format!("0/{}", String::from_utf8_lossy(&id.stdout).trim());
-    let out = Command::new("btrfs")
-        .args(["qgroup", "show", "-p", "--raw"])
-        .arg(mount)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "qgroup show: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|t| t.first() == Some(&own.as_str()))
-        .and_then(|t| t.get(3).map(|p| p.to_string()))
-        .unwrap_or_else(|| panic!("no qgroup {own}"))
-}
-
 #[test]
 fn btrfs_quota_puts_each_new_subvolume_in_its_own_group_as_debian_does() {
     assert!(
@@ -722,7 +698,7 @@ fn btrfs_quota_puts_each_new_subvolume_in_its_own_group_as_debian_does() {
                     "-".into()
                 };
                 assert_eq!(
-                    parent_qgroup(fs.path(), &path),
+                    common::btrfs::parent_qgroup(fs.path(), &path),
                     expected,
                     "{who}, quota {quota}: {entry}"
                 );

@@ -430,3 +430,27 @@ pub fn fiemap(path: &Path) -> Vec<Extent> {
         })
         .collect()
 }
+
+/// The parent qgroup of the subvolume at `path` (`255/<id>` as systemd sets it up, `-`
+/// for none), from `btrfs qgroup show`.
+pub fn parent_qgroup(mount: &Path, path: &Path) -> String {
+    let id = Command::new("btrfs")
+        .args(["inspect-internal", "rootid"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(id.status.success(), "rootid {}: {id:?}", path.display());
+    let own = format!("0/{}", String::from_utf8_lossy(&id.stdout).trim());
+    let out = Command::new("btrfs")
+        .args(["qgroup", "show", "-p", "--raw"])
+        .arg(mount)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qgroup show: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|t| t.first() == Some(&own.as_str()))
+        .and_then(|t| t.get(3).map(|p| p.to_string()))
+        .unwrap_or_else(|| panic!("no qgroup {own}"))
+}

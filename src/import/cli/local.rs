@@ -295,6 +295,7 @@ fn import_request(
         force: settings.force,
         read_only: l.read_only,
         btrfs_subvol: l.btrfs_subvol,
+        btrfs_quota: l.btrfs_quota,
         convert_qcow2: l.convert_qcow2,
         sync: l.sync,
         offset: l.offset,

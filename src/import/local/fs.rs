@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use super::{mark_read_only, sync_fs, ImportRequest, Target};
+use crate::import::store;
 use crate::log_error_errno;
 use crate::util::error::Result;
 use crate::util::fs;
@@ -34,6 +35,9 @@ pub(super) fn run(req: ImportRequest, cancel: &AtomicBool) -> Result<()> {
         fs::copy_as_directory(&source, target.path(), Some(cancel))
     };
     copied.map_err(|e| log_error_errno!(e.clone(), "Failed to copy directory: {}", e))?;
+    if req.btrfs_subvol && req.btrfs_quota {
+        store::assign_quota_group(target.path(), true);
+    }
     let tree = fs::open_dir(target.path())?;
     if req.sync {
         sync_fs(&tree).map_err(|e| log_error_errno!(e.clone(), "Failed to sync: {}", e))?;

@@ -67,6 +67,8 @@ pub struct ImportRequest {
     pub read_only: bool,
     /// `--btrfs-subvol=`: make a tree a subvolume where the file system has them.
     pub btrfs_subvol: bool,
+    /// `--btrfs-quota=`: a new subvolume gets systemd's qgroup layout.
+    pub btrfs_quota: bool,
     /// `--convert-qcow2=`.
     pub convert_qcow2: bool,
     /// `--sync=`: flush the image's file system before it is installed.

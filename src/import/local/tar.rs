@@ -29,7 +29,13 @@ pub(super) fn run(req: ImportRequest, cancel: &AtomicBool, progress: &Progress) 
     }
     target.make_parents();
     let tree = match store::create_tree_as(target.path(), req.btrfs_subvol) {
-        Ok(tree) => tree,
+        Ok(tree) => {
+            // Only a tree made here (not a --direct one that was there).
+            if req.btrfs_subvol && req.btrfs_quota {
+                store::assign_quota_group(target.path(), true);
+            }
+            tree
+        }
         // --direct may extract into an existing directory.
         Err(e) if e.errno() == libc::EEXIST && target.is_direct() => fs::open_dir(target.path())
             .map_err(|e| {
