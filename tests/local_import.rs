@@ -751,17 +751,7 @@ fn btrfs_quota_groups_new_images_as_debian_does() {
             );
             for name in ["t", "f"] {
                 let path = root.join(name);
-                let id = Command::new("btrfs")
-                    .args(["inspect-internal", "rootid"])
-                    .arg(&path)
-                    .output()
-                    .unwrap();
-                let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
-                let expected = if quota {
-                    format!("255/{id}")
-                } else {
-                    "-".into()
-                };
+                let expected = common::btrfs::expected_parent_qgroup(&path, quota);
                 assert_eq!(
                     common::btrfs::parent_qgroup(base, &path),
                     expected,

@@ -686,17 +686,7 @@ fn btrfs_quota_puts_each_new_subvolume_in_its_own_group_as_debian_does() {
             let cache = listed.iter().find(|n| n.starts_with(".tar-")).unwrap();
             for entry in [cache.as_str(), "quotatest"] {
                 let path = root.join(entry);
-                let id = Command::new("btrfs")
-                    .args(["inspect-internal", "rootid"])
-                    .arg(&path)
-                    .output()
-                    .unwrap();
-                let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
-                let expected = if quota {
-                    format!("255/{id}")
-                } else {
-                    "-".into()
-                };
+                let expected = common::btrfs::expected_parent_qgroup(&path, quota);
                 assert_eq!(
                     common::btrfs::parent_qgroup(fs.path(), &path),
                     expected,

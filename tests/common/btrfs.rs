@@ -431,16 +431,31 @@ pub fn fiemap(path: &Path) -> Vec<Extent> {
         .collect()
 }
 
-/// The parent qgroup of the subvolume at `path` (`255/<id>` as systemd sets it up, `-`
-/// for none), from `btrfs qgroup show`.
-pub fn parent_qgroup(mount: &Path, path: &Path) -> String {
+/// The subvolume id of `path` (`btrfs inspect-internal rootid`).
+pub fn rootid(path: &Path) -> String {
     let id = Command::new("btrfs")
         .args(["inspect-internal", "rootid"])
         .arg(path)
         .output()
         .unwrap();
     assert!(id.status.success(), "rootid {}: {id:?}", path.display());
-    let own = format!("0/{}", String::from_utf8_lossy(&id.stdout).trim());
+    String::from_utf8_lossy(&id.stdout).trim().to_string()
+}
+
+/// What [`parent_qgroup`] gives for the new subvolume at `path` after an import with
+/// `--btrfs-quota=` `quota`: systemd's `255/<its id>`, or `-` for none.
+pub fn expected_parent_qgroup(path: &Path, quota: bool) -> String {
+    if quota {
+        format!("255/{}", rootid(path))
+    } else {
+        "-".into()
+    }
+}
+
+/// The parent qgroup of the subvolume at `path` (`255/<id>` as systemd sets it up, `-`
+/// for none), from `btrfs qgroup show`.
+pub fn parent_qgroup(mount: &Path, path: &Path) -> String {
+    let own = format!("0/{}", rootid(path));
     let out = Command::new("btrfs")
         .args(["qgroup", "show", "-p", "--raw"])
         .arg(mount)
