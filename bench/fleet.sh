@@ -44,19 +44,12 @@ lr_start_logged_registry
 
 # The image: 4 gzip layers of noise (they do not compress: bytes on the wire = size).
 echo "bench: building a ${MB} MiB image" >&2
-configs=
+diff_ids=
 layers=()
 for i in 1 2 3 4; do
-    mkdir -p "$WORK/layer$i/data"
-    head -c $((MB * 1024 * 1024 / 4)) /dev/urandom >"$WORK/layer$i/data/blob$i"
-    tar -C "$WORK/layer$i" -cf "$WORK/layer$i.tar" data
-    configs+="${configs:+,}\"$(lr_diff_id "$WORK/layer$i.tar")\""
-    gzip -1 -c "$WORK/layer$i.tar" >"$WORK/layer$i.tar.gz"
-    layers+=("$WORK/layer$i.tar.gz")
+    lr_noise_layer "$i" $((MB * 1024 * 1024 / 4))
 done
-printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]}}' \
-    "$(dpkg --print-architecture 2>/dev/null || echo amd64)" "$configs" >"$WORK/config.json"
-lr_push_image bench/image latest "$WORK/config.json" "${layers[@]}"
+lr_push_noise_image
 IMAGE_BYTES=$(cat "${layers[@]}" "$WORK/config.json" | wc -c)
 
 # The pull-through cache (same CA; it trusts the origin through SSL_CERT_FILE).

@@ -92,19 +92,9 @@ diff_ids=
 layers=()
 for i in 1 2 3 4; do
     size=$((i == 1 ? MB * 1048576 : MB * 1048576 / 4))
-    mkdir -p "$WORK/layer$i/data"
-    head -c "$size" /dev/urandom >"$WORK/layer$i/data/blob$i"
-    [ "$i" = 4 ] && echo bench >"$WORK/layer$i/data/hostname"
-    tar -C "$WORK/layer$i" -cf "$WORK/layer$i.tar" data
-    rm -rf "$WORK/layer$i"
-    diff_ids+="${diff_ids:+,}\"$(lr_diff_id "$WORK/layer$i.tar")\""
-    gzip -1 -c "$WORK/layer$i.tar" >"$WORK/layer$i.tar.gz"
-    rm "$WORK/layer$i.tar"
-    layers+=("$WORK/layer$i.tar.gz")
+    lr_noise_layer "$i" "$size" $([ "$i" = 4 ] && echo hostname)
 done
-printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]}}' \
-    "$(dpkg --print-architecture 2>/dev/null || echo amd64)" "$diff_ids" >"$WORK/config.json"
-lr_push_image bench/image latest "$WORK/config.json" "${layers[@]}"
+lr_push_noise_image
 IMAGE_BYTES=$(cat "${layers[@]}" "$WORK/config.json" | wc -c)
 LARGEST_BYTES=$(stat -c %s "${layers[0]}")
 rm -f "${layers[@]}"

@@ -36,21 +36,12 @@ lr_start_logged_registry
 
 # The image: 2 gzip layers of noise (they do not compress: bytes on the wire = size).
 echo "bench: building a ${MB} MiB image" >&2
-configs=
+diff_ids=
 layers=()
 for i in 1 2; do
-    mkdir -p "$WORK/layer$i/data"
-    head -c $((MB * 1024 * 1024 / 2)) /dev/urandom >"$WORK/layer$i/data/blob$i"
-    tar -C "$WORK/layer$i" -cf "$WORK/layer$i.tar" data
-    rm -rf "$WORK/layer$i"
-    configs+="${configs:+,}\"$(lr_diff_id "$WORK/layer$i.tar")\""
-    gzip -1 -c "$WORK/layer$i.tar" >"$WORK/layer$i.tar.gz"
-    rm "$WORK/layer$i.tar"
-    layers+=("$WORK/layer$i.tar.gz")
+    lr_noise_layer "$i" $((MB * 1024 * 1024 / 2))
 done
-printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]}}' \
-    "$(dpkg --print-architecture 2>/dev/null || echo amd64)" "$configs" >"$WORK/config.json"
-lr_push_image bench/image latest "$WORK/config.json" "${layers[@]}"
+lr_push_noise_image
 LAYER_BYTES=$(cat "${layers[@]}" | wc -c)
 rm -f "${layers[@]}"
 

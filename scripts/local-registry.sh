@@ -128,3 +128,27 @@ lr_push_image() {
 lr_diff_id() {
     echo "sha256:$(sha256sum <"$1" | cut -d' ' -f1)"
 }
+
+# Benchmark images of noise (it does not compress: bytes on the wire = size). Layer I of
+# BYTES random bytes (and the file hostname, if a third argument says so) as
+# $WORK/layerI.tar.gz, appended to the caller's array `layers`, its DiffID to the
+# caller's string `diff_ids`.
+lr_noise_layer() {
+    local i=$1 bytes=$2
+    mkdir -p "$WORK/layer$i/data"
+    head -c "$bytes" /dev/urandom >"$WORK/layer$i/data/blob$i"
+    if [ -n "${3:-}" ]; then echo bench >"$WORK/layer$i/data/hostname"; fi
+    tar -C "$WORK/layer$i" -cf "$WORK/layer$i.tar" data
+    rm -rf "$WORK/layer$i"
+    diff_ids+="${diff_ids:+,}\"$(lr_diff_id "$WORK/layer$i.tar")\""
+    gzip -1 -c "$WORK/layer$i.tar" >"$WORK/layer$i.tar.gz"
+    rm "$WORK/layer$i.tar"
+    layers+=("$WORK/layer$i.tar.gz")
+}
+
+# Push `layers` as bench/image:latest, with a config ($WORK/config.json) naming `diff_ids`.
+lr_push_noise_image() {
+    printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]}}' \
+        "$(dpkg --print-architecture 2>/dev/null || echo amd64)" "$diff_ids" >"$WORK/config.json"
+    lr_push_image bench/image latest "$WORK/config.json" "${layers[@]}"
+}
