@@ -425,6 +425,15 @@ pub fn cache_path(image_root: &Path, kind: CacheKind, url: &str, etag: Option<&s
     image_root.join(name)
 }
 
+/// `<root>/.#url-<escaped url>.partial`: the partial download of `url` (pull-tar and
+/// pull-raw), escaped as the cache names are; its ETag is recorded with it.
+pub fn url_partial_path(image_root: &Path, url: &str) -> PathBuf {
+    partial_path(
+        image_root,
+        &format!("url-{}", escape::xescape(url, FILENAME_ESCAPE)),
+    )
+}
+
 /// ETags of cache entries for `url` under `image_root`, to send as `If-None-Match`. A
 /// missing root means none; entries of the wrong type or with an invalid ETag are ignored.
 pub fn find_old_etags(image_root: &Path, kind: CacheKind, url: &str) -> Result<Vec<String>> {

@@ -31,6 +31,8 @@ struct Served {
     etag: Option<String>,
     /// Answer `If-None-Match` with 304 when it names the ETag (what real servers do).
     honour_if_none_match: bool,
+    /// Answer `Range` (with `If-Range` naming the ETag, or none) with 206.
+    honour_range: bool,
     shape: Option<Shape>,
 }
 
@@ -39,6 +41,8 @@ pub struct ImageServer {
     files: Arc<Mutex<HashMap<String, Served>>>,
     /// Per path: how many responses carried the body (200).
     bodies: Arc<Mutex<HashMap<String, usize>>>,
+    /// Per path: body bytes of all responses (200 and 206), as handed to the server.
+    bytes: Arc<Mutex<HashMap<String, u64>>>,
     pub http: HttpServer,
     pub ca: TestCa,
 }
@@ -54,7 +58,9 @@ impl ImageServer {
         let ca = TestCa::new();
         let files: Arc<Mutex<HashMap<String, Served>>> = Arc::default();
         let bodies: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let bytes: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let (served, counted) = (Arc::clone(&files), Arc::clone(&bodies));
+        let sent = Arc::clone(&bytes);
         let http = HttpServer::start(Some(&ca), move |req| {
             let file = lock(&served).get(&req.path).cloned();
             let Some(file) = file else {
@@ -64,11 +70,15 @@ impl ImageServer {
             if resp.status == 200 {
                 *lock(&counted).entry(req.path.clone()).or_default() += 1;
             }
+            if req.method != "HEAD" {
+                *lock(&sent).entry(req.path.clone()).or_default() += resp.body.len() as u64;
+            }
             resp
         });
         ImageServer {
             files,
             bodies,
+            bytes,
             http,
             ca,
         }
@@ -87,6 +97,7 @@ impl ImageServer {
                 body: body.into(),
                 etag: None,
                 honour_if_none_match: true,
+                honour_range: true,
                 shape: None,
             },
         );
@@ -113,6 +124,17 @@ impl ImageServer {
     /// Answer with the full body even when `If-None-Match` names the ETag.
     pub fn ignore_if_none_match(&self, path: &str) {
         self.edit(path, |f| f.honour_if_none_match = false);
+    }
+
+    /// Answer every request for `path` with the whole body (200), `Range` or not.
+    pub fn ignore_range(&self, path: &str) {
+        self.edit(path, |f| f.honour_range = false);
+    }
+
+    /// Body bytes the server handed out for `path` so far (responses cut short by a
+    /// shape count whole).
+    pub fn bytes_sent(&self, path: &str) -> u64 {
+        lock(&self.bytes).get(path).copied().unwrap_or(0)
     }
 
     /// Change every later response for `path` with `shape` (a fault, a throttle, …).
@@ -188,8 +210,15 @@ fn answers_not_modified(req: &Request, file: &Served) -> bool {
 }
 
 fn respond(req: &Request, file: &Served) -> Response {
+    // `If-Range` must name the current ETag for a range to be served.
+    let ranged = file.honour_range
+        && req
+            .header("If-Range")
+            .is_none_or(|v| file.etag.as_deref() == Some(v));
     let mut resp = if answers_not_modified(req, file) {
         Response::status(304)
+    } else if ranged {
+        Response::ranged(req, file.body.clone())
     } else {
         Response::ok(file.body.clone())
     };
@@ -460,10 +489,14 @@ pub fn temporaries(root: &Path) -> Vec<String> {
 }
 
 /// A running pull's locks: its owner lock (`.#owner-<token>.lock`, and the temporary name
-/// it is made under) and its local name's lock (`.#local-<name>.lock`): not temporaries of
-/// the image; they go when the pull ends.
+/// it is made under), its local name's lock (`.#local-<name>.lock`) and the partial
+/// download of its URL (`.#url-<url>.partial`, its lock on the URL too): not temporaries
+/// of the image; they go when the pull ends.
 pub fn is_owner_lock(name: &str) -> bool {
-    name.starts_with(".#owner-") || name.starts_with(".#.#owner-") || name.starts_with(".#local-")
+    name.starts_with(".#owner-")
+        || name.starts_with(".#.#owner-")
+        || name.starts_with(".#local-")
+        || (name.starts_with(".#url-") && name.ends_with(".partial"))
 }
 
 /// Compress `data` with an external tool (`gzip`, `xz`, `bzip2`, `zstd`), as a server's

@@ -406,6 +406,7 @@ mod tests {
             uncompressed_max: u64::MAX,
             resume_from: None,
             dialect: Dialect::V219,
+            spool: None,
         };
         let channel = Channel::new(super::super::worker::DEFAULT_QUEUE_LIMIT).unwrap();
         let mut h = JobHandler::new(
@@ -502,6 +503,7 @@ mod tests {
                     uncompressed_max: MAX,
                     resume_from: None,
                     dialect: Dialect::V219,
+                    spool: None,
                 };
                 let channel =
                     Channel::new(super::worker::DEFAULT_QUEUE_LIMIT).map_err(|e| e.to_string())?;

@@ -25,6 +25,7 @@ mod expect;
 mod handler;
 pub mod retry;
 mod set;
+mod spool;
 mod worker;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -48,6 +49,7 @@ pub use worker::DEFAULT_QUEUE_LIMIT;
 pub use crate::import::stream::Compression;
 pub use expect::{Expected, Mismatch, Wording};
 pub use set::{JobOwner, JobSet};
+pub use spool::SpoolTo;
 
 /// The C job's default limit on compressed and uncompressed sizes: 8 GiB.
 pub const DEFAULT_SIZE_MAX: u64 = 8 << 30;
@@ -174,6 +176,9 @@ pub struct JobOptions {
     /// Follow a redirect from an `https` URL to plain `http` (an endpoint configured
     /// insecure); by default it is refused with a message naming both URLs.
     pub allow_insecure_redirects: bool,
+    /// Keep the bytes as served in a partial download, resuming after what it holds
+    /// (pull-tar, pull-raw): see [`SpoolTo`]. Not with `resume_from`.
+    pub spool: Option<SpoolTo>,
 }
 
 impl JobOptions {
@@ -198,6 +203,7 @@ impl JobOptions {
             transport: Transport::default(),
             post_form: None,
             allow_insecure_redirects: false,
+            spool: None,
         }
     }
 }
@@ -283,8 +289,16 @@ impl ImportJob {
         if self.state != JobState::Init {
             return Err(Error::new(libc::EBUSY));
         }
-        let options = self.options.take().ok_or_else(|| Error::new(libc::EBUSY))?;
+        let mut options = self.options.take().ok_or_else(|| Error::new(libc::EBUSY))?;
+        if options.spool.is_some() && options.resume_from.is_some() {
+            return Err(Error::new(libc::EINVAL));
+        }
         let channel = Channel::new(options.queue_limit)?;
+        let spool_range = options
+            .spool
+            .as_ref()
+            .and_then(|s| s.range())
+            .map(|(start, etag)| (start, etag.to_string()));
         let spec = WorkerSpec {
             url: self.url.clone(),
             sink: options.sink,
@@ -295,6 +309,7 @@ impl ImportJob {
             uncompressed_max: options.uncompressed_max,
             resume_from: options.resume_from,
             dialect: options.dialect,
+            spool: options.spool.take(),
         };
         let handler = JobHandler::new(
             &self.url,
@@ -317,6 +332,9 @@ impl ImportJob {
             list.append(&format!("If-None-Match: {}", options.old_etags.join(", ")))
                 .map_err(eio)?;
         }
+        if let Some((_, etag)) = &spool_range {
+            list.append(&format!("If-Range: {etag}")).map_err(eio)?;
+        }
         easy.http_headers(list).map_err(eio)?;
         if let Some(form) = &options.post_form {
             easy.post(true).map_err(eio)?;
@@ -325,7 +343,7 @@ impl ImportJob {
         easy.progress(true).map_err(eio)?;
         // Larger reads mean fewer callbacks and queue operations per byte.
         easy.buffer_size(256 << 10).map_err(eio)?;
-        if let Some(offset) = options.resume_from {
+        if let Some(offset) = options.resume_from.or(spool_range.map(|(start, _)| start)) {
             // A plain Range header, not CURLOPT_RESUME_FROM: with the latter libcurl fails
             // a 200 answer itself, and we want to start over in that case.
             easy.range(&format!("{offset}-")).map_err(eio)?;

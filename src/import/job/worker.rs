@@ -27,6 +27,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::Whence;
 use sha2::{Digest, Sha256};
 
+use super::spool::{SpoolTo, SpooledInput};
 use super::{ResponseMeta, Sink, StreamContext};
 use crate::import::stream::{self, Compression, Decoder, HashingReader};
 use crate::log_error_errno;
@@ -229,7 +230,7 @@ impl Read for ChannelReader {
 /// An error the job has already dealt with (a cancellation, a failed transfer), carried
 /// inside the `io::Error` so that stream consumers see our `Error` and pass it on without
 /// logging it again (the unpacker's contract); a bare errno would look like a new failure.
-fn handled(e: Error) -> io::Error {
+pub(super) fn handled(e: Error) -> io::Error {
     let kind = io::Error::from_raw_os_error(e.errno()).kind();
     io::Error::new(kind, e)
 }
@@ -293,6 +294,9 @@ pub(crate) struct WorkerSpec {
     pub resume_from: Option<u64>,
     /// Whose messages the worker logs.
     pub dialect: Dialect,
+    /// Keep the bytes as served in this partial download (and resume after what it
+    /// holds): see `spool.rs`.
+    pub spool: Option<SpoolTo>,
 }
 
 /// Spawn the worker thread for `channel`.
@@ -356,10 +360,14 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
         }
     }
 
-    let reader = ChannelReader {
+    let queue = ChannelReader {
         channel: channel.clone(),
         current: Vec::new(),
         pos: 0,
+    };
+    let reader = match spec.spool {
+        Some(spool) => SpooledInput::new(queue, channel.clone(), spool, &meta, &spec.url)?,
+        None => SpooledInput::plain(queue, channel.clone()),
     };
     let hasher = (spec.calc_checksum || seed.is_some()).then(|| seed.unwrap_or_default());
     let mut served = HashingReader::new(reader, hasher);

@@ -1,7 +1,8 @@
 //! Partial downloads that outlive the process: a blob on its way from the network lives
-//! under a name derived from what it is (`.#oci-blob-sha256-<hex>.partial` for a layer),
-//! so that the next pull of the same thing finds the bytes a killed one left, and two
-//! pulls of the same thing at once find each other.
+//! under a name derived from what it is (`.#oci-blob-sha256-<hex>.partial` for a layer,
+//! `.#url-<escaped url>.partial` for the file of a pull-tar or pull-raw, whose ETag is
+//! recorded with it), so that the next pull of the same thing finds the bytes a killed
+//! one left, and two pulls of the same thing at once find each other.
 //!
 //! The file is its own lock (`flock` on the file itself):
 //!
@@ -21,8 +22,8 @@
 //! opens the name again if not.
 //!
 //! Partials are left alone by the owner sweep ([`is_partial`]); one nobody holds whose
-//! last write is older than [`RETENTION`] is removed by it ([`expire`]): a crash leaves at
-//! most a few days of garbage, never an unbounded amount.
+//! last write is older than [`RETENTION`], or that is empty, is removed by it
+//! ([`expire`]): a crash leaves at most a few days of garbage, never an unbounded amount.
 
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -43,7 +44,7 @@ pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 const PREFIX: &str = ".#";
 const SUFFIX: &str = ".partial";
 
-/// The partial download of `what` (a name made of `[A-Za-z0-9_-]` characters) in `root`.
+/// The partial download of `what` (a file name's worth of characters, no `/`) in `root`.
 pub fn partial_path(root: &Path, what: &str) -> PathBuf {
     root.join(format!("{PREFIX}{what}{SUFFIX}"))
 }
@@ -243,20 +244,22 @@ fn lock_failed(path: &Path, e: Errno) -> Error {
     log_error_errno!(e.clone(), "Failed to lock {}: {}", path.display(), e)
 }
 
-/// Remove the partial at `path` if nobody holds it and it was last written more than
-/// [`RETENTION`] ago (the owner sweep calls this for every partial it finds).
+/// Remove the partial at `path` if nobody holds it and it is empty or was last written
+/// more than [`RETENTION`] ago (the owner sweep calls this for every partial it finds).
 pub fn expire(path: &Path) {
     let Ok(file) = File::open(path) else { return };
     let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
         return;
     };
-    let old = lock
-        .metadata()
-        .and_then(|m| m.modified())
-        .ok()
+    let meta = lock.metadata().ok();
+    let empty = meta.as_ref().is_some_and(|m| m.len() == 0);
+    let old = meta
+        .and_then(|m| m.modified().ok())
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .is_some_and(|age| age > RETENTION);
-    if old && still_named(&lock, path) {
+    if empty && still_named(&lock, path) {
+        let _ = std::fs::remove_file(path);
+    } else if old && still_named(&lock, path) {
         log::debug!(
             "Removing {}, a partial download unused for more than {} days.",
             path.display(),
@@ -334,9 +337,11 @@ mod tests {
         let fresh = partial_path(dir.path(), "fresh");
         let old = partial_path(dir.path(), "old");
         let held = partial_path(dir.path(), "held");
+        let empty = partial_path(dir.path(), "empty");
         for p in [&fresh, &old, &held] {
             std::fs::write(p, b"x").unwrap();
         }
+        std::fs::write(&empty, b"").unwrap();
         let long_ago = SystemTime::now() - RETENTION - Duration::from_secs(60);
         for p in [&old, &held] {
             File::options()
@@ -349,9 +354,9 @@ mod tests {
         let Claim::Got(_holder) = claim(&held) else {
             panic!()
         };
-        for p in [&fresh, &old, &held] {
+        for p in [&fresh, &old, &held, &empty] {
             expire(p);
         }
-        assert!(fresh.exists() && held.exists() && !old.exists());
+        assert!(fresh.exists() && held.exists() && !old.exists() && !empty.exists());
     }
 }

@@ -9,11 +9,14 @@ use std::sync::atomic::AtomicBool;
 use super::downloads::{self, ProgressPlan, Stage, UrlDownloads, UrlJob};
 use super::{Direct, PullOptions, UrlRequest};
 use crate::curl_glue::CurlGlue;
-use crate::event::EventLoop;
-use crate::import::job::{JobOptions, JobOwner, JobSet};
-use crate::import::store::{self, cache_path, find_old_etags, CacheKind, TempPath};
+use crate::event::{Clock, EventLoop, TimerAction};
+use crate::import::job::{JobOptions, JobOwner, JobSet, SpoolTo};
+use crate::import::store::{
+    self, cache_path, find_old_etags, CacheKind, Claim, Partial, PartialMode, TempPath,
+};
 use crate::import::{Importer, Lifecycle};
 use crate::util::error::{Error, Result};
+use crate::util::format::format_bytes;
 use crate::util::test_seams::{self, Hold};
 
 /// The test setting `hold` for a task at `at`: returns ECANCELED once the task was
@@ -24,6 +27,9 @@ pub fn test_hold(hold: Option<Hold>, at: Hold, cancel: &AtomicBool) -> Result<()
     }
     Ok(())
 }
+
+/// How often a pull waiting for another process's download of its URL looks again.
+const CLAIM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What makes pull-tar and pull-raw different; the rest of their pull is [`UrlImport`]'s.
 pub trait Flavor: Default + Sized + 'static {
@@ -59,6 +65,11 @@ pub struct UrlImport<F> {
     pub(super) flavor: F,
     /// The downloaded image, until it is moved into the cache.
     pub(super) temp: Option<TempPath>,
+    /// The URL's partial download (`.#url-<url>.partial`), ours from the claim until the
+    /// cache entry is made (or the pull ends): a second pull of the URL waits for it.
+    partial: Option<Partial>,
+    /// We said we wait for another process's download of the URL.
+    waiting: bool,
     glue: CurlGlue,
     pub(super) req: UrlRequest,
     /// The cache entry, once the image response is known.
@@ -73,6 +84,8 @@ impl<F: Flavor> UrlImport<F> {
             downloads: UrlDownloads::new(&req, F::PLAN, F::strip_suffixes),
             flavor: F::default(),
             temp: None,
+            partial: None,
+            waiting: false,
             glue: CurlGlue::new(req.curl.clone())?,
             req,
             final_path: None,
@@ -86,6 +99,10 @@ impl<F: Flavor> UrlImport<F> {
         self.stage = stage;
         if stage != Stage::Downloading {
             self.lifecycle.stop_progress_timer(lp);
+        }
+        if stage == Stage::Copying {
+            // The cache entry is there: a pull waiting for the URL may use it now.
+            self.partial = None;
         }
         self.report_progress();
     }
@@ -140,6 +157,62 @@ impl<F: Flavor> UrlImport<F> {
     }
 }
 
+impl<F: Flavor> UrlImport<F> {
+    /// Take the URL's partial download and begin the downloads, or wait for the process
+    /// that holds it (claiming it again every [`CLAIM_INTERVAL`]): once that one is done,
+    /// its cache entry is ours to use (or its partial ours to resume, if it died).
+    fn claim_partial(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
+        let path = store::url_partial_path(&self.req.image_root, &self.req.url);
+        match Partial::claim(&path)? {
+            Claim::Got(partial) if partial.mode() == PartialMode::Write => {
+                let spool = SpoolTo::found(partial.file()?);
+                self.partial = Some(partial);
+                self.begin_downloads(lp, spool)
+            }
+            _ => {
+                if !self.waiting {
+                    self.waiting = true;
+                    log::info!("Waiting for another process downloading {}.", self.req.url);
+                }
+                lp.add_timer_in(
+                    Clock::Monotonic,
+                    CLAIM_INTERVAL,
+                    |lp, me: &mut Self, _, _| {
+                        if !me.lifecycle.is_finished() {
+                            if let Err(e) = me.claim_partial(lp) {
+                                me.finish(lp, Err(e));
+                            }
+                        }
+                        Ok(TimerAction::Drop)
+                    },
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Begin the image download (resumed after what `spool` holds, if anything) and its
+    /// companions.
+    fn begin_downloads(&mut self, lp: &mut EventLoop<Self>, spool: SpoolTo) -> Result<()> {
+        let (root, url) = (&self.req.image_root, &self.req.url);
+        let old_etags = find_old_etags(root, F::CACHE, url)?;
+        // Reserved before anything can create it: the image job makes it.
+        let temp = TempPath::next_to(&cache_path(root, F::CACHE, url, None));
+        let path = temp.path().to_path_buf();
+        self.temp = Some(temp);
+        let mut options = self.flavor.image_job(&path, &self.req.options)?;
+        options.old_etags = old_etags;
+        if spool.have > 0 {
+            log::info!(
+                "Resuming download of {url} after the {} on disk.",
+                format_bytes(spool.have)
+            );
+        }
+        options.spool = Some(spool);
+        self.downloads.begin(lp, &mut self.glue, options)
+    }
+}
+
 impl<F: Flavor> JobOwner for UrlImport<F> {
     type Key = UrlJob;
 
@@ -175,15 +248,7 @@ impl<F: Flavor> Importer for UrlImport<F> {
             self.downloads.begin(lp, &mut self.glue, options)?;
             return self.lifecycle.start_progress_timer(lp);
         }
-        let (root, url) = (&self.req.image_root, &self.req.url);
-        let old_etags = find_old_etags(root, F::CACHE, url)?;
-        // Reserved before anything can create it: the image job makes it.
-        let temp = TempPath::next_to(&cache_path(root, F::CACHE, url, None));
-        let path = temp.path().to_path_buf();
-        self.temp = Some(temp);
-        let mut options = self.flavor.image_job(&path, &self.req.options)?;
-        options.old_etags = old_etags;
-        self.downloads.begin(lp, &mut self.glue, options)?;
+        self.claim_partial(lp)?;
         self.lifecycle.start_progress_timer(lp)
     }
 
