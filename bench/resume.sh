@@ -12,6 +12,14 @@
 #   BENCH_MB=64 bench/resume.sh     # a small one (a smoke test of the script)
 #   BENCH_DIR=/dev/shm bench/resume.sh
 #   BENCH_KILL_AT=30 bench/resume.sh   # kill at 30 % instead of 50 %
+#
+# The pull-tar variant (BENCH_KIND=tar; needs nginx too) does the same with a gzip'd
+# tarball of noise served by nginx (static file: strong ETag, Range and If-Range), the
+# bytes served summed from nginx's access log ($body_bytes_sent), the partial being
+# `.#url-<url>.partial`:
+#
+#   BENCH_KIND=tar bench/resume.sh
+#   BENCH_KIND=tar BENCH_MB=64 bench/resume.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,6 +28,11 @@ cd "$(dirname "$0")/.."
 
 MB=${BENCH_MB:-512}
 KILL_AT=${BENCH_KILL_AT:-50}
+if [ "${BENCH_KIND:-oci}" = tar ]; then
+    # shellcheck source=bench/resume-tar.sh
+    . bench/resume-tar.sh
+    exit 0
+fi
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/resume-bench.XXXXXX")
 PULL_PID=
 cleanup() {
