@@ -269,7 +269,7 @@ fn a_live_processes_partial_is_waited_for_then_resumed() {
 fn two_pulls_of_one_url_download_it_once() {
     let case = Case::new("pull-tar", "sdimport-twice.tar.gz", tarball(6), "first");
     case.server.shape(&case.path, |r| {
-        r.slow(2 << 20).delay(Duration::from_millis(200))
+        r.slow(1 << 20).delay(Duration::from_millis(200))
     });
     let root = TempRoot::new();
     let first = case.spawn(root.path());

@@ -15,6 +15,11 @@
 //! (the checksum covers the whole file as before: it is computed over what the decoder
 //! reads). Anything else starts over: the file is cut and written from the start.
 //!
+//! Nothing is synced: a process killed keeps every byte it wrote (the page cache survives
+//! it); after a power cut the file holds what the file system had written back, as the
+//! journalling file systems (ext4's `data=ordered`, xfs, btrfs) extend a file's size on
+//! disk only over data that reached it; the checksum of a verified pull covers the rest.
+//!
 //! Without a strong ETag nothing proves that bytes on disk are the object a later
 //! response sends (a `Last-Modified` date has a resolution of a second and a weak ETag
 //! does not vouch for the bytes), so such a body is not kept: the partial stays empty.
@@ -211,5 +216,40 @@ impl<R: Read> Read for SpooledInput<R> {
             self.pos += n as u64;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_strong_etags_make_bytes_resumable() {
+        for (etag, strong) in [
+            ("\"abc\"", true),
+            ("\"\"", true),
+            ("W/\"abc\"", false),
+            ("\"", false),
+            ("abc", false),
+        ] {
+            assert_eq!(is_strong(etag), strong, "{etag}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = |len| {
+            let f = File::create(dir.path().join("p")).unwrap();
+            f.set_len(len).unwrap();
+            f
+        };
+        let spool = |have, etag: Option<&str>| SpoolTo {
+            file: file(have),
+            have,
+            etag: etag.map(str::to_string),
+        };
+        // One byte back: a whole file still gets a byte, never a 416.
+        assert_eq!(spool(10, Some("\"e\"")).range(), Some((9, "\"e\"")));
+        assert_eq!(spool(0, Some("\"e\"")).range(), None);
+        assert_eq!(spool(10, None).range(), None);
+        // Bytes without a recorded ETag are not trusted.
+        assert_eq!(SpoolTo::found(file(10)).range(), None);
     }
 }
