@@ -28,10 +28,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::worker::{handled, Channel};
 use super::ResponseMeta;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
@@ -96,7 +95,8 @@ fn read_etag(file: &File) -> Option<String> {
 /// then the queued chunks, each written to the partial before it is handed on.
 pub(crate) struct SpooledInput<R> {
     queue: R,
-    channel: Arc<Channel>,
+    /// The job's cancel flag (checked between reads of the kept bytes too).
+    cancel: Arc<AtomicBool>,
     /// The partial; `None` when the body is not kept.
     file: Option<File>,
     /// Next byte of the file to read (below `kept`) or to write (from `kept` on).
@@ -111,14 +111,14 @@ impl<R: Read> SpooledInput<R> {
     /// response has a strong ETag, else not kept at all.
     pub fn new(
         queue: R,
-        channel: Arc<Channel>,
+        cancel: Arc<AtomicBool>,
         spool: SpoolTo,
         meta: &ResponseMeta,
         url: &str,
     ) -> Result<SpooledInput<R>> {
         let mut input = SpooledInput {
             queue,
-            channel,
+            cancel,
             file: None,
             pos: 0,
             kept: 0,
@@ -158,10 +158,10 @@ impl<R: Read> SpooledInput<R> {
     }
 
     /// The body as it comes, not kept anywhere.
-    pub fn plain(queue: R, channel: Arc<Channel>) -> SpooledInput<R> {
+    pub fn plain(queue: R, cancel: Arc<AtomicBool>) -> SpooledInput<R> {
         SpooledInput {
             queue,
-            channel,
+            cancel,
             file: None,
             pos: 0,
             kept: 0,
@@ -182,8 +182,10 @@ fn content_range_start(meta: &ResponseMeta) -> Option<u64> {
 
 impl<R: Read> Read for SpooledInput<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.channel.cancel.load(Ordering::Acquire) {
-            return Err(handled(Error::new(libc::ECANCELED)));
+        if self.cancel.load(Ordering::Acquire) {
+            // Our error inside, so that consumers pass it on without logging it.
+            let kind = io::Error::from_raw_os_error(libc::ECANCELED).kind();
+            return Err(io::Error::new(kind, Error::new(libc::ECANCELED)));
         }
         if let (Some(file), true) = (&self.file, self.pos < self.kept) {
             let want = buf.len().min((self.kept - self.pos) as usize);

@@ -230,7 +230,7 @@ impl Read for ChannelReader {
 /// An error the job has already dealt with (a cancellation, a failed transfer), carried
 /// inside the `io::Error` so that stream consumers see our `Error` and pass it on without
 /// logging it again (the unpacker's contract); a bare errno would look like a new failure.
-pub(super) fn handled(e: Error) -> io::Error {
+fn handled(e: Error) -> io::Error {
     let kind = io::Error::from_raw_os_error(e.errno()).kind();
     io::Error::new(kind, e)
 }
@@ -366,8 +366,8 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
         pos: 0,
     };
     let reader = match spec.spool {
-        Some(spool) => SpooledInput::new(queue, channel.clone(), spool, &meta, &spec.url)?,
-        None => SpooledInput::plain(queue, channel.clone()),
+        Some(spool) => SpooledInput::new(queue, channel.cancel.clone(), spool, &meta, &spec.url)?,
+        None => SpooledInput::plain(queue, channel.cancel.clone()),
     };
     let hasher = (spec.calc_checksum || seed.is_some()).then(|| seed.unwrap_or_default());
     let mut served = HashingReader::new(reader, hasher);
