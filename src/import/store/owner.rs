@@ -263,7 +263,7 @@ mod tests {
         // No owner at all, an unparsable name, a kept one, and a final image.
         std::fs::write(root.join(".#x1234567800000003"), b"").unwrap();
         std::fs::write(root.join(".#legacy"), b"").unwrap();
-        std::fs::write(root.join(".#keep.partial"), b"").unwrap();
+        std::fs::write(root.join(".#keep.partial"), b"kept").unwrap();
         std::fs::create_dir(root.join("image")).unwrap();
 
         let owner = Owner::claim(
