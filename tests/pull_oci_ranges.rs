@@ -17,7 +17,7 @@ use common::oci::{
     Image, ImageBuilder,
 };
 use common::oci::{pull_oci, PullEnv};
-use common::registry::{sha256_digest, Registry, RegistryOptions};
+use common::registry::{sha256_digest, Registry, RegistryOptions, TokenOptions};
 
 const MIB: u64 = 1 << 20;
 /// The part size the tests set (the default is 16 MiB).
@@ -345,4 +345,139 @@ fn bad_download_range_options_are_refused() {
         assert_eq!(out.status, 1, "{option}");
         assert_line(&out, line);
     }
+}
+
+#[test]
+fn a_part_refused_with_401_gets_a_new_token() {
+    let reg = Arc::new(Registry::start(RegistryOptions::token(
+        TokenOptions::default(),
+    )));
+    let image = big_image(&reg, "token/ocit-app");
+    let big = image.layers[1].digest.clone();
+    let path = format!("/blobs/{big}");
+    let once = Arc::new(AtomicUsize::new(0));
+    let o = once.clone();
+    let reg2 = reg.clone();
+    let proxy = FaultProxy::start(&reg, move |req, upstream| {
+        if req.path.ends_with(&path)
+            && range(req).map(|r| r.0) == Some(2 * PART)
+            && o.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            // The registry's own 401 with its Bearer challenge, as for an expired token.
+            let mut bare = req.clone();
+            bare.headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("Authorization"));
+            return forward(&bare, &reg2.url(), Some(reg2.ca()));
+        }
+        upstream()
+    });
+    let env = PullEnv::new();
+    let tokens_before = reg.token_server().requests().len();
+    let out = env.pull(
+        &reg,
+        &[PART_OPTION, &format!("{}/token/ocit-app", proxy.host())],
+    );
+    assert_success(&out);
+    let third: Vec<_> = proxy
+        .requests_for(&format!("/blobs/{big}"))
+        .into_iter()
+        .filter(|r| range(r).map(|r| r.0) == Some(2 * PART))
+        .collect();
+    assert_eq!(third.len(), 2, "{}", out.stderr);
+    assert_ne!(
+        third[0].bearer_token(),
+        third[1].bearer_token(),
+        "sent again with a new token"
+    );
+    assert_eq!(
+        reg.token_server().requests().len() - tokens_before,
+        2,
+        "{}",
+        out.stderr
+    );
+    assert_image(&env, &image);
+}
+
+/// The value of the prefix record on a spool file (0 if there is none).
+fn recorded_prefix(path: &std::path::Path) -> u64 {
+    if !path.exists() {
+        return 0;
+    }
+    common::fsmeta::lxattrs(path)
+        .get(&b"user.systemd_import.prefix"[..])
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Killed while its parts were running (one stalled mid-way, parts after it complete,
+/// two not begun): the spool has holes. The next pull resumes after the prefix the hash
+/// covered, fetching at most what lies beyond it, and the image is right.
+#[test]
+fn kill_9_during_a_ranged_fetch_then_a_new_pull_resumes_after_the_recorded_prefix() {
+    use std::sync::atomic::AtomicBool;
+    let reg = Arc::new(Registry::start(RegistryOptions::plain()));
+    let image = big_image(&reg, "kill/ocit-app");
+    let big = image.layers[1].digest.clone();
+    let len = image.layers[1].blob.len() as u64;
+    let path = format!("/blobs/{big}");
+    let first_run = Arc::new(AtomicBool::new(true));
+    let first = first_run.clone();
+    let proxy = FaultProxy::start(&reg, move |req, upstream| {
+        let resp = upstream();
+        let start = range(req).map(|r| r.0);
+        if first.load(Ordering::SeqCst) && req.path.ends_with(&path) {
+            let stall = Duration::from_secs(120);
+            return match start {
+                Some(s) if s == 2 * PART => resp.stall_after(1_000_000, stall),
+                Some(s) if s >= 5 * PART => resp.stall_after(0, stall),
+                _ => resp,
+            };
+        }
+        resp
+    });
+    let reference = format!("{}/kill/ocit-app", proxy.host());
+    let env = PullEnv::new();
+    let spool = env.path(&format!(
+        ".#oci-blob-sha256-{}.partial",
+        big.strip_prefix("sha256:").unwrap()
+    ));
+    let watched = common::cli::spawn_watch(&mut env.cmd(&reg, &[PART_OPTION, &reference]));
+    // The prefix reaches 2 parts and 1 MB; its hash is recorded every 4 MiB.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded_prefix(&spool) < PART
+        || proxy
+            .requests_for(&format!("/blobs/{big}"))
+            .iter()
+            .all(|r| range(r).map(|r| r.0) != Some(5 * PART))
+    {
+        assert!(Instant::now() < deadline, "the prefix was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the hash catch up with the prefix (2 parts and 1 MB) before the kill.
+    std::thread::sleep(Duration::from_millis(300));
+    watched.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = watched.wait();
+    let recorded = recorded_prefix(&spool);
+    assert!(
+        (PART..=2 * PART + 1_000_000).contains(&recorded),
+        "recorded {recorded}"
+    );
+
+    first_run.store(false, Ordering::SeqCst);
+    let before = proxy.requests().len();
+    let out = env.pull(&reg, &[PART_OPTION, &reference]);
+    assert_success(&out);
+    let again: Vec<_> = proxy.requests()[before..]
+        .iter()
+        .filter(|r| r.path.ends_with(&format!("/blobs/{big}")))
+        .map(|r| range(r).expect("a range"))
+        .collect();
+    let fetched: u64 = again.iter().map(|(s, e)| e - s + 1).sum();
+    assert_eq!(
+        again.iter().map(|r| r.0).min(),
+        Some(recorded),
+        "resumed at the recorded prefix: {again:?}"
+    );
+    assert_eq!(fetched, len - recorded, "{again:?}");
+    assert_image(&env, &image);
 }
