@@ -481,3 +481,45 @@ fn kill_9_during_a_ranged_fetch_then_a_new_pull_resumes_after_the_recorded_prefi
     assert_eq!(fetched, len - recorded, "{again:?}");
     assert_image(&env, &image);
 }
+
+/// SIGINT while parts run (one stalled) stops the parts and the follower at once and
+/// leaves nothing behind.
+#[test]
+fn sigint_during_a_ranged_fetch_leaves_nothing_behind() {
+    let reg = Arc::new(Registry::start(RegistryOptions::plain()));
+    let image = big_image(&reg, "sigint/ocit-app");
+    let big = image.layers[1].digest.clone();
+    let path = format!("/blobs/{big}");
+    let proxy = FaultProxy::start(&reg, move |req, upstream| {
+        let resp = upstream();
+        if req.path.ends_with(&path) && range(req).map(|r| r.0) == Some(PART) {
+            return resp.stall_after(100_000, Duration::from_secs(120));
+        }
+        resp
+    });
+    let env = PullEnv::new();
+    let reference = format!("{}/sigint/ocit-app", proxy.host());
+    let watched = common::cli::spawn_watch(&mut env.cmd(&reg, &[PART_OPTION, &reference]));
+    watched.wait_for_stderr_line(
+        |l| l.starts_with("Fetching layer ") && l.contains(" in 7 parts"),
+        Duration::from_secs(60),
+    );
+    // Let the other parts arrive (and the second stall).
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    watched.signal(nix::sys::signal::Signal::SIGINT);
+    let out = watched.wait();
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    let n = out.stderr_lines.len();
+    assert_eq!(
+        &out.stderr_lines[n - 2..],
+        ["Transfer aborted.", "Exiting."],
+        "{}",
+        out.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly"
+    );
+    assert!(env.top_level().is_empty(), "{:?}", env.top_level());
+}
