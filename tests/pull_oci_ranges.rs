@@ -508,15 +508,7 @@ fn sigint_during_a_ranged_fetch_leaves_nothing_behind() {
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     watched.signal(nix::sys::signal::Signal::SIGINT);
-    let out = watched.wait();
-    assert_eq!(out.status, 1, "{}", out.stderr);
-    let n = out.stderr_lines.len();
-    assert_eq!(
-        &out.stderr_lines[n - 2..],
-        ["Transfer aborted.", "Exiting."],
-        "{}",
-        out.stderr
-    );
+    common::oci::assert_aborted(&watched.wait());
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "stopped promptly"
