@@ -405,6 +405,7 @@ mod tests {
             hash_uncompressed: false,
             uncompressed_max: u64::MAX,
             resume_from: None,
+            range_end: None,
             dialect: Dialect::V219,
         };
         let channel = Channel::new(super::super::worker::DEFAULT_QUEUE_LIMIT).unwrap();
@@ -501,6 +502,7 @@ mod tests {
                     hash_uncompressed: false,
                     uncompressed_max: MAX,
                     resume_from: None,
+                    range_end: None,
                     dialect: Dialect::V219,
                 };
                 let channel =

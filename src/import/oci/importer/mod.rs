@@ -24,7 +24,9 @@
 //! ([`blobs`](super::blobs)). Layers are applied in order by a task
 //! ([`apply`]) that decompresses and unpacks on two threads and checks the DiffID: layer i
 //! starts as soon as layer i-1 is applied and its own download has begun, reading the spool
-//! as it grows (it reaches the end only once the blob was verified). Downloads of the
+//! as it grows (it reaches the end only once the blob was verified). A big blob is fetched
+//! as several ranges at once ([`ranged`], [`ranges`](super::ranges)), the spool's prefix
+//! hashed as it grows. Downloads of the
 //! layers above carry on meanwhile; the loop thread only moves bytes and reacts to
 //! completions.
 //!
@@ -48,12 +50,14 @@
 //! the endpoint left behind are sent again at the new one if they fail. Which endpoint
 //! served the manifest and each layer is logged.
 //!
-//! The importer's code is in three files by concern: this one holds the state, sending
+//! The importer's code is in four files by concern: this one holds the state, sending
 //! requests and dispatching their completions, the layers and the finishing;
 //! [`discovery`] finds the image (ping, first token, manifest, config); [`recovery`]
-//! carries out what becomes of a failed request (retry, resume, next endpoint).
+//! carries out what becomes of a failed request (retry, resume, next endpoint); [`ranged`]
+//! runs the parts of a blob fetched in ranges.
 
 mod discovery;
+mod ranged;
 mod recovery;
 
 use std::collections::HashMap;
@@ -174,6 +178,11 @@ impl OciImport {
 
     /// Send (or send again) the request `key`, if it belongs to the current stage.
     fn begin(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
+        if let (Key::Blob(b), Stage::Layers(l)) = (key, &self.stage) {
+            if l.blobs.wants_ranges(b) && self.begin_ranged(lp, b)? {
+                return Ok(());
+            }
+        }
         let authorization = self.session.header();
         let (index, src) = self.route.current();
         let job = match (key, &mut self.stage) {
@@ -193,13 +202,20 @@ impl OciImport {
             (Key::Config, Stage::Config(f)) => {
                 request::config(src, authorization, &f.manifest.config, f.body.clone())
             }
-            (Key::Blob(b), Stage::Layers(l)) => {
+            (Key::Blob(b) | Key::Part(b, _), Stage::Layers(l)) => {
                 let registry = FromRegistry {
                     url: src.endpoint.blob_url(&l.blobs.get(b).descriptor.digest),
                     headers: authorization.into_iter().chain(src.headers()).collect(),
                     transport: src.transport.clone(),
                 };
-                l.blobs.job(b, registry)?
+                match key {
+                    Key::Part(_, i) => match l.blobs.part_job(b, i, registry)? {
+                        Some(job) => job,
+                        // The blob went back to one stream meanwhile.
+                        None => return Ok(()),
+                    },
+                    _ => l.blobs.job(b, registry)?,
+                }
             }
             // A request of another stage (a retry timer that fired late): nothing to send.
             _ => return Ok(()),
@@ -219,6 +235,7 @@ impl OciImport {
             Key::Manifest => self.on_manifest(lp, job),
             Key::Config => self.on_config(lp),
             Key::Blob(b) => self.on_blob(lp, b),
+            Key::Part(b, i) => self.on_part_done(lp, b, i),
         }
     }
 
@@ -468,7 +485,11 @@ impl Importer for OciImport {
             return;
         };
         let jobs = &self.jobs;
-        let written = |b: usize| jobs.get(Key::Blob(b)).map_or(0, |j| j.written_compressed());
+        let written = |b: usize| {
+            l.blobs
+                .ranged_bytes(b)
+                .unwrap_or_else(|| jobs.get(Key::Blob(b)).map_or(0, |j| j.written_compressed()))
+        };
         let (done, total) = l.blobs.progress(written);
         let share = |done: f64, total: f64| if total == 0.0 { 1.0 } else { done / total };
         let download = share(done as f64, total as f64);
