@@ -128,11 +128,9 @@ pull_all() {
     rm -rf "$WORK/layout" "$WORK/bundle"
     echo "$link skopeo+umoci $(awk -v s="$s" -v u="$u" 'BEGIN { printf "%.2f", s + u }') ($s + $u)" >>"$WORK/results"
 
-    local podman=(podman --root "$WORK/podman/root" --runroot "$WORK/podman/run"
-        --events-backend file --cgroup-manager cgroupfs)
-    t=$(timed podman "${podman[@]}" pull --quiet --cert-dir "$WORK/certs.d" "docker://$ref")
-    "${podman[@]}" system reset --force >/dev/null 2>&1 || true
-    rm -rf "$WORK/podman"
+    lr_podman_args "$WORK/podman"
+    t=$(timed podman "${LR_PODMAN[@]}" pull --quiet --cert-dir "$WORK/certs.d" "docker://$ref")
+    lr_podman_reset "$WORK/podman"
     echo "$link podman $t" >>"$WORK/results"
 }
 

@@ -1,5 +1,5 @@
-# Shell helpers for a throw-away local registry (sourced by quickstart-oci.sh and
-# bench/pull.sh): a CA and server certificate made with openssl, Debian's docker-registry
+# Shell helpers for a throw-away local registry (sourced by quickstart-oci.sh and the
+# benches in bench/): a CA and server certificate made with openssl, Debian's docker-registry
 # on a free 127.0.0.1 port with TLS, and pushing blobs and manifests with curl over the
 # registry HTTP API.
 #
@@ -151,4 +151,28 @@ lr_push_noise_image() {
     printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]}}' \
         "$(dpkg --print-architecture 2>/dev/null || echo amd64)" "$diff_ids" >"$WORK/config.json"
     lr_push_image bench/image latest "$WORK/config.json" "${layers[@]}"
+}
+
+# podman as a benchmark peer, with storage of its own below DIR (DIR/root), so a run
+# starts from an empty store and never touches the host's. `lr_podman_args DIR` sets the
+# array LR_PODMAN to the command to run (`"${LR_PODMAN[@]}" pull …`; an array, not a
+# function, so that /usr/bin/time can run it). Its run root is a directory of its own
+# under /run (podman refuses one longer than 50 characters). The storage driver is
+# podman's own choice unless LR_PODMAN_DRIVER names one: Debian's podman 4.3 has no
+# storage.conf and probes overlay first, which works on ext4 and tmpfs (native overlay
+# diff on this kernel); on btrfs the benches ask for its btrfs driver (a subvolume per
+# layer), as issue 15 says.
+lr_podman_args() {
+    [ -n "${LR_PODMAN_RUN:-}" ] || LR_PODMAN_RUN=$(mktemp -d /run/lr-podman.XXXXXX)
+    LR_PODMAN=(podman --root "$1/root" --runroot "$LR_PODMAN_RUN" --events-backend file
+        --cgroup-manager cgroupfs ${LR_PODMAN_DRIVER:+--storage-driver "$LR_PODMAN_DRIVER"})
+}
+
+# lr_podman_reset DIR: remove the store lr_podman_args DIR set up (podman first, for the
+# btrfs driver's subvolumes), DIR and the run root.
+lr_podman_reset() {
+    lr_podman_args "$1"
+    "${LR_PODMAN[@]}" system reset --force >/dev/null 2>&1 || true
+    rm -rf "$1" "$LR_PODMAN_RUN"
+    LR_PODMAN_RUN=
 }
