@@ -72,7 +72,9 @@
 //! * `meta.rs`: owner, xattrs, mode and mtime of extracted nodes;
 //! * `reader.rs`: the stream, with bounded memory; `entry.rs`: what it yields;
 //!   `pax.rs`: PAX records; `header.rs`: header blocks;
-//! * `tree.rs`: path operations confined to the root; `sys.rs`: system calls.
+//! * `tree.rs`: path operations confined to the root; `sys.rs`: system calls;
+//! * `fanout.rs`: one stream into several trees at once ([`unpack_trees`]), an unpacker
+//!   per tree on threads of their own; it uses only [`unpack`].
 //!
 //! # Callers
 //! `unpack` blocks: run it on a worker thread, never on the event loop. The reader is
@@ -85,6 +87,7 @@ mod apply;
 mod dirs;
 mod entry;
 mod extract;
+mod fanout;
 mod header;
 mod index;
 mod layer;
@@ -94,6 +97,7 @@ mod reader;
 mod sys;
 mod tree;
 
+pub use fanout::unpack_trees;
 pub use index::{members, Member};
 
 use std::fmt;
