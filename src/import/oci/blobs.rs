@@ -502,6 +502,25 @@ impl BlobQueue {
     }
 }
 
+impl Drop for BlobQueue {
+    /// A blob still waited for is no longer wanted (its layers were taken from the chains
+    /// another process made, or the pull ended): once whole, the process that wrote it
+    /// left it for us, so it goes now unless somebody else uses or waits for it. (A part
+    /// stays for the pull that resumes it.)
+    fn drop(&mut self) {
+        for blob in &mut self.blobs {
+            let whole = |b: &Blob| {
+                std::fs::metadata(&b.spool_path).is_ok_and(|m| m.len() == b.descriptor.size)
+            };
+            if blob.waiter.take().is_some() && whole(blob) {
+                if let Ok(Claim::Got(unused)) = Partial::claim(&blob.spool_path) {
+                    drop(unused);
+                }
+            }
+        }
+    }
+}
+
 /// What [`BlobQueue::claim`] found.
 #[derive(Debug)]
 pub enum Claimed {

@@ -34,8 +34,9 @@
 //! becomes the local image ([`finish`](super::finish)). On btrfs it is a subvolume and every
 //! applied layer leaves a read-only snapshot of it, `.oci-chain-<ChainID hex>` (shared by
 //! every image with the same base; layers whose chain exists are not downloaded at all,
-//! and the tree starts as a writable snapshot of the highest one). Nothing gets a final
-//! name before its digests checked out.
+//! and the tree starts as a writable snapshot of the highest one; a chain another process
+//! is making is waited for and taken, not applied again). Nothing gets a final name
+//! before its digests checked out.
 //!
 //! Failures ([`session`](super::session)): 5xx, 429, 408 and transport errors are retried
 //! (a blob resumes with a Range request from what its spool holds); a 401 gets a new token
@@ -66,7 +67,7 @@ use std::sync::Arc;
 
 use super::apply::{self, ApplyWork};
 use super::blobs::{Claimed, FromRegistry};
-use super::layers::Layers;
+use super::layers::{ChainClaim, Layers};
 use super::manifest::{Descriptor, ImageManifest};
 use super::request::{self, BodySlot, Key, PullRequest};
 use super::route::Route;
@@ -136,8 +137,10 @@ pub struct OciImport {
     lifecycle: Lifecycle,
     jobs: JobSet<Key>,
     stage: Stage,
-    /// Timers of requests waiting to be retried.
+    /// Timers of requests waiting to be retried (and of the ones below).
     timers: Vec<SourceId>,
+    /// The timer that looks again whether a layer another process applies is done.
+    advance_timer: Option<SourceId>,
     glue: CurlGlue,
 
     req: PullRequest,
@@ -164,6 +167,7 @@ impl OciImport {
             jobs: JobSet::new(),
             stage: Stage::Ping,
             timers: Vec::new(),
+            advance_timer: None,
             glue: CurlGlue::new(req.curl.clone())?,
             req,
             route,
@@ -308,6 +312,10 @@ impl OciImport {
         if l.applying.is_some() {
             return Ok(());
         }
+        // btrfs: another process pulling the same layers made their chains meanwhile.
+        if let Some(n) = l.chain_made_elsewhere() {
+            l.take_chain(n);
+        }
         let i = l.next;
         let Some(layer) = l.todo.get(i) else {
             return self.start_finishing(lp);
@@ -316,6 +324,17 @@ impl OciImport {
         if !l.blobs.is_started(layer.blob) {
             return Ok(());
         }
+        match l.claim_chain(i)? {
+            ChainClaim::Ours => {}
+            ChainClaim::Made(n) => {
+                l.take_chain(n);
+                return self.advance(lp);
+            }
+            // Another process applies it: look again in a while (its chain may appear,
+            // or it may fail and leave the layer to us).
+            ChainClaim::Busy => return self.advance_later(lp),
+        }
+        let layer = &l.todo[i];
         let (layer, diff_id, blob) = (layer.digest.clone(), layer.diff_id.clone(), layer.blob);
         let (target, subvolume) = l.target(i);
         let (input, spool_owned) = l.blobs.open_for_apply(blob)?;
@@ -334,6 +353,29 @@ impl OciImport {
             move |lp, d: &mut Self, result| d.on_layer_applied(lp, i, result),
         )?;
         l.applying = Some(task);
+        Ok(())
+    }
+
+    /// Call [`advance`](Self::advance) again after [`CLAIM_INTERVAL`] (one timer at a
+    /// time).
+    fn advance_later(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
+        if self.advance_timer.is_some() {
+            return Ok(());
+        }
+        let timer = lp.add_timer_in(
+            Clock::Monotonic,
+            CLAIM_INTERVAL,
+            move |lp, d: &mut Self, id, _| {
+                d.timers.retain(|t| *t != id);
+                d.advance_timer = None;
+                if let Err(e) = d.advance(lp) {
+                    d.finish(lp, Err(e));
+                }
+                Ok(TimerAction::Drop)
+            },
+        )?;
+        self.timers.push(timer);
+        self.advance_timer = Some(timer);
         Ok(())
     }
 
@@ -511,6 +553,7 @@ impl Importer for OciImport {
         for t in self.timers.drain(..) {
             lp.remove(t);
         }
+        self.advance_timer = None;
         self.stage = Stage::Finished;
     }
 }
