@@ -8,10 +8,12 @@
 #   sudo BENCH_DIR=/dev/shm bench/download.sh   # tmpfs
 #   sudo BENCH_COLD=1 bench/download.sh       # drop the page cache before each run
 #   sudo SIZE_MIB=64 BENCH_TREE=/usr/share/doc RUNS=1 bench/download.sh   # a smoke run
+#   sudo BENCH_ONLY=tar BENCH_FS=ext4 bench/download.sh   # pull-tar only (or BENCH_ONLY=raw)
 #
-# pull-tar runs twice: keeping the download (cache entry + local copy: a snapshot on
-# btrfs, a full copy elsewhere) and as systemd-pull with --keep-download=no (one tree;
-# systemd-pull 252 has no such option).
+# pull-tar runs twice: keeping the download (cache entry + local image: a snapshot on
+# btrfs, a reflinked copy where extents can be shared, elsewhere a second tree unpacked
+# in the same pass) and as systemd-pull with --keep-download=no (one tree; systemd-pull
+# 252 has no such option).
 #
 # Needs: cargo, python3, gzip, /usr/bin/time (package time), systemd-container (for
 # /usr/lib/systemd/systemd-pull). Works in a temporary directory under $BENCH_DIR
@@ -25,6 +27,8 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp}
 BENCH_FS=${BENCH_FS:-}
 BENCH_COLD=${BENCH_COLD:-0}
 BENCH_TREE=${BENCH_TREE:-/usr/share}
+BENCH_ONLY=${BENCH_ONLY:-}
+case $BENCH_ONLY in ''|raw|tar) ;; *) echo "BENCH_ONLY=raw|tar" >&2; exit 1 ;; esac
 C_PULL=/usr/lib/systemd/systemd-pull
 
 for tool in python3 gzip /usr/bin/time "$C_PULL"; do
@@ -68,6 +72,7 @@ trap cleanup EXIT
 # Inputs: a disk image of $SIZE_MIB MiB (a quarter random data, the rest zeros in runs, like
 # a fresh file system) and a tarball of /usr/share (tens of thousands of small files).
 mkdir -p "$work/srv"
+if [ "$BENCH_ONLY" != tar ]; then
 python3 - "$work/srv/disk.raw" "$SIZE_MIB" <<'EOF'
 import os, sys
 path, mib = sys.argv[1], int(sys.argv[2])
@@ -76,7 +81,10 @@ with open(path, "wb") as f:
         f.write(os.urandom(1 << 20) if i % 4 == 0 else bytes(1 << 20))
 EOF
 gzip -1 -k "$work/srv/disk.raw" && rm "$work/srv/disk.raw"
-tar -C "$(dirname "$BENCH_TREE")" -cf - "$(basename "$BENCH_TREE")" | gzip -1 > "$work/srv/usr-share.tar.gz"
+fi
+if [ "$BENCH_ONLY" != raw ]; then
+    tar -C "$(dirname "$BENCH_TREE")" -cf - "$(basename "$BENCH_TREE")" | gzip -1 > "$work/srv/usr-share.tar.gz"
+fi
 # Ours as systemd-pull (the personality is chosen by the program name).
 ln -s "$OURS" "$work/systemd-pull"
 ls -l "$work/srv"
@@ -115,8 +123,12 @@ report() {
 cache=warm
 [ "$BENCH_COLD" = 1 ] && cache=cold
 echo "runs: $RUNS, machine: $(nproc) cores, image root on $(df --output=fstype "$BENCH_DIR" | tail -1), page cache $cache, tree $BENCH_TREE"
-report "ours pull-raw disk.raw.gz" "$OURS" pull-raw --verify=no "$base/disk.raw.gz" bench-disk
-report "systemd-pull 252 raw" "$C_PULL" raw --verify=no --sync=no "$base/disk.raw.gz" bench-disk
-report "ours pull-tar usr-share.tar.gz" "$OURS" pull-tar --verify=no "$base/usr-share.tar.gz" bench-tree
-report "systemd-pull 252 tar" "$C_PULL" tar --verify=no --sync=no "$base/usr-share.tar.gz" bench-tree
-report "ours systemd-pull tar, no keep" "$work/systemd-pull" tar --verify=no --keep-download=no "$base/usr-share.tar.gz" bench-tree
+if [ "$BENCH_ONLY" != tar ]; then
+    report "ours pull-raw disk.raw.gz" "$OURS" pull-raw --verify=no "$base/disk.raw.gz" bench-disk
+    report "systemd-pull 252 raw" "$C_PULL" raw --verify=no --sync=no "$base/disk.raw.gz" bench-disk
+fi
+if [ "$BENCH_ONLY" != raw ]; then
+    report "ours pull-tar usr-share.tar.gz" "$OURS" pull-tar --verify=no "$base/usr-share.tar.gz" bench-tree
+    report "systemd-pull 252 tar" "$C_PULL" tar --verify=no --sync=no "$base/usr-share.tar.gz" bench-tree
+    report "ours systemd-pull tar, no keep" "$work/systemd-pull" tar --verify=no --keep-download=no "$base/usr-share.tar.gz" bench-tree
+fi

@@ -3,14 +3,21 @@
 #   * systemd-import pull-oci,
 #   * skopeo copy docker://… oci:… followed by umoci unpack,
 #   * podman pull (its own storage below the work directory),
-# each tool's wall time printed against the least the link allows. Two links:
+# each tool's wall time printed against the least the link allows; pull-oci runs twice, with
+# its default ranged fetch of big layers and with `--download-ranges=1` (one stream per
+# layer). Two links:
 #   (a) tbf:   registry and pullers in a network namespace of their own whose loopback is
 #              shaped with `tc qdisc … tbf rate BENCH_RATE` (default 400mbit): the bound is
 #              the image's bytes / the rate;
 #   (b) nginx: the registry behind nginx with `limit_rate BENCH_LIMIT` (default 20m, nginx's
 #              MiB per second) per connection: the bound is the largest layer / the limit
 #              (when every layer has a connection of its own), the image's bytes / the limit
-#              for a puller that fetches one blob at a time.
+#              for a puller that fetches one blob at a time. nginx limits each request
+#              and lets its first second's worth through at once (a 16 MiB Range request
+#              is barely limited);
+#   (c) conn:  the registry behind bench/conn-limit.py, a TCP relay limiting each
+#              connection to BENCH_LIMIT with a 256 KiB burst (a CDN's per-connection
+#              throttle): same bounds as (b).
 #
 # The image: four gzip layers of noise (bytes on the wire = their size): one of BENCH_MB
 # MiB (default 256) and three of a quarter of that.
@@ -24,6 +31,9 @@
 #   BENCH_LINKS=tbf bench/links.sh          # one link only (tbf or nginx)
 #   BENCH_RATE=1gbit BENCH_LIMIT=50m bench/links.sh
 #   BENCH_DIR=/dev/shm bench/links.sh       # work directory elsewhere (default /var/tmp)
+#   BENCH_MB=32 BENCH_LINKS=nginx BENCH_RANGE_SIZE=4M bench/links.sh
+#                                           # pull-oci's --download-range-size= (a smoke run
+#                                           # whose layers are big enough to be fetched in parts)
 #
 # Everything runs in a new network namespace (the script starts itself again under
 # `unshare --net`), so the shaping never touches the host's loopback.
@@ -37,7 +47,7 @@ BIN=$REPO_ROOT/target/release/systemd-import
 [ -x "$BIN" ] || die "build first: cargo build --release"
 
 if [ "${1:-}" != --in-netns ]; then
-    for tool in docker-registry nginx skopeo umoci podman tc ip unshare openssl curl tar gzip; do
+    for tool in docker-registry nginx skopeo umoci podman tc ip unshare openssl curl tar gzip python3; do
         command -v "$tool" >/dev/null || die "'$tool' not found"
     done
     exec unshare --net -- "$0" --in-netns
@@ -51,10 +61,13 @@ ip link set lo up
 MB=${BENCH_MB:-256}
 RATE=${BENCH_RATE:-400mbit}
 LIMIT=${BENCH_LIMIT:-20m}
-LINKS=${BENCH_LINKS:-tbf nginx}
+LINKS=${BENCH_LINKS:-tbf nginx conn}
+RANGE_SIZE=${BENCH_RANGE_SIZE:-}
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/links-bench.XXXXXX")
 NGINX_PID=
+CONN_PID=
 cleanup() {
+    [ -n "$CONN_PID" ] && { kill "$CONN_PID" 2>/dev/null || true; wait "$CONN_PID" 2>/dev/null || true; }
     tc qdisc del dev lo root 2>/dev/null || true
     [ -n "$NGINX_PID" ] && { kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; }
     lr_stop_registry
@@ -113,13 +126,19 @@ timed() {
 
 # pull_all LINK HOST: every tool pulls HOST/bench/image:latest; one result line per tool.
 pull_all() {
-    local link=$1 host=$2 ref=$2/bench/image:latest t s u
-    mkdir -p "$WORK/ours"
-    t=$(timed ours env -u CURL_CA_BUNDLE SSL_CERT_FILE="$LR_CA" \
-        "$BIN" pull-oci --image-root="$WORK/ours" "$ref" image)
-    [ -f "$WORK/ours/image/data/hostname" ] || die "pull-oci produced no image"
-    rm -rf "$WORK/ours"
-    echo "$link pull-oci $t" >>"$WORK/results"
+    local link=$1 host=$2 ref=$2/bench/image:latest t s u name ranges
+    for ranges in default 1; do
+        local opts=()
+        [ -n "$RANGE_SIZE" ] && opts+=("--download-range-size=$RANGE_SIZE")
+        name=pull-oci
+        [ "$ranges" = default ] || { opts+=("--download-ranges=$ranges"); name="pull-oci/1"; }
+        mkdir -p "$WORK/ours"
+        t=$(timed ours env -u CURL_CA_BUNDLE SSL_CERT_FILE="$LR_CA" \
+            "$BIN" pull-oci "${opts[@]}" --image-root="$WORK/ours" "$ref" image)
+        [ -f "$WORK/ours/image/data/hostname" ] || die "pull-oci produced no image"
+        rm -rf "$WORK/ours"
+        echo "$link $name $t ($(grep -c '^Fetching layer .* in [0-9]* parts' "$WORK/ours.log" || true) layers in parts)" >>"$WORK/results"
+    done
 
     s=$(timed skopeo skopeo copy --quiet --src-cert-dir "$WORK/certs.d" \
         "docker://$ref" "oci:$WORK/layout:latest")
@@ -132,6 +151,14 @@ pull_all() {
     t=$(timed podman "${LR_PODMAN[@]}" pull --quiet --cert-dir "$WORK/certs.d" "docker://$ref")
     lr_podman_reset "$WORK/podman"
     echo "$link podman $t" >>"$WORK/results"
+}
+
+# wait_for_v2 PORT: until the registry answers through the limiter on 127.0.0.1:PORT.
+wait_for_v2() {
+    for _ in $(seq 100); do
+        curl -sf --cacert "$LR_CA" "https://127.0.0.1:$1/v2/" >/dev/null && return
+        sleep 0.1
+    done
 }
 
 : >"$WORK/results"
@@ -169,7 +196,10 @@ http {
             proxy_pass https://$LR_REGISTRY;
             proxy_http_version 1.1;
             proxy_set_header Host \$http_host;
-            proxy_buffering off;
+            # Buffered (limit_rate does not bind on an unbuffered proxied response: a smoke
+            # run saw 40 MB/s on one connection with 'proxy_buffering off'), in memory only.
+            proxy_buffering on;
+            proxy_max_temp_file_size 0;
             proxy_ssl_trusted_certificate $LR_CA;
             proxy_ssl_verify on;
             proxy_ssl_name localhost;
@@ -180,16 +210,25 @@ http {
 EOF
         nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
         NGINX_PID=$!
-        for _ in $(seq 100); do
-            curl -sf --cacert "$LR_CA" "https://127.0.0.1:$NGINX_PORT/v2/" >/dev/null && break
-            sleep 0.1
-        done
+        wait_for_v2 "$NGINX_PORT"
         pull_all nginx "127.0.0.1:$NGINX_PORT"
         kill "$NGINX_PID"
         wait "$NGINX_PID" 2>/dev/null || true
         NGINX_PID=
         ;;
-    *) die "BENCH_LINKS: tbf, nginx" ;;
+    conn)
+        echo "bench: link conn: $LIMIT per connection (bench/conn-limit.py)" >&2
+        CONN_PORT=$((20000 + RANDOM % 40000))
+        python3 "$REPO_ROOT/bench/conn-limit.py" "$CONN_PORT" "$LR_REGISTRY" "$LIMIT_BYTES" \
+            >"$WORK/conn-limit.log" 2>&1 &
+        CONN_PID=$!
+        wait_for_v2 "$CONN_PORT"
+        pull_all conn "127.0.0.1:$CONN_PORT"
+        kill "$CONN_PID"
+        wait "$CONN_PID" 2>/dev/null || true
+        CONN_PID=
+        ;;
+    *) die "BENCH_LINKS: tbf, nginx, conn" ;;
     esac
 done
 
@@ -204,10 +243,16 @@ awk -v bytes="$IMAGE_BYTES" -v largest="$LARGEST_BYTES" -v rate="$RATE_BYTES" -v
         bound["nginx"] = largest / limit
         what["nginx"] = sprintf("nginx limit_rate %s per connection: largest layer / limit = %.2f s (one blob at a time: %.2f s)",
             limit_name, largest / limit, bytes / limit)
+        bound["conn"] = largest / limit
+        what["conn"] = sprintf("conn-limit.py %s per connection: largest layer / limit = %.2f s (one blob at a time: %.2f s)",
+            limit_name, largest / limit, bytes / limit)
     }
     $1 != link { link = $1; print what[link] }
     {
         rest = ""
         for (i = 4; i <= NF; i++) rest = rest " " $i
         printf "  %-14s %8.2f s  %5.2fx the bound%s\n", $2, $3, $3 / bound[link], rest
+        t[link, $2] = $3
+        if ($2 == "pull-oci/1" && t[link, "pull-oci"] > 0)
+            printf "  pull-oci in parts is %.2fx faster than in one stream per layer\n", $3 / t[link, "pull-oci"]
     }' "$WORK/results"

@@ -59,6 +59,11 @@ Import container or virtual machine image.
                               only (DIR/etc/containers/registries.conf, ...)
      --layer-size-max=BYTES   Most one layer of pull-oci may expand to
                               (default 8G)
+     --download-ranges=N      Parts of a big layer pull-oci fetches at once
+                              ('no' or 1: one stream; default 4)
+     --download-range-size=BYTES
+                              Size of those parts; bigger layers are fetched
+                              in parts (default 16M)
 
 Commands:
   pull-tar URL [NAME]         Download a TAR image

@@ -1,23 +1,54 @@
 //! Two processes writing one local name (issue 12): while another process holds the
-//! name's lock (`.#local-<name>.lock`, here this test), pull-tar, pull-raw and a local
+//! name's lock (`.#local-<name>.lock`, here a `flock(1)` child of this test), pull-tar, pull-raw and a local
 //! import to that name fail at once with one message and fetch or write nothing; once
 //! the lock is free they succeed and leave no lock file behind.
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use common::cli::{run, systemd_import, CliOutput, TempRoot};
 use common::pull::{names, pull, ImageServer};
 use common::tarball::Tarball;
 
-/// Hold the lock of local name `name` in `root`, as a running pull does.
-fn hold(root: &Path, name: &str) -> std::fs::File {
-    let f = std::fs::File::create(root.join(format!(".#local-{name}.lock"))).unwrap();
-    // SAFETY: a plain flock on an fd we own.
-    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
-    f
+/// A process holding the lock of local name `name` in `root`, as a running pull does;
+/// dropping it kills the holder, which frees the lock.
+///
+/// The holder is a child process (`flock(1)` on an fd of a shell that becomes `sleep`),
+/// not an fd of this test: every process the other tests of this binary spawn meanwhile
+/// would inherit such an fd until its exec, and with it the lock, so a pull started right
+/// after the drop could still be refused.
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hold(root: &Path, name: &str) -> Holder {
+    let path = root.join(format!(".#local-{name}.lock"));
+    // The shell takes the lock on fd 9 and then becomes `sleep`, so the child itself
+    // holds it and killing the child frees it.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "exec 9>\"$1\" && flock -x 9 && echo locked && exec sleep 3600",
+        ])
+        .arg("sh")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "locked\n", "flock(1) did not take {}", path.display());
+    Holder(child)
 }
 
 fn assert_refused(out: &CliOutput, name: &str) {

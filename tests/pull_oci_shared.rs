@@ -1,5 +1,6 @@
 //! pull-oci processes sharing an image root (issue 12): a layer is downloaded once on the
-//! machine (a second pull waits for it and reuses it, on ext4 and btrfs), a partial
+//! machine (a second pull waits for it and reuses it, on ext4 and btrfs; on btrfs it also
+//! takes the layer chains the first one made instead of applying them again), a partial
 //! download another process holds is neither touched nor stolen, two pulls to one local
 //! name do not both run, and an orphaned partial is kept only for a while.
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::btrfs::{BtrfsMount, Ext4Mount, LoopMount};
+use common::cli::CliOutput;
 use common::fault_proxy::FaultProxy;
 use common::oci::{assert_line, assert_success, base_layer, big_file_layer, read, Codec, Image};
 use common::oci::{ImageBuilder, PullEnv};
@@ -79,7 +81,8 @@ fn image_with_top(top: &[u8]) -> ImageBuilder {
 }
 
 /// Pull `a` (repo, local name) and, once `a` asks for the gated blobs, `b`; each of `b`'s
-/// `waits` must be waited for; then let the blobs through. Both pulls succeed.
+/// `waits` must be waited for; then let the blobs through. Both pulls succeed; their
+/// outputs are returned.
 fn pull_both(
     env: &PullEnv,
     reg: &Registry,
@@ -87,7 +90,7 @@ fn pull_both(
     a: (&str, &str),
     b: (&str, &str),
     waits: &[&str],
-) {
+) -> (CliOutput, CliOutput) {
     let host = gate.proxy.host();
     let first = common::cli::spawn_watch(&mut env.cmd(reg, &[&format!("{host}/{}", a.0), a.1]));
     for w in waits {
@@ -104,6 +107,29 @@ fn pull_both(
     let (first, second) = (first.wait(), second.wait());
     assert_eq!(first.status, 0, "{}", first.stderr);
     assert_eq!(second.status, 0, "{}", second.stderr);
+    (first, second)
+}
+
+/// On btrfs the second pull applies none of the `shared` layers (base first, `count`
+/// layers in its image): it takes the chains the first one made. The first applies them.
+fn assert_second_takes_the_chains(
+    (first, second): &(CliOutput, CliOutput),
+    shared: &[&str],
+    count: usize,
+) {
+    for (i, digest) in shared.iter().enumerate() {
+        let applied = format!("Applied layer {}/{count} {digest}.", i + 1);
+        assert_line(first, &applied);
+        assert!(
+            !second.stderr_lines.contains(&applied),
+            "applied twice: {}",
+            second.stderr
+        );
+        assert_line(
+            second,
+            &format!("Layer {digest} was applied by another process meanwhile, using it."),
+        );
+    }
 }
 
 /// The image root on `mount`.
@@ -114,8 +140,9 @@ fn env_on(mount: &LoopMount) -> PullEnv {
 }
 
 /// Two pulls of one image to two names at once, then two images sharing their base: every
-/// blob is requested once at the server, every image is complete, nothing is left.
-fn each_layer_is_fetched_once(mount: &LoopMount) {
+/// blob is requested once at the server, every image is complete, nothing is left. With
+/// `chains` (btrfs), every shared layer is applied once too.
+fn each_layer_is_fetched_once(mount: &LoopMount, chains: bool) {
     let env = env_on(mount);
     let reg = Arc::new(Registry::start(RegistryOptions::plain()));
     let same = image_with_top(b"same\n").build();
@@ -123,7 +150,7 @@ fn each_layer_is_fetched_once(mount: &LoopMount) {
     let digests: Vec<String> = same.layers.iter().map(|l| l.digest.clone()).collect();
     let gate = Gate::start(&reg, digests.clone());
     let waits: Vec<&str> = digests.iter().map(String::as_str).collect();
-    pull_both(
+    let outputs = pull_both(
         &env,
         &reg,
         &gate,
@@ -131,6 +158,9 @@ fn each_layer_is_fetched_once(mount: &LoopMount) {
         ("shared/ocit-same", "ocit-two"),
         &waits,
     );
+    if chains {
+        assert_second_takes_the_chains(&outputs, &waits, 2);
+    }
     for d in &digests {
         assert_eq!(gate.gets(d), 1, "{d}");
     }
@@ -160,7 +190,7 @@ fn each_layer_is_fetched_once(mount: &LoopMount) {
     b.push(&reg, "shared/ocit-b", Some("latest"));
     let shared = base.layers[0].digest.clone();
     let gate = Gate::start(&reg, vec![shared.clone()]);
-    pull_both(
+    let outputs = pull_both(
         &env,
         &reg,
         &gate,
@@ -168,6 +198,14 @@ fn each_layer_is_fetched_once(mount: &LoopMount) {
         ("shared/ocit-b", "ocit-b"),
         &[&shared],
     );
+    if chains {
+        assert_second_takes_the_chains(&outputs, &[&shared], 2);
+        // Its own layer it applied, on a snapshot of the chain.
+        assert_line(
+            &outputs.1,
+            &format!("Applied layer 2/2 {}.", b.layers[1].digest),
+        );
+    }
     for d in [&shared, &a.layers[1].digest, &b.layers[1].digest] {
         assert_eq!(gate.gets(d), 1, "{d}");
     }
@@ -183,12 +221,12 @@ fn each_layer_is_fetched_once(mount: &LoopMount) {
 
 #[test]
 fn two_processes_fetch_each_layer_once_on_ext4() {
-    each_layer_is_fetched_once(&Ext4Mount::new());
+    each_layer_is_fetched_once(&Ext4Mount::new(), false);
 }
 
 #[test]
 fn two_processes_fetch_each_layer_once_on_btrfs() {
-    each_layer_is_fetched_once(&BtrfsMount::new());
+    each_layer_is_fetched_once(&BtrfsMount::new(), true);
 }
 
 /// A partial download another process holds (this test, with its lock) is waited for:

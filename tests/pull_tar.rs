@@ -752,21 +752,31 @@ fn a_truncated_body_fails_and_removes_the_partial_tree() {
     earlier.assert_intact(&out);
 }
 
-#[test]
-fn a_hostile_tarball_fails_the_pull() {
+/// Pull `t` with a `../escape` member appended (to the local image `local` if given):
+/// the pull fails as a failed download does and leaves nothing, inside the root or out.
+fn pull_hostile(mut t: Tarball, name: &str, local: Option<&str>) -> CliOutput {
     let server = ImageServer::new();
     let root = TempRoot::new();
+    t.file("../escape", b"nope");
+    let url = serve(&server, name, &t.finish(), None);
+    let mut args = vec!["--verify=no", "pull-tar", &url];
+    args.extend(local);
+    let out = pull(&server, root.path(), None, &args);
+    let n = out.stderr_lines.len();
+    assert_eq!(
+        out.stderr_lines[n - 2..],
+        ["Failed to retrieve image file. (Wrong URL?)", "Exiting."]
+    );
+    assert_failed_cleanly(&out, root.path(), &[]);
+    assert!(!root.path().parent().unwrap().join("escape").exists());
+    out
+}
+
+#[test]
+fn a_hostile_tarball_fails_the_pull() {
     let mut t = Tarball::new();
     t.file("./ok", b"fine");
-    t.file("../escape", b"nope");
-    let url = serve(&server, "sdimport-tartest-evil.tar", &t.finish(), None);
-    let out = pull(
-        &server,
-        root.path(),
-        None,
-        &["--verify=no", "pull-tar", &url],
-    );
-    let n = out.stderr_lines.len();
+    let out = pull_hostile(t, "sdimport-tartest-evil.tar", None);
     assert!(
         out.stderr_lines
             .iter()
@@ -774,12 +784,85 @@ fn a_hostile_tarball_fails_the_pull() {
         "{}",
         out.stderr
     );
+}
+
+/// With a local name the hostile archive is refused by both unpackers (the cache entry's
+/// and the local image's, made in the same pass off btrfs), said once, and nothing stays.
+#[test]
+fn a_hostile_tarball_with_a_local_name_is_refused_once_and_leaves_nothing() {
+    let mut t = Tarball::new();
+    for i in 0..64 {
+        t.file(&format!("./f{i}"), &vec![i as u8; 64 << 10]);
+    }
+    let name = "sdimport-tartest-evil2";
+    let out = pull_hostile(t, &format!("{name}.tar"), Some(name));
+    let refused: Vec<_> = out
+        .stderr_lines
+        .iter()
+        .filter(|l| l.contains("../escape"))
+        .collect();
     assert_eq!(
-        out.stderr_lines[n - 2..],
-        ["Failed to retrieve image file. (Wrong URL?)", "Exiting."]
+        refused,
+        ["Refusing to extract '../escape': member name contains '..'."],
+        "{}",
+        out.stderr
     );
-    assert_failed_cleanly(&out, root.path(), &[]);
-    assert!(!root.path().parent().unwrap().join("escape").exists());
+}
+
+/// Off btrfs (no snapshots, no shared extents on the test machines' ext4) the local image
+/// is unpacked in the same pass as the cache entry, not copied from it afterwards: its
+/// files are all born before the cache entry was moved into place (which changes the
+/// entry's inode). The result is what a copy would be.
+#[test]
+fn off_btrfs_the_local_image_is_unpacked_with_the_cache_entry_not_copied() {
+    let server = ImageServer::new();
+    let root = TempRoot::new();
+    assert!(!btrfs::is_fs_btrfs(open(root.path()).as_fd()).unwrap());
+    let tar = sample_tar("onepass");
+    let url = serve(&server, "sdimport-tartest-onepass.tar", &tar, None);
+    let local = "sdimport-tartest-onepass";
+    let out = pull(
+        &server,
+        root.path(),
+        None,
+        &["--verify=no", "pull-tar", &url, local],
+    );
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(
+        out.stderr_lines
+            .contains(&format!("Created new local image '{local}'.")),
+        "{}",
+        out.stderr
+    );
+    let cache = root.path().join(cache_name(&url, None));
+    let image = root.path().join(local);
+    let expected = expected_tree(&tar);
+    assert_tree(&cache, &expected);
+    assert_tree(&image, &expected);
+    // The top: the cache entry's attributes, writable for the owner, as a copy's.
+    let (cache_md, image_md) = (fs::metadata(&cache).unwrap(), fs::metadata(&image).unwrap());
+    assert_eq!(cache_md.mode() & 0o7777, 0o555);
+    assert_eq!(image_md.mode() & 0o7777, 0o755);
+    assert_eq!(
+        (image_md.mtime(), image_md.mtime_nsec()),
+        (cache_md.mtime(), cache_md.mtime_nsec())
+    );
+    let installed = cache_md.ctime() as i128 * 1_000_000_000 + cache_md.ctime_nsec() as i128;
+    let mut files = 0;
+    for entry in fs::read_dir(image.join("etc")).unwrap() {
+        let md = entry.unwrap().metadata().unwrap();
+        let born = md.created().unwrap();
+        let born = born
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128;
+        assert!(
+            born < installed,
+            "born {born}, cache entry installed {installed}"
+        );
+        files += 1;
+    }
+    assert!(files > 0);
 }
 
 /// Serve a tarball whose body stalls after its first 64 KiB, start pulling it, and wait
@@ -822,14 +905,23 @@ fn sigterm_during_the_download_leaves_nothing_behind() {
     );
 }
 
-/// On the temporary root's file system (the root file system: ext4 on the test machines).
+/// On the temporary root's file system (the root file system: ext4 on the test machines),
+/// where the local image is unpacked in the same pass as the cache entry: both temporary
+/// trees go.
 fn signal_during_the_download_leaves_nothing_behind(signal: Signal, name: &str) {
     let server = ImageServer::new();
     let root = TempRoot::new();
     let run = start_stalled_pull(&server, root.path(), name);
-    let temp = temporaries(root.path());
-    assert_eq!(temp.len(), 1, "{temp:?}");
-    assert!(root.path().join(&temp[0]).is_dir());
+    // The local image's tree is made right after the cache entry's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while temporaries(root.path()).len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let temp = sorted(temporaries(root.path()));
+    assert_eq!(temp.len(), 2, "{temp:?}");
+    assert!(temp[0].starts_with(".#.tar-https:"), "{temp:?}");
+    assert!(temp[1].starts_with(".#sdimport-tartest-sig"), "{temp:?}");
+    assert!(temp.iter().all(|t| root.path().join(t).is_dir()));
     assert!(!btrfs::is_fs_btrfs(open(root.path()).as_fd()).unwrap());
     run.signal(signal);
     let out = run.wait();

@@ -7,9 +7,13 @@
 //!   systemd's journal/syslog/kmsg targets are accepted and write to the console;
 //! * `SYSTEMD_LOG_LOCATION` = true prefixes `(file:line) `.
 //!
+//! Lines a thread logs can be held back instead of printed ([`holding`]) and printed
+//! later, or not at all ([`release`]).
+//!
 //! The `log` crate has no "notice" level, so notice messages use the target
 //! [`NOTICE_TARGET`]; use [`log_notice!`](crate::log_notice).
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -28,6 +32,18 @@ static MAX_PRIORITY: AtomicU8 = AtomicU8::new(LOG_INFO);
 static PREFIXED: AtomicBool = AtomicBool::new(false);
 static DISCARD: AtomicBool = AtomicBool::new(false);
 static LOCATION: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Lines this thread logs while inside [`holding`], kept instead of printed.
+    static HELD: RefCell<Option<Vec<HeldLine>>> = const { RefCell::new(None) };
+}
+
+/// A line logged inside [`holding`]: its priority and its text (newline included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLine {
+    pub priority: u8,
+    pub text: String,
+}
 
 struct ConsoleLogger;
 
@@ -64,6 +80,20 @@ impl log::Log for ConsoleLogger {
         }
         line.push_str(&record.args().to_string());
         line.push('\n');
+        let priority = priority_of(record.metadata());
+        let held = HELD.with(|held| match held.borrow_mut().as_mut() {
+            Some(lines) => {
+                lines.push(HeldLine {
+                    priority,
+                    text: std::mem::take(&mut line),
+                });
+                true
+            }
+            None => false,
+        });
+        if held {
+            return;
+        }
         // One write per line so lines from worker threads never interleave mid-line.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
@@ -121,6 +151,25 @@ pub fn set_max_priority(prio: u8) {
     MAX_PRIORITY.store(prio.min(LOG_DEBUG), Ordering::Relaxed);
 }
 
+/// Run `f` with the lines this thread logs held back instead of printed, and return
+/// them with its result: for work done twice (an archive unpacked into two trees), whose
+/// second run would repeat the first's lines; the caller prints what only it said with
+/// [`release`].
+pub fn holding<R>(f: impl FnOnce() -> R) -> (R, Vec<HeldLine>) {
+    let outer = HELD.with(|held| held.replace(Some(Vec::new())));
+    let result = f();
+    let lines = HELD.with(|held| held.replace(outer)).unwrap_or_default();
+    (result, lines)
+}
+
+/// Print the held lines of priority `max_priority` or more important.
+pub fn release(lines: &[HeldLine], max_priority: u8) {
+    let mut err = std::io::stderr().lock();
+    for line in lines.iter().filter(|l| l.priority <= max_priority) {
+        let _ = err.write_all(line.text.as_bytes());
+    }
+}
+
 /// Log at notice level (priority 5): `Transfer aborted.` and the like.
 #[macro_export]
 macro_rules! log_notice {
@@ -132,6 +181,24 @@ macro_rules! log_notice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_lines_are_returned_instead_of_printed() {
+        init();
+        let ((), lines) = holding(|| {
+            log::error!("held error");
+            log::debug!("below the priority: never held");
+        });
+        assert_eq!(
+            lines,
+            [HeldLine {
+                priority: LOG_ERR,
+                text: "held error\n".into()
+            }]
+        );
+        // Holding ends with the closure.
+        HELD.with(|held| assert!(held.borrow().is_none()));
+    }
 
     #[test]
     fn levels_parse_by_name_and_number() {

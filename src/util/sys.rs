@@ -1,6 +1,6 @@
 //! The raw system calls nix does not wrap, each written once: `getrandom`, `statx`,
-//! `fchmodat2`, the xattr calls, the inode-flag ioctls, `pidfd_open`, glibc's
-//! `strerror_r`, the terminal size (`TIOCGWINSZ`) and `localtime_r`.
+//! `fchmodat2`, the xattr calls, the inode-flag ioctls, `pidfd_open`, `sync_file_range`,
+//! glibc's `strerror_r`, the terminal size (`TIOCGWINSZ`) and `localtime_r`.
 //!
 //! Every function here is a safe, thin shape of one call: it takes borrowed fds, C
 //! strings and slices, and returns nix's `Errno` on failure, like nix itself. The
@@ -31,6 +31,14 @@ pub fn pidfd_open(pid: libc::pid_t) -> nix::Result<OwnedFd> {
         let fd = Errno::result(libc::syscall(libc::SYS_pidfd_open, pid, 0))?;
         Ok(OwnedFd::from_raw_fd(fd as i32))
     }
+}
+
+/// Start writing out the dirty pages of the whole file `fd` without waiting for them
+/// (`sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`).
+pub fn start_writeback(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: the call takes a descriptor, offsets and flags; no memory is passed.
+    let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    Errno::result(r).map(drop)
 }
 
 /// `statx(dir, name, flags, mask)`. The fields the kernel did not fill are zero; check

@@ -662,6 +662,13 @@ pub fn pull_interrupted_mid_layer(
     while_stalled();
     watched.signal(signal);
     let out = watched.wait();
+    assert_aborted(&out);
+    (image, out)
+}
+
+/// A pull stopped by SIGINT or SIGTERM: exit status 1, its last lines "Transfer aborted."
+/// and "Exiting.".
+pub fn assert_aborted(out: &CliOutput) {
     assert_eq!(out.status, 1, "{}", out.stderr);
     let n = out.stderr_lines.len();
     assert_eq!(
@@ -670,5 +677,4 @@ pub fn pull_interrupted_mid_layer(
         "{}",
         out.stderr
     );
-    (image, out)
 }

@@ -66,6 +66,10 @@ pub struct Settings {
     pub format: Option<String>,
     /// `--layer-size-max=BYTES` for pull-oci: what one layer may expand to.
     pub layer_size_max: Option<u64>,
+    /// `--download-ranges=N|no` for pull-oci: parts of a big layer fetched at once.
+    pub download_ranges: Option<usize>,
+    /// `--download-range-size=BYTES` for pull-oci: the size of those parts.
+    pub download_range_size: Option<u64>,
     /// What the importers' easy handles get (User-Agent, CA, low-speed window); set from
     /// argv[0] and the environment at start-up.
     pub curl: CurlSettings,
@@ -102,6 +106,8 @@ impl Default for Settings {
             registry_paths: ConfigPaths::system(),
             format: None,
             layer_size_max: None,
+            download_ranges: None,
+            download_range_size: None,
             curl: CurlSettings::default(),
             test: TestSettings::default(),
         }
@@ -153,6 +159,8 @@ pub enum Opt {
     RegistryConfig,
     Format,
     LayerSizeMax,
+    DownloadRanges,
+    DownloadRangeSize,
 }
 
 /// One entry of a personality's `getopt_long()` table.

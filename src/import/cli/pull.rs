@@ -53,6 +53,8 @@ const OPTIONS: &[LongOption] = &[
     LongOption::arg("max-concurrent-downloads", Opt::MaxConcurrentDownloads),
     LongOption::arg("registry-config", Opt::RegistryConfig),
     LongOption::arg("layer-size-max", Opt::LayerSizeMax),
+    LongOption::arg("download-ranges", Opt::DownloadRanges),
+    LongOption::arg("download-range-size", Opt::DownloadRangeSize),
 ];
 
 const VERBS: &[VerbSpec] = &[
@@ -215,6 +217,8 @@ pub(super) fn apply(settings: &mut Settings, opt: Opt, value: Option<String>) ->
         Opt::MaxConcurrentDownloads => verbs::set_max_downloads(settings, value)?,
         Opt::RegistryConfig => verbs::set_registry_config(settings, value)?,
         Opt::LayerSizeMax => verbs::set_layer_size_max(settings, value)?,
+        Opt::DownloadRanges => verbs::set_download_ranges(settings, value)?,
+        Opt::DownloadRangeSize => verbs::set_download_range_size(settings, value)?,
         Opt::Format => settings.format = value,
         // --help and --version are the engine's.
         Opt::Help | Opt::Version => {}
@@ -305,7 +309,12 @@ pub fn help_text(program: &str) -> String {
          \x20    --registry-config=DIR    Read oci's registry configuration below DIR\n\
          \x20                             only (DIR/etc/containers/registries.conf, ...)\n\
          \x20    --layer-size-max=BYTES   Most one layer of oci may expand to\n\
-         \x20                             (default 8G)\n"
+         \x20                             (default 8G)\n\
+         \x20    --download-ranges=N      Parts of a big layer oci fetches at once\n\
+         \x20                             ('no' or 1: one stream; default 4)\n\
+         \x20    --download-range-size=BYTES\n\
+         \x20                             Size of those parts; bigger layers are fetched\n\
+         \x20                             in parts (default 16M)\n"
     )
 }
 

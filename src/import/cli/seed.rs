@@ -34,6 +34,8 @@ const OPTIONS: &[LongOption] = &[
     LongOption::arg("max-concurrent-downloads", Opt::MaxConcurrentDownloads),
     LongOption::arg("registry-config", Opt::RegistryConfig),
     LongOption::arg("layer-size-max", Opt::LayerSizeMax),
+    LongOption::arg("download-ranges", Opt::DownloadRanges),
+    LongOption::arg("download-range-size", Opt::DownloadRangeSize),
     // The local tar and raw (systemd 220+), see `local.rs`.
     LongOption::flag("read-only", Opt::ReadOnly),
     LongOption::flag("direct", Opt::Direct),
@@ -89,6 +91,8 @@ pub fn parse(argv0: &str, argv: &[String]) -> Result<Parsed, ()> {
                 Opt::MaxConcurrentDownloads => verbs::set_max_downloads(settings, value)?,
                 Opt::RegistryConfig => verbs::set_registry_config(settings, value)?,
                 Opt::LayerSizeMax => verbs::set_layer_size_max(settings, value)?,
+                Opt::DownloadRanges => verbs::set_download_ranges(settings, value)?,
+                Opt::DownloadRangeSize => verbs::set_download_range_size(settings, value)?,
                 // The local tar and raw's.
                 _ => pull::apply(settings, opt, value)?,
             }
@@ -119,6 +123,11 @@ pub fn help_text(program: &str) -> String {
          \x20                             only (DIR/etc/containers/registries.conf, ...)\n\
          \x20    --layer-size-max=BYTES   Most one layer of pull-oci may expand to\n\
          \x20                             (default 8G)\n\
+         \x20    --download-ranges=N      Parts of a big layer pull-oci fetches at once\n\
+         \x20                             ('no' or 1: one stream; default 4)\n\
+         \x20    --download-range-size=BYTES\n\
+         \x20                             Size of those parts; bigger layers are fetched\n\
+         \x20                             in parts (default 16M)\n\
          \n\
          Commands:\n\
          \x20 pull-tar URL [NAME]         Download a TAR image\n\

@@ -10,6 +10,7 @@ use crate::import::local::{LocalImport, Work};
 use crate::import::oci::archive::{self, ArchiveRequest, ArchiveSource};
 use crate::import::oci::credentials::CredentialStore;
 use crate::import::oci::platform::Platform;
+use crate::import::oci::ranges::RangePlan;
 use crate::import::oci::reference::{ImageName, ReferenceError};
 use crate::import::oci::registry::RegistryConfig;
 use crate::import::oci::{OciImport, PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};
@@ -92,6 +93,43 @@ pub fn set_max_downloads(settings: &mut Settings, value: Option<String>) -> Resu
         }
         _ => {
             log::error!("Invalid number of concurrent downloads '{v}', expected 1…64.");
+            Err(())
+        }
+    }
+}
+
+/// `--download-ranges=N|no`, 1…16 (1 and `no`: one stream per layer).
+pub fn set_download_ranges(settings: &mut Settings, value: Option<String>) -> Result<(), ()> {
+    let v = value.unwrap_or_default();
+    let n = if v == "no" {
+        Some(1)
+    } else {
+        v.parse::<usize>().ok()
+    };
+    match n {
+        Some(n) if (1..=16).contains(&n) => {
+            settings.download_ranges = Some(n);
+            Ok(())
+        }
+        _ => {
+            log::error!("Invalid number of download ranges '{v}', expected 1…16 or 'no'.");
+            Err(())
+        }
+    }
+}
+
+/// `--download-range-size=BYTES` (K, M, G, T suffixes), at least 64K.
+pub fn set_download_range_size(settings: &mut Settings, value: Option<String>) -> Result<(), ()> {
+    let v = value.unwrap_or_default();
+    match super::options::parse_size(&v) {
+        Some(n) if n >= 64 << 10 => {
+            settings.download_range_size = Some(n);
+            Ok(())
+        }
+        _ => {
+            log::error!(
+                "Invalid download range size '{v}', expected at least 64K (bytes with an optional K, M, G or T suffix)."
+            );
             Err(())
         }
     }
@@ -498,6 +536,14 @@ fn validate_oci_request(settings: &Settings, args: &[String]) -> Result<PullRequ
         layer_size_max: settings
             .layer_size_max
             .unwrap_or(crate::import::job::DEFAULT_SIZE_MAX),
+        ranges: RangePlan {
+            connections: settings
+                .download_ranges
+                .unwrap_or(RangePlan::DEFAULT.connections),
+            part_size: settings
+                .download_range_size
+                .unwrap_or(RangePlan::DEFAULT.part_size),
+        },
         credentials,
         curl: settings.curl.clone(),
         retry_delay: settings.test.retry_delay,

@@ -405,6 +405,7 @@ mod tests {
             hash_uncompressed: false,
             uncompressed_max: u64::MAX,
             resume_from: None,
+            range_end: None,
             dialect: Dialect::V219,
             spool: None,
         };
@@ -502,6 +503,7 @@ mod tests {
                     hash_uncompressed: false,
                     uncompressed_max: MAX,
                     resume_from: None,
+                    range_end: None,
                     dialect: Dialect::V219,
                     spool: None,
                 };

@@ -150,6 +150,11 @@ pub struct JobOptions {
     /// and continue the checksum from `checksum_seed`; a 200 starts over. Needs a file sink
     /// and no compression detection.
     pub resume_from: Option<u64>,
+    /// With `resume_from`: ask for `Range: bytes=N-END` (END inclusive) and expect a 206
+    /// whose `Content-Range` is exactly that; a 200 is handed on as it is. Such a request
+    /// is one of several parts fetched at once: it goes over HTTP/1.1, so that each part
+    /// has a connection of its own (HTTP/2 would multiplex them on one).
+    pub range_end: Option<u64>,
     pub checksum_seed: Option<Sha256>,
     /// Don't log the failures the job finds itself (an HTTP error status, a transfer that
     /// failed or was cut short): the owner reports them, as registries answer with JSON
@@ -194,6 +199,7 @@ impl JobOptions {
             compressed_max: DEFAULT_SIZE_MAX,
             uncompressed_max: DEFAULT_SIZE_MAX,
             resume_from: None,
+            range_end: None,
             checksum_seed: None,
             quiet_failures: false,
             queue_limit: DEFAULT_QUEUE_LIMIT,
@@ -308,6 +314,7 @@ impl ImportJob {
             hash_uncompressed: options.hash_uncompressed,
             uncompressed_max: options.uncompressed_max,
             resume_from: options.resume_from,
+            range_end: options.range_end.filter(|_| options.resume_from.is_some()),
             dialect: options.dialect,
             spool: options.spool.take(),
         };
@@ -346,7 +353,12 @@ impl ImportJob {
         if let Some(offset) = options.resume_from.or(spool_range.map(|(start, _)| start)) {
             // A plain Range header, not CURLOPT_RESUME_FROM: with the latter libcurl fails
             // a 200 answer itself, and we want to start over in that case.
-            easy.range(&format!("{offset}-")).map_err(eio)?;
+            let end = options.range_end.map_or(String::new(), |e| e.to_string());
+            easy.range(&format!("{offset}-{end}")).map_err(eio)?;
+            if options.range_end.is_some() {
+                easy.http_version(curl::easy::HttpVersion::V11)
+                    .map_err(eio)?;
+            }
         }
         let (handle, token) = glue.add(lp, easy)?;
         let wake = lp.add_io(

@@ -292,6 +292,8 @@ pub(crate) struct WorkerSpec {
     pub uncompressed_max: u64,
     /// Offset the transfer was asked to resume from (Range request), if any.
     pub resume_from: Option<u64>,
+    /// The inclusive end of the range asked for, if not the body's end.
+    pub range_end: Option<u64>,
     /// Whose messages the worker logs.
     pub dialect: Dialect,
     /// Keep the bytes as served in this partial download (and resume after what it
@@ -337,18 +339,28 @@ fn run(channel: &Arc<Channel>, spec: WorkerSpec) -> Result<WorkerOutput> {
         // A 206 must continue exactly where we asked; a 200 means the server ignored the
         // Range header and sends everything again, so start over.
         if meta.status == 206 {
-            let start = meta
+            let range = meta
                 .header("Content-Range")
                 .and_then(|v| v.strip_prefix("bytes "))
-                .and_then(|v| v.split('-').next())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if start != Some(offset) {
+                .and_then(|v| v.split('/').next())
+                .and_then(|v| v.split_once('-'));
+            let number = |v: &str| v.trim().parse::<u64>().ok();
+            if range.and_then(|(s, _)| number(s)) != Some(offset) {
                 return Err(log_error_errno!(
                     Error::new(libc::EPROTO),
                     "Server resumed {} at the wrong offset (asked for {}).",
                     spec.url,
                     offset
                 ));
+            }
+            if let Some(end) = spec.range_end {
+                if range.and_then(|(_, e)| number(e)) != Some(end) {
+                    return Err(log_error_errno!(
+                        Error::new(libc::EPROTO),
+                        "Server answered the range {offset}-{end} of {} with another one.",
+                        spec.url
+                    ));
+                }
             }
         } else {
             log::debug!(

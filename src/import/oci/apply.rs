@@ -15,7 +15,10 @@
 //! highest cached chain when there is one), and on btrfs, once the DiffID checked out, a
 //! read-only snapshot of that tree as the layer's chain subvolume. One snapshot per layer
 //! is one btrfs transaction commit (and a flush of the tree's dirty data) per layer; the
-//! tree itself becomes the local image. Nothing here is visible under a final name: the
+//! tree itself becomes the local image. So that the flush does not hold up the next layer,
+//! a *writeback* thread starts writing out each file as soon as the unpacker has written
+//! it (`sync_file_range`, not waiting): the data goes to disk while the layer is still
+//! being applied, and the snapshot finds little left to write. Nothing here is visible under a final name: the
 //! caller renames after success, and removes the temporary tree and chain on failure.
 
 use std::io::{self, BufReader, Read};
@@ -36,7 +39,7 @@ use crate::log_error_errno;
 use crate::util::btrfs;
 use crate::util::error::{Error, Result};
 use crate::util::format::format_bytes;
-use crate::util::fs;
+use crate::util::{fs, sys};
 
 /// Size of the buffers between the two threads.
 const CHUNK: usize = 256 << 10;
@@ -117,7 +120,11 @@ pub fn apply(work: ApplyWork) -> Result<()> {
         cancel,
     } = work;
     let root = prepare_target(&target)?;
-    let result = unpack_stream(input, &layer, size_max, &root, &cancel);
+    // btrfs: the chain snapshot below must first write out the layer's data; a thread
+    // starts that writeback file by file while the layer is applied, on the other core.
+    let writeback = target.chain.is_some().then(Writeback::start).transpose()?;
+    let result = unpack_stream(input, &layer, size_max, &root, &cancel, writeback.as_ref());
+    drop(writeback);
     drop(spool_owned);
     let diff_id = result?;
     if diff_id != expected {
@@ -176,6 +183,7 @@ fn unpack_stream(
     size_max: u64,
     root: &OwnedFd,
     cancel: &Arc<AtomicBool>,
+    writeback: Option<&Writeback>,
 ) -> Result<Digest> {
     let (raw_tx, raw_rx) = mpsc::sync_channel::<Result<Filled>>(QUEUE);
     let (full_tx, full_rx) = mpsc::sync_channel::<Result<Filled>>(QUEUE);
@@ -215,6 +223,7 @@ fn unpack_stream(
     };
     let options = unpack::Options {
         cancel: Some(cancel.clone()),
+        written: writeback.map(|w| w.queue.clone()),
         ..unpack::Options::new(Mode::Oci)
     };
     let result = unpack::unpack(root.as_fd(), &mut queue, &options);
@@ -227,6 +236,52 @@ fn unpack_stream(
     // the hasher saw every byte.
     let hasher = hashed.map_err(|_| Error::new(libc::EIO))?;
     Ok(Digest::from_hasher(hasher))
+}
+
+/// Files queued for the writeback thread at most: a full queue closes the next file
+/// instead (its data is written out by the snapshot, as without this thread).
+const WRITEBACK_QUEUE: usize = 256;
+
+/// The writeback thread of one layer: starts writing out each file the unpacker has
+/// written (`sync_file_range`, not waiting), so that the snapshot taken after the layer
+/// finds little dirty data left and the work overlaps the layer's application. Dropping
+/// it lets the thread finish the queue and joins it.
+struct Writeback {
+    queue: SyncSender<std::fs::File>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writeback {
+    fn start() -> Result<Writeback> {
+        let (queue, files) = mpsc::sync_channel::<std::fs::File>(WRITEBACK_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("oci-writeback".into())
+            .spawn(move || {
+                for file in files {
+                    // Only an early start: the snapshot writes out whatever this missed.
+                    let _ = sys::start_writeback(file.as_fd());
+                }
+            })
+            .map_err(|e| {
+                let e = Error::from(e);
+                log_error_errno!(e.clone(), "Failed to start writeback thread: {}", e)
+            })?;
+        Ok(Writeback {
+            queue,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        // The unpacker's clone of the sender went with its options.
+        let (closed, _) = mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.queue, closed));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The DiffID thread: hash each buffer of the tar stream and pass it on to the unpacker.

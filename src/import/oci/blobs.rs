@@ -15,6 +15,10 @@
 //! whose digest checks out is used as it is, a prefix is resumed with a Range request.
 //! Claimed by another process that writes it, the blob waits (the importer claims it
 //! again now and then) and is reused once verified, or resumed if that process died.
+//!
+//! A big blob from the registry is fetched in parts ([`ranges`](super::ranges)) while it
+//! may be: the queue holds its [`RangedFetch`] and makes the parts' jobs; a spool such a
+//! fetch left counts only as far as its recorded prefix ([`hash_prefix`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -26,6 +30,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
 use super::manifest::Descriptor;
+use super::ranges::{self, RangePlan, RangedFetch};
 use super::spool::{self, Spool, SpoolReader};
 use crate::curl_glue::Transport;
 use crate::event::TaskHandle;
@@ -74,6 +79,11 @@ pub struct Blob {
     source: usize,
     /// Layers that still have to be applied from this blob.
     uses_left: usize,
+    /// While it is fetched in parts.
+    ranged: Option<RangedFetch>,
+    /// Fetched in one stream from now on (the server refused ranges, a part failed for
+    /// good, or the spool cannot record its prefix).
+    no_ranges: bool,
 }
 
 impl Blob {
@@ -94,6 +104,8 @@ pub struct BlobQueue {
     limit: usize,
     total_size: u64,
     verified_size: u64,
+    /// How big blobs are fetched in parts.
+    ranges: RangePlan,
 }
 
 impl BlobQueue {
@@ -108,7 +120,13 @@ impl BlobQueue {
             limit: limit.max(1),
             total_size: 0,
             verified_size: 0,
+            ranges: RangePlan::OFF,
         }
+    }
+
+    /// Fetch big blobs from the registry in parts, as `plan` says.
+    pub fn set_ranges(&mut self, plan: RangePlan) {
+        self.ranges = plan;
     }
 
     /// Queue the blob of a layer (or count one more use of a blob already queued);
@@ -140,6 +158,8 @@ impl BlobQueue {
             resume: None,
             source: 0,
             uses_left: 1,
+            ranged: None,
+            no_ranges: false,
         });
         b
     }
@@ -212,6 +232,12 @@ impl BlobQueue {
             blob.spool = None;
         }
         blob.spool_state.complete();
+    }
+
+    /// Bytes of blob `b` a fetch in parts has on disk (`None`: not fetched in parts).
+    pub fn ranged_bytes(&self, b: usize) -> Option<u64> {
+        let blob = &self.blobs[b];
+        blob.ranged.as_ref().map(|_| blob.spool_state.written().1)
     }
 
     /// Bytes downloaded (verified blobs whole, active ones as far as `written` says) and
@@ -301,6 +327,122 @@ impl BlobQueue {
         Ok(ImportJob::new(&url, options))
     }
 
+    /// Blob `b`'s next attempt fetches it in parts: it comes from the registry, is ours
+    /// to write, and what is left is bigger than one part.
+    pub fn wants_ranges(&self, b: usize) -> bool {
+        let blob = &self.blobs[b];
+        let from = blob.resume.as_ref().map_or(0, |r| r.0);
+        !blob.no_ranges
+            && !blob.is_foreign()
+            && blob.ranged.is_none()
+            && blob.spool.as_ref().map(Partial::mode) == Some(Mode::Write)
+            && self
+                .ranges
+                .applies(blob.descriptor.size.saturating_sub(from))
+    }
+
+    /// Begin fetching blob `b` in parts, after the prefix a retry hashed (if any): what
+    /// the follower task needs (the spool's path and state, the prefix), or `None` if the
+    /// spool cannot record its prefix (the blob then goes in one stream).
+    pub fn start_ranged(&mut self, b: usize) -> Result<Option<(PathBuf, Arc<Spool>, Prefix)>> {
+        let plan = self.ranges;
+        let blob = &mut self.blobs[b];
+        let file = blob.spool.as_ref().map(Partial::file).transpose()?;
+        let Some(file) = file else {
+            return Ok(None);
+        };
+        let from = blob.resume.as_ref().map_or(0, |r| r.0);
+        if let Err(e) = ranges::record_prefix(&file, from) {
+            log::debug!(
+                "Cannot record a prefix on {} ({e}): fetching it in one stream.",
+                blob.spool_path.display()
+            );
+            blob.no_ranges = true;
+            return Ok(None);
+        }
+        let prefix = blob.resume.take().unwrap_or_default();
+        blob.spool_state.set_written(from);
+        let fetch = RangedFetch::new(from, blob.descriptor.size, plan);
+        log::info!(
+            "Fetching layer {} in {} parts, {} at once.",
+            blob.descriptor.digest,
+            fetch.part_count(),
+            plan.connections
+        );
+        blob.ranged = Some(fetch);
+        Ok(Some((
+            blob.spool_path.clone(),
+            blob.spool_state.clone(),
+            prefix,
+        )))
+    }
+
+    /// Blob `b`'s fetch in parts, while it runs.
+    pub fn ranged_mut(&mut self, b: usize) -> Option<&mut RangedFetch> {
+        self.blobs[b].ranged.as_mut()
+    }
+
+    /// The job for part `i` of blob `b` (`None`: the blob is no longer fetched in parts).
+    pub fn part_job(
+        &mut self,
+        b: usize,
+        i: usize,
+        registry: FromRegistry,
+    ) -> Result<Option<ImportJob>> {
+        let limit = self.limit;
+        let blob = &mut self.blobs[b];
+        let Some(fetch) = &blob.ranged else {
+            return Ok(None);
+        };
+        let file = blob.spool.as_ref().map(Partial::file).transpose()?;
+        let Some(file) = file else {
+            return Ok(None);
+        };
+        let queue_limit = (QUEUE_BUDGET / limit / self.ranges.connections.max(1))
+            .clamp(256 << 10, DEFAULT_QUEUE_LIMIT);
+        Ok(Some(fetch.part_job(
+            i,
+            file,
+            blob.spool_path.clone(),
+            blob.spool_state.clone(),
+            &registry.url,
+            registry.headers,
+            registry.transport,
+            queue_limit,
+            blob.descriptor.size,
+        )))
+    }
+
+    /// Blob `b`'s fetch in parts is over (its jobs are gone): the fetch, to drop (which
+    /// stops its follower). With `fallback`, the blob goes on in one stream: its spool
+    /// is cut to the contiguous prefix, which a retry hashes and resumes after.
+    pub fn end_ranged(&mut self, b: usize, fallback: bool) -> Result<Option<RangedFetch>> {
+        let blob = &mut self.blobs[b];
+        let fetch = blob.ranged.take();
+        if !fallback || fetch.is_none() {
+            return Ok(fetch);
+        }
+        blob.no_ranges = true;
+        // The follower must stop before the file is cut.
+        drop(fetch);
+        let (prefix, _) = blob.spool_state.written();
+        if let Some(file) = blob.spool.as_ref().map(Partial::file).transpose()? {
+            file.set_len(prefix).map_err(|e| {
+                let e = Error::from(e);
+                log_error_errno!(
+                    e.clone(),
+                    "Failed to truncate {}: {}",
+                    blob.spool_path.display(),
+                    e
+                )
+            })?;
+            // Contiguous from now on: all of it counts.
+            let _ = ranges::record_prefix(&file, blob.descriptor.size);
+        }
+        blob.spool_state.set_written(prefix);
+        Ok(None)
+    }
+
     /// Before a retry: the spool to hash so the next attempt resumes after what it holds
     /// (`None`: nothing was written yet, start over).
     pub fn spool_to_resume(&self, b: usize) -> Option<PathBuf> {
@@ -360,6 +502,25 @@ impl BlobQueue {
     }
 }
 
+impl Drop for BlobQueue {
+    /// A blob still waited for is no longer wanted (its layers were taken from the chains
+    /// another process made, or the pull ended): once whole, the process that wrote it
+    /// left it for us, so it goes now unless somebody else uses or waits for it. (A part
+    /// stays for the pull that resumes it.)
+    fn drop(&mut self) {
+        for blob in &mut self.blobs {
+            let whole = |b: &Blob| {
+                std::fs::metadata(&b.spool_path).is_ok_and(|m| m.len() == b.descriptor.size)
+            };
+            if blob.waiter.take().is_some() && whole(blob) {
+                if let Ok(Claim::Got(unused)) = Partial::claim(&blob.spool_path) {
+                    drop(unused);
+                }
+            }
+        }
+    }
+}
+
 /// What [`BlobQueue::claim`] found.
 #[derive(Debug)]
 pub enum Claimed {
@@ -395,21 +556,26 @@ fn expectation(descriptor: &Descriptor) -> Expected {
                 m.size
             )
         } else {
-            format!(
-                "Layer {digest} digest mismatch: the content is sha256:{}.",
-                m.sha256.unwrap_or_default()
-            )
+            digest_mismatch(&digest, m.sha256.unwrap_or_default())
         }
     })
 }
 
+/// The message of a blob whose bytes are not its descriptor's.
+pub fn digest_mismatch(digest: &Digest, hex: &str) -> String {
+    format!("Layer {digest} digest mismatch: the content is sha256:{hex}.")
+}
+
 /// The length of the spool and the sha256 of its bytes (`None` if it is empty): run on a
-/// task before a blob's retry.
+/// task before a blob's retry. A spool a fetch in parts wrote counts only as far as its
+/// recorded prefix (beyond it may be holes).
 pub fn hash_prefix(path: &Path, cancel: &AtomicBool) -> Result<Option<Prefix>> {
-    let mut file = std::fs::File::open(path).map_err(|e| {
+    let file = std::fs::File::open(path).map_err(|e| {
         let e = Error::from(e);
         log_error_errno!(e.clone(), "Failed to open {}: {}", path.display(), e)
     })?;
+    let limit = ranges::recorded_prefix(&file).unwrap_or(u64::MAX);
+    let mut file = file.take(limit);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut len = 0u64;

@@ -11,6 +11,12 @@
 //! layer (applying each layer into a writable snapshot of the one below and making it
 //! read-only afterwards took two), and the local image is the tree itself, not one more
 //! snapshot of the top chain.
+//!
+//! Two processes pulling images that share layers make each chain once: the one applying
+//! a layer holds a lock on its chain (`.#oci-chain-<hex>.partial`, a [`Partial`] used
+//! only as a lock) until the chain has its name; the other waits for that lock instead of
+//! applying the layer, then takes the chain as a re-pull does (the tree starts over as a
+//! writable snapshot of it). A chain that appears meanwhile is taken the same way.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -22,7 +28,7 @@ use super::digest::Digest;
 use super::finish::{Finish, Source};
 use super::manifest::{Descriptor, ImageManifest};
 use crate::event::TaskHandle;
-use crate::import::store::TempPath;
+use crate::import::store::{self, Claim, Partial, TempPath};
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::progress::{LayerProgress, LayerState};
@@ -31,6 +37,8 @@ use crate::util::{btrfs, fs};
 /// Name prefix of the cached layer subvolumes (distinct from systemd v260's
 /// `.oci-sha256:<hex>` unflattened layers).
 const CHAIN_PREFIX: &str = ".oci-chain-";
+/// What the lock of a chain being made is named after (`.#oci-chain-<hex>.partial`).
+const CHAIN_LOCK_PREFIX: &str = "oci-chain-";
 
 /// Where the applied layers go: one temporary tree, made by the first layer applied; all
 /// are applied into it in turn, and it becomes the local image.
@@ -66,10 +74,23 @@ pub struct Layers {
     pub todo: Vec<Layer>,
     /// The next layer of `todo` to apply.
     pub next: usize,
+    /// The layer of `todo` whose application makes the tree (the tree is made from
+    /// `base`); `todo.len()` when no layer is applied into it (the top chain is used).
+    first: usize,
+    /// The chain (index into `chains`) the tree is a writable snapshot of, if any (btrfs).
+    base: Option<usize>,
+    /// btrfs: the lock on the chain the layer being applied makes, held from before its
+    /// application until the chain has its name; another process wanting that chain waits
+    /// for it and takes it instead of applying the layer again.
+    making: Option<Partial>,
+    /// The layer whose chain another process is making, once its wait was logged.
+    waiting: Option<usize>,
     /// The config as served and its execution settings, for the settings files.
     pub config: Vec<u8>,
     pub exec: ExecConfig,
     image_root: PathBuf,
+    /// The final name the tree's temporary name is made from.
+    tree_for: PathBuf,
 }
 
 /// What the layer stage needs to know, from the request.
@@ -141,7 +162,8 @@ impl Layers {
                 p.image
             ));
         };
-        let tree = TempPath::next_to(&root.join(p.local.unwrap_or("oci-image")));
+        let tree_for = root.join(p.local.unwrap_or("oci-image"));
+        let tree = TempPath::next_to(&tree_for);
         let (storage, present) = if btrfs::is_fs_btrfs(root_fd.as_fd())? {
             // The highest existing chain is the base we start from.
             let present = chains
@@ -175,9 +197,14 @@ impl Layers {
             present,
             todo,
             next: 0,
+            first: 0,
+            base: present.checked_sub(1),
+            making: None,
+            waiting: None,
             config: config_bytes,
             exec: config.exec.clone().unwrap_or_default(),
             image_root: root.to_path_buf(),
+            tree_for,
         })
     }
 
@@ -191,10 +218,10 @@ impl Layers {
     /// layer checked out).
     pub fn target(&self, i: usize) -> (Target, Option<TempPath>) {
         let n = self.present + i;
-        let make = |chains: bool| match i {
-            0 if chains && n > 0 => Make::SnapshotOf(self.chain_path(n - 1)),
-            0 => Make::New,
-            _ => Make::Existing,
+        let make = |chains: bool| match self.base {
+            _ if i != self.first => Make::Existing,
+            Some(base) if chains => Make::SnapshotOf(self.chain_path(base)),
+            _ => Make::New,
         };
         match &self.storage {
             Storage::BtrfsChains { tree, .. } => {
@@ -220,8 +247,10 @@ impl Layers {
     /// `todo[i]` was applied and its chain snapshot made as `subvolume` (btrfs): move it
     /// into place under its chain's name. If another pull made the same (verified) chain meanwhile, theirs is used and
     /// ours removed.
-    pub fn keep_chain(&self, i: usize, subvolume: TempPath) -> Result<()> {
+    pub fn keep_chain(&mut self, i: usize, subvolume: TempPath) -> Result<()> {
         let chain = self.chain_path(self.present + i);
+        // Whoever waits for it finds it under its name once the lock is released.
+        let _making = self.making.take();
         match fs::rename_noreplace(subvolume.path(), &chain) {
             Ok(()) => {
                 subvolume.keep();
@@ -242,7 +271,8 @@ impl Layers {
     /// settings files.
     pub fn into_finish(self, local: Option<String>, force: bool) -> Finish {
         let source = match self.storage {
-            Storage::BtrfsChains { top, .. } if self.todo.is_empty() => {
+            // Nothing applied into the tree: every layer is in a chain.
+            Storage::BtrfsChains { top, .. } if self.first == self.todo.len() => {
                 Source::Chain(chain_path(&self.image_root, &top))
             }
             Storage::BtrfsChains { tree, .. } => Source::Tree { tree, cached: true },
@@ -261,10 +291,86 @@ impl Layers {
         }
     }
 
+    /// btrfs: the highest chain at or above the next layer that another process made
+    /// meanwhile (the chains below the next layer are there already), if any.
+    pub fn chain_made_elsewhere(&self) -> Option<usize> {
+        if !matches!(self.storage, Storage::BtrfsChains { .. }) {
+            return None;
+        }
+        let from = self.present + self.next;
+        (from..self.chains.len())
+            .rev()
+            .find(|&n| self.chain_path(n).is_dir())
+    }
+
+    /// Take chain `n`, made by another process, as the state after layer `n`: the layers
+    /// up to it are not applied here, the tree is made again as a writable snapshot of it
+    /// (or, when it is the top, the local image is).
+    pub fn take_chain(&mut self, n: usize) {
+        debug_assert!(self.applying.is_none() && n >= self.present + self.next);
+        let Storage::BtrfsChains { tree, .. } = &mut self.storage else {
+            return;
+        };
+        for layer in &self.todo[self.next..=n - self.present] {
+            log::info!(
+                "Layer {} was applied by another process meanwhile, using it.",
+                layer.digest
+            );
+        }
+        // What was applied here so far goes: the chain holds it.
+        *tree = TempPath::next_to(&self.tree_for);
+        self.next = n - self.present + 1;
+        self.first = self.next;
+        self.base = Some(n);
+        self.waiting = None;
+    }
+
+    /// Before applying `todo[i]` (btrfs): lock the chain it makes, so that another process
+    /// pulling the same layers waits for it instead of applying the layer too. `Busy`:
+    /// another process is making it; `Made`: it was made meanwhile (its lock released).
+    pub fn claim_chain(&mut self, i: usize) -> Result<ChainClaim> {
+        if !matches!(self.storage, Storage::BtrfsChains { .. }) {
+            return Ok(ChainClaim::Ours);
+        }
+        let n = self.present + i;
+        let lock = store::partial_path(
+            &self.image_root,
+            &format!("{CHAIN_LOCK_PREFIX}{}", self.chains[n].hex()),
+        );
+        match Partial::claim(&lock)? {
+            Claim::Busy => {
+                if self.waiting != Some(i) {
+                    log::info!(
+                        "Waiting for another process applying layer {}.",
+                        self.todo[i].digest
+                    );
+                    self.waiting = Some(i);
+                }
+                Ok(ChainClaim::Busy)
+            }
+            // Made while we looked: the lock goes (removed unless another holds it).
+            Claim::Got(_) if self.chain_path(n).is_dir() => Ok(ChainClaim::Made(n)),
+            Claim::Got(p) => {
+                self.making = Some(p);
+                Ok(ChainClaim::Ours)
+            }
+        }
+    }
+
     /// The chain subvolume of layer `n` of the image.
     fn chain_path(&self, n: usize) -> PathBuf {
         chain_path(&self.image_root, &self.chains[n])
     }
+}
+
+/// What [`Layers::claim_chain`] found.
+pub enum ChainClaim {
+    /// Locked: this process applies the layer and makes its chain.
+    Ours,
+    /// Another process is making it: wait.
+    Busy,
+    /// It is there (made by another process meanwhile): take it.
+    Made(usize),
 }
 
 fn layer(d: &Descriptor, diff_id: &Digest, blob: usize) -> Layer {

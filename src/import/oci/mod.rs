@@ -1,8 +1,8 @@
 //! pull-oci: images from today's registries (Registry v2 / OCI distribution).
 //!
 //! `systemd-import pull-oci REF [LOCAL]` with `--image-root=`, `--force`,
-//! `--platform=OS/ARCH[/VARIANT]`, `--max-concurrent-downloads=N` and
-//! `--registry-config=DIR`. REF follows docker's
+//! `--platform=OS/ARCH[/VARIANT]`, `--max-concurrent-downloads=N`,
+//! `--download-ranges=N`, `--download-range-size=BYTES` and `--registry-config=DIR`. REF follows docker's
 //! grammar ([`reference`](mod@reference)); LOCAL defaults to the last path component, and `-` or an
 //! empty LOCAL means "no local image" (on btrfs the verified layers are still cached).
 //!
@@ -11,6 +11,7 @@
 //! * who we are: [`encoding`], [`auth`], [`credentials`];
 //! * what the registry says: [`manifest`], [`config`], [`registry_error`];
 //! * a layer on its way: [`spool`] (a blob between the network and the unpacker),
+//!   [`ranges`] (a big blob fetched as several ranges at once),
 //!   [`apply`] (one layer onto the tree), [`finish`] (the local image and its settings
 //!   files);
 //! * where from: [`registry`] (registries.conf, hosts.toml, certs.d, systemd's
@@ -54,6 +55,7 @@ pub mod importer;
 pub mod layers;
 pub mod manifest;
 pub mod platform;
+pub mod ranges;
 pub mod reference;
 pub mod registry;
 pub mod registry_error;

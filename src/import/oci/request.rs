@@ -43,6 +43,8 @@ pub struct PullRequest {
     pub force: bool,
     pub platform: Platform,
     pub max_downloads: usize,
+    /// How big layer blobs are fetched in parts (`--download-ranges=`).
+    pub ranges: super::ranges::RangePlan,
     /// What one layer may expand to (`--layer-size-max=`, default 8 GiB).
     pub layer_size_max: u64,
     /// The auth files and credential helpers credentials are looked up in, per endpoint.
@@ -74,6 +76,8 @@ pub enum Key {
     Config,
     /// A layer blob, by its index in the blob queue.
     Blob(usize),
+    /// A part of a layer blob fetched in ranges: the blob's index, the part's.
+    Part(usize, usize),
 }
 
 /// A body kept in memory, with the digest of its bytes.

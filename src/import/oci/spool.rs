@@ -12,7 +12,12 @@
 //! starts over (200) rewrites it from the start, and a reader that is further along waits
 //! until the rewrite passes its position (if the new bytes differ, the digest and DiffID
 //! checks fail the pull).
+//!
+//! A blob fetched in ranges ([`ranges`](super::ranges)) is written out of order: each part
+//! reports the bytes it put on disk ([`Spool::extend`]) and `written` is the contiguous
+//! prefix of them, all readers ever see; the parts beyond it wait in `ahead`.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -27,8 +32,12 @@ use crate::util::error::{Error, Result};
 const CHUNK: usize = 256 << 10;
 
 struct SpoolState {
-    /// Bytes of the file that hold data of the current attempt.
+    /// Bytes of the file that hold data of the current attempt (a ranged fetch: the
+    /// contiguous prefix of its parts).
     written: u64,
+    /// A ranged fetch's extents beyond `written`, start to end (each part's bytes from its
+    /// start; written by the parts' workers).
+    ahead: BTreeMap<u64, u64>,
     /// `Some(Ok)`: complete and verified; `Some(Err)`: abandoned.
     end: Option<Result<()>>,
 }
@@ -44,6 +53,7 @@ impl Spool {
         Arc::new(Spool {
             state: Mutex::new(SpoolState {
                 written: 0,
+                ahead: BTreeMap::new(),
                 end: None,
             }),
             cond: Condvar::new(),
@@ -57,8 +67,64 @@ impl Spool {
     /// The file holds `written` bytes of the current attempt (a blob found whole on disk:
     /// all of them).
     pub fn set_written(&self, written: u64) {
-        self.lock().written = written;
+        let mut st = self.lock();
+        st.written = written;
+        st.ahead.clear();
         self.cond.notify_all();
+    }
+
+    /// A ranged fetch put bytes `start..end` on disk (a part, from its start): the prefix
+    /// grows when they join it.
+    pub fn extend(&self, start: u64, end: u64) {
+        let mut st = self.lock();
+        if start <= st.written {
+            st.written = st.written.max(end);
+        } else {
+            let e = st.ahead.entry(start).or_insert(end);
+            *e = (*e).max(end);
+        }
+        let before = st.written;
+        while let Some((&s, &e)) = st.ahead.first_key_value() {
+            if s > st.written {
+                break;
+            }
+            st.written = st.written.max(e);
+            st.ahead.remove(&s);
+        }
+        if st.written > before || start <= before {
+            self.cond.notify_all();
+        }
+    }
+
+    /// The contiguous prefix and all bytes on disk (prefix and extents beyond it).
+    pub fn written(&self) -> (u64, u64) {
+        let st = self.lock();
+        let ahead: u64 = st.ahead.iter().map(|(s, e)| e - s).sum();
+        (st.written, st.written + ahead)
+    }
+
+    /// Wait up to `timeout` for the prefix to pass `pos`: `Ok(Some(prefix))` when it did,
+    /// `Ok(None)` on timeout, the error of an abandoned spool.
+    pub fn wait_past(&self, pos: u64, timeout: std::time::Duration) -> Result<Option<u64>> {
+        let mut st = self.lock();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if st.written > pos {
+                return Ok(Some(st.written));
+            }
+            if let Some(Err(e)) = &st.end {
+                return Err(e.clone());
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            st = self
+                .cond
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// The blob is complete and verified: readers may reach its end.
@@ -224,6 +290,32 @@ mod tests {
             .chunks(1000)
             .enumerate()
             .all(|(i, c)| c.iter().all(|b| usize::from(*b) == i)));
+    }
+
+    #[test]
+    fn the_prefix_grows_only_when_the_parts_join_it() {
+        let spool = Spool::new();
+        spool.extend(20, 25);
+        spool.extend(10, 15);
+        assert_eq!(spool.written(), (0, 10));
+        spool.extend(0, 8);
+        assert_eq!(spool.written(), (8, 18));
+        spool.extend(0, 10);
+        assert_eq!(spool.written(), (15, 20));
+        spool.extend(15, 20);
+        assert_eq!(spool.written(), (25, 25));
+        let t = std::time::Duration::from_millis(1);
+        assert_eq!(spool.wait_past(24, t).unwrap(), Some(25));
+        assert_eq!(spool.wait_past(25, t).unwrap(), None);
+        spool.extend(40, 50);
+        spool.set_written(25);
+        assert_eq!(
+            spool.written(),
+            (25, 25),
+            "a restart forgets the parts ahead"
+        );
+        spool.abort(Error::new(libc::EIO));
+        assert_eq!(spool.wait_past(25, t).unwrap_err().errno(), libc::EIO);
     }
 
     #[test]

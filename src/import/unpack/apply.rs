@@ -3,7 +3,9 @@
 //! the [`Extractor`] as it is (plain mode) or through the [`Layer`] (aufs and oci
 //! modes), which owns everything a layer means.
 
+use std::fs::File;
 use std::os::fd::BorrowedFd;
+use std::sync::mpsc::SyncSender;
 
 use super::entry::Entry;
 use super::extract::{Extractor, NoOverlay};
@@ -37,6 +39,11 @@ impl<'a> Unpacker<'a> {
             extractor,
             applying,
         })
+    }
+
+    /// Offer every regular file written to `queue` (see `Options::written`).
+    pub fn hand_written_files_to(&mut self, queue: Option<SyncSender<File>>) {
+        self.extractor.written = queue;
     }
 
     /// Apply every entry of the stream, then the attributes of the directories still open.

@@ -18,6 +18,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
+use std::sync::mpsc::SyncSender;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -70,6 +71,8 @@ pub struct Extractor<'a> {
     slash_warned: bool,
     link_slash_warned: bool,
     pub stats: Stats,
+    /// Where written regular files go instead of being closed (`Options::written`).
+    pub written: Option<SyncSender<File>>,
 }
 
 /// Convert a path component to a C string (components never contain NUL).
@@ -115,6 +118,7 @@ impl<'a> Extractor<'a> {
             slash_warned: false,
             link_slash_warned: false,
             stats: Stats::default(),
+            written: None,
         })
     }
 
@@ -429,7 +433,12 @@ impl<'a> Extractor<'a> {
         };
         let file = File::from(file);
         self.write_content(reader, &file, entry)?;
-        self.meta.file(&file, entry)
+        self.meta.file(&file, entry)?;
+        if let Some(queue) = &self.written {
+            // A full queue (or a receiver gone) closes it here.
+            let _ = queue.try_send(file);
+        }
+        Ok(())
     }
 
     fn write_content(

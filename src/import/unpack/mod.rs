@@ -72,7 +72,9 @@
 //! * `meta.rs`: owner, xattrs, mode and mtime of extracted nodes;
 //! * `reader.rs`: the stream, with bounded memory; `entry.rs`: what it yields;
 //!   `pax.rs`: PAX records; `header.rs`: header blocks;
-//! * `tree.rs`: path operations confined to the root; `sys.rs`: system calls.
+//! * `tree.rs`: path operations confined to the root; `sys.rs`: system calls;
+//! * `fanout.rs`: one stream into several trees at once ([`unpack_trees`]), an unpacker
+//!   per tree on threads of their own; it uses only [`unpack`].
 //!
 //! # Callers
 //! `unpack` blocks: run it on a worker thread, never on the event loop. The reader is
@@ -85,6 +87,7 @@ mod apply;
 mod dirs;
 mod entry;
 mod extract;
+mod fanout;
 mod header;
 mod index;
 mod layer;
@@ -94,12 +97,15 @@ mod reader;
 mod sys;
 mod tree;
 
+pub use fanout::unpack_trees;
 pub use index::{members, Member};
 
 use std::fmt;
+use std::fs::File;
 use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use crate::log_error_errno;
@@ -168,6 +174,10 @@ pub struct Options {
     /// Set by another thread (SIGINT) to stop the unpack with ECANCELED. Checked between
     /// members and every time the input buffer is refilled.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Regular files, once written (content and metadata), are offered here instead of
+    /// being closed: a thread may start their writeback early (pull-oci on btrfs). Never
+    /// waited for: when the queue is full the file is closed as usual.
+    pub written: Option<SyncSender<File>>,
 }
 
 impl Options {
@@ -177,6 +187,7 @@ impl Options {
             mode,
             limits: Limits::default(),
             cancel: None,
+            written: None,
         }
     }
 }
@@ -204,6 +215,7 @@ pub struct Stats {
 pub fn unpack(root: BorrowedFd<'_>, input: &mut dyn Read, options: &Options) -> Result<Stats> {
     let mut reader = reader::Reader::new(input, &options.limits, options.cancel.clone());
     let mut unpacker = apply::Unpacker::new(root, options.mode, options.limits.max_depth)?;
+    unpacker.hand_written_files_to(options.written.clone());
     let result = unpacker.run(&mut reader);
     let cleanup = unpacker.cleanup();
     let mut stats = result?;

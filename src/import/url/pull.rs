@@ -41,9 +41,9 @@ pub trait Flavor: Default + Sized + 'static {
     /// files).
     fn strip_suffixes(name: &str) -> String;
     /// The image job's options, for a download into `temp` (a reserved name the importer
-    /// removes unless it is kept; nothing exists there yet), as `options` say (raw's
-    /// `--size-max=`, tar's `--btrfs-subvol=`).
-    fn image_job(&mut self, temp: &Path, options: &PullOptions) -> Result<JobOptions>;
+    /// removes unless it is kept; nothing exists there yet), as the request's options say
+    /// (raw's `--size-max=`, tar's `--btrfs-subvol=`).
+    fn image_job(&mut self, temp: &Path, req: &UrlRequest) -> Result<JobOptions>;
     /// The image job's options for `--direct`: written in place, no cache (raw only; the
     /// command line refuses it for the others).
     fn direct_job(&mut self, _direct: &Direct, _options: &PullOptions) -> Result<JobOptions> {
@@ -200,7 +200,7 @@ impl<F: Flavor> UrlImport<F> {
         let temp = TempPath::next_to(&cache_path(root, F::CACHE, url, None));
         let path = temp.path().to_path_buf();
         self.temp = Some(temp);
-        let mut options = self.flavor.image_job(&path, &self.req.options)?;
+        let mut options = self.flavor.image_job(&path, &self.req)?;
         options.old_etags = old_etags;
         if spool.have > 0 {
             log::info!(

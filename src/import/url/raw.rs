@@ -37,7 +37,7 @@ use super::pull::{test_hold, Flavor, UrlImport};
 use super::qcow2;
 use super::side::Side;
 use super::side::{self, Fetched, Owner};
-use super::{Direct, PullOptions, SideFiles};
+use super::{Direct, PullOptions, SideFiles, UrlRequest};
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink};
 use crate::import::store::{self, CacheKind, LocalImage, TempPath};
@@ -74,11 +74,11 @@ impl Flavor for Raw {
     }
 
     /// The job writes into a new NOCOW file at `temp`, created now.
-    fn image_job(&mut self, temp: &Path, options: &PullOptions) -> Result<JobOptions> {
+    fn image_job(&mut self, temp: &Path, req: &UrlRequest) -> Result<JobOptions> {
         // As in the C tool a failure here is not reported: creating the file reports it.
         let _ = fs::mkdir_parents(temp, 0o700);
         let fd = store::create_image_file(temp, OFlag::O_RDWR, DOWNLOAD_MODE)?;
-        Ok(with_size_max(JobOptions::new(Sink::File(fd)), options))
+        Ok(with_size_max(JobOptions::new(Sink::File(fd)), &req.options))
     }
 
     /// `--direct`: the job writes into the file or block device named (or stdout), at

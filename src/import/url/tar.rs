@@ -10,6 +10,14 @@
 //!    `<root>/.tar-<url>[.<etag>]`, replacing a stale entry of the same name (Q10).
 //! 4. **Copying**: `<root>/<local>` becomes a writable snapshot (btrfs) or copy of it.
 //!
+//! Where the file system can neither snapshot the cache entry nor share its extents
+//! (ext4, tmpfs, xfs without reflink), a copy would read and write every file a second
+//! time after the download. There the image job unpacks the stream into the local
+//! image's temporary tree as well, in the same pass, on a second thread
+//! ([`unpack::unpack_trees`]); step 4 then only gives its top the attributes a copy of
+//! the finished cache entry would have and moves it into place. With
+//! `--keep-download=no` there is one tree, moved into place as the local image.
+//!
 //! Every failure, SIGINT and SIGTERM leave no temporary tree behind: the temporary name is
 //! reserved (a [`TempPath`](crate::import::store::TempPath)) before the download begins, and the importer's fields drop
 //! the jobs (whose workers are joined) and tasks before that path.
@@ -21,14 +29,14 @@
 //! `--force` an existing image is replaced only once the new one is complete.
 
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use super::downloads::{ProgressPlan, Stage};
 use super::pull::{Flavor, UrlImport};
 use super::side::Side;
 use super::side::{self, Owner};
-use super::{Direct, PullOptions};
+use super::{Direct, PullOptions, UrlRequest};
 use crate::event::EventLoop;
 use crate::import::job::{JobOptions, Sink, StreamContext};
 use crate::import::store::{self, CacheKind, LocalImage, TempPath};
@@ -37,12 +45,18 @@ use crate::import::Importer;
 use crate::log_error_errno;
 use crate::util::dialect::Dialect;
 use crate::util::error::{Error, Result};
-use crate::util::{fs, names};
+use crate::util::{btrfs, fs, names};
 
 /// What pull-tar adds to a URL pull: the body is unpacked as it arrives, and the tree is
 /// installed as the cache entry.
 #[derive(Default)]
-pub struct Tar;
+pub struct Tar {
+    /// The local image's temporary tree, reserved when the download begins (with a local
+    /// name and the download kept); the image job unpacks into it too where the local
+    /// image cannot share the cache entry's data, else it never exists. Taken by
+    /// [`Flavor::copy`].
+    local_tree: Option<TempPath>,
+}
 
 /// One pull-tar run.
 pub type TarImport = UrlImport<Tar>;
@@ -56,12 +70,19 @@ impl Flavor for Tar {
     }
 
     /// The job streams the decompressed tarball into the unpacker, which creates the
-    /// tree at `temp` when the first body byte arrives.
-    fn image_job(&mut self, temp: &Path, options: &PullOptions) -> Result<JobOptions> {
+    /// tree at `temp` when the first body byte arrives (and the local image's tree, if it
+    /// is to be unpacked in the same pass).
+    fn image_job(&mut self, temp: &Path, req: &UrlRequest) -> Result<JobOptions> {
         let temp = temp.to_path_buf();
+        let options = &req.options;
         let tree = (options.btrfs_subvol, options.btrfs_quota);
+        self.local_tree = match (&req.local, options.keep_download) {
+            (Some(local), true) => Some(TempPath::next_to(&req.image_root.join(local))),
+            _ => None,
+        };
+        let local = self.local_tree.as_ref().map(|t| t.path().to_path_buf());
         Ok(JobOptions::new(Sink::Stream(Box::new(move |ctx, body| {
-            unpack_into(&temp, tree, ctx, body)
+            unpack_into(&temp, local.as_deref(), tree, ctx, body)
         }))))
     }
 
@@ -155,18 +176,24 @@ impl Flavor for Tar {
         };
         let (root, force) = (me.req.image_root.clone(), me.req.force);
         let options = me.req.options;
+        let unpacked = me.flavor.local_tree.take();
         me.run_step(
             lp,
             "import-copy",
             move |cancel| {
-                store::copy_tree_as(
-                    &final_path,
-                    &root,
-                    &local,
-                    force,
-                    (options.btrfs_subvol, options.btrfs_quota),
-                    Some(cancel),
-                )?;
+                match unpacked.filter(|tree| tree.path().exists()) {
+                    Some(tree) => {
+                        install_unpacked(tree, &final_path, &root, &local, force, options)?;
+                    }
+                    None => store::copy_tree_as(
+                        &final_path,
+                        &root,
+                        &local,
+                        force,
+                        (options.btrfs_subvol, options.btrfs_quota),
+                        Some(cancel),
+                    )?,
+                }
                 if options.read_only {
                     fs::make_very_read_only(&root.join(&local))?;
                 }
@@ -217,6 +244,32 @@ fn install_into_cache(
     Ok(())
 }
 
+/// The local image unpacked in the same pass as the cache entry `cache`: give its top
+/// what a copy of `cache` would have there (the cache entry's owner, mode, xattrs and
+/// times; writable for its owner, unless `--btrfs-subvol=no` asked for a plain copy) and
+/// move it into place, with the messages of a copy.
+fn install_unpacked(
+    tree: TempPath,
+    cache: &Path,
+    root: &Path,
+    local: &str,
+    force: bool,
+    options: PullOptions,
+) -> Result<()> {
+    let failed = |e: Error| log_error_errno!(e.clone(), "Failed to create local image: {}", e);
+    fs::copy_top_metadata(cache, tree.path(), options.btrfs_subvol).map_err(failed)?;
+    LocalImage::from_temp(tree, root, local, force)
+        .install()
+        .map_err(failed)
+}
+
+/// Whether a local image can share the data of the tree `tree` without a second pass
+/// over it: a subvolume is snapshotted, and a copy on a file system with reflinks
+/// shares the extents.
+fn shares_data(tree: BorrowedFd<'_>) -> bool {
+    btrfs::is_subvolume(tree).unwrap_or(false) || fs::can_share_extents(tree)
+}
+
 /// The `--direct` job's stream consumer: unpack into `path`, a new tree (a subvolume in
 /// its qgroup if asked and possible) or the directory that is there; with `force` whatever is there is
 /// removed first. What was unpacked stays if the pull fails, as upstream.
@@ -265,9 +318,13 @@ fn unpack_direct(
 }
 
 /// The image job's stream consumer: create the temporary tree (a subvolume, in its
-/// qgroup, as asked) and unpack the body into it. Runs on the job's worker thread.
+/// qgroup, as asked) and unpack the body into it; and into the local image's temporary
+/// tree `local` too, in the same pass, where the local image could not share the first
+/// tree's data. Runs on the job's worker thread (which decompresses), the unpackers on
+/// threads of their own.
 fn unpack_into(
     temp: &Path,
+    local: Option<&Path>,
     (subvolume, quota): (bool, bool),
     ctx: &StreamContext,
     body: &mut dyn Read,
@@ -278,8 +335,15 @@ fn unpack_into(
     if subvolume && quota {
         store::assign_quota_group(temp, true);
     }
+    let second = match local {
+        Some(path) if !shares_data(tree.as_fd()) => Some(store::make_tree_as(path, false)?),
+        _ => None,
+    };
     let mut options = unpack::Options::new(Mode::Plain);
     options.cancel = Some(ctx.cancel.clone());
-    unpack::unpack(tree.as_fd(), body, &options)?;
+    let roots: Vec<BorrowedFd<'_>> = std::iter::once(tree.as_fd())
+        .chain(second.as_ref().map(|t| t.as_fd()))
+        .collect();
+    unpack::unpack_trees(&roots, body, &options)?;
     Ok(())
 }

@@ -92,6 +92,22 @@ fn copy_dir_into(
     copier.copy_inode_metadata(src, dst, &meta)
 }
 
+/// Give the directory `dst` the owner, mode, xattrs and times of the directory `src`, as
+/// a copy of `src` would have at its top; `writable` adds the owner's write bit as
+/// [`snapshot_or_copy`] does for a writable copy. For a tree made by other means (the
+/// same archive unpacked twice) that is to look like a copy of `src`.
+pub fn copy_top_metadata(src: &Path, dst: &Path, writable: bool) -> Result<()> {
+    let src_fd = open_dir(src)?;
+    let dst_fd = open_dir(dst)?;
+    let meta = stat_fd(src_fd.as_fd())?;
+    let mut copier = TreeCopier::new(None, &meta);
+    copier.copy_inode_metadata(src_fd.as_fd(), dst_fd.as_fd(), &meta)?;
+    if writable {
+        add_owner_write(dst_fd.as_fd())?;
+    }
+    Ok(())
+}
+
 /// Make `dst` a copy of the directory tree `src`, as cheaply as the file systems allow:
 ///
 /// * `src` is a subvolume and `dst` is on the same btrfs: a snapshot (instant);

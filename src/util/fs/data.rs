@@ -3,10 +3,12 @@
 //! cancel flag between two, so a signal stops a multi-GiB copy within a fraction of a
 //! second.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use nix::unistd::Whence;
 
 use super::stat::{stat_fd, Meta};
@@ -25,6 +27,20 @@ fn check_cancel(cancel: Option<&AtomicBool>) -> Result<()> {
         return Err(Error::new(libc::ECANCELED));
     }
     Ok(())
+}
+
+/// Whether the file system of the directory `dir` can share extents between files
+/// (reflinks: btrfs, xfs with reflink), tried on two unnamed temporary files in it, which
+/// leave nothing behind.
+pub fn can_share_extents(dir: BorrowedFd<'_>) -> bool {
+    let tmpfile = || {
+        let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+        nix::fcntl::openat(dir, ".", flags, Mode::S_IRUSR | Mode::S_IWUSR)
+    };
+    let (Ok(src), Ok(dst)) = (tmpfile(), tmpfile()) else {
+        return false;
+    };
+    nix::unistd::write(&src, b"x").is_ok() && btrfs::reflink(src.as_fd(), dst.as_fd()).is_ok()
 }
 
 /// Copy all of `src`'s data to the start of the (empty) file `dst`: a reflink when the

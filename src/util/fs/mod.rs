@@ -25,8 +25,8 @@ mod temp;
 mod times;
 mod xattr;
 
-pub use copy::{copy_as_directory, copy_tree, snapshot_or_copy};
-pub use data::{copy_file_data, sparse_write};
+pub use copy::{copy_as_directory, copy_top_metadata, copy_tree, snapshot_or_copy};
+pub use data::{can_share_extents, copy_file_data, sparse_write};
 pub use mkdir::{mkdir_p, mkdir_parents};
 pub(crate) use mode::drop_write_bits;
 pub use mode::{

@@ -273,7 +273,7 @@ fn import(req: &ArchiveRequest, cancel: &Arc<AtomicBool>, progress: &Progress) -
         max_downloads: 1,
         image,
     };
-    let layers = Layers::plan(plan, &manifest, &config, config_bytes)?;
+    let mut layers = Layers::plan(plan, &manifest, &config, config_bytes)?;
     // Every file there before anything is applied.
     let todo: Vec<_> = files[layers.present..]
         .iter()

@@ -213,7 +213,8 @@ impl OciImport {
             max_downloads: self.req.max_downloads,
             image: self.route.current().1.image.to_string(),
         };
-        let layers = Layers::plan(plan, manifest, &config, bytes)?;
+        let mut layers = Layers::plan(plan, manifest, &config, bytes)?;
+        layers.blobs.set_ranges(self.req.ranges);
         self.stage = Stage::Layers(Box::new(layers));
         self.report_progress();
         self.start_downloads(lp)?;

@@ -24,7 +24,9 @@
 //! ([`blobs`](super::blobs)). Layers are applied in order by a task
 //! ([`apply`]) that decompresses and unpacks on two threads and checks the DiffID: layer i
 //! starts as soon as layer i-1 is applied and its own download has begun, reading the spool
-//! as it grows (it reaches the end only once the blob was verified). Downloads of the
+//! as it grows (it reaches the end only once the blob was verified). A big blob is fetched
+//! as several ranges at once ([`ranged`], [`ranges`](super::ranges)), the spool's prefix
+//! hashed as it grows. Downloads of the
 //! layers above carry on meanwhile; the loop thread only moves bytes and reacts to
 //! completions.
 //!
@@ -32,8 +34,9 @@
 //! becomes the local image ([`finish`](super::finish)). On btrfs it is a subvolume and every
 //! applied layer leaves a read-only snapshot of it, `.oci-chain-<ChainID hex>` (shared by
 //! every image with the same base; layers whose chain exists are not downloaded at all,
-//! and the tree starts as a writable snapshot of the highest one). Nothing gets a final
-//! name before its digests checked out.
+//! and the tree starts as a writable snapshot of the highest one; a chain another process
+//! is making is waited for and taken, not applied again). Nothing gets a final name
+//! before its digests checked out.
 //!
 //! Failures ([`session`](super::session)): 5xx, 429, 408 and transport errors are retried
 //! (a blob resumes with a Range request from what its spool holds); a 401 gets a new token
@@ -48,12 +51,14 @@
 //! the endpoint left behind are sent again at the new one if they fail. Which endpoint
 //! served the manifest and each layer is logged.
 //!
-//! The importer's code is in three files by concern: this one holds the state, sending
+//! The importer's code is in four files by concern: this one holds the state, sending
 //! requests and dispatching their completions, the layers and the finishing;
 //! [`discovery`] finds the image (ping, first token, manifest, config); [`recovery`]
-//! carries out what becomes of a failed request (retry, resume, next endpoint).
+//! carries out what becomes of a failed request (retry, resume, next endpoint); [`ranged`]
+//! runs the parts of a blob fetched in ranges.
 
 mod discovery;
+mod ranged;
 mod recovery;
 
 use std::collections::HashMap;
@@ -62,7 +67,7 @@ use std::sync::Arc;
 
 use super::apply::{self, ApplyWork};
 use super::blobs::{Claimed, FromRegistry};
-use super::layers::Layers;
+use super::layers::{ChainClaim, Layers};
 use super::manifest::{Descriptor, ImageManifest};
 use super::request::{self, BodySlot, Key, PullRequest};
 use super::route::Route;
@@ -132,8 +137,10 @@ pub struct OciImport {
     lifecycle: Lifecycle,
     jobs: JobSet<Key>,
     stage: Stage,
-    /// Timers of requests waiting to be retried.
+    /// Timers of requests waiting to be retried (and of the ones below).
     timers: Vec<SourceId>,
+    /// The timer that looks again whether a layer another process applies is done.
+    advance_timer: Option<SourceId>,
     glue: CurlGlue,
 
     req: PullRequest,
@@ -160,6 +167,7 @@ impl OciImport {
             jobs: JobSet::new(),
             stage: Stage::Ping,
             timers: Vec::new(),
+            advance_timer: None,
             glue: CurlGlue::new(req.curl.clone())?,
             req,
             route,
@@ -174,6 +182,11 @@ impl OciImport {
 
     /// Send (or send again) the request `key`, if it belongs to the current stage.
     fn begin(&mut self, lp: &mut EventLoop<Self>, key: Key) -> Result<()> {
+        if let (Key::Blob(b), Stage::Layers(l)) = (key, &self.stage) {
+            if l.blobs.wants_ranges(b) && self.begin_ranged(lp, b)? {
+                return Ok(());
+            }
+        }
         let authorization = self.session.header();
         let (index, src) = self.route.current();
         let job = match (key, &mut self.stage) {
@@ -193,13 +206,20 @@ impl OciImport {
             (Key::Config, Stage::Config(f)) => {
                 request::config(src, authorization, &f.manifest.config, f.body.clone())
             }
-            (Key::Blob(b), Stage::Layers(l)) => {
+            (Key::Blob(b) | Key::Part(b, _), Stage::Layers(l)) => {
                 let registry = FromRegistry {
                     url: src.endpoint.blob_url(&l.blobs.get(b).descriptor.digest),
                     headers: authorization.into_iter().chain(src.headers()).collect(),
                     transport: src.transport.clone(),
                 };
-                l.blobs.job(b, registry)?
+                match key {
+                    Key::Part(_, i) => match l.blobs.part_job(b, i, registry)? {
+                        Some(job) => job,
+                        // The blob went back to one stream meanwhile.
+                        None => return Ok(()),
+                    },
+                    _ => l.blobs.job(b, registry)?,
+                }
             }
             // A request of another stage (a retry timer that fired late): nothing to send.
             _ => return Ok(()),
@@ -219,6 +239,7 @@ impl OciImport {
             Key::Manifest => self.on_manifest(lp, job),
             Key::Config => self.on_config(lp),
             Key::Blob(b) => self.on_blob(lp, b),
+            Key::Part(b, i) => self.on_part_done(lp, b, i),
         }
     }
 
@@ -291,6 +312,10 @@ impl OciImport {
         if l.applying.is_some() {
             return Ok(());
         }
+        // btrfs: another process pulling the same layers made their chains meanwhile.
+        if let Some(n) = l.chain_made_elsewhere() {
+            l.take_chain(n);
+        }
         let i = l.next;
         let Some(layer) = l.todo.get(i) else {
             return self.start_finishing(lp);
@@ -299,6 +324,17 @@ impl OciImport {
         if !l.blobs.is_started(layer.blob) {
             return Ok(());
         }
+        match l.claim_chain(i)? {
+            ChainClaim::Ours => {}
+            ChainClaim::Made(n) => {
+                l.take_chain(n);
+                return self.advance(lp);
+            }
+            // Another process applies it: look again in a while (its chain may appear,
+            // or it may fail and leave the layer to us).
+            ChainClaim::Busy => return self.advance_later(lp),
+        }
+        let layer = &l.todo[i];
         let (layer, diff_id, blob) = (layer.digest.clone(), layer.diff_id.clone(), layer.blob);
         let (target, subvolume) = l.target(i);
         let (input, spool_owned) = l.blobs.open_for_apply(blob)?;
@@ -317,6 +353,29 @@ impl OciImport {
             move |lp, d: &mut Self, result| d.on_layer_applied(lp, i, result),
         )?;
         l.applying = Some(task);
+        Ok(())
+    }
+
+    /// Call [`advance`](Self::advance) again after [`CLAIM_INTERVAL`] (one timer at a
+    /// time).
+    fn advance_later(&mut self, lp: &mut EventLoop<Self>) -> Result<()> {
+        if self.advance_timer.is_some() {
+            return Ok(());
+        }
+        let timer = lp.add_timer_in(
+            Clock::Monotonic,
+            CLAIM_INTERVAL,
+            move |lp, d: &mut Self, id, _| {
+                d.timers.retain(|t| *t != id);
+                d.advance_timer = None;
+                if let Err(e) = d.advance(lp) {
+                    d.finish(lp, Err(e));
+                }
+                Ok(TimerAction::Drop)
+            },
+        )?;
+        self.timers.push(timer);
+        self.advance_timer = Some(timer);
         Ok(())
     }
 
@@ -468,7 +527,11 @@ impl Importer for OciImport {
             return;
         };
         let jobs = &self.jobs;
-        let written = |b: usize| jobs.get(Key::Blob(b)).map_or(0, |j| j.written_compressed());
+        let written = |b: usize| {
+            l.blobs
+                .ranged_bytes(b)
+                .unwrap_or_else(|| jobs.get(Key::Blob(b)).map_or(0, |j| j.written_compressed()))
+        };
         let (done, total) = l.blobs.progress(written);
         let share = |done: f64, total: f64| if total == 0.0 { 1.0 } else { done / total };
         let download = share(done as f64, total as f64);
@@ -490,6 +553,7 @@ impl Importer for OciImport {
         for t in self.timers.drain(..) {
             lp.remove(t);
         }
+        self.advance_timer = None;
         self.stage = Stage::Finished;
     }
 }

@@ -63,6 +63,13 @@ impl OciImport {
         key: Key,
         f: Failure,
     ) -> Result<()> {
+        let (key, f) = match key {
+            Key::Part(b, i) => match self.on_part_failed(lp, b, i, f)? {
+                Some(next) => next,
+                None => return Ok(()),
+            },
+            _ => (key, f),
+        };
         let src = self.route.current().1;
         let reference = &src.image;
         let (what, foreign) = match (key, &self.stage) {
@@ -81,7 +88,7 @@ impl OciImport {
             (Key::Config, Stage::Config(_)) => {
                 ("Failed to fetch the image config".to_string(), false)
             }
-            (Key::Blob(b), Stage::Layers(l)) => {
+            (Key::Blob(b) | Key::Part(b, _), Stage::Layers(l)) => {
                 let blob = l.blobs.get(b);
                 (
                     format!("Failed to fetch layer {}", blob.descriptor.digest),
