@@ -379,7 +379,17 @@ pub fn children_of(pid: i32) -> Vec<i32> {
 
 /// The environment of process `pid`.
 pub fn environ(pid: i32) -> HashMap<String, String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    // Early in execve the process already shows its new executable but its environment
+    // is not in place yet (the kernel sets it up after switching the image), so
+    // /proc/PID/environ reads empty for a moment: read again until it is not.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let raw = loop {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        if !raw.is_empty() || std::time::Instant::now() > deadline {
+            break raw;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
     raw.split(|b| *b == 0)
         .filter_map(|kv| {
             let kv = String::from_utf8_lossy(kv);
