@@ -46,6 +46,11 @@ pub(crate) struct JobHandler {
     pub etag_exists: bool,
     pub compressed_max: u64,
     pub written_compressed: u64,
+    /// Where the request asked the body to start (a resumed download or a part): in a
+    /// 206 answer the bytes before it count toward `compressed_max` too.
+    pub resumed_from: u64,
+    /// A part of a blob fetched in parts: "Downloading …" is debug output.
+    pub part: bool,
     /// The body of a non-2xx response (bounded), which never goes to the sink.
     pub error_body: Vec<u8>,
     /// Why we aborted the transfer; wins over curl's generic "write error".
@@ -98,6 +103,8 @@ impl JobHandler {
             etag_exists: false,
             compressed_max,
             written_compressed: 0,
+            resumed_from: 0,
+            part: false,
             error_body: Vec::new(),
             failure: None,
             redirect: None,
@@ -148,11 +155,22 @@ impl JobHandler {
         Ok(())
     }
 
+    /// Bytes of the resource before this response's body: what the request resumed
+    /// after, if the server honoured it (206); none for a whole body.
+    fn resumed(&self) -> u64 {
+        if self.status == 206 {
+            self.resumed_from
+        } else {
+            0
+        }
+    }
+
     /// The C job's checks on compressed bytes, before they are queued.
     fn check_compressed(&self, n: usize) -> Result<(), Error> {
         let total = self
             .written_compressed
             .checked_add(n as u64)
+            .and_then(|t| t.checked_add(self.resumed()))
             .ok_or_else(|| {
                 log_error_errno!(Error::new(libc::EOVERFLOW), "File too large, overflow")
             })?;
@@ -162,7 +180,10 @@ impl JobHandler {
                 "File overly large, refusing."
             ));
         }
-        if self.content_length.is_some_and(|len| total > len) {
+        if self
+            .content_length
+            .is_some_and(|len| total - self.resumed() > len)
+        {
             return Err(log_error_errno!(
                 Error::new(libc::EFBIG),
                 "Content length incorrect."
@@ -261,7 +282,7 @@ impl Handler for JobHandler {
         } else if counts && name.eq_ignore_ascii_case("Content-Length") {
             // An unparsable length stays unknown, as in the C job.
             if let Ok(len) = value.parse::<u64>() {
-                if len > self.compressed_max {
+                if len.saturating_add(self.resumed()) > self.compressed_max {
                     self.fail(log_error_errno!(
                         Error::new(libc::EFBIG),
                         "Content too large."
@@ -270,7 +291,12 @@ impl Handler for JobHandler {
                 }
                 self.content_length = Some(len);
                 if self.status != 304 {
-                    log::info!("Downloading {} for {}.", format_bytes(len), self.url);
+                    let level = if self.part {
+                        log::Level::Debug
+                    } else {
+                        log::Level::Info
+                    };
+                    log::log!(level, "Downloading {} for {}.", format_bytes(len), self.url);
                 }
             }
         } else if counts && name.eq_ignore_ascii_case("Last-Modified") {
