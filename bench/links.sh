@@ -173,20 +173,9 @@ for link in $LINKS; do
         ;;
     nginx)
         echo "bench: link nginx: limit_rate $LIMIT per connection" >&2
-        mkdir -p "$WORK/nginx/tmp"
         NGINX_PORT=$((20000 + RANDOM % 40000))
-        cat >"$WORK/nginx/nginx.conf" <<EOF
-pid $WORK/nginx/nginx.pid;
-daemon off;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 256; }
-http {
+        lr_nginx_conf "$WORK/nginx" 256 "
     access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
     server {
         listen 127.0.0.1:$NGINX_PORT ssl;
         ssl_certificate $LR_DIR/tls/server.pem;
@@ -205,9 +194,7 @@ http {
             proxy_ssl_name localhost;
             limit_rate $LIMIT;
         }
-    }
-}
-EOF
+    }"
         nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
         NGINX_PID=$!
         wait_for_v2 "$NGINX_PORT"

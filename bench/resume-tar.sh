@@ -21,27 +21,15 @@ chmod 755 "$WORK" "$WORK/srv"
 chmod 644 "$WORK/srv/image.tar.gz"
 
 PORT=$((20000 + RANDOM % 40000))
-cat >"$WORK/nginx/nginx.conf" <<CONF
-pid $WORK/nginx/nginx.pid;
-daemon off;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 64; }
-http {
+lr_nginx_conf "$WORK/nginx" 64 "
     log_format bytes '\$body_bytes_sent';
     access_log $WORK/nginx/access.log bytes;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
     server {
         listen 127.0.0.1:$PORT ssl;
         ssl_certificate $LR_DIR/tls/server.pem;
         ssl_certificate_key $LR_DIR/tls/server.key;
         root $WORK/srv;
-    }
-}
-CONF
+    }"
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 NGINX_PID=$!
 URL=https://127.0.0.1:$PORT/image.tar.gz

@@ -176,3 +176,25 @@ lr_podman_reset() {
     rm -rf "$1" "$LR_PODMAN_RUN"
     LR_PODMAN_RUN=
 }
+
+# lr_nginx_conf DIR CONNECTIONS HTTP_BODY: write DIR/nginx.conf for a throw-away nginx
+# whose pid, logs and temporary files all live under DIR (created here), with HTTP_BODY
+# (its log settings and server blocks) inside the http block. Run it as
+# `nginx -c DIR/nginx.conf -p DIR`.
+lr_nginx_conf() {
+    mkdir -p "$1/tmp"
+    cat >"$1/nginx.conf" <<CONF
+pid $1/nginx.pid;
+daemon off;
+error_log $1/error.log warn;
+events { worker_connections $2; }
+http {
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+$3
+}
+CONF
+}
