@@ -489,13 +489,7 @@ fn a_blob_redirect_to_another_port_gets_no_credentials() {
     let big = image.layers[1].digest.clone();
     let storage = blob_server(&reg, "/storage/big", image.layers[1].blob.clone());
     let location = storage.url("/storage/big?signature=abc");
-    let path = format!("/blobs/{big}");
-    let proxy = FaultProxy::start(&reg, move |req, upstream| {
-        if req.path.ends_with(&path) {
-            return Response::redirect(307, &location);
-        }
-        upstream()
-    });
+    let proxy = FaultProxy::redirecting_blob(&reg, &big, location);
     let env = PullEnv::new();
     common::oci::write_docker_config(env.home.path(), &proxy.host(), "alice", "s3cret");
     let out = env.pull(&reg, &[&format!("{}/redirect/ocit-app", proxy.host())]);

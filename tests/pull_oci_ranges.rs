@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fault_proxy::FaultProxy;
-use common::http::{forward, HttpServer, Request, Response, Router};
+use common::http::{forward, HttpServer, Request, Router};
 use common::oci::{
     assert_failed_with, assert_line, assert_success, base_layer, big_file_layer, read, Codec,
     Image, ImageBuilder,
@@ -283,13 +283,7 @@ fn each_part_follows_a_redirect_to_the_blob_storage() {
             .into_handler(),
     );
     let location = storage.url("/storage/big?signature=abc");
-    let path = format!("/blobs/{big}");
-    let proxy = FaultProxy::start(&reg, move |req, upstream| {
-        if req.path.ends_with(&path) {
-            return Response::redirect(307, &location);
-        }
-        upstream()
-    });
+    let proxy = FaultProxy::redirecting_blob(&reg, &big, location);
     let env = PullEnv::new();
     common::oci::write_docker_config(env.home.path(), &proxy.host(), "alice", "s3cret");
     let out = env.pull(

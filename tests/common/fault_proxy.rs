@@ -37,6 +37,23 @@ impl FaultProxy {
         FaultProxy { server }
     }
 
+    /// A proxy in front of `registry` that answers every request for blob `digest` with a
+    /// 307 to `location` (blob storage elsewhere, as registries behind a CDN do) and
+    /// passes everything else on.
+    pub fn redirecting_blob(
+        registry: &Arc<Registry>,
+        digest: &str,
+        location: String,
+    ) -> FaultProxy {
+        let path = format!("/blobs/{digest}");
+        FaultProxy::start(registry, move |req, upstream| {
+            if req.path.ends_with(&path) {
+                return Response::redirect(307, &location);
+            }
+            upstream()
+        })
+    }
+
     /// `127.0.0.1:PORT`: the registry part of references through the proxy.
     pub fn host(&self) -> String {
         self.server.host()
