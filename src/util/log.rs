@@ -7,8 +7,9 @@
 //!   systemd's journal/syslog/kmsg targets are accepted and write to the console;
 //! * `SYSTEMD_LOG_LOCATION` = true prefixes `(file:line) `.
 //!
-//! Lines a thread logs can be held back instead of printed ([`holding`]) and printed
-//! later, or not at all ([`release`]).
+//! Lines a thread logs can be held back instead of printed ([`holding`]: those of a
+//! given priority or more important are kept, the rest dropped) and printed later, or
+//! not at all ([`release`]).
 //!
 //! The `log` crate has no "notice" level, so notice messages use the target
 //! [`NOTICE_TARGET`]; use [`log_notice!`](crate::log_notice).
@@ -34,8 +35,8 @@ static DISCARD: AtomicBool = AtomicBool::new(false);
 static LOCATION: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
-    /// Lines this thread logs while inside [`holding`], kept instead of printed.
-    static HELD: RefCell<Option<Vec<HeldLine>>> = const { RefCell::new(None) };
+    /// Inside [`holding`]: the least important priority kept, and the lines kept.
+    static HELD: RefCell<Option<(u8, Vec<HeldLine>)>> = const { RefCell::new(None) };
 }
 
 /// A line logged inside [`holding`]: its priority and its text (newline included).
@@ -82,11 +83,15 @@ impl log::Log for ConsoleLogger {
         line.push('\n');
         let priority = priority_of(record.metadata());
         let held = HELD.with(|held| match held.borrow_mut().as_mut() {
-            Some(lines) => {
-                lines.push(HeldLine {
-                    priority,
-                    text: std::mem::take(&mut line),
-                });
+            Some((keep, lines)) => {
+                // Only what may be released is kept: the rest would grow with the input
+                // (a warning per member of a large archive).
+                if priority <= *keep {
+                    lines.push(HeldLine {
+                        priority,
+                        text: std::mem::take(&mut line),
+                    });
+                }
                 true
             }
             None => false,
@@ -152,20 +157,23 @@ pub fn set_max_priority(prio: u8) {
 }
 
 /// Run `f` with the lines this thread logs held back instead of printed, and return
-/// them with its result: for work done twice (an archive unpacked into two trees), whose
-/// second run would repeat the first's lines; the caller prints what only it said with
-/// [`release`].
-pub fn holding<R>(f: impl FnOnce() -> R) -> (R, Vec<HeldLine>) {
-    let outer = HELD.with(|held| held.replace(Some(Vec::new())));
+/// those of priority `keep` or more important with its result (the others are dropped):
+/// for work done twice (an archive unpacked into two trees), whose second run would
+/// repeat the first's lines; the caller prints what only it said with [`release`].
+pub fn holding<R>(keep: u8, f: impl FnOnce() -> R) -> (R, Vec<HeldLine>) {
+    let outer = HELD.with(|held| held.replace(Some((keep, Vec::new()))));
     let result = f();
-    let lines = HELD.with(|held| held.replace(outer)).unwrap_or_default();
+    let lines = HELD
+        .with(|held| held.replace(outer))
+        .map(|(_, lines)| lines)
+        .unwrap_or_default();
     (result, lines)
 }
 
-/// Print the held lines of priority `max_priority` or more important.
-pub fn release(lines: &[HeldLine], max_priority: u8) {
+/// Print held lines.
+pub fn release(lines: &[HeldLine]) {
     let mut err = std::io::stderr().lock();
-    for line in lines.iter().filter(|l| l.priority <= max_priority) {
+    for line in lines {
         let _ = err.write_all(line.text.as_bytes());
     }
 }
@@ -185,8 +193,10 @@ mod tests {
     #[test]
     fn held_lines_are_returned_instead_of_printed() {
         init();
-        let ((), lines) = holding(|| {
+        set_max_priority(LOG_DEBUG);
+        let ((), lines) = holding(LOG_ERR, || {
             log::error!("held error");
+            log::warn!("less important than kept: dropped");
             log::debug!("below the priority: never held");
         });
         assert_eq!(

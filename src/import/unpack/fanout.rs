@@ -100,7 +100,7 @@ pub fn unpack_trees(
                     if i == 0 {
                         (unpack(root, &mut reader, &options), Vec::new())
                     } else {
-                        log::holding(|| unpack(root, &mut reader, &options))
+                        log::holding(LOG_ERR, || unpack(root, &mut reader, &options))
                     }
                 });
             match spawned {
@@ -212,7 +212,7 @@ fn settle(fed: Fed, outcomes: Vec<Outcome>) -> Result<Stats> {
     }
     for (i, (result, held)) in outcomes {
         if own_failure(i, &result) {
-            log::release(&held, LOG_ERR);
+            log::release(&held);
             return result;
         }
     }
