@@ -6,8 +6,8 @@
 //! (a loop device writes its whole backing file out then). All of it after the layer's
 //! last byte, on the critical path. So each layer has a *writeback* thread, handed each
 //! regular file as soon as the unpacker has written it: it starts the file's writeback
-//! (`sync_file_range`, not waiting), and every [`FLUSH_EVERY`] bytes started it asks a
-//! *flush* thread to flush the file system's devices (`fsync` of each block device, the
+//! (`sync_file_range`, not waiting), and once [`FLUSH_EVERY`] bytes were started before
+//! the file it is handed it asks a *flush* thread to flush the file system's devices (`fsync` of each block device, the
 //! flush the commit ends with, without the commit). The snapshot then finds the data
 //! written and the devices holding only what came since the last flush. Neither thread is
 //! ever waited for by the unpacker: a full queue closes the file instead, and a flush
@@ -90,14 +90,17 @@ fn write_back(files: &Receiver<File>, tree: OwnedFd) {
         .ok();
     let (mut started, mut since_flush) = (0u32, 0u64);
     for file in files {
+        // A flush covers the files started before this one, whose writes have had time to
+        // reach the device; not this file's, which would make the flush wait for them (a
+        // layer of one big file would then wait for its flush as it would for the
+        // snapshot's). Full: a flush is pending already and covers them.
+        if since_flush >= FLUSH_EVERY && flush.try_send(()).is_ok() {
+            since_flush = 0;
+        }
         // Only an early start: the snapshot writes out whatever this missed.
         let _ = sys::start_writeback(file.as_fd());
         started += 1;
         since_flush += file.metadata().map_or(0, |m| m.len());
-        // Full: a flush is pending already, and this file's data goes with it.
-        if since_flush >= FLUSH_EVERY && flush.try_send(()).is_ok() {
-            since_flush = 0;
-        }
     }
     drop(flush);
     let flushed = flusher.map_or(0, |t| t.join().unwrap_or(0));
