@@ -14,7 +14,8 @@ use common::btrfs::BtrfsMount;
 use common::fault_proxy::FaultProxy;
 use common::oci::{
     assert_layered_tree, assert_line, assert_success, base_layer, layered_image,
-    pull_interrupted_mid_layer, read, Codec, Image, ImageBuilder, PullEnv, LAYERED_NSPAWN,
+    pull_interrupted_mid_layer, read, run_pull, Codec, Image, ImageBuilder, PullEnv,
+    LAYERED_NSPAWN,
 };
 use common::registry::{sha256_digest, Registry, RegistryOptions};
 use common::tarball::Tarball;
@@ -210,4 +211,49 @@ fn sigint_keeps_completed_layers_and_nothing_else() {
         pull_interrupted_mid_layer(&reg, &env, "stall/ocit-btrfs", Signal::SIGINT, || {});
     // The verified base layer stays (it is useful); no spool, no partial layer, no image.
     assert_eq!(env.top_level(), [chain_dir(&chain_ids(&image)[0])]);
+}
+
+/// While a layer is applied its data goes out and the file system's device is flushed (every
+/// 8 MiB of file data), so that the chain snapshot after it finds little to write; the
+/// chain and the image hold the layer all the same.
+#[test]
+fn a_layer_is_written_out_and_the_device_flushed_while_it_is_applied() {
+    let reg = Arc::new(Registry::start(RegistryOptions::plain()));
+    let mut tar = Tarball::new();
+    let files: Vec<(String, Vec<u8>)> = (0..12u8)
+        .map(|i| (format!("data/f{i}"), vec![i; 2 << 20]))
+        .collect();
+    for (name, data) in &files {
+        tar.file(name, data);
+    }
+    let image = ImageBuilder::oci().layer(tar.finish(), Codec::Gzip).build();
+    image.push(&reg, "wb/image", Some("latest"));
+    let (_mount, env) = btrfs_env();
+
+    let reference = format!("{}/wb/image", reg.host());
+    let out = run_pull(
+        env.cmd(&reg, &[&reference, "image"])
+            .env("SYSTEMD_LOG_LEVEL", "debug"),
+    );
+    assert_success(&out);
+    let flushes: u32 = out
+        .stderr_lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("Writeback started for 12 files; ")?
+                .strip_suffix(" device flushes.")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no writeback line for 12 files in:\n{}", out.stderr));
+    assert!(
+        (1..=3).contains(&flushes),
+        "24 MiB of files: 1 to 3 flushes, not {flushes}"
+    );
+    let chain = env.path(&chain_dir(&chain_ids(&image)[0]));
+    assert_eq!(subvolume_state(&chain), (true, true));
+    for (name, data) in &files {
+        assert_eq!(&read(&env.path("image").join(name)), data, "{name}");
+        assert_eq!(&read(&chain.join(name)), data, "{name} in the chain");
+    }
 }

@@ -419,7 +419,10 @@ fn new_files_get_exactly_the_members_owner_and_mode() {
                         &Header::file("shared/user").mode(0o640).owner(1000, 1000),
                         b"u",
                     )
-                    .entry(&Header::file("plain").mode(0o600), b"p");
+                    .entry(&Header::file("plain").mode(0o600), b"p")
+                    .entry(&Header::dir("shared/dir-root").mode(0o755), b"")
+                    .entry(&Header::dir("shared/dir50").mode(0o2775).owner(0, 50), b"")
+                    .entry(&Header::dir("dir-user").mode(0o750).owner(1000, 1000), b"");
             })
             .unwrap();
             // SAFETY: as above.
@@ -431,6 +434,12 @@ fn new_files_get_exactly_the_members_owner_and_mode() {
                 ("shared/suid", 0o4755, 0, 0),
                 ("shared/user", 0o640, 1000, 1000),
                 ("plain", 0o600, 0, 0),
+                // Directories too (their owner and mode are set when the stream leaves
+                // them, skipped where they match): the set-gid parent hands its group and
+                // bit to the first, which wants neither.
+                ("shared/dir-root", 0o755, 0, 0),
+                ("shared/dir50", 0o2775, 0, 50),
+                ("dir-user", 0o750, 1000, 1000),
             ] {
                 let m = fs::metadata(root.join(name)).unwrap();
                 assert_eq!(

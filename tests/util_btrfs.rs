@@ -81,6 +81,23 @@ fn subvolumes_are_made_recognised_and_refused_elsewhere() {
 }
 
 #[test]
+fn device_paths_names_the_file_systems_block_device() {
+    let btrfs = BtrfsMount::new();
+    let ext4 = Ext4Mount::new();
+    fs::create_dir(btrfs.path().join("dir")).unwrap();
+    // From any directory of the file system: the loop device it was mounted from, which
+    // the pull's flush thread opens and flushes.
+    for dir in [btrfs.path().to_path_buf(), btrfs.path().join("dir")] {
+        let paths = device_paths(open(&dir).as_fd()).unwrap();
+        assert_eq!(paths, [Path::new(btrfs.device())], "{}", dir.display());
+    }
+    let device = open(Path::new(btrfs.device()));
+    nix::unistd::fsync(device.as_fd()).expect("a block device opened read-only is flushed");
+    let err = device_paths(open(ext4.path()).as_fd()).unwrap_err();
+    assert_eq!(err.errno(), libc::ENOTTY, "not btrfs");
+}
+
+#[test]
 fn snapshots_and_the_read_only_flag() {
     let btrfs = BtrfsMount::new();
     let sv = btrfs.path().join("sv");

@@ -149,6 +149,11 @@ impl LoopMount {
     pub fn kind(&self) -> FsKind {
         self.kind
     }
+
+    /// The loop device (`/dev/loopN`).
+    pub fn device(&self) -> &str {
+        &self.device
+    }
 }
 
 impl Drop for LoopMount {

@@ -16,10 +16,10 @@
 //! read-only snapshot of that tree as the layer's chain subvolume. One snapshot per layer
 //! is one btrfs transaction commit (and a flush of the tree's dirty data) per layer; the
 //! tree itself becomes the local image. So that the flush does not hold up the next layer,
-//! a *writeback* thread starts writing out each file as soon as the unpacker has written
-//! it (`sync_file_range`, not waiting): the data goes to disk while the layer is still
-//! being applied, and the snapshot finds little left to write. Nothing here is visible under a final name: the
-//! caller renames after success, and removes the temporary tree and chain on failure.
+//! the layer's data goes to the disk while the layer is still being applied
+//! ([`Writeback`], on the other core), and the snapshot finds little left to write.
+//! Nothing here is visible under a final name: the caller renames after success, and
+//! removes the temporary tree and chain on failure.
 
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,11 +27,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
+use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
 use super::spool::SpoolReader;
+use super::writeback::Writeback;
 use crate::import::store;
 use crate::import::stream;
 use crate::import::unpack::{self, Mode};
@@ -39,7 +41,7 @@ use crate::log_error_errno;
 use crate::util::btrfs;
 use crate::util::error::{Error, Result};
 use crate::util::format::format_bytes;
-use crate::util::{fs, sys};
+use crate::util::fs;
 
 /// Size of the buffers between the two threads.
 const CHUNK: usize = 256 << 10;
@@ -120,12 +122,22 @@ pub fn apply(work: ApplyWork) -> Result<()> {
         cancel,
     } = work;
     let root = prepare_target(&target)?;
-    // btrfs: the chain snapshot below must first write out the layer's data; a thread
-    // starts that writeback file by file while the layer is applied, on the other core.
-    let writeback = target.chain.is_some().then(Writeback::start).transpose()?;
-    let result = unpack_stream(input, &layer, size_max, &root, &cancel, writeback.as_ref());
+    let start = Instant::now();
+    // btrfs: the chain snapshot below must first get the layer's data to the disk; threads
+    // start that while the layer is applied, on the other core.
+    let writeback = match target.chain.as_ref().map(|_| root.try_clone()) {
+        Some(Ok(tree)) => Some(Writeback::start(tree)?),
+        // Without a second descriptor the snapshot writes the data out itself.
+        Some(Err(_)) | None => None,
+    };
+    let input = Input {
+        blob: input,
+        spool_owned,
+        size_max,
+    };
+    let result = unpack_stream(input, &layer, &root, &cancel, writeback.as_ref());
     drop(writeback);
-    drop(spool_owned);
+    log::debug!("Layer {layer} applied in {:.1?}.", start.elapsed());
     let diff_id = result?;
     if diff_id != expected {
         return Err(log_error_errno!(
@@ -137,7 +149,12 @@ pub fn apply(work: ApplyWork) -> Result<()> {
         ));
     }
     if let Some(chain) = &target.chain {
+        let start = Instant::now();
         snapshot(root.as_fd(), &target.tree, chain, true)?;
+        log::debug!(
+            "Layer {layer}: chain snapshot taken in {:.1?}.",
+            start.elapsed()
+        );
     }
     Ok(())
 }
@@ -175,12 +192,21 @@ fn snapshot(src_fd: BorrowedFd<'_>, src: &Path, dst: &Path, read_only: bool) -> 
         })
 }
 
+/// What the decompress thread reads.
+struct Input {
+    blob: LayerBlob,
+    /// Removed by that thread once it has read the blob (or failed): freeing the spool
+    /// overlaps the unpacker's last work instead of following it.
+    spool_owned: Option<store::Partial>,
+    /// Most bytes the layer may expand to.
+    size_max: u64,
+}
+
 /// Decompress the blob on one thread, hash the tar stream on a second and unpack it on
 /// this one; returns the DiffID.
 fn unpack_stream(
-    input: LayerBlob,
+    input: Input,
     layer: &Digest,
-    size_max: u64,
     root: &OwnedFd,
     cancel: &Arc<AtomicBool>,
     writeback: Option<&Writeback>,
@@ -197,8 +223,9 @@ fn unpack_stream(
     let decompressor = std::thread::Builder::new()
         .name("oci-decompress".into())
         .spawn(move || {
-            let limits = (&thread_layer, size_max);
-            decompress(input, limits, &thread_cancel, &raw_tx, &empty_rx)
+            let limits = (&thread_layer, input.size_max);
+            decompress(input.blob, limits, &thread_cancel, &raw_tx, &empty_rx);
+            drop(input.spool_owned);
         })
         .map_err(thread_failed)?;
     let hasher = std::thread::Builder::new()
@@ -223,7 +250,7 @@ fn unpack_stream(
     };
     let options = unpack::Options {
         cancel: Some(cancel.clone()),
-        written: writeback.map(|w| w.queue.clone()),
+        written: writeback.map(Writeback::queue),
         ..unpack::Options::new(Mode::Oci)
     };
     let result = unpack::unpack(root.as_fd(), &mut queue, &options);
@@ -236,52 +263,6 @@ fn unpack_stream(
     // the hasher saw every byte.
     let hasher = hashed.map_err(|_| Error::new(libc::EIO))?;
     Ok(Digest::from_hasher(hasher))
-}
-
-/// Files queued for the writeback thread at most: a full queue closes the next file
-/// instead (its data is written out by the snapshot, as without this thread).
-const WRITEBACK_QUEUE: usize = 256;
-
-/// The writeback thread of one layer: starts writing out each file the unpacker has
-/// written (`sync_file_range`, not waiting), so that the snapshot taken after the layer
-/// finds little dirty data left and the work overlaps the layer's application. Dropping
-/// it lets the thread finish the queue and joins it.
-struct Writeback {
-    queue: SyncSender<std::fs::File>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Writeback {
-    fn start() -> Result<Writeback> {
-        let (queue, files) = mpsc::sync_channel::<std::fs::File>(WRITEBACK_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("oci-writeback".into())
-            .spawn(move || {
-                for file in files {
-                    // Only an early start: the snapshot writes out whatever this missed.
-                    let _ = sys::start_writeback(file.as_fd());
-                }
-            })
-            .map_err(|e| {
-                let e = Error::from(e);
-                log_error_errno!(e.clone(), "Failed to start writeback thread: {}", e)
-            })?;
-        Ok(Writeback {
-            queue,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Writeback {
-    fn drop(&mut self) {
-        // The unpacker's clone of the sender went with its options.
-        let (closed, _) = mpsc::sync_channel(0);
-        drop(std::mem::replace(&mut self.queue, closed));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// The DiffID thread: hash each buffer of the tar stream and pass it on to the unpacker.

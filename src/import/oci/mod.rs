@@ -12,7 +12,8 @@
 //! * what the registry says: [`manifest`], [`config`], [`registry_error`];
 //! * a layer on its way: [`spool`] (a blob between the network and the unpacker),
 //!   [`ranges`] (a big blob fetched as several ranges at once),
-//!   [`apply`] (one layer onto the tree), [`finish`] (the local image and its settings
+//!   [`apply`] (one layer onto the tree), [`writeback`] (btrfs: its data on the way to
+//!   the disk while it is applied), [`finish`] (the local image and its settings
 //!   files);
 //! * where from: [`registry`] (registries.conf, hosts.toml, certs.d, systemd's
 //!   `.oci-registry` maps: the candidates and endpoints of a reference),
@@ -63,6 +64,7 @@ pub mod request;
 pub mod route;
 pub mod session;
 pub mod spool;
+pub mod writeback;
 
 pub use importer::OciImport;
 pub use request::{PullRequest, DEFAULT_CONCURRENT_DOWNLOADS};

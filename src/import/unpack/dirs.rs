@@ -153,5 +153,5 @@ fn finish(root: BorrowedFd<'_>, dir: DelayedDir, meta: &mut Meta) -> Result<()> 
     if st.st_dev != dir.dev || st.st_ino != dir.ino {
         return Ok(());
     }
-    meta.directory(fd.as_fd(), &dir.attrs, name)
+    meta.directory(fd.as_fd(), &st, &dir.attrs, name)
 }

@@ -92,11 +92,25 @@ impl Meta {
             .map_err(|e| failed(e, &entry.name, "cannot set modification time"))
     }
 
-    /// The delayed attributes of a directory the stream has left (`name` for messages).
-    pub fn directory(&mut self, fd: BorrowedFd<'_>, attrs: &DirAttrs, name: &[u8]) -> Result<()> {
-        self.chown_fd(fd, attrs.uid, attrs.gid, name)?;
-        nix::sys::stat::fchmod(fd, Perm::from_bits_truncate(attrs.mode))
-            .map_err(|e| failed(e, name, "cannot change mode"))?;
+    /// The delayed attributes of a directory the stream has left (`name` for messages;
+    /// `st` its state now). The owner is skipped when it matches already, as for files
+    /// (see [`Meta::file`]); the mode is set (directories are made 0700 while they fill)
+    /// unless it matches too, and the time always (entries made inside changed it).
+    pub fn directory(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        st: &libc::stat,
+        attrs: &DirAttrs,
+        name: &[u8],
+    ) -> Result<()> {
+        let chown = st.st_uid != attrs.uid || st.st_gid != attrs.gid;
+        if chown {
+            self.chown_fd(fd, attrs.uid, attrs.gid, name)?;
+        }
+        if chown || st.st_mode & 0o7777 != attrs.mode & 0o7777 {
+            nix::sys::stat::fchmod(fd, Perm::from_bits_truncate(attrs.mode))
+                .map_err(|e| failed(e, name, "cannot change mode"))?;
+        }
         fs::set_mtime(fd, timespec(attrs.mtime))
             .map_err(|e| failed(e, name, "cannot set modification time"))
     }
