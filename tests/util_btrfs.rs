@@ -12,7 +12,7 @@ use common::btrfs::*;
 use common::fsmeta::set_times;
 use systemd_import::util::btrfs::*;
 use systemd_import::util::fs::{
-    chattr_nocow, copy_tree, make_read_only, rm_rf, snapshot_or_copy, subvol_remove,
+    chattr_nocow, copy_tree, is_loop_device, make_read_only, rm_rf, snapshot_or_copy, subvol_remove,
 };
 
 fn open(path: &Path) -> File {
@@ -93,6 +93,39 @@ fn device_paths_names_the_file_systems_block_device() {
     }
     let device = open(Path::new(btrfs.device()));
     nix::unistd::fsync(device.as_fd()).expect("a block device opened read-only is flushed");
+    // The flush thread flushes loop devices only: this one, not a character device, a
+    // directory or a regular file.
+    assert!(is_loop_device(device.as_fd()), "{}", btrfs.device());
+    let dev_null = open(Path::new("/dev/null"));
+    assert!(!is_loop_device(dev_null.as_fd()));
+    assert!(!is_loop_device(open(btrfs.path()).as_fd()));
+    fs::write(btrfs.path().join("file"), b"x").unwrap();
+    assert!(!is_loop_device(open(&btrfs.path().join("file")).as_fd()));
+    // A block device that is not a loop device (the machine's disk): a node of it made
+    // here, looked at through an O_PATH descriptor (nothing is opened on the disk).
+    let disk = fs::read_dir("/sys/dev/block")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.join("loop").exists())
+        .expect("a block device other than a loop device");
+    let name = disk.file_name().unwrap().to_str().unwrap();
+    let (major, minor) = name.split_once(':').unwrap();
+    let dev = nix::sys::stat::makedev(major.parse().unwrap(), minor.parse().unwrap());
+    let node = btrfs.path().join("disk");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::S_IRUSR,
+        dev,
+    )
+    .unwrap();
+    let path_fd = nix::fcntl::open(
+        &node,
+        nix::fcntl::OFlag::O_PATH,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    assert!(!is_loop_device(path_fd.as_fd()), "{}", disk.display());
     let err = device_paths(open(ext4.path()).as_fd()).unwrap_err();
     assert_eq!(err.errno(), libc::ENOTTY, "not btrfs");
 }

@@ -7,18 +7,23 @@
 //! last byte, on the critical path. So each layer has a *writeback* thread, handed each
 //! regular file as soon as the unpacker has written it: it starts the file's writeback
 //! (`sync_file_range`, not waiting), and once [`FLUSH_EVERY`] bytes were started before
-//! the file it is handed it asks a *flush* thread to flush the file system's devices (`fsync` of each block device, the
-//! flush the commit ends with, without the commit). The snapshot then finds the data
-//! written and the devices holding only what came since the last flush. Neither thread is
-//! ever waited for by the unpacker: a full queue closes the file instead, and a flush
-//! asked for while one is pending is not asked for twice. Neither changes what the
-//! snapshot holds: they only move work it would do itself to an earlier time and the other
-//! core.
+//! the file it is handed it asks a *flush* thread to flush the file system's loop devices
+//! (`fsync` of each, the flush the commit ends with, without the commit). The snapshot then
+//! finds the data written and the devices holding only what came since the last flush.
+//! Neither thread is ever waited for by the unpacker: a full queue closes the file
+//! instead, and a flush asked for while one is pending is not asked for twice. Neither
+//! changes what the snapshot holds: they only move work it would do itself to an earlier
+//! time and the other core.
 //!
 //! The flushes go to the block devices, not through the file system: `fdatasync` of a file
 //! flushes too, but its log-tree commits held the unpacker up (waits for metadata
-//! reservations and tree locks), as a `syncfs` would with whole commits. A device that
-//! cannot be opened (no device node, no permission) means no flushes, only the writeback.
+//! reservations and tree locks), as a `syncfs` would with whole commits. Only loop
+//! devices are flushed (`/var/lib/machines.raw`, the loopback btrfs importd sets up since
+//! v220, or the benchmarks' file systems): there a flush is an `fsync` of the backing file,
+//! real work worth starting early. A disk's flush only empties its write cache, which the
+//! commit's own flush does quickly, and one every few MiB would interrupt every other user
+//! of the disk (slow on rotating disks). A device that is not a loop device or cannot be
+//! opened (no device node, no permission) means no flushes, only the writeback.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,7 +32,7 @@ use std::thread::JoinHandle;
 
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
-use crate::util::{btrfs, sys};
+use crate::util::{btrfs, fs, sys};
 
 /// Files queued for the writeback thread at most: a full queue closes the next file
 /// instead (its data is written out by the snapshot, as without this thread). Each is an
@@ -111,7 +116,11 @@ fn write_back(files: &Receiver<File>, tree: OwnedFd) {
 /// once per request; returns how many flushes it made.
 fn flush_devices(requests: &Receiver<()>, tree: &OwnedFd) -> u32 {
     let devices: Vec<File> = match btrfs::device_paths(tree.as_fd()) {
-        Ok(paths) => paths.iter().filter_map(|p| File::open(p).ok()).collect(),
+        Ok(paths) => paths
+            .iter()
+            .filter_map(|p| File::open(p).ok())
+            .filter(|f| fs::is_loop_device(f.as_fd()))
+            .collect(),
         Err(_) => Vec::new(),
     };
     if devices.is_empty() {

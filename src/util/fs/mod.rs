@@ -35,7 +35,7 @@ pub use mode::{
 pub(crate) use open::{open_dir, open_dir_at, split_parent};
 pub use remove::{rm_rf, rm_rf_at, subvol_remove};
 pub use rename::{rename_exchange, rename_noreplace};
-pub use stat::is_mount_root;
+pub use stat::{is_loop_device, is_mount_root};
 pub use temp::{process_token, random_u64, temp_owner, tempfn_random};
 pub use times::{copy_times, set_mtime, set_mtime_at, set_times};
 pub use xattr::{copy_xattrs, read_xattrs, read_xattrs_at, set_xattr_at};

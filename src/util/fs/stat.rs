@@ -1,5 +1,5 @@
-//! Inode metadata from one `statx` call ([`Meta`], [`FileKind`]), and the mount checks
-//! the tree walks make with it.
+//! Inode metadata from one `statx` call ([`Meta`], [`FileKind`]), the mount checks the
+//! tree walks make with it, and whether a block device is a loop device.
 
 use std::ffi::CStr;
 use std::os::fd::BorrowedFd;
@@ -117,4 +117,21 @@ pub fn is_mount_root(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<bool> {
     let stx = sys::statx(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW, libc::STATX_TYPE)?;
     let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
     Ok(stx.stx_attributes_mask & flag != 0 && stx.stx_attributes & flag != 0)
+}
+
+/// Whether `fd` is a loop block device: a block device whose sysfs entry has a `loop`
+/// directory (`/sys/dev/block/MAJOR:MINOR/loop`). False for anything else, and when sysfs
+/// is not there to say.
+pub fn is_loop_device(fd: BorrowedFd<'_>) -> bool {
+    let Ok(stx) = sys::statx(fd, c"", AtFlags::AT_EMPTY_PATH, libc::STATX_TYPE) else {
+        return false;
+    };
+    if u32::from(stx.stx_mode) & libc::S_IFMT != libc::S_IFBLK {
+        return false;
+    }
+    let sysfs = format!(
+        "/sys/dev/block/{}:{}/loop",
+        stx.stx_rdev_major, stx.stx_rdev_minor
+    );
+    std::path::Path::new(&sysfs).is_dir()
 }
