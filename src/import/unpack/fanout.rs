@@ -11,8 +11,8 @@
 //! unpacker with room for it, only then does the reader wait for a full queue: an
 //! unpacker slowed by a run of small files (or a journal wait) lets the reader and the
 //! other trees run on for that long instead of stopping them at once (with 1 MiB queues
-//! the reader spent a third of its time blocked on a full queue while the other
-//! unpacker sat idle; bench/README.md). Memory: the queues hold suffixes of the same
+//! the reader spent a quarter to a third of its time blocked on full queues, in two to
+//! three times as many waits; bench/README.md). Memory: the queues hold suffixes of the same
 //! sequence of shared buffers, so at most `QUEUE` buffers plus the ones being read and
 //! filled exist at once, 17 MiB.
 //!
