@@ -8,7 +8,8 @@ through untouched: the client talks to the registry itself.
 
     bench/conn-limit.py LISTEN_PORT TARGET_HOST:PORT RATE
 
-Prints "ready" once it listens; runs until killed.
+Prints "ready" once it listens and "connection N" for each connection it accepts; runs
+until killed.
 """
 import socket
 import sys
@@ -52,8 +53,11 @@ def main():
     server.bind(("127.0.0.1", listen_port))
     server.listen(128)
     print("ready", flush=True)
+    accepted = 0
     while True:
         client, _ = server.accept()
+        accepted += 1
+        print(f"connection {accepted}", flush=True)
         try:
             upstream = socket.create_connection((host, int(port)))
         except OSError:

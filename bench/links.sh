@@ -34,6 +34,12 @@
 #   BENCH_MB=32 BENCH_LINKS=nginx BENCH_RANGE_SIZE=4M bench/links.sh
 #                                           # pull-oci's --download-range-size= (a smoke run
 #                                           # whose layers are big enough to be fetched in parts)
+#   BENCH_PEERS=no bench/links.sh           # pull-oci only (default "skopeo podman")
+#   BENCH_BIN=/tmp/old/systemd-import bench/links.sh
+#                                           # another build of ours (before/after a change)
+#
+# Each pull-oci row also gives its CPU time (user + sys) and, on the conn link, the TCP
+# connections it opened to the relay (conn-limit.py logs each one).
 #
 # Everything runs in a new network namespace (the script starts itself again under
 # `unshare --net`), so the shaping never touches the host's loopback.
@@ -43,11 +49,21 @@ die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (unshare, tc, and the unpackers restore ownership)"
 cd "$(dirname "$0")/.."
 REPO_ROOT=$PWD
-BIN=$REPO_ROOT/target/release/systemd-import
+BIN=${BENCH_BIN:-$REPO_ROOT/target/release/systemd-import}
 [ -x "$BIN" ] || die "build first: cargo build --release"
+PEERS=${BENCH_PEERS-skopeo podman}
+[ "$PEERS" = no ] && PEERS=
+has_peer() { case " $PEERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+for peer in $PEERS; do
+    case $peer in skopeo | podman) ;; *) die "BENCH_PEERS: skopeo, podman (or no)" ;; esac
+done
 
 if [ "${1:-}" != --in-netns ]; then
-    for tool in docker-registry nginx skopeo umoci podman tc ip unshare openssl curl tar gzip python3; do
+    tools=(docker-registry nginx tc ip unshare openssl curl tar gzip python3)
+    has_peer skopeo && tools+=(skopeo umoci)
+    has_peer podman && tools+=(podman)
+    [ -x /usr/bin/time ] || die "/usr/bin/time not found (apt-get install time)"
+    for tool in "${tools[@]}"; do
         command -v "$tool" >/dev/null || die "'$tool' not found"
     done
     exec unshare --net -- "$0" --in-netns
@@ -133,24 +149,39 @@ pull_all() {
         name=pull-oci
         [ "$ranges" = default ] || { opts+=("--download-ranges=$ranges"); name="pull-oci/1"; }
         mkdir -p "$WORK/ours"
+        local conns_before conns=
+        conns_before=$(connections)
         t=$(timed ours env -u CURL_CA_BUNDLE SSL_CERT_FILE="$LR_CA" \
+            /usr/bin/time -f 'cpu %U %S' -o "$WORK/ours.time" \
             "$BIN" pull-oci "${opts[@]}" --image-root="$WORK/ours" "$ref" image)
         [ -f "$WORK/ours/image/data/hostname" ] || die "pull-oci produced no image"
         rm -rf "$WORK/ours"
-        echo "$link $name $t ($(grep -c '^Fetching layer .* in [0-9]* parts' "$WORK/ours.log" || true) layers in parts)" >>"$WORK/results"
+        [ "$link" = conn ] && conns=", $(($(connections) - conns_before)) connections"
+        echo "$link $name $t ($(grep -c '^Fetching layer .* in [0-9]* parts' "$WORK/ours.log" || true) layers in parts, CPU $(awk '/^cpu/ { printf "%.2f", $2 + $3 }' "$WORK/ours.time") s$conns)" >>"$WORK/results"
     done
+    [ -z "$PEERS" ] && return
 
-    s=$(timed skopeo skopeo copy --quiet --src-cert-dir "$WORK/certs.d" \
-        "docker://$ref" "oci:$WORK/layout:latest")
-    u=$(timed umoci umoci unpack --image "$WORK/layout:latest" "$WORK/bundle")
-    [ -f "$WORK/bundle/rootfs/data/hostname" ] || die "umoci produced no rootfs"
-    rm -rf "$WORK/layout" "$WORK/bundle"
-    echo "$link skopeo+umoci $(awk -v s="$s" -v u="$u" 'BEGIN { printf "%.2f", s + u }') ($s + $u)" >>"$WORK/results"
+    if has_peer skopeo; then
+        s=$(timed skopeo skopeo copy --quiet --src-cert-dir "$WORK/certs.d" \
+            "docker://$ref" "oci:$WORK/layout:latest")
+        u=$(timed umoci umoci unpack --image "$WORK/layout:latest" "$WORK/bundle")
+        [ -f "$WORK/bundle/rootfs/data/hostname" ] || die "umoci produced no rootfs"
+        rm -rf "$WORK/layout" "$WORK/bundle"
+        echo "$link skopeo+umoci $(awk -v s="$s" -v u="$u" 'BEGIN { printf "%.2f", s + u }') ($s + $u)" >>"$WORK/results"
+    fi
 
-    lr_podman_args "$WORK/podman"
-    t=$(timed podman "${LR_PODMAN[@]}" pull --quiet --cert-dir "$WORK/certs.d" "docker://$ref")
-    lr_podman_reset "$WORK/podman"
-    echo "$link podman $t" >>"$WORK/results"
+    if has_peer podman; then
+        lr_podman_args "$WORK/podman"
+        t=$(timed podman "${LR_PODMAN[@]}" pull --quiet --cert-dir "$WORK/certs.d" "docker://$ref")
+        lr_podman_reset "$WORK/podman"
+        echo "$link podman $t" >>"$WORK/results"
+    fi
+}
+
+# connections: how many connections conn-limit.py accepted so far (0 on the other links).
+connections() {
+    [ -f "$WORK/conn-limit.log" ] || { echo 0; return; }
+    grep -c '^connection' "$WORK/conn-limit.log" || true
 }
 
 # wait_for_v2 PORT: until the registry answers through the limiter on 127.0.0.1:PORT.

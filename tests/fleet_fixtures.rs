@@ -287,7 +287,7 @@ fn tinyproxy_tunnels_https_to_loopback_ports_with_connect() {
 
 #[test]
 fn registry_log_lines_are_read() {
-    let line = r#"time="2026-01-01T00:00:00Z" level=info msg="response completed" http.request.method=GET http.request.uri="/v2/a/manifests/1" http.request.useragent="Go-http-client/1.1 \"x\"" http.response.status=200"#;
+    let line = r#"time="2026-01-01T00:00:00Z" level=info msg="response completed" http.request.method=GET http.request.remoteaddr="127.0.0.1:41234" http.request.uri="/v2/a/manifests/1" http.request.useragent="Go-http-client/1.1 \"x\"" http.response.status=200"#;
     assert_eq!(
         logged_requests(line),
         [LoggedRequest {
@@ -295,6 +295,7 @@ fn registry_log_lines_are_read() {
             uri: "/v2/a/manifests/1".into(),
             user_agent: "Go-http-client/1.1 \"x\"".into(),
             status: 200,
+            remote_addr: "127.0.0.1:41234".into(),
         }]
     );
 }

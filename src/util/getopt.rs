@@ -39,6 +39,28 @@ pub struct OptSpec<T> {
     pub id: T,
 }
 
+impl<T> OptSpec<T> {
+    /// A long option without an argument.
+    pub const fn flag(long: &'static str, id: T) -> Self {
+        OptSpec {
+            long: Some(long),
+            short: None,
+            arg: HasArg::No,
+            id,
+        }
+    }
+
+    /// A long option with a required argument.
+    pub const fn arg(long: &'static str, id: T) -> Self {
+        OptSpec {
+            long: Some(long),
+            short: None,
+            arg: HasArg::Required,
+            id,
+        }
+    }
+}
+
 /// What the command line holds, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item<T> {

@@ -77,3 +77,13 @@ impl FaultProxy {
         &self.server
     }
 }
+
+/// Forward `req` to `registry` without its `Range` header: the registry answers 200 with
+/// the whole blob, as a server that ignores Range requests does.
+pub fn forward_without_range(req: &Request, registry: &Registry) -> Response {
+    let mut plain = req.clone();
+    plain
+        .headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("Range"));
+    forward(&plain, &registry.url(), Some(registry.ca()))
+}

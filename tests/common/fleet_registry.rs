@@ -247,6 +247,8 @@ pub struct LoggedRequest {
     pub uri: String,
     pub user_agent: String,
     pub status: u16,
+    /// The client's address and port (`127.0.0.1:41234`): one per TCP connection.
+    pub remote_addr: String,
 }
 
 /// The requests a registry answered, in order, from its log text. distribution logs a
@@ -268,6 +270,7 @@ pub fn logged_requests(log: &str) -> Vec<LoggedRequest> {
                 uri: get("http.request.uri")?,
                 user_agent: get("http.request.useragent").unwrap_or_default(),
                 status: get("http.response.status")?.parse().ok()?,
+                remote_addr: get("http.request.remoteaddr").unwrap_or_default(),
             })
         })
         .collect()

@@ -1,9 +1,9 @@
-//! The getopt engine every personality shares ([`walk`]), parsed as GNU `getopt_long()`
-//! does for the C tools: options may appear anywhere (also after the verb), `--` ends
-//! them, long options take their argument as `--opt=value` or as the next word, and an
-//! unambiguous prefix of a long option name works (`--forc`). Errors are printed with
-//! glibc's wording and make the tool exit 1. Also [`Settings`], what the options of any
-//! personality set.
+//! The command line every personality shares: [`walk`] runs a personality's table of
+//! long options (plus `-h`) through [`crate::util::getopt`], GNU `getopt_long()`'s rules
+//! (options anywhere, also after the verb; `--` ends them; `--opt=value` or the next
+//! word; an unambiguous prefix of a long name, `--forc`), printing its errors with
+//! glibc's wording and making the tool exit 1. Also [`Settings`], what the options of any
+//! personality set, and [`parse_size`].
 
 use std::path::PathBuf;
 
@@ -11,6 +11,7 @@ use crate::curl_glue::CurlSettings;
 use crate::import::oci::registry::ConfigPaths;
 pub use crate::import::url::Verify;
 use crate::import::Dialect;
+use crate::util::getopt::{Getopt, HasArg, Item, OptSpec};
 use crate::util::image::ImageClass;
 use crate::util::test_seams::TestSettings;
 
@@ -163,32 +164,9 @@ pub enum Opt {
     DownloadRangeSize,
 }
 
-/// One entry of a personality's `getopt_long()` table.
-pub struct LongOption {
-    pub name: &'static str,
-    pub opt: Opt,
-    pub takes_arg: bool,
-}
-
-impl LongOption {
-    /// An option without an argument.
-    pub const fn flag(name: &'static str, opt: Opt) -> Self {
-        LongOption {
-            name,
-            opt,
-            takes_arg: false,
-        }
-    }
-
-    /// An option with a required argument.
-    pub const fn arg(name: &'static str, opt: Opt) -> Self {
-        LongOption {
-            name,
-            opt,
-            takes_arg: true,
-        }
-    }
-}
+/// One entry of a personality's `getopt_long()` table (`LongOption::flag`,
+/// `LongOption::arg`).
+pub type LongOption = OptSpec<Opt>;
 
 /// What one word (or two) of the command line is, in order.
 #[derive(Debug, PartialEq, Eq)]
@@ -199,65 +177,34 @@ pub enum Word {
     Arg(String),
 }
 
-/// The getopt engine every personality shares: walk `argv` (without argv[0]) against
-/// `table`, calling `each` for every option and positional word in order (`-h` is the
-/// only short option, [`Opt::Help`]). Diagnostics are printed to stderr as glibc's
-/// getopt prints them, prefixed with `argv0`; `Err(())` means "exit with status 1", as
-/// does an `Err` of `each`. `each` returns `Ok(false)` to stop the walk (`--help`).
+/// Walk `argv` (without argv[0]) against `table` with [`Getopt`], calling `each` for every
+/// option and positional word in order; `-h` is the only short option ([`Opt::Help`],
+/// whatever the table). Diagnostics are printed to stderr as glibc's getopt prints them,
+/// prefixed with `argv0`; `Err(())` means "exit with status 1", as does an `Err` of
+/// `each`. `each` returns `Ok(false)` to stop the walk (`--help`).
 pub fn walk(
     argv0: &str,
     argv: &[String],
     table: &'static [LongOption],
     mut each: impl FnMut(Word) -> Result<bool, ()>,
 ) -> Result<(), ()> {
-    let mut i = 0;
-    while i < argv.len() {
-        let word = &argv[i];
-        i += 1;
-        if word == "--" {
-            for a in &argv[i..] {
-                each(Word::Arg(a.clone()))?;
+    let help = OptSpec {
+        long: None,
+        short: Some('h'),
+        arg: HasArg::No,
+        id: Opt::Help,
+    };
+    let specs: Vec<LongOption> = table.iter().copied().chain([help]).collect();
+    for item in Getopt::new(argv0, &specs, argv) {
+        let word = match item {
+            Ok(Item::Opt(opt, value)) => Word::Opt(opt, value),
+            Ok(Item::Positional(word)) => Word::Arg(word),
+            Err(message) => {
+                eprintln!("{message}");
+                return Err(());
             }
-            break;
-        }
-        let item = if let Some(long) = word.strip_prefix("--") {
-            let (name, inline) = match long.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (long, None),
-            };
-            let lo = find_long(argv0, table, name)?;
-            let value = match (lo.takes_arg, inline) {
-                (true, Some(v)) => Some(v),
-                (true, None) => {
-                    if i < argv.len() {
-                        i += 1;
-                        Some(argv[i - 1].clone())
-                    } else {
-                        eprintln!("{argv0}: option '--{}' requires an argument", lo.name);
-                        return Err(());
-                    }
-                }
-                (false, Some(_)) => {
-                    eprintln!("{argv0}: option '--{}' doesn't allow an argument", lo.name);
-                    return Err(());
-                }
-                (false, None) => None,
-            };
-            Word::Opt(lo.opt, value)
-        } else if word.len() > 1 && word.starts_with('-') {
-            // Short options: only -h exists; getopt handles a cluster letter by letter,
-            // and -h ends parsing.
-            match word[1..].chars().find(|&c| c != 'h') {
-                Some(c) if !word[1..].starts_with('h') => {
-                    eprintln!("{argv0}: invalid option -- '{c}'");
-                    return Err(());
-                }
-                _ => Word::Opt(Opt::Help, None),
-            }
-        } else {
-            Word::Arg(word.clone())
         };
-        if !each(item)? {
+        if !each(word)? {
             break;
         }
     }
@@ -349,36 +296,6 @@ pub fn parse_size(s: &str) -> Option<u64> {
     Some(total)
 }
 
-/// getopt_long's lookup: an exact name, else a unique prefix.
-fn find_long(
-    argv0: &str,
-    table: &'static [LongOption],
-    name: &str,
-) -> Result<&'static LongOption, ()> {
-    if let Some(lo) = table.iter().find(|lo| lo.name == name) {
-        return Ok(lo);
-    }
-    let matches: Vec<&LongOption> = table
-        .iter()
-        .filter(|lo| !name.is_empty() && lo.name.starts_with(name))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(one),
-        [] => {
-            eprintln!("{argv0}: unrecognized option '--{name}'");
-            Err(())
-        }
-        many => {
-            let list: Vec<String> = many.iter().map(|lo| format!("'--{}'", lo.name)).collect();
-            eprintln!(
-                "{argv0}: option '--{name}' is ambiguous; possibilities: {}",
-                list.join(" ")
-            );
-            Err(())
-        }
-    }
-}
-
 /// Test helper: `s` split at white space into words.
 #[cfg(test)]
 pub fn test_words(s: &str) -> Vec<String> {
@@ -394,5 +311,48 @@ pub fn test_run(
     match parse("prog", &test_words(s)) {
         Ok(Parsed::Run { settings, args }) => (*settings, args),
         other => panic!("{s}: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &[LongOption] = &[
+        LongOption::flag("help", Opt::Help),
+        LongOption::flag("force", Opt::Force),
+        LongOption::arg("format", Opt::Format),
+    ];
+
+    /// What [`walk`] hands on for the words of `s`, stopping after `--help`/`-h`.
+    fn words(s: &str) -> Result<Vec<Word>, ()> {
+        let mut out = Vec::new();
+        walk("prog", &test_words(s), TABLE, |w| {
+            let go = w != Word::Opt(Opt::Help, None);
+            out.push(w);
+            Ok(go)
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn h_is_the_one_short_option_and_ends_the_walk() {
+        let arg = |w: &str| Word::Arg(w.to_string());
+        assert_eq!(words("-hx pull"), Ok(vec![Word::Opt(Opt::Help, None)]));
+        assert_eq!(words("-xh"), Err(()));
+        assert_eq!(words("-q"), Err(()));
+        assert_eq!(words("--fo"), Err(()));
+        assert_eq!(
+            words("verb - --forc --format xz --format=gz -- -h --x"),
+            Ok(vec![
+                arg("verb"),
+                arg("-"),
+                Word::Opt(Opt::Force, None),
+                Word::Opt(Opt::Format, Some("xz".into())),
+                Word::Opt(Opt::Format, Some("gz".into())),
+                arg("-h"),
+                arg("--x"),
+            ])
+        );
     }
 }

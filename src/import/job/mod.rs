@@ -282,10 +282,12 @@ impl ImportJob {
             // a 200 answer itself, and we want to start over in that case.
             let end = options.range_end.map_or(String::new(), |e| e.to_string());
             easy.range(&format!("{offset}-{end}")).map_err(eio)?;
-            if options.range_end.is_some() {
-                easy.http_version(curl::easy::HttpVersion::V11)
-                    .map_err(eio)?;
-            }
+        }
+        if options.own_connection {
+            // CURLOPT_HTTP_VERSION holds for the whole transfer: a redirect to blob storage
+            // elsewhere is fetched over HTTP/1.1 too.
+            easy.http_version(curl::easy::HttpVersion::V11)
+                .map_err(eio)?;
         }
         let (handle, token) = glue.add(lp, easy)?;
         let wake = lp.add_io(

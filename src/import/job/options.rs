@@ -29,9 +29,16 @@ pub struct JobOptions {
     pub resume_from: Option<u64>,
     /// With `resume_from`: ask for `Range: bytes=N-END` (END inclusive) and expect a 206
     /// whose `Content-Range` is exactly that; a 200 is handed on as it is. Such a request
-    /// is one of several parts fetched at once: it goes over HTTP/1.1, so that each part
-    /// has a connection of its own (HTTP/2 would multiplex them on one).
+    /// is one of several parts fetched at once (and asks for [`Self::own_connection`]).
     pub range_end: Option<u64>,
+    /// Send the request over HTTP/1.1, on every hop of a redirect, so that it has a TCP
+    /// connection of its own while it runs: for bulk downloads that run side by side (an
+    /// image's layers, the parts of a big one). Over HTTP/2 libcurl multiplexes every
+    /// transfer to one host on one connection, and a limit per connection (a CDN's or a
+    /// proxy's throttle, the window of a long round trip) then bounds all of them
+    /// together. Off (small requests: manifests, tokens): HTTP/2 where the server speaks
+    /// it, one connection for all of them.
+    pub own_connection: bool,
     pub checksum_seed: Option<Sha256>,
     /// Don't log the failures the job finds itself (an HTTP error status, a transfer that
     /// failed or was cut short): the owner reports them, as registries answer with JSON
@@ -77,6 +84,7 @@ impl JobOptions {
             uncompressed_max: DEFAULT_SIZE_MAX,
             resume_from: None,
             range_end: None,
+            own_connection: false,
             checksum_seed: None,
             quiet_failures: false,
             queue_limit: DEFAULT_QUEUE_LIMIT,

@@ -277,6 +277,7 @@ impl RangedFetch {
         options.uncompressed_max = size;
         options.resume_from = Some(from);
         options.range_end = Some(part.end - 1);
+        options.own_connection = true;
         ImportJob::new(url, options)
     }
 }
