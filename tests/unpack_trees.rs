@@ -83,6 +83,58 @@ fn both_trees_are_the_tree_one_unpack_makes() {
     assert_same(single.path(), one.path());
 }
 
+/// Three thousand small files, then big ones: 40 MiB in all, more than the queues between
+/// the reader and the unpackers hold (16 MiB each), read much faster than it is
+/// unpacked, so that the reader waits on full queues and the unpackers drain at
+/// different speeds.
+fn long_tar() -> Vec<u8> {
+    let mut t = Tarball::new();
+    t.entry(&Header::dir("./").mode(0o755), b"");
+    for d in 0..30 {
+        t.entry(&Header::dir(format!("./small{d}")).mode(0o755), b"");
+        for f in 0..100 {
+            t.file(&format!("./small{d}/f{f}"), format!("{d}/{f}\n").as_bytes());
+        }
+    }
+    for i in 0..5u8 {
+        let body: Vec<u8> = (0..(8 << 20) as u32).map(|n| (n >> 9) as u8 ^ i).collect();
+        t.file(&format!("./big{i}"), &body);
+    }
+    t.finish()
+}
+
+#[test]
+fn a_stream_longer_than_the_queues_makes_the_same_trees() {
+    let tar = long_tar();
+    assert!(tar.len() > 40 << 20);
+    let single = scratch();
+    let alone = tarball::unpack_bytes(single.path(), &tar, Mode::Plain).unwrap();
+    let (a, b, result) = unpack_two(&mut io::Cursor::new(&tar), &Options::new(Mode::Plain));
+    assert_eq!(result.unwrap(), alone);
+    assert_same(single.path(), a.path());
+    assert_same(single.path(), b.path());
+}
+
+#[test]
+fn one_tree_failing_on_a_long_stream_fails_the_whole_and_stops_reading() {
+    // The broken tree fails at its first member while the reader is ahead of it; the
+    // other tree is stopped and the reader reads no further than the queues allow.
+    let tar = long_tar();
+    let dirs = [scratch(), scratch()];
+    let fds = dirs.each_ref().map(|d| fs::File::open(d.path()).unwrap());
+    ufs::set_immutable(fds[1].as_fd(), true).unwrap();
+    let mut input = io::Cursor::new(&tar);
+    let result = unpack::unpack_trees(
+        &[fds[0].as_fd(), fds[1].as_fd()],
+        &mut input,
+        &Options::new(Mode::Plain),
+    );
+    ufs::set_immutable(fds[1].as_fd(), false).unwrap();
+    assert_eq!(result.unwrap_err().errno(), libc::EPERM);
+    assert_eq!(fs::read_dir(dirs[1].path()).unwrap().count(), 0);
+    assert!(input.position() < tar.len() as u64, "read to the end");
+}
+
 /// The first `limit` bytes of `data`, then `error`.
 struct FailingAfter {
     data: io::Cursor<Vec<u8>>,

@@ -7,7 +7,14 @@
 //! stays there) into fixed-size buffers and hands each buffer, shared, to every unpacker
 //! over a bounded queue; a buffer goes back to the pool once every unpacker has copied it
 //! out. Even with one tree this overlaps decompression with extraction on two cores.
-//! Memory: at most `QUEUE` buffers queued per tree plus the ones being read, a few MiB.
+//! The queues are deep ([`QUEUE`]: 16 MiB of stream) and a buffer goes first to every
+//! unpacker with room for it, only then does the reader wait for a full queue: an
+//! unpacker slowed by a run of small files (or a journal wait) lets the reader and the
+//! other trees run on for that long instead of stopping them at once (with 1 MiB queues
+//! the reader spent a quarter to a third of its time blocked on full queues, in two to
+//! three times as many waits; bench/README.md). Memory: the queues hold suffixes of the same
+//! sequence of shared buffers, so at most `QUEUE` buffers plus the ones being read and
+//! filled exist at once, 17 MiB.
 //!
 //! Every unpacker parses and checks the stream itself ([`unpack`]), so each tree has the
 //! hostile-input guarantees of a single unpack. The first tree's unpacker logs as usual;
@@ -20,7 +27,7 @@
 
 use std::io::{self, Read};
 use std::os::fd::BorrowedFd;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use super::{unpack, Options, Stats};
@@ -30,8 +37,8 @@ use crate::util::log::{self, HeldLine, LOG_ERR};
 
 /// Size of the buffers handed to the unpackers.
 const CHUNK: usize = 256 << 10;
-/// Buffers queued for each unpacker at most.
-const QUEUE: usize = 4;
+/// Buffers queued for each unpacker at most (16 MiB of stream).
+const QUEUE: usize = 64;
 
 /// A buffer and how many of its bytes hold data.
 type Filled = (Arc<Vec<u8>>, usize);
@@ -175,11 +182,7 @@ fn feed(input: &mut dyn Read, feeds: &mut [Option<SyncSender<Item>>]) -> Fed {
         if filled == 0 {
             return Fed::All;
         }
-        let refused = feeds.iter().position(|slot| {
-            slot.as_ref()
-                .is_some_and(|tx| tx.send(Ok((buf.clone(), filled))).is_err())
-        });
-        if let Some(i) = refused {
+        if let Some(i) = queue_to_all(feeds, &buf, filled) {
             // That unpacker returned before the end of the input: it failed.
             feeds[i] = None;
             for tx in feeds.iter().flatten() {
@@ -189,6 +192,27 @@ fn feed(input: &mut dyn Read, feeds: &mut [Option<SyncSender<Item>>]) -> Fed {
         }
         pool.push(buf);
     }
+}
+
+/// Queue `buf` to every unpacker: first to those with room, then (waiting) to the
+/// others, so that one unpacker's full queue does not hold back the rest. Returns the
+/// first unpacker that no longer takes data (it returned: it failed).
+fn queue_to_all(
+    feeds: &[Option<SyncSender<Item>>],
+    buf: &Arc<Vec<u8>>,
+    filled: usize,
+) -> Option<usize> {
+    let mut full = Vec::new();
+    for (i, tx) in feeds.iter().enumerate() {
+        let Some(tx) = tx else { continue };
+        match tx.try_send(Ok((buf.clone(), filled))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(item)) => full.push((i, tx, item)),
+            Err(TrySendError::Disconnected(_)) => return Some(i),
+        }
+    }
+    full.into_iter()
+        .find_map(|(i, tx, item)| tx.send(item).is_err().then_some(i))
 }
 
 /// The pull's result from how feeding ended and what each unpacker returned: the first
