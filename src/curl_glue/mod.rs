@@ -194,7 +194,23 @@ impl CurlGlue {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             (std::mem::take(&mut p.sockets), p.timer.take())
         };
-        for (socket, want) in sockets {
+        for (i, &(socket, want)) in sockets.iter().enumerate() {
+            // A socket curl watched and then forgot within the one call (a transfer that
+            // failed at once, its connection closed) is not watched at all: curl has
+            // closed the number by now, and a dup() of it would fail (or, were the number
+            // reused, dup a stranger's fd). A later entry for the same number is a new
+            // socket and is applied.
+            let forgotten = || {
+                sockets[i + 1..]
+                    .iter()
+                    .any(|&(s, w)| s == socket && matches!(w, SocketWant::Remove))
+            };
+            if matches!(want, SocketWant::Events(_))
+                && !self.sockets.contains_key(&socket)
+                && forgotten()
+            {
+                continue;
+            }
             if let Err(e) = self.apply_socket(lp, socket, want) {
                 // There is nobody to return this to: curl's callback has long returned.
                 // The transfer will then fail by its low-speed limit.
