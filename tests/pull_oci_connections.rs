@@ -45,9 +45,13 @@ fn blob_gets(reg: &Registry, digest: &str, n: usize) -> Vec<LoggedRequest> {
     })
 }
 
-/// The layers' downloads reached the registry on as many connections as there are layers
+/// The layers' downloads reached the registry on at least `min_connections` connections
 /// (each blob asked for once), none of them the config's.
-fn assert_layers_on_connections_of_their_own(reg: &Registry, image: &Image) {
+fn assert_layers_on_connections_of_their_own(
+    reg: &Registry,
+    image: &Image,
+    min_connections: usize,
+) {
     let config = blob_gets(reg, &image.config_digest, 1);
     assert_eq!(config.len(), 1, "{config:?}");
     let mut addrs = BTreeSet::new();
@@ -57,10 +61,10 @@ fn assert_layers_on_connections_of_their_own(reg: &Registry, image: &Image) {
         assert!(!gets[0].remote_addr.is_empty(), "{gets:?}");
         addrs.insert(gets[0].remote_addr.clone());
     }
-    assert_eq!(
+    assert!(
+        addrs.len() >= min_connections,
+        "layers on {} connections, {min_connections} wanted: {addrs:?}\nregistry log:\n{}",
         addrs.len(),
-        image.layers.len(),
-        "each layer on a connection of its own: {addrs:?}\nregistry log:\n{}",
         reg.log()
     );
     assert!(
@@ -77,7 +81,8 @@ fn concurrent_layers_arrive_on_connections_of_their_own() {
     let env = PullEnv::new();
     let out = env.pull(&reg, &[&format!("{}/conns/ocit-app", reg.host())]);
     assert_success(&out);
-    assert_layers_on_connections_of_their_own(&reg, &image);
+    // The layers' downloads start together: none can take over another's connection.
+    assert_layers_on_connections_of_their_own(&reg, &image, image.layers.len());
     env.assert_no_temporaries();
 }
 
@@ -103,6 +108,10 @@ fn redirected_layers_arrive_on_connections_of_their_own() {
         "{}",
         out.stderr
     );
-    assert_layers_on_connections_of_their_own(&reg, &image);
+    // Here each download reaches the registry when its redirect has come back, at its own
+    // time: a layer may find the connection of one already finished idle and reuse it
+    // (HTTP/1.1 keep-alive, one request at a time). Multiplexed, all would share the
+    // config's connection.
+    assert_layers_on_connections_of_their_own(&reg, &image, 2);
     env.assert_no_temporaries();
 }
