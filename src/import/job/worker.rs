@@ -12,6 +12,11 @@
 //! owner chose another) is queued, the write callback pauses the transfer; the worker wakes
 //! the loop (eventfd) once it has drained the queue to a quarter of the limit, and the loop
 //! unpauses. Memory per job is therefore bounded.
+//!
+//! Gathering: curl hands the body over one TLS record (at most 16 KiB) per callback; the
+//! queue appends them to buffers of [`GATHER`] bytes (reused once emptied) and wakes a
+//! waiting worker only once [`WAKE_AT`] bytes are queued (or after [`WAKE_AFTER`]), so
+//! the worker reads, writes and wakes its readers per quarter MiB, not per record.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -41,6 +46,16 @@ pub const DEFAULT_QUEUE_LIMIT: usize = 4 << 20;
 const BLOCK: usize = 256 << 10;
 /// Runs of NUL bytes longer than this are written as holes (the C job's value).
 const SPARSE_RUN: usize = 64;
+/// Body chunks are gathered into buffers of this size (curl hands over a TLS record, at
+/// most 16 KiB, per callback): the worker takes, and writes, up to this much at a time.
+const GATHER: usize = 256 << 10;
+/// A waiting worker is woken once this much is queued (or the queue limit's quarter, if
+/// smaller), not for every callback ...
+const WAKE_AT: usize = 64 << 10;
+/// ... and takes what is queued after this long anyway, so a slow body still flows.
+const WAKE_AFTER: Duration = Duration::from_millis(20);
+/// Emptied buffers kept for the producer to fill again.
+const SPARE: usize = 2;
 
 /// How the body ended, as the loop saw it.
 #[derive(Debug)]
@@ -70,9 +85,13 @@ pub(crate) struct WorkerOutput {
 /// State shared by the loop thread (producer) and the worker (consumer).
 pub(crate) struct ChannelState {
     pub meta: Option<ResponseMeta>,
+    /// The body as queued, in order; the producer appends to the last buffer while it
+    /// has room (see [`GATHER`]).
     chunks: VecDeque<Vec<u8>>,
     /// Bytes in `chunks`.
     queued: usize,
+    /// Buffers the worker emptied, for the producer to reuse (at most [`SPARE`]).
+    spare: Vec<Vec<u8>>,
     pub input_end: Option<InputEnd>,
     /// The loop paused the transfer and wants a wake-up once the queue drained.
     pub paused: bool,
@@ -88,6 +107,8 @@ pub(crate) struct Channel {
     /// Pause at this many queued bytes, resume at a quarter of it.
     high_water: usize,
     low_water: usize,
+    /// Wake a waiting worker once this many bytes are queued.
+    wake_at: usize,
     cond: Condvar,
     /// Set to stop the worker early; shared with stream sinks (the unpacker polls it).
     pub cancel: Arc<AtomicBool>,
@@ -106,6 +127,7 @@ impl Channel {
                 meta: None,
                 chunks: VecDeque::new(),
                 queued: 0,
+                spare: Vec::new(),
                 input_end: None,
                 paused: false,
                 worker_waiting: false,
@@ -113,6 +135,7 @@ impl Channel {
             }),
             high_water: queue_limit.max(1),
             low_water: queue_limit / 4,
+            wake_at: (queue_limit / 4).clamp(1, WAKE_AT),
             cond: Condvar::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             wake,
@@ -135,8 +158,20 @@ impl Channel {
             return false;
         }
         st.queued += chunk.len();
-        st.chunks.push_back(chunk.to_vec());
-        if st.worker_waiting {
+        match st.chunks.back_mut() {
+            Some(last) if last.capacity() - last.len() >= chunk.len() => {
+                last.extend_from_slice(chunk)
+            }
+            _ => {
+                let mut buf = st
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(GATHER.max(chunk.len())));
+                buf.extend_from_slice(chunk);
+                st.chunks.push_back(buf);
+            }
+        }
+        if st.worker_waiting && st.queued >= self.wake_at {
             self.cond.notify_one();
         }
         true
@@ -202,7 +237,11 @@ impl Read for ChannelReader {
                         st.paused = false;
                         self.channel.wake_loop();
                     }
-                    self.current = chunk;
+                    let mut done = std::mem::replace(&mut self.current, chunk);
+                    if done.capacity() == GATHER && st.spare.len() < SPARE {
+                        done.clear();
+                        st.spare.push(done);
+                    }
                     self.pos = 0;
                     break;
                 }
@@ -215,8 +254,9 @@ impl Read for ChannelReader {
                 st = self
                     .channel
                     .cond
-                    .wait(st)
-                    .unwrap_or_else(|e| e.into_inner());
+                    .wait_timeout(st, WAKE_AFTER)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
                 st.worker_waiting = false;
             }
         }
@@ -544,27 +584,70 @@ mod tests {
 
     #[test]
     fn the_queue_pauses_at_its_limit_and_wakes_the_loop_at_a_quarter() {
-        let channel = Channel::new(1000).unwrap();
-        assert!(channel.push(&[1u8; 600]));
+        // Chunks bigger than a gathering buffer each get their own.
+        const BIG: usize = GATHER + 1;
+        let channel = Channel::new(3 * BIG).unwrap();
+        assert!(channel.push(&[1u8; 2 * BIG]));
         assert!(
-            channel.push(&[2u8; 600]),
+            channel.push(&[2u8; 2 * BIG]),
             "below the limit before this push"
         );
-        assert!(!channel.push(&[3u8; 1]), "1200 queued: full");
+        assert!(!channel.push(&[3u8; 1]), "4 BIG queued: full");
         assert!(channel.lock().paused);
         let mut reader = ChannelReader {
             channel: channel.clone(),
             current: Vec::new(),
             pos: 0,
         };
-        let mut buf = [0u8; 600];
+        let mut buf = vec![0u8; 2 * BIG];
         reader.read_exact(&mut buf).unwrap();
-        assert!(channel.lock().paused, "600 queued: above a quarter");
+        assert!(channel.lock().paused, "2 BIG queued: above a quarter");
         reader.read_exact(&mut buf).unwrap();
         assert!(
             !channel.lock().paused,
             "drained: the loop is woken to unpause"
         );
         assert_eq!(channel.wake.read(), Ok(1), "the eventfd was signalled");
+    }
+
+    #[test]
+    fn callbacks_are_gathered_into_big_reads_and_a_trickle_still_flows() {
+        let channel = Channel::new(DEFAULT_QUEUE_LIMIT).unwrap();
+        // Twenty TLS records' worth: one buffer and a bit of the next.
+        for i in 0..20u8 {
+            assert!(channel.push(&[i; 16 << 10]));
+        }
+        assert_eq!(channel.lock().chunks.len(), 2);
+        let mut reader = ChannelReader {
+            channel: channel.clone(),
+            current: Vec::new(),
+            pos: 0,
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        assert_eq!(reader.read(&mut buf).unwrap(), GATHER);
+        assert!(buf[..GATHER]
+            .chunks(16 << 10)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| usize::from(b) == i)));
+        assert_eq!(reader.read(&mut buf).unwrap(), 4 * (16 << 10));
+        // The emptied buffer is filled again rather than a new one allocated.
+        assert_eq!(channel.lock().spare.len(), 1);
+        assert!(channel.push(&[7u8; 10]));
+        assert_eq!(channel.lock().spare.len(), 0);
+        // A waiting worker is not woken for 10 bytes, yet takes them within a moment.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let mut small = [0u8; 64];
+            // The 10 bytes queued before: taken at once.
+            let first = reader.read(&mut small).unwrap();
+            // Then it waits: 3 bytes pushed below come without a notification.
+            let second = reader.read(&mut small).unwrap();
+            tx.send((first, second)).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(channel.push(&[8u8; 3]));
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        assert_eq!(got, Ok((10, 3)), "a trickle waits at most {WAKE_AFTER:?}");
+        worker.join().unwrap();
     }
 }
