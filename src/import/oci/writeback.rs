@@ -30,6 +30,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
+use crate::import::unpack::Written;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::{btrfs, fs, sys};
@@ -44,14 +45,14 @@ const FLUSH_EVERY: u64 = 8 << 20;
 /// The writeback thread of one layer. Dropping it lets the thread finish its queue and the
 /// flush under way, and joins it.
 pub struct Writeback {
-    queue: SyncSender<File>,
+    queue: SyncSender<Written>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Writeback {
     /// Start the threads for the tree `tree` (its devices are the ones flushed).
     pub fn start(tree: OwnedFd) -> Result<Writeback> {
-        let (queue, files) = mpsc::sync_channel::<File>(QUEUE);
+        let (queue, files) = mpsc::sync_channel::<Written>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("oci-writeback".into())
             .spawn(move || write_back(&files, tree))
@@ -66,7 +67,7 @@ impl Writeback {
     }
 
     /// Where the unpacker hands the files it has written (`unpack::Options::written`).
-    pub fn queue(&self) -> SyncSender<File> {
+    pub fn queue(&self) -> SyncSender<Written> {
         self.queue.clone()
     }
 }
@@ -84,7 +85,7 @@ impl Drop for Writeback {
 
 /// The writeback thread: start each file's writeback; now and then have the devices
 /// flushed.
-fn write_back(files: &Receiver<File>, tree: OwnedFd) {
+fn write_back(files: &Receiver<Written>, tree: OwnedFd) {
     // One flush pending at most: while one runs the data keeps going out, and the next
     // flush covers it.
     let (flush, requests) = mpsc::sync_channel::<()>(1);
@@ -94,7 +95,7 @@ fn write_back(files: &Receiver<File>, tree: OwnedFd) {
         // Without it the data still goes out early; only the flushes are the snapshot's.
         .ok();
     let (mut started, mut since_flush) = (0u32, 0u64);
-    for file in files {
+    for Written { file, len } in files {
         // A flush covers the files started before this one, whose writes have had time to
         // reach the device; not this file's, which would make the flush wait for them (a
         // layer of one big file would then wait for its flush as it would for the
@@ -105,7 +106,7 @@ fn write_back(files: &Receiver<File>, tree: OwnedFd) {
         // Only an early start: the snapshot writes out whatever this missed.
         let _ = sys::start_writeback(file.as_fd());
         started += 1;
-        since_flush += file.metadata().map_or(0, |m| m.len());
+        since_flush += len;
     }
     drop(flush);
     let flushed = flusher.map_or(0, |t| t.join().unwrap_or(0));
