@@ -27,14 +27,8 @@ pub(super) struct Unpacker<'a> {
 }
 
 impl<'a> Unpacker<'a> {
-    /// Written regular files are offered to `written` (see `Options::written`).
-    pub fn new(
-        root: BorrowedFd<'a>,
-        mode: Mode,
-        max_depth: usize,
-        written: Option<SyncSender<Written>>,
-    ) -> Result<Self> {
-        let extractor = Extractor::new(root, max_depth, written)?;
+    pub fn new(root: BorrowedFd<'a>, mode: Mode, max_depth: usize) -> Result<Self> {
+        let extractor = Extractor::new(root, max_depth)?;
         let applying = match mode {
             Mode::Plain => Applying::Plain,
             Mode::Aufs => Applying::Layer(Layer::new(Flavour::Aufs)),
@@ -46,14 +40,17 @@ impl<'a> Unpacker<'a> {
         })
     }
 
+    /// Offer every regular file written to `queue` (see `Options::written`).
+    pub fn hand_written_files_to(&mut self, queue: Option<SyncSender<Written>>) {
+        self.extractor.written = queue;
+    }
+
     /// Apply every entry of the stream, then the attributes of the directories still open.
     pub fn run(&mut self, reader: &mut Reader<'_>) -> Result<Stats> {
         while let Some(entry) = reader.next_entry()? {
-            self.extractor.check_writer()?;
             self.extractor.stats.entries += 1;
             self.apply_entry(reader, &entry)?;
         }
-        self.extractor.finish_writer()?;
         self.extractor.leave_dirs(None)?;
         Ok(self.extractor.stats.clone())
     }

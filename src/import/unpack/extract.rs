@@ -29,7 +29,6 @@ use super::dirs::Dirs;
 use super::entry::{Entry, Kind, SparseMap};
 use super::meta::{DirAttrs, Meta, XattrTarget};
 use super::reader::{Reader, BUFFER_SIZE};
-use super::writer::{self, Job, Writer};
 use super::{failed, refuse, show, sys, tree, Stats, Written};
 use crate::util::error::{Error, Result};
 
@@ -73,9 +72,7 @@ pub struct Extractor<'a> {
     link_slash_warned: bool,
     pub stats: Stats,
     /// Where written regular files go instead of being closed (`Options::written`).
-    written: Option<SyncSender<Written>>,
-    /// The thread that writes small files (None: this thread writes them all).
-    writer: Option<Writer>,
+    pub written: Option<SyncSender<Written>>,
 }
 
 /// Convert a path component to a C string (components never contain NUL).
@@ -84,12 +81,7 @@ fn cstr(bytes: &[u8]) -> CString {
 }
 
 impl<'a> Extractor<'a> {
-    /// Written regular files are offered to `written` (see `Options::written`).
-    pub fn new(
-        root: BorrowedFd<'a>,
-        max_depth: usize,
-        written: Option<SyncSender<Written>>,
-    ) -> Result<Self> {
+    pub fn new(root: BorrowedFd<'a>, max_depth: usize) -> Result<Self> {
         let st =
             sys::fstat(root).map_err(|e| failed(e, b".", "cannot stat the target directory"))?;
         if !sys::is_dir(&st) {
@@ -126,19 +118,8 @@ impl<'a> Extractor<'a> {
             slash_warned: false,
             link_slash_warned: false,
             stats: Stats::default(),
-            writer: Writer::start(written.clone()),
-            written,
+            written: None,
         })
-    }
-
-    /// The writer's first failure, if it had one (checked between members).
-    pub fn check_writer(&self) -> Result<()> {
-        self.writer.as_ref().map_or(Ok(()), Writer::check)
-    }
-
-    /// Wait for the writer to finish every file; its first failure, if it had one.
-    pub fn finish_writer(&mut self) -> Result<()> {
-        self.writer.as_mut().map_or(Ok(()), Writer::finish)
     }
 
     /// The directory everything is extracted into.
@@ -451,26 +432,6 @@ impl<'a> Extractor<'a> {
             Err(e) => return Err(failed(e, &entry.name, "cannot create file")),
         };
         let file = File::from(file);
-        if let Some(writer) = &mut self.writer {
-            let small = reader.remaining() <= writer::SMALL;
-            if small
-                && entry.sparse.is_none()
-                && entry.xattrs.is_empty()
-                && entry.mode & 0o6000 == 0
-            {
-                self.meta.file_owner_mode(&file, entry)?;
-                let mut content = Vec::with_capacity(reader.remaining() as usize);
-                while reader.remaining() > 0 {
-                    content.extend_from_slice(reader.data(BUFFER_SIZE, &entry.name)?);
-                }
-                return writer.write(Job {
-                    file,
-                    content,
-                    mtime: entry.mtime,
-                    name: entry.name.clone(),
-                });
-            }
-        }
         let len = self.write_content(reader, &file, entry)?;
         self.meta.file(&file, entry)?;
         if let Some(queue) = &self.written {

@@ -72,15 +72,6 @@ impl Meta {
 
     /// A regular file whose content was just written.
     pub fn file(&mut self, file: &File, entry: &Entry) -> Result<()> {
-        self.file_owner_mode(file, entry)?;
-        fs::set_mtime(file.as_fd(), timespec(entry.mtime))
-            .map_err(|e| failed(e, &entry.name, "cannot set modification time"))
-    }
-
-    /// A regular file's owner, xattrs and mode: all of [`Meta::file`] but the mtime.
-    /// Before the content is written only for a file without xattrs or set-id bits,
-    /// which a write can drop (`writer.rs`).
-    pub fn file_owner_mode(&mut self, file: &File, entry: &Entry) -> Result<()> {
         // Most members (root's files, extracted by root under the default umask) already
         // have the owner and mode they ask for. chown and chmod are skipped then: each
         // is an inode update, a transaction join on btrfs, for every small file. chown
@@ -97,7 +88,8 @@ impl Meta {
             nix::sys::stat::fchmod(file.as_fd(), Perm::from_bits_truncate(entry.mode))
                 .map_err(|e| failed(e, &entry.name, "cannot change mode"))?;
         }
-        Ok(())
+        fs::set_mtime(file.as_fd(), timespec(entry.mtime))
+            .map_err(|e| failed(e, &entry.name, "cannot set modification time"))
     }
 
     /// The delayed attributes of a directory the stream has left (`name` for messages;

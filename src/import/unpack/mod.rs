@@ -70,7 +70,6 @@
 //! * `extract.rs`: creating one member, replacing what is in its way, its parents;
 //! * `dirs.rs`: open directories and their delayed attributes;
 //! * `meta.rs`: owner, xattrs, mode and mtime of extracted nodes;
-//! * `writer.rs`: the thread that writes small files' content for `extract`;
 //! * `reader.rs`: the stream, with bounded memory; `entry.rs`: what it yields;
 //!   `pax.rs`: PAX records; `header.rs`: header blocks;
 //! * `tree.rs`: path operations confined to the root; `sys.rs`: system calls;
@@ -97,7 +96,6 @@ mod pax;
 mod reader;
 mod sys;
 mod tree;
-mod writer;
 
 pub use fanout::unpack_trees;
 pub use index::{members, Member};
@@ -225,12 +223,8 @@ pub struct Stats {
 /// blocks; call it from a worker thread.
 pub fn unpack(root: BorrowedFd<'_>, input: &mut dyn Read, options: &Options) -> Result<Stats> {
     let mut reader = reader::Reader::new(input, &options.limits, options.cancel.clone());
-    let mut unpacker = apply::Unpacker::new(
-        root,
-        options.mode,
-        options.limits.max_depth,
-        options.written.clone(),
-    )?;
+    let mut unpacker = apply::Unpacker::new(root, options.mode, options.limits.max_depth)?;
+    unpacker.hand_written_files_to(options.written.clone());
     let result = unpacker.run(&mut reader);
     let cleanup = unpacker.cleanup();
     let mut stats = result?;
