@@ -59,8 +59,9 @@ tools=(docker-registry openssl curl tar gzip perl sha256sum mkfs.ext4)
 has_peer skopeo && tools+=(skopeo umoci)
 has_peer podman && tools+=(podman)
 [ "$IMAGE" = debian ] && tools+=(mmdebstrap)
+[ "$FS" = btrfs ] && tools+=(mkfs.btrfs btrfs)
 for tool in "${tools[@]}"; do
-    command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install docker-registry skopeo umoci podman mmdebstrap openssl curl tar gzip perl coreutils)"
+    command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install docker-registry skopeo umoci podman mmdebstrap openssl curl tar gzip perl coreutils btrfs-progs)"
 done
 [ -x /usr/bin/time ] || die "/usr/bin/time not found (apt-get install time)"
 MOUNT=
@@ -211,6 +212,10 @@ rm -rf "$WORK/layers"
 time_run() {
     local name=$1 log=$2
     shift 2
+    # Deleted btrfs subvolumes (the previous tool's tree, podman's reset) are cleaned up
+    # by a kernel thread after `btrfs subvolume delete` returns: wait for it, so that no
+    # tool's run pays for the cleanup of the one before.
+    if [ "$(stat -f -c %T "$WORK")" = btrfs ]; then btrfs subvolume sync "$WORK" >/dev/null; fi
     sync
     if [ "$COLD" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
     if ! /usr/bin/time -v -o "$WORK/time.out" "$@" >"$log" 2>&1; then

@@ -257,3 +257,35 @@ fn console_prefixed_logging_carries_the_priority() {
     );
     assert_eq!(out.stderr, "", "errors are below crit");
 }
+
+/// `FDSize:` of a process (the size of its descriptor table).
+fn fd_table_size(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("FDSize:")).unwrap();
+    line["FDSize:".len()..].trim().parse().unwrap()
+}
+
+#[test]
+fn the_descriptor_table_is_sized_before_any_thread_starts() {
+    // A server that accepts and never answers holds the pull in its download.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/image.raw", server.local_addr().unwrap());
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_systemd-import"))
+        .arg(format!("--image-root={}", root.path().display()))
+        .args(["pull-raw", "--verify=no", &url, "image"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_conn, _) = server.accept().unwrap();
+    // Inherited across fork and exec: what our table was before the child ran.
+    let ours = fd_table_size(std::process::id());
+    let size = fd_table_size(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        ours < 1024,
+        "the test process's own table is already {ours}"
+    );
+    assert!(size >= 1024, "the pull's descriptor table holds {size}");
+}

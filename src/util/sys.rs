@@ -1,5 +1,6 @@
 //! The raw system calls nix does not wrap, each written once: `getrandom`, `statx`,
 //! `fchmodat2`, the xattr calls, the inode-flag ioctls, `pidfd_open`, `sync_file_range`,
+//! `F_DUPFD_CLOEXEC` with a descriptor nix leaves raw,
 //! glibc's `strerror_r`, the terminal size (`TIOCGWINSZ`) and `localtime_r`.
 //!
 //! Every function here is a safe, thin shape of one call: it takes borrowed fds, C
@@ -30,6 +31,16 @@ pub fn pidfd_open(pid: libc::pid_t) -> nix::Result<OwnedFd> {
     unsafe {
         let fd = Errno::result(libc::syscall(libc::SYS_pidfd_open, pid, 0))?;
         Ok(OwnedFd::from_raw_fd(fd as i32))
+    }
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a duplicate of `fd` numbered `min` or higher.
+pub fn dup_at_least(fd: BorrowedFd<'_>, min: libc::c_int) -> nix::Result<OwnedFd> {
+    // SAFETY: the call takes a descriptor and two integers; a new descriptor is owned by
+    // nobody else, so wrapping it once is sound.
+    unsafe {
+        let dup = Errno::result(libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min))?;
+        Ok(OwnedFd::from_raw_fd(dup))
     }
 }
 
