@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc;
 
 use common::tarball::{self, Header, Tarball};
-use systemd_import::import::unpack::{Mode, Options};
+use systemd_import::import::unpack::{Mode, Options, Written};
 
 fn layer() -> Vec<u8> {
     let mut t = Tarball::new();
@@ -23,7 +23,7 @@ fn layer() -> Vec<u8> {
 
 /// Unpack [`layer`] in `mode` with a queue of `room` files nobody receives from until the
 /// unpack is over; returns the scratch tree and the files queued.
-fn unpack_offering(mode: Mode, room: usize) -> (tempfile::TempDir, Vec<std::fs::File>) {
+fn unpack_offering(mode: Mode, room: usize) -> (tempfile::TempDir, Vec<Written>) {
     let work = tarball::scratch();
     let (tx, rx) = mpsc::sync_channel(room);
     let options = Options {
@@ -40,8 +40,10 @@ fn every_written_file_is_handed_over_complete() {
     let (work, files) = unpack_offering(Mode::Oci, 16);
     let got: Vec<(u64, u32)> = files
         .iter()
-        .map(|f| {
-            let m = f.metadata().unwrap();
+        .map(|w| {
+            let m = w.file.metadata().unwrap();
+            // The size handed over is the file's.
+            assert_eq!(w.len, m.len());
             (m.len(), m.mode() & 0o7777)
         })
         .collect();

@@ -11,8 +11,9 @@
 //! (`fsync` of each, the flush the commit ends with, without the commit). The snapshot then
 //! finds the data written and the devices holding only what came since the last flush.
 //! Neither thread is ever waited for by the unpacker: a full queue closes the file
-//! instead, and a flush asked for while one is pending is not asked for twice. Neither
-//! changes what the snapshot holds: they only move work it would do itself to an earlier
+//! instead, and a flush asked for while one is pending is not asked for twice; one still
+//! pending when the layer is applied is not made (the snapshot, waiting for these threads,
+//! would only wait for a flush its commit makes anyway). Neither changes what the snapshot holds: they only move work it would do itself to an earlier
 //! time and the other core.
 //!
 //! The flushes go to the block devices, not through the file system: `fdatasync` of a file
@@ -27,9 +28,12 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::import::unpack::Written;
 use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::{btrfs, fs, sys};
@@ -44,14 +48,14 @@ const FLUSH_EVERY: u64 = 8 << 20;
 /// The writeback thread of one layer. Dropping it lets the thread finish its queue and the
 /// flush under way, and joins it.
 pub struct Writeback {
-    queue: SyncSender<File>,
+    queue: SyncSender<Written>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Writeback {
     /// Start the threads for the tree `tree` (its devices are the ones flushed).
     pub fn start(tree: OwnedFd) -> Result<Writeback> {
-        let (queue, files) = mpsc::sync_channel::<File>(QUEUE);
+        let (queue, files) = mpsc::sync_channel::<Written>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("oci-writeback".into())
             .spawn(move || write_back(&files, tree))
@@ -66,7 +70,7 @@ impl Writeback {
     }
 
     /// Where the unpacker hands the files it has written (`unpack::Options::written`).
-    pub fn queue(&self) -> SyncSender<File> {
+    pub fn queue(&self) -> SyncSender<Written> {
         self.queue.clone()
     }
 }
@@ -84,17 +88,21 @@ impl Drop for Writeback {
 
 /// The writeback thread: start each file's writeback; now and then have the devices
 /// flushed.
-fn write_back(files: &Receiver<File>, tree: OwnedFd) {
+fn write_back(files: &Receiver<Written>, tree: OwnedFd) {
     // One flush pending at most: while one runs the data keeps going out, and the next
     // flush covers it.
     let (flush, requests) = mpsc::sync_channel::<()>(1);
-    let flusher = std::thread::Builder::new()
-        .name("oci-flush".into())
-        .spawn(move || flush_devices(&requests, &tree))
-        // Without it the data still goes out early; only the flushes are the snapshot's.
-        .ok();
+    let applied = Arc::new(AtomicBool::new(false));
+    let flusher = {
+        let applied = applied.clone();
+        std::thread::Builder::new()
+            .name("oci-flush".into())
+            .spawn(move || flush_devices(&requests, &loop_devices(&tree), &applied))
+            // Without it the data still goes out early; only the flushes are the snapshot's.
+            .ok()
+    };
     let (mut started, mut since_flush) = (0u32, 0u64);
-    for file in files {
+    for Written { file, len } in files {
         // A flush covers the files started before this one, whose writes have had time to
         // reach the device; not this file's, which would make the flush wait for them (a
         // layer of one big file would then wait for its flush as it would for the
@@ -105,34 +113,71 @@ fn write_back(files: &Receiver<File>, tree: OwnedFd) {
         // Only an early start: the snapshot writes out whatever this missed.
         let _ = sys::start_writeback(file.as_fd());
         started += 1;
-        since_flush += file.metadata().map_or(0, |m| m.len());
+        since_flush += len;
     }
+    // The layer is applied and the snapshot waits for this thread: a flush still pending
+    // would only come before the commit's own.
+    applied.store(true, Ordering::Release);
     drop(flush);
     let flushed = flusher.map_or(0, |t| t.join().unwrap_or(0));
     log::debug!("Writeback started for {started} files; {flushed} device flushes.");
 }
 
-/// The flush thread: open the devices of the file system `tree` is on, then flush them
-/// once per request; returns how many flushes it made.
-fn flush_devices(requests: &Receiver<()>, tree: &OwnedFd) -> u32 {
-    let devices: Vec<File> = match btrfs::device_paths(tree.as_fd()) {
+/// The loop devices of the file system `tree` is on, open (none if they cannot be found
+/// or opened).
+fn loop_devices(tree: &OwnedFd) -> Vec<File> {
+    match btrfs::device_paths(tree.as_fd()) {
         Ok(paths) => paths
             .iter()
             .filter_map(|p| File::open(p).ok())
             .filter(|f| fs::is_loop_device(f.as_fd()))
             .collect(),
         Err(_) => Vec::new(),
-    };
+    }
+}
+
+/// The flush thread: flush `devices` once per request, until the requests end or the layer
+/// is `applied`; returns how many flushes it made.
+fn flush_devices(requests: &Receiver<()>, devices: &[File], applied: &AtomicBool) -> u32 {
     if devices.is_empty() {
         return 0;
     }
     let mut count = 0;
     for () in requests {
-        for device in &devices {
+        if applied.load(Ordering::Acquire) {
+            break;
+        }
+        for device in devices {
             // Only an early start, as the writeback: the snapshot's commit flushes anyway.
             let _ = nix::unistd::fsync(device.as_fd());
         }
         count += 1;
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_still_pending_when_the_layer_is_applied_is_not_made() {
+        let file = tempfile::tempfile().unwrap();
+        let devices = [file];
+        let (flush, requests) = mpsc::sync_channel::<()>(1);
+        flush.send(()).unwrap();
+        drop(flush);
+        assert_eq!(
+            flush_devices(&requests, &devices, &AtomicBool::new(true)),
+            0
+        );
+
+        let (flush, requests) = mpsc::sync_channel::<()>(1);
+        flush.send(()).unwrap();
+        drop(flush);
+        assert_eq!(
+            flush_devices(&requests, &devices, &AtomicBool::new(false)),
+            1
+        );
+    }
 }

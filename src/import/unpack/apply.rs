@@ -3,7 +3,6 @@
 //! the [`Extractor`] as it is (plain mode) or through the [`Layer`] (aufs and oci
 //! modes), which owns everything a layer means.
 
-use std::fs::File;
 use std::os::fd::BorrowedFd;
 use std::sync::mpsc::SyncSender;
 
@@ -11,7 +10,7 @@ use super::entry::Entry;
 use super::extract::{Extractor, NoOverlay};
 use super::layer::{Flavour, Layer};
 use super::reader::Reader;
-use super::{show, Mode, Stats};
+use super::{show, Mode, Stats, Written};
 use crate::util::error::Result;
 
 /// How members are applied.
@@ -42,7 +41,7 @@ impl<'a> Unpacker<'a> {
     }
 
     /// Offer every regular file written to `queue` (see `Options::written`).
-    pub fn hand_written_files_to(&mut self, queue: Option<SyncSender<File>>) {
+    pub fn hand_written_files_to(&mut self, queue: Option<SyncSender<Written>>) {
         self.extractor.written = queue;
     }
 

@@ -29,7 +29,7 @@ use super::dirs::Dirs;
 use super::entry::{Entry, Kind, SparseMap};
 use super::meta::{DirAttrs, Meta, XattrTarget};
 use super::reader::{Reader, BUFFER_SIZE};
-use super::{failed, refuse, show, sys, tree, Stats};
+use super::{failed, refuse, show, sys, tree, Stats, Written};
 use crate::util::error::{Error, Result};
 
 /// What applying a layer adds to extracting a member. The plain mode adds nothing
@@ -72,7 +72,7 @@ pub struct Extractor<'a> {
     link_slash_warned: bool,
     pub stats: Stats,
     /// Where written regular files go instead of being closed (`Options::written`).
-    pub written: Option<SyncSender<File>>,
+    pub written: Option<SyncSender<Written>>,
 }
 
 /// Convert a path component to a C string (components never contain NUL).
@@ -432,28 +432,31 @@ impl<'a> Extractor<'a> {
             Err(e) => return Err(failed(e, &entry.name, "cannot create file")),
         };
         let file = File::from(file);
-        self.write_content(reader, &file, entry)?;
+        let len = self.write_content(reader, &file, entry)?;
         self.meta.file(&file, entry)?;
         if let Some(queue) = &self.written {
             // A full queue (or a receiver gone) closes it here.
-            let _ = queue.try_send(file);
+            let _ = queue.try_send(Written { file, len });
         }
         Ok(())
     }
 
+    /// Returns the file's size.
     fn write_content(
         &mut self,
         reader: &mut Reader<'_>,
         mut file: &File,
         entry: &Entry,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let write_failed = |e: std::io::Error| failed(Error::from(e), &entry.name, "cannot write");
         let Some(sparse) = &entry.sparse else {
+            let mut len = 0;
             while reader.remaining() > 0 {
                 let data = reader.data(BUFFER_SIZE, &entry.name)?;
                 file.write_all(data).map_err(write_failed)?;
+                len += data.len() as u64;
             }
-            return Ok(());
+            return Ok(len);
         };
         let read_map;
         let map = match &sparse.map {
@@ -474,7 +477,8 @@ impl<'a> Extractor<'a> {
                 at += data.len() as u64;
             }
         }
-        file.set_len(sparse.real_size).map_err(write_failed)
+        file.set_len(sparse.real_size).map_err(write_failed)?;
+        Ok(sparse.real_size)
     }
 
     fn extract_symlink(&mut self, parent: &OwnedFd, base: &CStr, entry: &Entry) -> Result<bool> {

@@ -115,8 +115,10 @@ impl Meta {
             .map_err(|e| failed(e, name, "cannot set modification time"))
     }
 
-    /// Metadata of a node we hold no fd for (symlink, device, FIFO), by name without
-    /// following it. Symlinks have no mode of their own (`chmod` false).
+    /// Metadata of a node we hold no fd for (symlink, device, FIFO), just created, by
+    /// name without following it. Symlinks have no mode of their own (`chmod` false).
+    /// Owner and mode are set only when they differ, as for files (see [`Meta::file`]):
+    /// a symlink made by root is root's already.
     pub fn node(
         &mut self,
         parent: BorrowedFd<'_>,
@@ -124,7 +126,10 @@ impl Meta {
         entry: &Entry,
         chmod: bool,
     ) -> Result<()> {
-        if self.can_chown {
+        let st = sys::lstat_at(parent, base)
+            .map_err(|e| failed(e, &entry.name, "cannot stat new file"))?;
+        let chown = self.can_chown && (st.st_uid != entry.uid || st.st_gid != entry.gid);
+        if chown {
             let r = nix::unistd::fchownat(
                 parent,
                 base,
@@ -135,7 +140,8 @@ impl Meta {
             self.chown_result(r, &entry.name)?;
         }
         self.xattrs(XattrTarget::At(parent, base), entry)?;
-        if chmod {
+        let mode_differs = st.st_mode & 0o7777 != entry.mode & 0o7777;
+        if chmod && (chown || !entry.xattrs.is_empty() || mode_differs) {
             sys::chmod_at_nofollow(parent, base, entry.mode)
                 .map_err(|e| failed(e, &entry.name, "cannot change mode"))?;
         }

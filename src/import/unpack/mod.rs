@@ -177,7 +177,16 @@ pub struct Options {
     /// Regular files, once written (content and metadata), are offered here instead of
     /// being closed: a thread may start their writeback early (pull-oci on btrfs). Never
     /// waited for: when the queue is full the file is closed as usual.
-    pub written: Option<SyncSender<File>>,
+    pub written: Option<SyncSender<Written>>,
+}
+
+/// A regular file the unpacker has written, with its size (so the receiver need not
+/// stat it again).
+#[derive(Debug)]
+pub struct Written {
+    pub file: File,
+    /// The file's size in bytes (holes included).
+    pub len: u64,
 }
 
 impl Options {
