@@ -219,6 +219,8 @@ time_run() {
     if [ "$(stat -f -c %T "$WORK")" = btrfs ]; then
         btrfs filesystem sync "$WORK" >/dev/null
         btrfs subvolume sync "$WORK" >/dev/null
+        # and commit what the cleanup left for the next transaction (freeing the extents).
+        btrfs filesystem sync "$WORK" >/dev/null
     fi
     sync
     if [ "$COLD" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
