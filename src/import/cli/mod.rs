@@ -149,19 +149,3 @@ mod personality_tests {
         assert_eq!(by_argv0("").dialect, Dialect::V219);
     }
 }
-
-#[cfg(test)]
-mod fd_table_tests {
-    /// The size of this process's descriptor table (`FDSize:` in /proc/self/status).
-    fn fd_table_size() -> usize {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("FDSize:")).unwrap();
-        line["FDSize:".len()..].trim().parse().unwrap()
-    }
-
-    #[test]
-    fn the_table_is_grown_once_for_the_whole_run() {
-        super::grow_fd_table();
-        assert!(fd_table_size() >= 1024, "FDSize {}", fd_table_size());
-    }
-}
