@@ -4,17 +4,18 @@
 //! cannot finish before the tree's data is on the disk: it writes out the dirty pages,
 //! waits for them, commits, and the commit ends with a flush of the devices' write caches
 //! (a loop device writes its whole backing file out then). All of it after the layer's
-//! last byte, on the critical path. So each layer has a *writeback* thread, handed each
-//! regular file as soon as the unpacker has written it: it starts the file's writeback
+//! last byte, on the critical path. So each layer has a *writeback* thread, handed the
+//! regular files the unpacker has written, in batches of a few small files or one big one
+//! (`unpack::Written`; one wake-up per batch): it starts each file's writeback
 //! (`sync_file_range`, not waiting), and once [`FLUSH_EVERY`] bytes were started before
 //! the file it is handed it asks a *flush* thread to flush the file system's loop devices
 //! (`fsync` of each, the flush the commit ends with, without the commit). The snapshot then
 //! finds the data written and the devices holding only what came since the last flush.
-//! Neither thread is ever waited for by the unpacker: a full queue closes the file
+//! Neither thread is ever waited for by the unpacker: a full queue closes the batch
 //! instead, and a flush asked for while one is pending is not asked for twice; one still
 //! pending when the layer is applied is not made (the snapshot, waiting for these threads,
-//! would only wait for a flush its commit makes anyway). Neither changes what the snapshot holds: they only move work it would do itself to an earlier
-//! time and the other core.
+//! would only wait for a flush its commit makes anyway). Neither changes what the snapshot
+//! holds: they only move work it would do itself to an earlier time and the other core.
 //!
 //! The flushes go to the block devices, not through the file system: `fdatasync` of a file
 //! flushes too, but its log-tree commits held the unpacker up (waits for metadata
@@ -38,24 +39,25 @@ use crate::log_error_errno;
 use crate::util::error::{Error, Result};
 use crate::util::{btrfs, fs, sys};
 
-/// Files queued for the writeback thread at most: a full queue closes the next file
-/// instead (its data is written out by the snapshot, as without this thread). Each is an
-/// open descriptor, hence the bound.
-const QUEUE: usize = 256;
+/// Batches of files queued for the writeback thread at most (of up to 32 files each,
+/// `unpack::Written`): a full queue closes the next batch instead (its data is written
+/// out by the snapshot, as without this thread). Each file is an open descriptor, hence
+/// the bound.
+const QUEUE: usize = 8;
 /// Bytes of file data started between two flushes asked for, at least.
 const FLUSH_EVERY: u64 = 8 << 20;
 
 /// The writeback thread of one layer. Dropping it lets the thread finish its queue and the
 /// flush under way, and joins it.
 pub struct Writeback {
-    queue: SyncSender<Written>,
+    queue: SyncSender<Vec<Written>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Writeback {
     /// Start the threads for the tree `tree` (its devices are the ones flushed).
     pub fn start(tree: OwnedFd) -> Result<Writeback> {
-        let (queue, files) = mpsc::sync_channel::<Written>(QUEUE);
+        let (queue, files) = mpsc::sync_channel::<Vec<Written>>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("oci-writeback".into())
             .spawn(move || write_back(&files, tree))
@@ -70,7 +72,7 @@ impl Writeback {
     }
 
     /// Where the unpacker hands the files it has written (`unpack::Options::written`).
-    pub fn queue(&self) -> SyncSender<Written> {
+    pub fn queue(&self) -> SyncSender<Vec<Written>> {
         self.queue.clone()
     }
 }
@@ -88,7 +90,7 @@ impl Drop for Writeback {
 
 /// The writeback thread: start each file's writeback; now and then have the devices
 /// flushed.
-fn write_back(files: &Receiver<Written>, tree: OwnedFd) {
+fn write_back(batches: &Receiver<Vec<Written>>, tree: OwnedFd) {
     // One flush pending at most: while one runs the data keeps going out, and the next
     // flush covers it.
     let (flush, requests) = mpsc::sync_channel::<()>(1);
@@ -102,7 +104,7 @@ fn write_back(files: &Receiver<Written>, tree: OwnedFd) {
             .ok()
     };
     let (mut started, mut since_flush) = (0u32, 0u64);
-    for Written { file, len } in files {
+    for Written { file, len } in batches.iter().flatten() {
         // A flush covers the files started before this one, whose writes have had time to
         // reach the device; not this file's, which would make the flush wait for them (a
         // layer of one big file would then wait for its flush as it would for the

@@ -8,6 +8,7 @@ use std::sync::mpsc::SyncSender;
 
 use super::entry::Entry;
 use super::extract::{Extractor, NoOverlay};
+use super::handoff::Handoff;
 use super::layer::{Flavour, Layer};
 use super::reader::Reader;
 use super::{show, Mode, Stats, Written};
@@ -41,8 +42,8 @@ impl<'a> Unpacker<'a> {
     }
 
     /// Offer every regular file written to `queue` (see `Options::written`).
-    pub fn hand_written_files_to(&mut self, queue: Option<SyncSender<Written>>) {
-        self.extractor.written = queue;
+    pub fn hand_written_files_to(&mut self, queue: Option<SyncSender<Vec<Written>>>) {
+        self.extractor.written = queue.map(Handoff::new);
     }
 
     /// Apply every entry of the stream, then the attributes of the directories still open.
@@ -50,6 +51,10 @@ impl<'a> Unpacker<'a> {
         while let Some(entry) = reader.next_entry()? {
             self.extractor.stats.entries += 1;
             self.apply_entry(reader, &entry)?;
+        }
+        // The last files' writeback starts while the directories get their attributes.
+        if let Some(handoff) = &mut self.extractor.written {
+            handoff.send();
         }
         self.extractor.leave_dirs(None)?;
         Ok(self.extractor.stats.clone())

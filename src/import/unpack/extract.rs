@@ -18,7 +18,6 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
-use std::sync::mpsc::SyncSender;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -27,9 +26,10 @@ use nix::unistd::UnlinkatFlags;
 
 use super::dirs::Dirs;
 use super::entry::{Entry, Kind, SparseMap};
+use super::handoff::Handoff;
 use super::meta::{DirAttrs, Meta, XattrTarget};
 use super::reader::{Reader, BUFFER_SIZE};
-use super::{failed, refuse, show, sys, tree, Stats, Written};
+use super::{failed, refuse, show, sys, tree, Stats};
 use crate::util::error::{Error, Result};
 
 /// What applying a layer adds to extracting a member. The plain mode adds nothing
@@ -72,7 +72,7 @@ pub struct Extractor<'a> {
     link_slash_warned: bool,
     pub stats: Stats,
     /// Where written regular files go instead of being closed (`Options::written`).
-    pub written: Option<SyncSender<Written>>,
+    pub written: Option<Handoff>,
 }
 
 /// Convert a path component to a C string (components never contain NUL).
@@ -434,9 +434,8 @@ impl<'a> Extractor<'a> {
         let file = File::from(file);
         let len = self.write_content(reader, &file, entry)?;
         self.meta.file(&file, entry)?;
-        if let Some(queue) = &self.written {
-            // A full queue (or a receiver gone) closes it here.
-            let _ = queue.try_send(Written { file, len });
+        if let Some(handoff) = &mut self.written {
+            handoff.offer(file, len);
         }
         Ok(())
     }

@@ -61,10 +61,10 @@
 //! 20–40 bytes per path: about 2 MiB for a 50,000-file layer).
 //!
 //! # Files
-//! Dependencies point one way (no two files import each other): `apply` uses `layer`
-//! and `extract`; `layer` uses `extract`; `extract` uses `dirs` and `meta`; `dirs` uses
-//! `meta`; below them all lie `tree` and `sys`. `reader` uses `pax`, `header` and
-//! `entry`.
+//! Dependencies point one way (no two files import each other): `apply` uses `layer`,
+//! `extract` and `handoff`; `layer` uses `extract`; `extract` uses `dirs`, `meta` and
+//! `handoff`; `dirs` uses `meta`; below them all lie `tree` and `sys`. `reader` uses
+//! `pax`, `header` and `entry`.
 //! * `apply.rs`: the loop over the members; picks plain extraction or the layer;
 //! * `layer.rs`: what a layer means (whiteouts, opaque directories, aufs pseudo-links);
 //! * `extract.rs`: creating one member, replacing what is in its way, its parents;
@@ -73,6 +73,7 @@
 //! * `reader.rs`: the stream, with bounded memory; `entry.rs`: what it yields;
 //!   `pax.rs`: PAX records; `header.rs`: header blocks;
 //! * `tree.rs`: path operations confined to the root; `sys.rs`: system calls;
+//! * `handoff.rs`: written files handed to another thread in batches;
 //! * `fanout.rs`: one stream into several trees at once ([`unpack_trees`]), an unpacker
 //!   per tree on threads of their own; it uses only [`unpack`].
 //!
@@ -88,6 +89,7 @@ mod dirs;
 mod entry;
 mod extract;
 mod fanout;
+mod handoff;
 mod header;
 mod index;
 mod layer;
@@ -98,10 +100,10 @@ mod sys;
 mod tree;
 
 pub use fanout::unpack_trees;
+pub use handoff::Written;
 pub use index::{members, Member};
 
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::AtomicBool;
@@ -174,19 +176,10 @@ pub struct Options {
     /// Set by another thread (SIGINT) to stop the unpack with ECANCELED. Checked between
     /// members and every time the input buffer is refilled.
     pub cancel: Option<Arc<AtomicBool>>,
-    /// Regular files, once written (content and metadata), are offered here instead of
-    /// being closed: a thread may start their writeback early (pull-oci on btrfs). Never
-    /// waited for: when the queue is full the file is closed as usual.
-    pub written: Option<SyncSender<Written>>,
-}
-
-/// A regular file the unpacker has written, with its size (so the receiver need not
-/// stat it again).
-#[derive(Debug)]
-pub struct Written {
-    pub file: File,
-    /// The file's size in bytes (holes included).
-    pub len: u64,
+    /// Regular files, once written (content and metadata), are offered here in batches
+    /// instead of being closed: a thread may start their writeback early (pull-oci on
+    /// btrfs). Never waited for: when the queue is full the files are closed as usual.
+    pub written: Option<SyncSender<Vec<Written>>>,
 }
 
 impl Options {
