@@ -207,8 +207,8 @@ lr_push_image bench/image latest "$WORK/config.json" "${LAYER_FILES[@]}"
 rm -rf "$WORK/layers"
 
 # --- Timed runs ----------------------------------------------------------------------------
-# time_run NAME LOG CMD…: run under /usr/bin/time -v, append "wall cpu rss_kib" to
-# $WORK/result.NAME.
+# time_run NAME LOG CMD…: run under /usr/bin/time -v, append "wall cpu rss_kib steal" to
+# $WORK/result.NAME (steal: CPU seconds the host gave to others meanwhile).
 time_run() {
     local name=$1 log=$2
     shift 2
@@ -224,15 +224,20 @@ time_run() {
     fi
     sync
     if [ "$COLD" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+    # CPU time the hypervisor gave to others while the run wanted it (the steal column
+    # of /proc/stat, in clock ticks): a run with much of it is the host's noise.
+    local steal_before
+    steal_before=$(awk '/^cpu / { print $9 }' /proc/stat)
     if ! /usr/bin/time -v -o "$WORK/time.out" "$@" >"$log" 2>&1; then
         cat "$log" >&2
         die "$name failed"
     fi
-    awk -v out="$WORK/result.$name" '
+    awk -v out="$WORK/result.$name" -v hz="$(getconf CLK_TCK)" -v before="$steal_before" \
+        -v after="$(awk '/^cpu / { print $9 }' /proc/stat)" '
         /Elapsed \(wall clock\)/ { n = split($NF, t, ":"); wall = (n == 3) ? t[1]*3600 + t[2]*60 + t[3] : t[1]*60 + t[2] }
         /User time/ { user = $NF } /System time/ { sys = $NF }
         /Maximum resident set size/ { rss = $NF }
-        END { printf "%.2f %.2f %d\n", wall, user + sys, rss >> out }' "$WORK/time.out"
+        END { printf "%.2f %.2f %d %.2f\n", wall, user + sys, rss, (after - before) / hz >> out }' "$WORK/time.out"
 }
 
 # podman's storage driver: its own choice (overlay) unless the work directory is on btrfs.
@@ -289,9 +294,9 @@ echo "Image $IMAGE; median of $RUNS runs; $(du -sh "$WORK/registry" | cut -f1) i
 # skopeo+umoci add up per run (RSS: the larger).
 if has_peer skopeo; then
     paste -d' ' "$WORK/result.skopeo" "$WORK/result.umoci" |
-        awk '{ printf "%.2f %.2f %d\n", $1 + $4, $2 + $5, ($3 > $6 ? $3 : $6) }' >"$WORK/result.peers"
+        awk '{ printf "%.2f %.2f %d %.2f\n", $1 + $5, $2 + $6, ($3 > $7 ? $3 : $7), $4 + $8 }' >"$WORK/result.peers"
 fi
-echo "Per run (wall s, CPU s, peak RSS KiB):"
+echo "Per run (wall s, CPU s, peak RSS KiB, CPU s stolen by the host):"
 for run in $(seq "$RUNS"); do
     line="  run $run: pull-oci $(sed -n "${run}p" "$WORK/result.ours")"
     for name in skopeo umoci podman; do
