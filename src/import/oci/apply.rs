@@ -132,7 +132,7 @@ pub fn apply(work: ApplyWork) -> Result<()> {
     let start = Instant::now();
     // btrfs: the chain snapshot below must first get the layer's data to the disk; threads
     // start that while the layer is applied, on the other core.
-    let mut writeback = match target.chain.as_ref().map(|_| root.try_clone()) {
+    let writeback = match target.chain.as_ref().map(|_| root.try_clone()) {
         Some(Ok(tree)) => Some(Writeback::start(tree)?),
         // Without a second descriptor the snapshot writes the data out itself.
         Some(Err(_)) | None => None,
@@ -143,10 +143,7 @@ pub fn apply(work: ApplyWork) -> Result<()> {
         size_max,
     };
     let result = unpack_stream(input, &layer, &root, &cancel, writeback.as_ref());
-    // Joined after the snapshot (dropped at the end), which need not wait for its last work.
-    if let Some(w) = writeback.as_mut() {
-        w.layer_applied();
-    }
+    drop(writeback);
     log::debug!("Layer {layer} applied in {:.1?}.", start.elapsed());
     let diff_id = result?;
     if diff_id != expected {

@@ -12,12 +12,10 @@
 //! (`fsync` of each, the flush the commit ends with, without the commit). The snapshot then
 //! finds the data written and the devices holding only what came since the last flush.
 //! Neither thread is ever waited for by the unpacker: a full queue closes the batch
-//! instead, and a flush asked for while one is pending is not asked for twice; once the
-//! layer is applied they start nothing more (files still queued are closed, a flush still
-//! pending is not made) and the snapshot goes ahead without waiting for them: it writes
-//! out what is still dirty, and its commit flushes the devices, itself. Neither changes
-//! what the snapshot holds: they only move work it would do itself to an earlier time and
-//! the other core.
+//! instead, and a flush asked for while one is pending is not asked for twice; one still
+//! pending when the layer is applied is not made (the snapshot, waiting for these threads,
+//! would only wait for a flush its commit makes anyway). Neither changes what the snapshot
+//! holds: they only move work it would do itself to an earlier time and the other core.
 //!
 //! The flushes go to the block devices, not through the file system: `fdatasync` of a file
 //! flushes too, but its log-tree commits held the unpacker up (waits for metadata
@@ -54,19 +52,15 @@ const FLUSH_EVERY: u64 = 8 << 20;
 pub struct Writeback {
     queue: SyncSender<Vec<Written>>,
     thread: Option<JoinHandle<()>>,
-    /// Set once the layer is applied: the threads start nothing more.
-    applied: Arc<AtomicBool>,
 }
 
 impl Writeback {
     /// Start the threads for the tree `tree` (its devices are the ones flushed).
     pub fn start(tree: OwnedFd) -> Result<Writeback> {
         let (queue, files) = mpsc::sync_channel::<Vec<Written>>(QUEUE);
-        let applied = Arc::new(AtomicBool::new(false));
-        let thread_applied = applied.clone();
         let thread = std::thread::Builder::new()
             .name("oci-writeback".into())
-            .spawn(move || write_back(&files, tree, &thread_applied))
+            .spawn(move || write_back(&files, tree))
             .map_err(|e| {
                 let e = Error::from(e);
                 log_error_errno!(e.clone(), "Failed to start writeback thread: {}", e)
@@ -74,19 +68,7 @@ impl Writeback {
         Ok(Writeback {
             queue,
             thread: Some(thread),
-            applied,
         })
-    }
-
-    /// The layer is applied and its snapshot comes next, which writes out what is still
-    /// dirty and flushes the devices itself: the threads start nothing more (files still
-    /// queued are closed), and the snapshot need not wait for them. A flush under way goes
-    /// on beside it (the commit's own flush has that much less to do).
-    pub fn layer_applied(&mut self) {
-        self.applied.store(true, Ordering::Release);
-        // The unpacker's clone of the sender went with its options.
-        let (closed, _) = mpsc::sync_channel(0);
-        drop(std::mem::replace(&mut self.queue, closed));
     }
 
     /// Where the unpacker hands the files it has written (`unpack::Options::written`).
@@ -97,7 +79,9 @@ impl Writeback {
 
 impl Drop for Writeback {
     fn drop(&mut self) {
-        self.layer_applied();
+        // The unpacker's clone of the sender went with its options.
+        let (closed, _) = mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.queue, closed));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -106,10 +90,11 @@ impl Drop for Writeback {
 
 /// The writeback thread: start each file's writeback; now and then have the devices
 /// flushed.
-fn write_back(batches: &Receiver<Vec<Written>>, tree: OwnedFd, applied: &Arc<AtomicBool>) {
+fn write_back(batches: &Receiver<Vec<Written>>, tree: OwnedFd) {
     // One flush pending at most: while one runs the data keeps going out, and the next
     // flush covers it.
     let (flush, requests) = mpsc::sync_channel::<()>(1);
+    let applied = Arc::new(AtomicBool::new(false));
     let flusher = {
         let applied = applied.clone();
         std::thread::Builder::new()
@@ -120,10 +105,6 @@ fn write_back(batches: &Receiver<Vec<Written>>, tree: OwnedFd, applied: &Arc<Ato
     };
     let (mut started, mut since_flush) = (0u32, 0u64);
     for Written { file, len } in batches.iter().flatten() {
-        // Files still queued when the layer is applied are the snapshot's to write out.
-        if applied.load(Ordering::Acquire) {
-            continue;
-        }
         // A flush covers the files started before this one, whose writes have had time to
         // reach the device; not this file's, which would make the flush wait for them (a
         // layer of one big file would then wait for its flush as it would for the
@@ -136,8 +117,9 @@ fn write_back(batches: &Receiver<Vec<Written>>, tree: OwnedFd, applied: &Arc<Ato
         started += 1;
         since_flush += len;
     }
-    // The queue ends once the layer is applied (`applied` set): a flush still pending would
-    // only come before the commit's own.
+    // The layer is applied and the snapshot waits for this thread: a flush still pending
+    // would only come before the commit's own.
+    applied.store(true, Ordering::Release);
     drop(flush);
     let flushed = flusher.map_or(0, |t| t.join().unwrap_or(0));
     log::debug!("Writeback started for {started} files; {flushed} device flushes.");
