@@ -43,7 +43,7 @@ use crate::util::error::{Error, Result};
 use crate::util::format::format_bytes;
 use crate::util::fs;
 
-/// Size of the buffers between the two threads.
+/// Size of the buffers between the pipeline's threads.
 const CHUNK: usize = 256 << 10;
 /// Buffers between the decompressor and the DiffID hasher, which keeps up easily.
 const RAW_QUEUE: usize = 4;
