@@ -29,8 +29,9 @@ use crate::import::Dialect;
 use crate::util::test_seams::TestSettings;
 
 /// Size the descriptor table for the most descriptors a pull holds at once (the btrfs
-/// writeback queue alone keeps up to 256 files open, plus connections, spools and
-/// pipes) while the process still has one thread. The kernel grows the table by
+/// writeback queue alone keeps up to 8 batches of 32 files open, and the unpacker the
+/// batch it fills, plus connections, spools and pipes) while the process still has one
+/// thread. The kernel grows the table by
 /// doubling, and once threads share it every growth waits for an RCU grace period:
 /// measured 5–26 ms stalls of the unpacker in the middle of a layer (`perf sched`,
 /// `expand_files` < `synchronize_rcu`). A table never shrinks, so one `F_DUPFD` high up
