@@ -4,7 +4,7 @@
 mod common;
 
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -13,8 +13,15 @@ use common::cli::{spawn_watch, TempRoot};
 use common::pull::{assert_aborted, names, pull, pull_cmd, ImageServer};
 use systemd_import::import::store::{cache_path, CacheKind};
 
-/// Bytes of the cache entry the local copy is made from (allocated, not sparse).
-const BIG: i64 = 6 << 30;
+/// Bytes of the cache entry the local copy is made from (allocated, not sparse, so the
+/// copy cannot skip it as a hole). Its blocks are really taken on the disk under the test
+/// root: 2 GiB keeps the test within a CI machine's free space, and the copy of unwritten
+/// extents still takes several seconds (about 0.3 GiB/s on the 2-core CI machine). The test
+/// measures the copy's rate before it signals and fails if the copy would have ended within
+/// the bound anyway, so a faster machine cannot make it pass without proving anything.
+const BIG: i64 = 2 << 30;
+/// How long an uncancelled copy must still have to run when the signal comes, at least.
+const UNCANCELLED_LEFT: Duration = Duration::from_secs(3);
 
 #[test]
 fn sigterm_during_a_large_local_raw_copy_ends_within_a_second() {
@@ -40,7 +47,12 @@ fn sigterm_during_a_large_local_raw_copy_ends_within_a_second() {
 
     let mut cmd = pull_cmd(&server, root.path(), None, &args);
     let run = spawn_watch(&mut cmd);
-    wait_for_copy(root.path(), local);
+    let copy = wait_for_copy(root.path(), local);
+    let left = time_left(&copy);
+    assert!(
+        left > UNCANCELLED_LEFT,
+        "the copy would end in {left:?} anyway: raise BIG so that cancelling it proves something"
+    );
     let start = Instant::now();
     run.signal(Signal::SIGTERM);
     let out = run.wait();
@@ -59,19 +71,30 @@ fn sigterm_during_a_large_local_raw_copy_ends_within_a_second() {
     );
 }
 
-/// Wait until the copy's temporary file exists and has data.
-fn wait_for_copy(root: &Path, local: &str) {
+/// Wait until the copy's temporary file exists and has data; its path.
+fn wait_for_copy(root: &Path, local: &str) -> PathBuf {
     let prefix = format!(".#{local}.raw");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let copying = std::fs::read_dir(root).unwrap().flatten().any(|e| {
+        let copying = std::fs::read_dir(root).unwrap().flatten().find(|e| {
             e.file_name().to_string_lossy().starts_with(&prefix)
                 && e.metadata().is_ok_and(|m| m.len() > 0)
         });
-        if copying {
-            return;
+        if let Some(entry) = copying {
+            return entry.path();
         }
         assert!(Instant::now() < deadline, "no copy started");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// How long the copy into `copy` would still run uncancelled, from its rate over 200 ms.
+fn time_left(copy: &Path) -> Duration {
+    let len = || std::fs::metadata(copy).unwrap().len();
+    let (t0, len0) = (Instant::now(), len());
+    std::thread::sleep(Duration::from_millis(200));
+    let (t1, len1) = (Instant::now(), len());
+    assert!(len1 > len0, "the copy made no progress in 200 ms");
+    let rate = (len1 - len0) as f64 / (t1 - t0).as_secs_f64();
+    Duration::from_secs_f64((BIG as u64).saturating_sub(len1) as f64 / rate)
 }
