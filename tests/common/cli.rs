@@ -118,6 +118,18 @@ pub fn run(cmd: &mut Command) -> CliOutput {
 /// Start `cmd` in the background (stdin from /dev/null, stdout and stderr captured) to watch its
 /// stderr and signal it while it runs.
 pub fn spawn_watch(cmd: &mut Command) -> Watched {
+    // The signals a test sends must meet their default actions, as under a terminal or a
+    // service manager. A runner started in the background by a non-interactive shell has
+    // SIGINT and SIGQUIT ignored, and exec passes that on: `sleep` would never die of them.
+    // SAFETY: signal() is async-signal-safe, and SIG_DFL installs no handler code.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
