@@ -15,13 +15,14 @@ use systemd_import::import::store::{cache_path, CacheKind};
 
 /// Bytes of the cache entry the local copy is made from (allocated, not sparse, so the
 /// copy cannot skip it as a hole). Its blocks are really taken on the disk under the test
-/// root: 2 GiB keeps the test within a CI machine's free space, and the copy of unwritten
-/// extents still takes several seconds (about 0.3 GiB/s on the 2-core CI machine). The test
-/// measures the copy's rate before it signals and fails if the copy would have ended within
-/// the bound anyway, so a faster machine cannot make it pass without proving anything.
-const BIG: i64 = 2 << 30;
-/// How long an uncancelled copy must still have to run when the signal comes, at least.
-const UNCANCELLED_LEFT: Duration = Duration::from_secs(3);
+/// root, so it is no larger than the CI machine's free space allows beside a build. The
+/// copy's speed is the kernel's and varies tenfold with the page cache's state (0.3 to
+/// 3 GiB/s here), so the test measures it before it signals: see [`MIN_LEFT`].
+const BIG: i64 = 4 << 30;
+/// How long an uncancelled copy must still have to run when the signal comes, at least:
+/// the test then asserts the pull ended in under half of that, which a copy that does not
+/// look at its cancel flag cannot do.
+const MIN_LEFT: Duration = Duration::from_millis(500);
 
 #[test]
 fn sigterm_during_a_large_local_raw_copy_ends_within_a_second() {
@@ -50,7 +51,7 @@ fn sigterm_during_a_large_local_raw_copy_ends_within_a_second() {
     let copy = wait_for_copy(root.path(), local);
     let left = time_left(&copy);
     assert!(
-        left > UNCANCELLED_LEFT,
+        left > MIN_LEFT,
         "the copy would end in {left:?} anyway: raise BIG so that cancelling it proves something"
     );
     let start = Instant::now();
@@ -59,8 +60,8 @@ fn sigterm_during_a_large_local_raw_copy_ends_within_a_second() {
     let took = start.elapsed();
     assert_aborted(&out);
     assert!(
-        took < Duration::from_secs(1),
-        "took {took:?}:\n{}",
+        took < Duration::from_secs(1) && took < left / 2,
+        "took {took:?} (the copy had {left:?} to go):\n{}",
         out.stderr
     );
     let cache_name = cache.file_name().unwrap().to_string_lossy().into_owned();
@@ -88,13 +89,13 @@ fn wait_for_copy(root: &Path, local: &str) -> PathBuf {
     }
 }
 
-/// How long the copy into `copy` would still run uncancelled, from its rate over 200 ms.
+/// How long the copy into `copy` would still run uncancelled, from its rate over 50 ms.
 fn time_left(copy: &Path) -> Duration {
     let len = || std::fs::metadata(copy).unwrap().len();
     let (t0, len0) = (Instant::now(), len());
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(50));
     let (t1, len1) = (Instant::now(), len());
-    assert!(len1 > len0, "the copy made no progress in 200 ms");
+    assert!(len1 > len0, "the copy made no progress in 50 ms");
     let rate = (len1 - len0) as f64 / (t1 - t0).as_secs_f64();
     Duration::from_secs_f64((BIG as u64).saturating_sub(len1) as f64 / rate)
 }
