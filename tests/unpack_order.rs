@@ -76,8 +76,21 @@ fn a_path_written_twice_holds_the_second_member() {
     }
 }
 
+/// A tmpfs mounted by [`mount_small_tmpfs`], unmounted on drop: the temporary directory it
+/// covers can be removed only then (before, removing it fails with EBUSY and leaves it
+/// behind in /var/tmp).
+struct SmallTmpfs(CString);
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        // SAFETY: a plain system call with a NUL-terminated string that outlives it.
+        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 /// Mount a tmpfs of `size` bytes on `dir` in a mount namespace of this process's own.
-fn mount_small_tmpfs(dir: &std::path::Path, size: &str) {
+#[must_use = "the tmpfs is unmounted when this is dropped"]
+fn mount_small_tmpfs(dir: &std::path::Path, size: &str) -> SmallTmpfs {
     let target = CString::new(dir.as_os_str().as_bytes()).unwrap();
     let data = CString::new(format!("size={size}")).unwrap();
     // SAFETY: plain system calls with NUL-terminated strings that outlive them.
@@ -106,13 +119,14 @@ fn mount_small_tmpfs(dir: &std::path::Path, size: &str) {
             std::io::Error::last_os_error()
         );
     }
+    SmallTmpfs(target)
 }
 
 #[test]
 fn a_refused_write_fails_the_unpack_at_that_member() {
     in_own_process("a_refused_write_fails_the_unpack_at_that_member", || {
         let work = tempfile::tempdir_in("/var/tmp").unwrap();
-        mount_small_tmpfs(work.path(), "256k");
+        let _tmpfs = mount_small_tmpfs(work.path(), "256k");
         let mut t = Tarball::new();
         for i in 0..8 {
             t.file(&format!("f{i}"), &[b'a'; 1000]);
