@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use common::cli::TempRoot;
 use common::http::{HttpServer, Response};
 
 const DEBIAN_PULL: &str = "/lib/systemd/systemd-pull";
@@ -161,7 +162,7 @@ fn sync_yes_flushes_before_success_and_sync_no_never_flushes() {
     ];
     for debian in [true, false] {
         for (what, args, synced) in &cases {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = TempRoot::new();
             let root = format!("--image-root={}", dir.path().join("root").display());
             let log = dir.path().join("strace.log");
             let log_arg = log.to_str().unwrap();
@@ -188,7 +189,7 @@ fn sync_yes_flushes_before_success_and_sync_no_never_flushes() {
     }
     // $SYSTEMD_IMPORT_SYNC=0 is the default the option overrides.
     for (option, synced) in [(None, false), (Some("--sync=yes"), true)] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TempRoot::new();
         let root = format!("--image-root={}", dir.path().display());
         let log = dir.path().join("strace.log");
         let mut args = vec!["--verify=no", root.as_str()];
@@ -269,7 +270,7 @@ fn direct_writes_a_block_device_in_place_as_debian_does() {
     let files = Files::serve(vec![("disk.raw.xz", xz)]);
     let url = files.url("disk.raw.xz");
     let dev = LoopDevice::new(SIZE, b'B');
-    let root = tempfile::tempdir().unwrap();
+    let root = TempRoot::new();
     let root_arg = format!("--image-root={}", root.path().display());
     for offset in [None, Some(8192usize)] {
         let offset_arg = offset.map(|o| format!("--offset={o}"));
@@ -302,7 +303,7 @@ fn direct_writes_a_block_device_in_place_as_debian_does() {
 fn direct_at_an_offset_needs_an_existing_file_and_size_max_bounds_it() {
     let files = Files::serve(vec![("disk.raw", disk_image())]);
     let url = files.url("disk.raw");
-    let root = tempfile::tempdir().unwrap();
+    let root = TempRoot::new();
     let root_arg = format!("--image-root={}", root.path().display());
     let out = run_with_prefix(
         &[],
@@ -593,7 +594,7 @@ fn file_urls_pull_as_http_urls_do() {
         // No disk.raw.sha256: SHA256SUMS after it is found missing, as after a 404.
         ("SHA256SUMS", sums("disk.raw", &disk)),
     ];
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempRoot::new();
     let files_dir = dir.path().join("files");
     fs::create_dir(&files_dir).unwrap();
     for (name, content) in &served {

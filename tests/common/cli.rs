@@ -387,6 +387,15 @@ impl TempRoot {
     }
 }
 
+impl Drop for TempRoot {
+    /// Removed with the crate's own `rm_rf`: the cache entries and read-only images the
+    /// pulls leave are immutable (chattr +i) off btrfs, which `TempDir` cannot remove; it
+    /// would leave the whole root behind in /tmp.
+    fn drop(&mut self) {
+        let _ = systemd_import::util::fs::rm_rf(self.dir.path());
+    }
+}
+
 impl Default for TempRoot {
     fn default() -> Self {
         TempRoot::new()
